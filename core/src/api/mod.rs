@@ -1,0 +1,265 @@
+//! The HTTP API: Distribution V2 (OCI Distribution Spec 1.1 plus Docker's manifest types), the
+//! V1 toggle, and the main port's health and admin endpoints.
+//!
+//! # Layout
+//! - `route.rs` parses paths, `range.rs` the range headers, `url.rs` the external base URL.
+//! - One file per spec area: `blobs.rs`, `uploads.rs`, `manifests.rs`, `tags.rs` (tags and
+//!   catalog), `referrers.rs`, `v1.rs`; `admin.rs` for the main port's own endpoints.
+//! - `response.rs` builds bodies and the spec's error format.
+//!
+//! Handlers see a [`Target`]: the repository, the image name inside it, and how to spell URLs
+//! back to the client. They never see a file path, and they return [`RepoError`] which becomes
+//! the spec's error body or a logged 500.
+
+mod admin;
+mod blobs;
+mod manifests;
+pub mod range;
+mod referrers;
+pub mod response;
+pub mod route;
+mod tags;
+mod uploads;
+pub mod url;
+mod v1;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use tracing::Instrument;
+
+use crate::oci::{ErrorCode, ImageName, RegistryError, RepoName};
+use crate::repo::{RepoError, Repository};
+pub use response::Body;
+use route::Route;
+
+/// A repository as the API layer sees it.
+pub struct RepoEntry {
+    pub repo: Arc<dyn Repository>,
+    pub v1_enabled: bool,
+}
+
+/// Everything the API layer serves.
+pub struct Registry {
+    pub repos: BTreeMap<RepoName, Arc<RepoEntry>>,
+    pub context_path: String,
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// Which listener a request arrived on.
+#[derive(Clone)]
+pub enum Listener {
+    /// The main port: `/v2/<repository>/<image>/...` plus admin endpoints.
+    Main,
+    /// A repository's connector: `/v2/<image>/...`.
+    Connector(Arc<RepoEntry>),
+}
+
+/// Connection facts a handler needs.
+#[derive(Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// The resolved target of a V2 request.
+pub struct Target<'a> {
+    pub entry: &'a RepoEntry,
+    pub image: ImageName,
+    /// The path prefix the client used for this repository (`""` on a connector).
+    pub prefix: &'a str,
+    /// `scheme://host[:port]` as the client sees it.
+    pub base: String,
+}
+
+impl Target<'_> {
+    pub fn repo(&self) -> &dyn Repository {
+        self.entry.repo.as_ref()
+    }
+
+    /// The name as the client spells it.
+    pub fn client_name(&self) -> String {
+        self.image.prefixed(self.prefix)
+    }
+
+    /// An absolute URL under this image: `base/v2/<name>/<suffix>`.
+    pub fn url(&self, suffix: &str) -> String {
+        format!("{}/v2/{}/{suffix}", self.base, self.client_name())
+    }
+}
+
+/// Handler results.
+pub type ApiResult = Result<Response<Body>, RepoError>;
+
+pub fn err(code: ErrorCode, msg: impl Into<String>) -> RepoError {
+    RepoError::Client(RegistryError::new(code, msg))
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl Registry {
+    /// Serves one request, inside a tracing span that logs its outcome.
+    pub async fn handle(
+        &self,
+        listener: &Listener,
+        conn: Conn,
+        req: Request<Body>,
+    ) -> Response<Body> {
+        let id = format!("{:x}", REQUEST_IDS.fetch_add(1, Ordering::Relaxed));
+        let span = tracing::info_span!(
+            "request",
+            id = %id,
+            method = %req.method(),
+            path = %req.uri().path(),
+            peer = %conn.peer,
+        );
+        let started = Instant::now();
+        async move {
+            let v1 = req.uri().path().starts_with("/v1");
+            let mut resp = match self.dispatch(listener, conn, req).await {
+                Ok(r) => r,
+                Err(RepoError::Client(e)) => response::error(&e),
+                Err(RepoError::Storage(e)) => {
+                    tracing::error!(error = %e, "internal error");
+                    response::internal(&id)
+                }
+            };
+            if !v1 {
+                resp.headers_mut().insert(
+                    response::API_VERSION,
+                    HeaderValue::from_static("registry/2.0"),
+                );
+            }
+            tracing::info!(
+                status = resp.status().as_u16(),
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "done"
+            );
+            resp
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn dispatch(&self, listener: &Listener, conn: Conn, req: Request<Body>) -> ApiResult {
+        let (parts, body) = req.into_parts();
+        let req = &parts;
+        let path = req.uri.path().to_owned();
+        if let Listener::Main = listener {
+            if let Some(r) = admin::handle(self, &path, &req.method) {
+                return r;
+            }
+        }
+        let route = route::parse(&path);
+        let base =
+            || url::external_base(&req.headers, conn.peer, conn.local, &self.trusted_proxies);
+        match route {
+            Route::Base => Ok(response::json(StatusCode::OK, &serde_json::json!({}))),
+            Route::Catalog => tags::catalog(self, listener, req).await,
+            Route::V1Ping | Route::V1Search | Route::V1Other => {
+                v1::handle(self, listener, route, req).await
+            }
+            Route::NotRegistry | Route::V2Unknown => Err(RepoError::Client(
+                RegistryError::new(
+                    ErrorCode::NameInvalid,
+                    format!("no registry endpoint at {path}"),
+                )
+                .with_status(StatusCode::NOT_FOUND),
+            )),
+            Route::Tags { name } => {
+                let t = self.target(listener, name, base())?;
+                tags::list(&t, req).await
+            }
+            Route::Manifest { name, reference } => {
+                let t = self.target(listener, name, base())?;
+                manifests::handle(&t, reference, req, body).await
+            }
+            Route::Blob { name, digest } => {
+                let t = self.target(listener, name, base())?;
+                blobs::handle(&t, digest, req).await
+            }
+            Route::UploadStart { name } => {
+                let t = self.target(listener, name, base())?;
+                uploads::start(&t, req, body).await
+            }
+            Route::Upload { name, id } => {
+                let id = id.to_owned();
+                let t = self.target(listener, name, base())?;
+                uploads::session(&t, &id, req, body).await
+            }
+            Route::Referrers { name, digest } => {
+                let t = self.target(listener, name, base())?;
+                referrers::list(&t, digest, req).await
+            }
+        }
+    }
+
+    /// Resolves a client-supplied name to a repository and image.
+    fn target<'a>(
+        &'a self,
+        listener: &'a Listener,
+        name: &str,
+        base: String,
+    ) -> Result<Target<'a>, RepoError> {
+        let image: ImageName = name.parse().map_err(|e| {
+            err(
+                ErrorCode::NameInvalid,
+                format!("invalid repository name {name:?}: {e}"),
+            )
+        })?;
+        match listener {
+            Listener::Connector(entry) => Ok(Target {
+                entry,
+                image,
+                prefix: "",
+                base,
+            }),
+            Listener::Main => {
+                let (first, rest) = image.split_first();
+                let (repo_name, entry) = self.repos.get_key_value(first).ok_or_else(|| {
+                    err(
+                        ErrorCode::NameUnknown,
+                        format!("no repository named {first:?}"),
+                    )
+                })?;
+                let image = rest.ok_or_else(|| {
+                    err(
+                        ErrorCode::NameInvalid,
+                        format!("on the main port, names are <repository>/<image>; {name:?} has no image part"),
+                    )
+                })?;
+                Ok(Target {
+                    entry,
+                    image,
+                    prefix: repo_name.as_str(),
+                    base,
+                })
+            }
+        }
+    }
+}
+
+/// Parses a query string into pairs (percent-decoded).
+pub fn query(req: &Parts) -> Vec<(String, String)> {
+    req.uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+pub fn query_get<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// `405 UNSUPPORTED` for a method an endpoint does not take.
+pub fn method_not_allowed(method: &Method) -> RepoError {
+    err(
+        ErrorCode::Unsupported,
+        format!("method {method} is not supported here"),
+    )
+}

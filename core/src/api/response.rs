@@ -1,0 +1,78 @@
+//! Building responses: bodies, the headers every V2 response carries, and errors.
+
+use std::io;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+
+use crate::oci::RegistryError;
+
+/// Request and response body type used throughout the API layer.
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+pub const API_VERSION: &str = "Docker-Distribution-API-Version";
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A response with a status and no body.
+pub fn status(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+/// A JSON response.
+pub fn json(code: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    json_bytes(
+        code,
+        serde_json::to_vec(value).unwrap_or_default(),
+        "application/json",
+    )
+}
+
+/// A JSON response with a given content type (e.g. an OCI index).
+pub fn json_bytes(code: StatusCode, bytes: Vec<u8>, content_type: &'static str) -> Response<Body> {
+    let len = bytes.len();
+    let mut r = Response::new(full(bytes));
+    *r.status_mut() = code;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+/// The spec's error body with the error's status.
+pub fn error(e: &RegistryError) -> Response<Body> {
+    json(e.status(), &e.body())
+}
+
+/// A 500 that tells the client nothing but the request id to quote.
+pub fn internal(request_id: &str) -> Response<Body> {
+    json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &serde_json::json!({
+            "errors": [],
+            "message": "internal error; see the registry log",
+            "request_id": request_id,
+        }),
+    )
+}
+
+/// Sets a header from a string we built ourselves; a value that is not a valid header (which
+/// our values never are) is dropped rather than panicking.
+pub fn set(r: &mut Response<Body>, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().insert(name, v);
+    }
+}

@@ -1,0 +1,19 @@
+//! Berth's registry core.
+//!
+//! # Layout
+//! - [`oci`]: the spec's vocabulary (digests, names, references, manifests, error codes); pure.
+//! - [`storage`]: the [`storage::Storage`] trait and its backends; knows paths and bytes.
+//! - [`repo`]: the [`repo::Repository`] trait and the hosted kind; knows the registry's rules.
+//! - [`api`]: HTTP routing and handlers; knows status codes and headers.
+//! - [`server`]: sockets, connections, shutdown.
+//! - [`config`]: the YAML file, parsed into types.
+//!
+//! Each layer knows only the one below it: storage never sees a status code, and handlers
+//! never see a file path.
+
+pub mod api;
+pub mod config;
+pub mod oci;
+pub mod repo;
+pub mod server;
+pub mod storage;

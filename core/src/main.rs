@@ -1,0 +1,104 @@
+//! `berth-core`: the registry core binary. `anyhow` lives here and nowhere else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use berth_core::config::Config;
+use berth_core::server;
+use berth_core::storage::fs::FsStorage;
+
+#[derive(Parser)]
+#[command(name = "berth-core", version, about = "Berth registry core")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the repositories of a configuration file.
+    Serve {
+        /// The YAML configuration (see deploy/core.yaml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Write the bound addresses as JSON here once listening.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Validate a configuration file without starting.
+    CheckConfig {
+        /// The YAML configuration.
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let c = Config::load(&config)?;
+            println!(
+                "{}: ok ({} repositories, main port {})",
+                config.display(),
+                c.repositories.len(),
+                c.main.listen
+            );
+            Ok(())
+        }
+        Command::Serve { config, ready_file } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let config = Config::load(&config)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(serve(config, ready_file))
+        }
+    }
+}
+
+async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let storage = FsStorage::open(&config.storage_root)
+        .with_context(|| format!("opening storage at {}", config.storage_root.display()))?;
+    let registry = Arc::new(server::registry(&config, Arc::new(storage)));
+    let bound = server::bind(&config).await?;
+    tracing::info!(addresses = %bound.addresses(), "listening");
+    if let Some(path) = &ready_file {
+        server::write_ready_file(path, &bound)?;
+    }
+    server::run(registry, bound, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,247 @@
+//! What the registry needs to know about a manifest: its media type, the blobs and manifests it
+//! references, its `subject` and `artifactType`. The bytes themselves are stored untouched; this
+//! module only reads them.
+//!
+//! The structs are deliberately lenient (unknown fields ignored) because registries must accept
+//! any artifact; they are strict only where the spec is: `schemaVersion` 2, well-formed digests,
+//! and a `mediaType` in the body that agrees with the one the client declared.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::digest::Digest;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+const OCI_NONDISTRIBUTABLE_PREFIX: &str = "application/vnd.oci.image.layer.nondistributable";
+
+/// Largest manifest accepted; larger ones are answered with 413 (the spec's SHOULD is 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// A content descriptor as it appears in manifests and in the referrers index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    schema_version: Option<i64>,
+    media_type: Option<String>,
+    artifact_type: Option<String>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    manifests: Option<Vec<Descriptor>>,
+    subject: Option<Descriptor>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Why manifest bytes were refused (all map to `MANIFEST_INVALID`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest is not valid JSON: {0}")]
+    Json(String),
+    #[error("schemaVersion must be 2")]
+    SchemaVersion,
+    #[error("Docker schema 1 manifests are not supported; push with a current client")]
+    Schema1,
+    #[error("Content-Type {declared:?} does not match the manifest's mediaType {body:?}")]
+    MediaTypeMismatch { declared: String, body: String },
+    #[error("cannot tell the manifest's media type: send Content-Type or a mediaType field")]
+    UnknownMediaType,
+    #[error("descriptor digest {0:?} is malformed")]
+    BadDigest(String),
+    #[error("descriptor for {0} has a negative size")]
+    BadSize(String),
+}
+
+/// What a manifest says, as far as the registry cares.
+#[derive(Debug, Clone)]
+pub struct ManifestInfo {
+    /// The media type it is stored and served with.
+    pub media_type: String,
+    /// Blobs that must exist in the repository (config and layers, foreign layers excluded).
+    pub blobs: Vec<Digest>,
+    /// Manifests an index points to.
+    pub children: Vec<Digest>,
+    /// The `subject` digest, for the referrers API.
+    pub subject: Option<Digest>,
+    /// `artifactType`, or the config's media type, as the referrers API reports it.
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl ManifestInfo {
+    pub fn is_index(&self) -> bool {
+        self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
+    }
+
+    /// Parses `bytes`, reconciling the declared `Content-Type` with the body's `mediaType`.
+    pub fn parse(bytes: &[u8], declared: Option<&str>) -> Result<ManifestInfo, ManifestError> {
+        let declared = declared
+            .map(|d| d.split(';').next().unwrap_or(d).trim())
+            .filter(|d| !d.is_empty() && *d != "application/json" && *d != "*/*");
+        if matches!(declared, Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)) {
+            return Err(ManifestError::Schema1);
+        }
+        let raw: RawManifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        if raw.schema_version == Some(1) {
+            return Err(ManifestError::Schema1);
+        }
+        if raw.schema_version != Some(2) {
+            return Err(ManifestError::SchemaVersion);
+        }
+        let media_type = match (declared, raw.media_type.as_deref()) {
+            (Some(d), Some(b)) if d != b => {
+                return Err(ManifestError::MediaTypeMismatch {
+                    declared: d.to_owned(),
+                    body: b.to_owned(),
+                })
+            }
+            (Some(d), _) => d.to_owned(),
+            (None, Some(b)) => b.to_owned(),
+            (None, None) if raw.manifests.is_some() => OCI_INDEX.to_owned(),
+            (None, None) if raw.config.is_some() => OCI_MANIFEST.to_owned(),
+            (None, None) => return Err(ManifestError::UnknownMediaType),
+        };
+
+        let mut blobs = Vec::new();
+        if let Some(config) = &raw.config {
+            blobs.push(descriptor_digest(config)?);
+        }
+        for layer in &raw.layers {
+            let digest = descriptor_digest(layer)?;
+            let foreign = layer.media_type == DOCKER_FOREIGN_LAYER
+                || layer.media_type.starts_with(OCI_NONDISTRIBUTABLE_PREFIX)
+                || layer.urls.as_ref().is_some_and(|u| !u.is_empty());
+            if !foreign {
+                blobs.push(digest);
+            }
+        }
+        let children = raw
+            .manifests
+            .iter()
+            .flatten()
+            .map(descriptor_digest)
+            .collect::<Result<Vec<_>, _>>()?;
+        let subject = raw.subject.as_ref().map(descriptor_digest).transpose()?;
+        let artifact_type = raw
+            .artifact_type
+            .or_else(|| raw.config.as_ref().map(|c| c.media_type.clone()));
+        Ok(ManifestInfo {
+            media_type,
+            blobs,
+            children,
+            subject,
+            artifact_type,
+            annotations: raw.annotations,
+        })
+    }
+}
+
+fn descriptor_digest(d: &Descriptor) -> Result<Digest, ManifestError> {
+    if d.size < 0 {
+        return Err(ManifestError::BadSize(d.digest.clone()));
+    }
+    d.digest
+        .parse()
+        .map_err(|_| ManifestError::BadDigest(d.digest.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn image_manifest_lists_config_and_layers() {
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest('a'), "size": 2},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest('b'), "size": 3},
+                {"mediaType": DOCKER_FOREIGN_LAYER, "digest": digest('c'), "size": 3, "urls": ["https://x"]}
+            ],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": digest('d'), "size": 9}
+        });
+        let info = ManifestInfo::parse(m.to_string().as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        assert_eq!(info.blobs.len(), 2, "foreign layer is not required");
+        assert_eq!(info.subject.unwrap().to_string(), digest('d'));
+        assert_eq!(
+            info.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+    }
+
+    #[test]
+    fn index_with_attestations() {
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": digest('a'), "size": 2, "platform": {"architecture": "amd64", "os": "linux"}},
+                {"mediaType": OCI_MANIFEST, "digest": digest('b'), "size": 2, "platform": {"architecture": "unknown", "os": "unknown"},
+                 "annotations": {"vnd.docker.reference.type": "attestation-manifest"}}
+            ]
+        });
+        let info = ManifestInfo::parse(m.to_string().as_bytes(), None).unwrap();
+        assert!(info.is_index());
+        assert_eq!(info.children.len(), 2);
+    }
+
+    #[test]
+    fn refuses_bad_manifests() {
+        assert!(matches!(
+            ManifestInfo::parse(b"{", None),
+            Err(ManifestError::Json(_))
+        ));
+        assert_eq!(
+            ManifestInfo::parse(br#"{"schemaVersion":1}"#, None).unwrap_err(),
+            ManifestError::Schema1
+        );
+        let mismatch = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#);
+        assert!(matches!(
+            ManifestInfo::parse(mismatch.as_bytes(), Some(OCI_MANIFEST)),
+            Err(ManifestError::MediaTypeMismatch { .. })
+        ));
+        let bad_digest =
+            r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1}}"#;
+        assert!(matches!(
+            ManifestInfo::parse(bad_digest.as_bytes(), None),
+            Err(ManifestError::BadDigest(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = ManifestInfo::parse(&bytes, None);
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Hosted repositories: content pushed by clients and stored locally.
+//!
+//! This is where the registry's rules live — a manifest must reference only blobs the image
+//! can see, a digest reference must match the bytes, the write policy decides whether a tag may
+//! move — while storage only keeps what it is given.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::{Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
+use crate::oci::manifest::MAX_MANIFEST_BYTES;
+use crate::oci::{
+    Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RegistryError, RepoName,
+};
+use crate::storage::{ByteStream, Namespace, Storage, StorageError};
+
+/// Whether and how clients may write, per repository (the names Nexus users know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WritePolicy {
+    /// Pushes may move tags to new manifests.
+    #[default]
+    AllowRedeploy,
+    /// A tag, once pushed, cannot be pointed at another manifest.
+    DenyRedeploy,
+    /// No pushes or deletes at all.
+    ReadOnly,
+}
+
+/// A repository whose content is pushed to it and kept in [`Storage`].
+pub struct HostedRepository {
+    name: RepoName,
+    storage: Arc<dyn Storage>,
+    policy: WritePolicy,
+}
+
+fn client(code: ErrorCode, msg: impl Into<String>) -> RepoError {
+    RepoError::Client(RegistryError::new(code, msg))
+}
+
+/// Maps an upload-session storage error to what the client is told.
+fn upload_error(e: StorageError) -> RepoError {
+    match e {
+        StorageError::NotFound => client(
+            ErrorCode::BlobUploadUnknown,
+            "upload session is unknown, finished or cancelled",
+        ),
+        StorageError::OffsetMismatch { current, requested } => RepoError::Client(
+            RegistryError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("chunk starts at {requested} but the upload has {current} bytes"),
+            )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
+        ),
+        StorageError::DigestMismatch { expected, actual } => client(
+            ErrorCode::DigestInvalid,
+            format!("uploaded content has digest {actual}, not {expected}"),
+        ),
+        StorageError::UnsupportedDigest(d) => client(
+            ErrorCode::DigestInvalid,
+            format!("digest {d} uses an unsupported algorithm; use sha256"),
+        ),
+        StorageError::Body(e) => client(
+            ErrorCode::BlobUploadInvalid,
+            format!("request body ended early: {e}"),
+        ),
+        other => RepoError::Storage(other),
+    }
+}
+
+impl HostedRepository {
+    pub fn new(name: RepoName, storage: Arc<dyn Storage>, policy: WritePolicy) -> Self {
+        HostedRepository {
+            name,
+            storage,
+            policy,
+        }
+    }
+
+    fn ns(&self, image: &ImageName) -> Namespace {
+        Namespace::new(self.name.clone(), image.clone())
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.policy == WritePolicy::ReadOnly {
+            return Err(client(
+                ErrorCode::Denied,
+                format!("repository {} is read-only", self.name),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, ns: &Namespace, reference: &Reference) -> Result<Digest> {
+        match reference {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => self.storage.tag_get(ns, t).await?.ok_or_else(|| {
+                client(
+                    ErrorCode::ManifestUnknown,
+                    format!("tag {t} is unknown in {}", ns.image),
+                )
+            }),
+        }
+    }
+
+    /// Every blob and child manifest the new manifest names must already be in the image.
+    async fn check_references(&self, ns: &Namespace, info: &ManifestInfo) -> Result<()> {
+        for blob in &info.blobs {
+            if !self.storage.blob_linked(ns, blob).await? {
+                return Err(RepoError::Client(
+                    RegistryError::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        format!(
+                            "manifest references blob {blob}, which is not in {}",
+                            ns.image
+                        ),
+                    )
+                    .with_detail(serde_json::json!({ "digest": blob.to_string() })),
+                ));
+            }
+        }
+        for child in &info.children {
+            if self.storage.manifest_media_type(ns, child).await?.is_none() {
+                return Err(RepoError::Client(
+                    RegistryError::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        format!(
+                            "index references manifest {child}, which is not in {}",
+                            ns.image
+                        ),
+                    )
+                    .with_detail(serde_json::json!({ "digest": child.to_string() })),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Repository for HostedRepository {
+    fn name(&self) -> &RepoName {
+        &self.name
+    }
+
+    fn kind(&self) -> RepoKind {
+        RepoKind::Hosted
+    }
+
+    async fn blob_size(&self, image: &ImageName, digest: &Digest) -> Result<u64> {
+        let ns = self.ns(image);
+        let unknown = || client(ErrorCode::BlobUnknown, format!("blob {digest} is unknown"));
+        if !self.storage.blob_linked(&ns, digest).await? {
+            return Err(unknown());
+        }
+        self.storage.blob_size(digest).await?.ok_or_else(unknown)
+    }
+
+    async fn blob_read(
+        &self,
+        image: &ImageName,
+        digest: &Digest,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream> {
+        self.blob_size(image, digest).await?;
+        match self.storage.blob_read(digest, start, len).await {
+            Err(StorageError::NotFound) => Err(client(
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is unknown"),
+            )),
+            other => Ok(other?),
+        }
+    }
+
+    async fn blob_delete(&self, image: &ImageName, digest: &Digest) -> Result<()> {
+        self.writable()?;
+        if self.storage.unlink_blob(&self.ns(image), digest).await? {
+            Ok(())
+        } else {
+            Err(client(
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is unknown"),
+            ))
+        }
+    }
+
+    async fn blob_mount(
+        &self,
+        image: &ImageName,
+        digest: &Digest,
+        from: &ImageName,
+    ) -> Result<bool> {
+        self.writable()?;
+        let source = self.ns(from);
+        if !self.storage.blob_linked(&source, digest).await?
+            || self.storage.blob_size(digest).await?.is_none()
+        {
+            return Ok(false);
+        }
+        self.storage.link_blob(&self.ns(image), digest).await?;
+        Ok(true)
+    }
+
+    async fn upload_start(&self, image: &ImageName) -> Result<String> {
+        self.writable()?;
+        Ok(self.storage.upload_create(&self.ns(image)).await?)
+    }
+
+    async fn upload_size(&self, image: &ImageName, id: &str) -> Result<u64> {
+        self.storage
+            .upload_size(&self.ns(image), id)
+            .await
+            .map_err(upload_error)
+    }
+
+    async fn upload_append(
+        &self,
+        image: &ImageName,
+        id: &str,
+        offset: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        self.writable()?;
+        self.storage
+            .upload_append(&self.ns(image), id, offset, body)
+            .await
+            .map_err(upload_error)
+    }
+
+    async fn upload_finish(&self, image: &ImageName, id: &str, digest: &Digest) -> Result<u64> {
+        self.writable()?;
+        self.storage
+            .upload_commit(&self.ns(image), id, digest)
+            .await
+            .map_err(upload_error)
+    }
+
+    async fn upload_cancel(&self, image: &ImageName, id: &str) -> Result<()> {
+        self.storage
+            .upload_cancel(&self.ns(image), id)
+            .await
+            .map_err(upload_error)
+    }
+
+    async fn manifest(&self, image: &ImageName, reference: &Reference) -> Result<Manifest> {
+        let ns = self.ns(image);
+        let digest = self.resolve(&ns, reference).await?;
+        let unknown = || {
+            client(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is unknown in {image}"),
+            )
+        };
+        let media_type = self
+            .storage
+            .manifest_media_type(&ns, &digest)
+            .await?
+            .ok_or_else(unknown)?;
+        let bytes = match self.storage.blob_bytes(&digest).await {
+            Err(StorageError::NotFound) => return Err(unknown()),
+            other => other?,
+        };
+        Ok(Manifest {
+            digest,
+            media_type,
+            bytes,
+        })
+    }
+
+    async fn manifest_put(
+        &self,
+        image: &ImageName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PushedManifest> {
+        self.writable()?;
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(RepoError::Client(
+                RegistryError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("manifest exceeds {MAX_MANIFEST_BYTES} bytes"),
+                )
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            ));
+        }
+        let info = ManifestInfo::parse(&bytes, content_type)
+            .map_err(|e| client(ErrorCode::ManifestInvalid, e.to_string()))?;
+        let digest = Digest::sha256_of(&bytes);
+        let ns = self.ns(image);
+        match reference {
+            Reference::Digest(d) if d != &digest => {
+                return Err(client(
+                    ErrorCode::DigestInvalid,
+                    format!("manifest bytes have digest {digest}, not {d}"),
+                ))
+            }
+            Reference::Tag(t) if self.policy == WritePolicy::DenyRedeploy => {
+                if let Some(old) = self.storage.tag_get(&ns, t).await? {
+                    if old != digest {
+                        return Err(client(
+                            ErrorCode::Denied,
+                            format!(
+                                "tag {t} already points at {old} and repository {} denies redeploy",
+                                self.name
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.check_references(&ns, &info).await?;
+        let size = bytes.len() as i64;
+        self.storage.blob_put(bytes).await?;
+        self.storage
+            .manifest_link(&ns, &digest, &info.media_type)
+            .await?;
+        if let Reference::Tag(t) = reference {
+            self.storage.tag_set(&ns, t, &digest).await?;
+        }
+        if let Some(subject) = &info.subject {
+            let descriptor = Descriptor {
+                media_type: info.media_type.clone(),
+                digest: digest.to_string(),
+                size,
+                artifact_type: info.artifact_type.clone(),
+                annotations: info.annotations.clone(),
+                urls: None,
+                platform: None,
+            };
+            self.storage.referrer_add(&ns, subject, &descriptor).await?;
+        }
+        Ok(PushedManifest {
+            digest,
+            subject: info.subject,
+        })
+    }
+
+    async fn manifest_delete(&self, image: &ImageName, reference: &Reference) -> Result<()> {
+        self.writable()?;
+        let ns = self.ns(image);
+        let unknown = || {
+            client(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is unknown in {image}"),
+            )
+        };
+        let digest = match reference {
+            Reference::Tag(t) => {
+                return if self.storage.tag_delete(&ns, t).await? {
+                    Ok(())
+                } else {
+                    Err(unknown())
+                };
+            }
+            Reference::Digest(d) => d,
+        };
+        if self
+            .storage
+            .manifest_media_type(&ns, digest)
+            .await?
+            .is_none()
+        {
+            return Err(unknown());
+        }
+        if let Ok(bytes) = self.storage.blob_bytes(digest).await {
+            if let Ok(Some(subject)) = ManifestInfo::parse(&bytes, None).map(|i| i.subject) {
+                self.storage.referrer_remove(&ns, &subject, digest).await?;
+            }
+        }
+        // Tags pointing at the deleted manifest would dangle: remove them with it.
+        for tag in self.storage.tags(&ns).await?.unwrap_or_default() {
+            let Ok(tag) = tag.parse() else { continue };
+            if self.storage.tag_get(&ns, &tag).await?.as_ref() == Some(digest) {
+                self.storage.tag_delete(&ns, &tag).await?;
+            }
+        }
+        self.storage.manifest_unlink(&ns, digest).await?;
+        Ok(())
+    }
+
+    async fn tags(&self, image: &ImageName) -> Result<Vec<String>> {
+        self.storage.tags(&self.ns(image)).await?.ok_or_else(|| {
+            client(
+                ErrorCode::NameUnknown,
+                format!("repository {image} is not known to {}", self.name),
+            )
+        })
+    }
+
+    async fn images(&self) -> Result<Vec<ImageName>> {
+        Ok(self.storage.images(&self.name).await?)
+    }
+
+    async fn referrers(&self, image: &ImageName, subject: &Digest) -> Result<Vec<Descriptor>> {
+        Ok(self.storage.referrers(&self.ns(image), subject).await?)
+    }
+}
