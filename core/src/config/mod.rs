@@ -223,7 +223,7 @@ repositories:
     fn unknown_keys_are_named() {
         let e = parse(&GOOD.replace("write_policy", "write_polcy")).unwrap_err();
         assert_eq!(e.file, "core.yaml");
-        assert_eq!(e.key, "repositories[0]");
+        assert_eq!(e.key, "repositories[0].write_polcy");
         assert!(e.reason.contains("write_polcy"), "{e}");
     }
 

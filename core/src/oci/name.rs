@@ -41,8 +41,7 @@ fn valid_component(c: &str) -> bool {
             i += 1;
             continue;
         }
-        // A separator run: ".", "_", "__" or "-+"; it must be followed by an alphanumeric,
-        // which the check on the last byte and the loop below guarantee.
+        // A separator run: ".", "_", "__" or "-+".
         let start = i;
         let sep = b[i];
         while i < b.len() && b[i] == sep {
@@ -55,7 +54,8 @@ fn valid_component(c: &str) -> bool {
             b'-' => true,
             _ => false,
         };
-        if !ok || i >= b.len() {
+        // A separator must be followed by an alphanumeric, not by another separator.
+        if !ok || i >= b.len() || !alnum(b[i]) {
             return false;
         }
     }
