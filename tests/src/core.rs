@@ -1,0 +1,155 @@
+//! A `berth-core` process with its own config and data directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a core may take to write its ready file.
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running core. Killed (SIGKILL) on drop; its directory is removed with it.
+pub struct Core {
+    pub dir: TempDir,
+    child: Option<Child>,
+    pub main: String,
+    pub connectors: BTreeMap<String, String>,
+}
+
+/// One hosted repository named `hosted` with a connector, all on port 0.
+pub fn default_config(data: &Path) -> String {
+    format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0, context_path: /berth }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        data.display()
+    )
+}
+
+impl Core {
+    /// Starts a core with the default config.
+    pub fn start() -> Core {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = default_config(&dir.path().join("data"));
+        Core::start_in(dir, &config)
+    }
+
+    /// Starts a core in `dir` with `config`.
+    pub fn start_in(dir: TempDir, config: &str) -> Core {
+        fs::write(dir.path().join("core.yaml"), config).expect("write config");
+        let mut core = Core {
+            dir,
+            child: None,
+            main: String::new(),
+            connectors: BTreeMap::new(),
+        };
+        core.spawn()
+            .unwrap_or_else(|e| panic!("core did not start: {e}"));
+        core
+    }
+
+    fn ready_path(&self) -> PathBuf {
+        self.dir.path().join("ready.json")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("core.yaml")
+    }
+
+    /// Spawns the process and waits for its ready file; returns stderr text on failure.
+    pub fn spawn(&mut self) -> Result<(), String> {
+        let _ = fs::remove_file(self.ready_path());
+        let log = fs::File::create(self.dir.path().join("core.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(crate::bin("berth-core"))
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--ready-file")
+            .arg(self.ready_path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Ok(text) = fs::read_to_string(self.ready_path()) {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                self.main = v["main"].as_str().unwrap_or_default().to_owned();
+                self.connectors = v["connectors"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!("exited with {status}: {}", self.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no ready file after {READY_DEADLINE:?}: {}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The connector address of `repo`.
+    pub fn connector(&self, repo: &str) -> &str {
+        self.connectors
+            .get(repo)
+            .map(String::as_str)
+            .expect("connector")
+    }
+
+    /// What the process wrote to stderr.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("core.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same config and data, rewriting the config to pin the ports it had
+    /// (so clients' URLs stay valid).
+    pub fn restart_same_ports(&mut self) {
+        self.kill9();
+        let mut config = fs::read_to_string(self.config_path()).expect("config");
+        config = config.replacen("127.0.0.1:0", &self.main.clone(), 1);
+        for addr in self.connectors.values() {
+            config = config.replacen("127.0.0.1:0", addr, 1);
+        }
+        fs::write(self.config_path(), config).expect("rewrite config");
+        self.spawn()
+            .unwrap_or_else(|e| panic!("core did not restart: {e}"));
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
