@@ -131,3 +131,39 @@ pub fn write_layout(
         layers: all_layers,
     }
 }
+
+/// A large deterministic byte stream addressable by position: block `i` of 1 MiB is
+/// `Noise::new(i)`, so any suffix can be regenerated to resume an upload.
+pub struct Pattern;
+
+impl Pattern {
+    pub const BLOCK: u64 = 1 << 20;
+
+    /// Fills `buf` with the bytes at `pos..pos + buf.len()`.
+    pub fn fill_at(pos: u64, buf: &mut [u8]) {
+        let mut block = vec![0u8; Self::BLOCK as usize];
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = pos + done as u64;
+            let (index, offset) = (at / Self::BLOCK, (at % Self::BLOCK) as usize);
+            Noise::new(index + 1).fill(&mut block);
+            let n = (Self::BLOCK as usize - offset).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&block[offset..offset + n]);
+            done += n;
+        }
+    }
+
+    /// `sha256:<hex>` of the first `len` bytes.
+    pub fn digest(len: u64) -> String {
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; Self::BLOCK as usize];
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(Self::BLOCK) as usize;
+            Self::fill_at(pos, &mut buf[..n]);
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    }
+}
