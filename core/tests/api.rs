@@ -1,5 +1,8 @@
 //! In-process API tests: the real router and handlers over in-memory storage, no sockets.
 
+// Helpers in a test crate panic on purpose when something is off.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

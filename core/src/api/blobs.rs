@@ -38,7 +38,7 @@ async fn get(t: &Target<'_>, digest: &Digest, req: &Parts) -> ApiResult {
     let outcome = match range {
         None | Some(Ok(None)) => RangeOutcome::Full,
         Some(Ok(Some(r))) => r.resolve(size),
-        Some(Err(())) => RangeOutcome::Unsatisfiable,
+        Some(Err(_)) => RangeOutcome::Unsatisfiable,
     };
     let (status, start, len) = match outcome {
         RangeOutcome::Full => (StatusCode::OK, 0, size),

@@ -77,7 +77,7 @@ fn default_platform_child(index: &Manifest, accept: &[String]) -> Option<crate::
 async fn get(t: &Target<'_>, reference: &Reference, req: &Parts) -> ApiResult {
     let mut m = t.repo().manifest(&t.image, reference).await?;
     if let Some(accept) = accepted(req) {
-        if !accept.iter().any(|a| *a == m.media_type) {
+        if !accept.contains(&m.media_type) {
             let child = match reference {
                 Reference::Tag(_) => default_platform_child(&m, &accept),
                 Reference::Digest(_) => None,

@@ -24,22 +24,27 @@ pub enum RangeOutcome {
     Unsatisfiable,
 }
 
+/// A `Range` header that is not valid `bytes=` syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed Range header")]
+pub struct MalformedRange;
+
 /// Parses a `Range` header. `None` means "ignore it and serve the whole blob" (absent,
 /// multi-range, or another unit); `Err` means malformed, which RFC 9110 also lets us ignore but
 /// which we answer with 416 so that a client bug is visible.
-pub fn parse_range(header: &str) -> Result<Option<ByteRange>, ()> {
+pub fn parse_range(header: &str) -> Result<Option<ByteRange>, MalformedRange> {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
     if spec.contains(',') {
         return Ok(None);
     }
-    let (a, b) = spec.trim().split_once('-').ok_or(())?;
-    let num = |s: &str| -> Result<u64, ()> {
+    let (a, b) = spec.trim().split_once('-').ok_or(MalformedRange)?;
+    let num = |s: &str| -> Result<u64, MalformedRange> {
         if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(());
+            return Err(MalformedRange);
         }
-        s.parse().map_err(|_| ())
+        s.parse().map_err(|_| MalformedRange)
     };
     if a.is_empty() {
         return Ok(Some(ByteRange::Suffix(num(b)?)));
@@ -47,7 +52,7 @@ pub fn parse_range(header: &str) -> Result<Option<ByteRange>, ()> {
     let start = num(a)?;
     let end = if b.is_empty() { None } else { Some(num(b)?) };
     if end.is_some_and(|e| e < start) {
-        return Err(());
+        return Err(MalformedRange);
     }
     Ok(Some(ByteRange::From { start, end }))
 }
@@ -123,7 +128,7 @@ mod tests {
             "bytes=-1-2",
             "bytes=99999999999999999999-",
         ] {
-            assert_eq!(parse_range(bad), Err(()), "{bad}");
+            assert_eq!(parse_range(bad), Err(MalformedRange), "{bad}");
         }
     }
 
