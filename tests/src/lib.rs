@@ -8,6 +8,7 @@
 pub mod core;
 pub mod http;
 pub mod image;
+pub mod proc;
 pub mod tools;
 
 use std::path::PathBuf;

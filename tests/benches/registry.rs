@@ -1,0 +1,419 @@
+//! Registry benchmark: berth-core against CNCF Distribution on the same machine, in one run.
+//!
+//! Prints push/pull MB/s for a 1 GiB blob (monolithic and chunked), manifest GET requests/s and
+//! p99 under 16 connections (wrk), CPU time per MiB and per request for each server, peak RSS,
+//! and RSS growth while a 2 GiB blob is pushed. Wall-clock figures swing with machine load;
+//! CPU figures hold steadier. Needs `docker-registry` and `wrk` (Debian packages) and a
+//! release build of berth-core: `cargo build --release --workspace` first.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::core::Core;
+use berth_tests::http::{self, request};
+use berth_tests::image::Pattern;
+use berth_tests::proc;
+
+const GIB: usize = 1 << 30;
+const MIB: f64 = 1024.0 * 1024.0;
+const CHUNK: usize = 64 << 20;
+
+struct Server {
+    name: &'static str,
+    addr: String,
+    pid: u32,
+}
+
+#[derive(Default)]
+struct Figures {
+    mono_mbs: f64,
+    chunked_mbs: f64,
+    pull_mbs: f64,
+    cpu_ms_per_mib_push: f64,
+    cpu_ms_per_mib_pull: f64,
+    get_rps: f64,
+    get_p99_ms: f64,
+    cpu_ms_per_get: f64,
+    peak_rss: f64,
+    rss_growth_2g: f64,
+}
+
+/// Sends a request whose body is the concatenation of `parts`; returns status and headers.
+fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    parts: &[&[u8]],
+) -> (u16, Vec<(String, String)>) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {len}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write");
+    for p in parts {
+        s.write_all(p).expect("write body");
+    }
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read");
+    let text = String::from_utf8_lossy(&resp);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+    h.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+/// Path part of a Location that may be absolute.
+fn path_of(location: &str, addr: &str) -> String {
+    let p = location
+        .trim_start_matches("http://")
+        .trim_start_matches(addr);
+    p.to_owned()
+}
+
+fn start_upload(s: &Server, image: &str) -> String {
+    let (status, h) = send(
+        &s.addr,
+        "POST",
+        &format!("/v2/{image}/blobs/uploads/"),
+        &[],
+        &[],
+    );
+    assert_eq!(status, 202, "{}: POST upload", s.name);
+    path_of(header(&h, "location"), &s.addr)
+}
+
+fn with_digest(path: &str, digest: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}digest={digest}")
+}
+
+fn push_monolithic(s: &Server, image: &str, data: &[u8]) -> f64 {
+    let d = http::digest(data);
+    let t = Instant::now();
+    let path = start_upload(s, image);
+    let (status, _) = send(
+        &s.addr,
+        "PUT",
+        &with_digest(&path, &d),
+        &[("Content-Type", "application/octet-stream")],
+        &[data],
+    );
+    assert_eq!(status, 201, "{}: monolithic PUT", s.name);
+    t.elapsed().as_secs_f64()
+}
+
+fn push_chunked(s: &Server, image: &str, data: &[u8]) -> f64 {
+    let d = http::digest(data);
+    let t = Instant::now();
+    let mut path = start_upload(s, image);
+    for (i, chunk) in data.chunks(CHUNK).enumerate() {
+        let start = i * CHUNK;
+        let range = format!("{start}-{}", start + chunk.len() - 1);
+        let (status, h) = send(
+            &s.addr,
+            "PATCH",
+            &path,
+            &[
+                ("Content-Range", &range),
+                ("Content-Type", "application/octet-stream"),
+            ],
+            &[chunk],
+        );
+        assert_eq!(status, 202, "{}: PATCH", s.name);
+        path = path_of(header(&h, "location"), &s.addr);
+    }
+    let (status, _) = send(&s.addr, "PUT", &with_digest(&path, &d), &[], &[]);
+    assert_eq!(status, 201, "{}: final PUT", s.name);
+    t.elapsed().as_secs_f64()
+}
+
+fn pull(s: &Server, image: &str, digest: &str) -> (f64, usize) {
+    let t = Instant::now();
+    let mut sock = TcpStream::connect(&s.addr).expect("connect");
+    write!(
+        sock,
+        "GET /v2/{image}/blobs/{digest} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        s.addr
+    )
+    .expect("write");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = sock.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    (t.elapsed().as_secs_f64(), total)
+}
+
+/// Pushes a tiny image and returns the manifest path to hammer.
+fn push_manifest(s: &Server) -> String {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = http::digest(config);
+    // Distribution 2.8 ignores a single POST's body (202): finish with a PUT, as clients do.
+    let path = start_upload(s, "bench/small");
+    let (status, _) = send(&s.addr, "PUT", &with_digest(&path, &cd), &[], &[config]);
+    assert_eq!(status, 201, "{}: config push", s.name);
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()}, "layers": []});
+    let r = request(
+        &s.addr,
+        "PUT",
+        "/v2/bench/small/manifests/v1",
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        m.to_string().as_bytes(),
+    )
+    .expect("manifest");
+    assert_eq!(
+        r.status,
+        201,
+        "{}: manifest push {}",
+        s.name,
+        String::from_utf8_lossy(&r.body)
+    );
+    "/v2/bench/small/manifests/v1".to_owned()
+}
+
+/// Runs wrk; returns (requests/s, p99 ms, total requests).
+fn wrk(addr: &str, path: &str) -> (f64, f64, f64) {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c16",
+            "-d10s",
+            "--latency",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+        ])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("wrk (Debian package wrk) must be installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(parse_latency_ms)
+        .unwrap_or(0.0);
+    let total = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let non2xx = text.lines().any(|l| l.contains("Non-2xx"));
+    assert!(!non2xx, "wrk saw errors:\n{text}");
+    (rps, p99, total)
+}
+
+fn parse_latency_ms(v: &str) -> f64 {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(0.0);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => n,
+    }
+}
+
+fn measure(s: &Server, one: &[u8], two: &[u8], big: &[u8]) -> Figures {
+    let mut f = Figures::default();
+    let mib = one.len() as f64 / MIB;
+
+    let cpu0 = proc::cpu_seconds(s.pid);
+    let secs = push_monolithic(s, "bench/mono", one);
+    f.mono_mbs = mib / secs;
+    let secs = push_chunked(s, "bench/chunked", two);
+    f.chunked_mbs = mib / secs;
+    f.cpu_ms_per_mib_push = (proc::cpu_seconds(s.pid) - cpu0) * 1000.0 / (2.0 * mib);
+
+    let cpu0 = proc::cpu_seconds(s.pid);
+    let (secs, got) = pull(s, "bench/mono", &http::digest(one));
+    assert!(got >= one.len(), "{}: short pull", s.name);
+    f.pull_mbs = mib / secs;
+    f.cpu_ms_per_mib_pull = (proc::cpu_seconds(s.pid) - cpu0) * 1000.0 / mib;
+
+    let path = push_manifest(s);
+    let cpu0 = proc::cpu_seconds(s.pid);
+    let (rps, p99, total) = wrk(&s.addr, &path);
+    f.get_rps = rps;
+    f.get_p99_ms = p99;
+    f.cpu_ms_per_get = (proc::cpu_seconds(s.pid) - cpu0) * 1000.0 / total.max(1.0);
+
+    let before = proc::rss_mib(s.pid);
+    proc::reset_peak(s.pid);
+    push_monolithic(s, "bench/big", big);
+    f.rss_growth_2g = proc::peak_rss_mib(s.pid) - before;
+    f.peak_rss = proc::peak_rss_mib(s.pid).max(before);
+    f
+}
+
+struct Distribution {
+    child: Child,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Distribution {
+    fn start() -> Distribution {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Distribution cannot take a pre-bound socket: pick a free port and retry on a clash.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("port");
+            let addr = format!("127.0.0.1:{port}");
+            let config = format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            );
+            std::fs::write(dir.path().join("config.yml"), config).expect("config");
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(dir.path().join("config.yml"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("docker-registry (Debian package) must be installed");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if request(&addr, "GET", "/v2/", &[], b"").is_ok_and(|r| r.status == 200) {
+                    return Distribution {
+                        child,
+                        _dir: dir,
+                        addr,
+                    };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("Distribution did not start");
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is taken.
+    eprintln!("generating 1 GiB, 1 GiB and 2 GiB test blobs...");
+    let mut one = vec![0u8; GIB];
+    Pattern::fill_at(0, &mut one);
+    let mut two = one.clone();
+    two[..8].copy_from_slice(b"chunked!");
+    let mut big = vec![0u8; 2 * GIB];
+    Pattern::fill_at(7 << 20, &mut big);
+
+    let core = Core::start();
+    let berth = Server {
+        name: "berth-core",
+        addr: core.connector("hosted").to_owned(),
+        pid: core.pid().expect("pid"),
+    };
+    let dist = Distribution::start();
+    let distribution = Server {
+        name: "distribution",
+        addr: dist.addr.clone(),
+        pid: dist.child.id(),
+    };
+
+    eprintln!("measuring berth-core...");
+    let b = measure(&berth, &one, &two, &big);
+    eprintln!("measuring distribution...");
+    let d = measure(&distribution, &one, &two, &big);
+
+    let rows: [(&str, f64, f64, bool); 10] = [
+        ("monolithic push 1 GiB (MB/s)", b.mono_mbs, d.mono_mbs, true),
+        (
+            "chunked push 1 GiB (MB/s)",
+            b.chunked_mbs,
+            d.chunked_mbs,
+            true,
+        ),
+        ("pull 1 GiB (MB/s)", b.pull_mbs, d.pull_mbs, true),
+        ("manifest GET, 16 conns (req/s)", b.get_rps, d.get_rps, true),
+        ("manifest GET p99 (ms)", b.get_p99_ms, d.get_p99_ms, false),
+        (
+            "server CPU per MiB pushed (ms)",
+            b.cpu_ms_per_mib_push,
+            d.cpu_ms_per_mib_push,
+            false,
+        ),
+        (
+            "server CPU per MiB pulled (ms)",
+            b.cpu_ms_per_mib_pull,
+            d.cpu_ms_per_mib_pull,
+            false,
+        ),
+        (
+            "server CPU per manifest GET (ms)",
+            b.cpu_ms_per_get,
+            d.cpu_ms_per_get,
+            false,
+        ),
+        ("peak RSS (MiB)", b.peak_rss, d.peak_rss, false),
+        (
+            "RSS growth, 2 GiB push (MiB)",
+            b.rss_growth_2g,
+            d.rss_growth_2g,
+            false,
+        ),
+    ];
+    println!();
+    println!(
+        "{:<36} {:>12} {:>14} {:>10}",
+        "figure", "berth-core", "distribution", "berth/dist"
+    );
+    for (name, bv, dv, _higher_better) in rows {
+        let ratio = if dv.abs() > f64::EPSILON {
+            bv / dv
+        } else {
+            f64::NAN
+        };
+        println!("{name:<36} {bv:>12.3} {dv:>14.3} {ratio:>10.2}");
+    }
+}
