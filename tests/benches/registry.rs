@@ -32,6 +32,7 @@ struct Figures {
     chunked_mbs: f64,
     pull_mbs: f64,
     cpu_ms_per_mib_push: f64,
+    sys_ms_per_mib_push: f64,
     cpu_ms_per_mib_pull: f64,
     get_rps: f64,
     get_p99_ms: f64,
@@ -255,11 +256,13 @@ fn measure(s: &Server, one: &[u8], two: &[u8], big: &[u8]) -> Figures {
     let mib = one.len() as f64 / MIB;
 
     let cpu0 = proc::cpu_seconds(s.pid);
+    let sys0 = proc::cpu_split(s.pid).1;
     let secs = push_monolithic(s, "bench/mono", one);
     f.mono_mbs = mib / secs;
     let secs = push_chunked(s, "bench/chunked", two);
     f.chunked_mbs = mib / secs;
     f.cpu_ms_per_mib_push = (proc::cpu_seconds(s.pid) - cpu0) * 1000.0 / (2.0 * mib);
+    f.sys_ms_per_mib_push = (proc::cpu_split(s.pid).1 - sys0) * 1000.0 / (2.0 * mib);
 
     let cpu0 = proc::cpu_seconds(s.pid);
     let (secs, got) = pull(s, "bench/mono", &http::digest(one));
@@ -366,7 +369,7 @@ fn main() {
     eprintln!("measuring distribution...");
     let d = measure(&distribution, &one, &two, &big);
 
-    let rows: [(&str, f64, f64, bool); 10] = [
+    let rows: [(&str, f64, f64, bool); 11] = [
         ("monolithic push 1 GiB (MB/s)", b.mono_mbs, d.mono_mbs, true),
         (
             "chunked push 1 GiB (MB/s)",
@@ -381,6 +384,12 @@ fn main() {
             "server CPU per MiB pushed (ms)",
             b.cpu_ms_per_mib_push,
             d.cpu_ms_per_mib_push,
+            false,
+        ),
+        (
+            "  of which kernel (ms)",
+            b.sys_ms_per_mib_push,
+            d.sys_ms_per_mib_push,
             false,
         ),
         (

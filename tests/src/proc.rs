@@ -7,13 +7,19 @@ const TICKS: f64 = 100.0;
 
 /// User + system CPU seconds consumed by `pid` so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// `(user, system)` CPU seconds consumed by `pid` so far.
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat; here (after pid and comm) 11 and 12.
-    (num(11) + num(12)) / TICKS
+    (num(11) / TICKS, num(12) / TICKS)
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {
