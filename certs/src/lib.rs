@@ -1,0 +1,36 @@
+//! Certificates for running a registry over HTTPS with a private CA.
+//!
+//! Docker and podman only talk HTTPS to a registry that is not on loopback, and a self-signed
+//! certificate must be trusted explicitly (`/etc/docker/certs.d/HOST:PORT/ca.crt`). This crate
+//! makes a CA, issues server certificates with the right subject alternative names, installs
+//! the CA where the clients look, and reads certificates back (subject, SANs, expiry) for the
+//! edge's expiry warnings.
+//!
+//! Defaults follow what browsers and Go's TLS stack accept: ECDSA P-256 keys, leaves valid for
+//! 825 days, CA for 10 years, private keys written with mode 0600.
+
+mod files;
+mod info;
+mod issue;
+
+pub use files::{docker_trust, write_private, write_public, TrustTarget};
+pub use info::{describe, CertInfo};
+pub use issue::{ensure_dev, issue, make_ca, DevCerts, Issued, CA_DAYS, LEAF_DAYS};
+
+/// Certificate tooling errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("generating a certificate failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{path}: not a PEM certificate: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("a server certificate needs at least one --host or --ip")]
+    NoNames,
+}
+
+pub type Result<T> = std::result::Result<T, CertError>;
