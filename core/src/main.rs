@@ -55,6 +55,7 @@ fn main() -> anyhow::Result<()> {
                         .unwrap_or_else(|_| "info".into()),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let config = Config::load(&config)?;
             tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,17 @@
+//! Berth's edge: HTTPS termination in front of the registry core's plain-HTTP connectors.
+//!
+//! # Layout
+//! - [`config`]: the YAML file, parsed into types (one caller of `serde_yaml`).
+//! - [`tls`]: per-listener certificate resolvers; validated up front, reloaded in place.
+//! - [`routing`]: local port → listener, `Host` → pool of core connectors (health-checked).
+//! - [`edge`]: the pingora `ProxyHttp` logic: forwarding headers, retries, access log.
+//! - [`lifecycle`]: health checks, certificate watching, ready file, draining shutdown.
+//!
+//! One pingora service carries every listener (a service per port would cost a runtime and its
+//! threads each); the connection's local port selects the route.
+
+pub mod config;
+pub mod edge;
+pub mod lifecycle;
+pub mod routing;
+pub mod tls;

@@ -1,0 +1,162 @@
+//! Everything that runs beside the proxy: health checks, certificate reloads (SIGHUP and file
+//! changes), the ready file, and shutdown that drains in-flight requests.
+//!
+//! Pingora's own SIGTERM handling sleeps for the whole grace period whatever is in flight, and
+//! ignores SIGINT meanwhile. Berth's [`DrainSignal`] keeps pingora's behaviour (listeners close,
+//! in-flight requests continue, the grace period is the drain deadline) but ends the process as
+//! soon as no request is in flight, so a stop takes as long as the slowest transfer, not longer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::edge::InFlight;
+use crate::routing::Routes;
+use crate::tls::Resolver;
+
+/// Health checks, certificate watching and the ready file.
+pub struct Maintenance {
+    pub routes: Arc<Routes>,
+    pub resolvers: Vec<Arc<Resolver>>,
+    pub interval: Duration,
+    pub ready_file: Option<PathBuf>,
+    /// `(listener name, address)` to probe before declaring readiness.
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+impl Maintenance {
+    async fn health_checks(&self) {
+        for pool in self.routes.pools() {
+            pool.lb.backends().run_health_check(true).await;
+        }
+    }
+
+    fn reload_changed(&self, force: bool) {
+        for r in &self.resolvers {
+            if force || r.changed() {
+                if let Err(e) = r.reload() {
+                    tracing::error!(listener = %r.listener(), error = %e,
+                        "certificate reload failed; the previous certificate keeps serving");
+                }
+            }
+        }
+    }
+
+    /// Writes the ready file once every listener accepts connections.
+    async fn announce_ready(&self) -> bool {
+        let Some(path) = &self.ready_file else {
+            return true;
+        };
+        for (_, addr) in &self.listeners {
+            let mut probe = *addr;
+            if probe.ip().is_unspecified() {
+                probe.set_ip(if addr.is_ipv4() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            if tokio::net::TcpStream::connect(probe).await.is_err() {
+                return false;
+            }
+        }
+        let listeners: serde_json::Map<String, serde_json::Value> = self
+            .listeners
+            .iter()
+            .map(|(n, a)| (n.clone(), serde_json::Value::String(a.to_string())))
+            .collect();
+        let body = serde_json::json!({ "listeners": listeners, "pid": std::process::id() });
+        let tmp = path.with_extension("tmp");
+        let written =
+            std::fs::write(&tmp, body.to_string()).and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the ready file");
+        }
+        true
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Maintenance {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; certificates reload on file change only");
+                None
+            }
+        };
+        // Polling is coarse but works on every filesystem, including bind mounts and
+        // Kubernetes secret volumes where inotify events are unreliable.
+        let mut tick = tokio::time::interval(self.interval);
+        let mut ready = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.health_checks().await;
+                    self.reload_changed(false);
+                    if !ready {
+                        ready = self.announce_ready().await;
+                    }
+                }
+                Some(_) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP: reloading certificates");
+                    self.reload_changed(true);
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Shutdown signals: SIGTERM drains (up to the grace period), SIGINT stops at once, SIGQUIT
+/// hands the sockets to a new process (pingora's graceful upgrade).
+pub struct DrainSignal {
+    pub in_flight: InFlight,
+    pub deadline: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let (mut term, mut int, mut quit) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) {
+            (Ok(t), Ok(i), Ok(q)) => (t, i, q),
+            _ => {
+                tracing::error!("cannot install signal handlers; stopping");
+                return ShutdownSignal::FastShutdown;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(in_flight = self.in_flight.count(), deadline_s = self.deadline.as_secs(),
+                    "SIGTERM: no new connections; draining in-flight requests");
+                let in_flight = self.in_flight.clone();
+                let deadline = self.deadline;
+                // Pingora sleeps out the grace period in its main thread; end the process as
+                // soon as nothing is in flight instead.
+                std::thread::spawn(move || {
+                    let start = std::time::Instant::now();
+                    std::thread::sleep(Duration::from_millis(200));
+                    while in_flight.count() > 0 && start.elapsed() < deadline {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    tracing::info!(left = in_flight.count(), "drained; exiting");
+                    std::process::exit(0);
+                });
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `berth-proxy`: the HTTPS edge. `anyhow` lives here only.
+
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+
+use berth_proxy::config::{CertFiles, ProxyConfig};
+use berth_proxy::edge::{Edge, InFlight};
+use berth_proxy::lifecycle::{DrainSignal, Maintenance};
+use berth_proxy::routing::Routes;
+use berth_proxy::tls::Resolver;
+
+#[derive(Parser)]
+#[command(name = "berth-proxy", version, about = "Berth HTTPS edge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the listeners of a configuration file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Write the listener addresses as JSON here once every listener accepts connections.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Validate a configuration file (and its certificates) without starting.
+    CheckConfig { config: PathBuf },
+}
+
+/// Log filter: pingora logs every failed TLS handshake at ERROR (scanners, clients without the
+/// CA); those are noise for an operator, so that module is silenced unless RUST_LOG says otherwise.
+const DEFAULT_LOG: &str = "info,pingora_core::services::listening=off";
+
+fn main() -> anyhow::Result<()> {
+    // Every rustls object (resolvers, pingora's acceptors) uses this provider: ring, TLS 1.2+1.3.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let c = ProxyConfig::load(&config)?;
+            let resolvers = load_certs(&c, false)?;
+            println!(
+                "{}: ok ({} listeners, {} certificate sets)",
+                config.display(),
+                c.listeners.len(),
+                resolvers.len()
+            );
+            Ok(())
+        }
+        Command::Serve { config, ready_file } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| DEFAULT_LOG.into()),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let config = ProxyConfig::load(&config)?;
+            serve(config, ready_file)
+        }
+    }
+}
+
+/// The development certificate for listeners without `tls`, made once under the state dir.
+fn dev_cert(config: &ProxyConfig) -> anyhow::Result<CertFiles> {
+    let dir = config.state_dir.join("certs");
+    let mut names = vec!["localhost".to_owned()];
+    names.extend(config.dev_cert_names.iter().cloned());
+    let ips: Vec<IpAddr> = vec!["127.0.0.1".parse()?, "::1".parse()?];
+    let dev = berth_certs::ensure_dev(&dir, &names, &ips)
+        .with_context(|| format!("generating development certificates in {}", dir.display()))?;
+    if dev.created {
+        eprintln!(
+            "berth-proxy: generated a development CA and certificate for {} in {}\n\
+             Trust it for docker/podman on this host with:\n  berth-certs docker-trust HOST:PORT --ca {}\n\
+             or copy {} to /etc/docker/certs.d/HOST:PORT/ca.crt",
+            names.join(", "),
+            dir.display(),
+            dir.display(),
+            dev.ca_cert.display()
+        );
+    }
+    Ok(CertFiles {
+        cert: dev.cert,
+        key: dev.key,
+    })
+}
+
+/// Loads every listener's certificates; errors name the listener.
+fn load_certs(config: &ProxyConfig, make_dev: bool) -> anyhow::Result<Vec<Arc<Resolver>>> {
+    let mut dev = None;
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        let files = match &l.tls {
+            Some(f) => f.clone(),
+            None if make_dev => match &dev {
+                Some(d) => Clone::clone(d),
+                None => {
+                    let d = dev_cert(config)?;
+                    dev = Some(d.clone());
+                    d
+                }
+            },
+            None => continue,
+        };
+        let r = Resolver::load(&l.name, files, l.sni.clone())
+            .with_context(|| format!("listener {} ({})", l.name, l.listen))?;
+        out.push(Arc::new(r));
+    }
+    Ok(out)
+}
+
+fn serve(config: ProxyConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    // Pingora binds inside its service threads and a failure there does not stop the process;
+    // check every port here so a busy one fails start-up with the listener's name.
+    for l in &config.listeners {
+        if let Err(e) = TcpListener::bind(l.listen) {
+            bail!("listener {}: cannot listen on {}: {e}", l.name, l.listen);
+        }
+    }
+    let resolvers = load_certs(&config, true)?;
+    let routes = Arc::new(Routes::new(&config).context("building upstream pools")?);
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+
+    let conf = ServerConf {
+        threads: config.threads,
+        // The grace period is the drain deadline; DrainSignal exits earlier once idle.
+        grace_period_seconds: Some(config.drain.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.state_dir.join("upgrade.sock").display().to_string(),
+        pid_file: config
+            .state_dir
+            .join("berth-proxy.pid")
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let in_flight = InFlight::default();
+    let edge = Edge {
+        routes: routes.clone(),
+        timeouts: config.timeouts.clone(),
+        in_flight: in_flight.clone(),
+    };
+    let mut svc =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, edge, "berth-edge");
+    // Go clients (docker) speak h2 when offered; the default 64 KiB window makes uploads 3-5x
+    // slower, so open it wide.
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.initial_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(256 * 1024);
+    if let Some(app) = svc.app_logic_mut() {
+        app.h2_options = Some(h2);
+    }
+    for (l, resolver) in config.listeners.iter().zip(&resolvers) {
+        let mut tls = TlsSettings::intermediate("", "")
+            .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
+        tls.set_cert_resolver(resolver.clone());
+        tls.enable_h2();
+        svc.add_tls_with_settings(&l.listen.to_string(), None, tls);
+        tracing::info!(listener = %l.name, listen = %l.listen, upstreams = ?l.upstreams, "listener configured");
+    }
+    server.add_service(svc);
+    let maintenance = Maintenance {
+        routes,
+        resolvers,
+        interval: config.health_check_interval,
+        ready_file,
+        listeners: config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.listen))
+            .collect(),
+    };
+    server.add_service(background_service("berth-edge-maintenance", maintenance));
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainSignal {
+            in_flight,
+            deadline: config.drain,
+        }),
+    });
+    Ok(())
+}

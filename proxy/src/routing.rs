@@ -1,0 +1,150 @@
+//! Which core connector a request goes to.
+//!
+//! The listener's local port picks the listener (one pingora service serves every port); the
+//! `Host` header picks a host route within it (subdomain routing) or falls back to the
+//! listener's default upstreams. Each set of upstreams is a round-robin pool with TCP health
+//! checks, so several stateless cores can stand behind one edge.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
+
+use crate::config::{ListenerConfig, ProxyConfig};
+
+/// A round-robin pool of core connectors.
+pub struct Pool {
+    pub lb: LoadBalancer<RoundRobin>,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Pool {
+    fn new(addrs: &[SocketAddr]) -> std::io::Result<Pool> {
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs.iter().copied())?;
+        lb.set_health_check(TcpHealthCheck::new());
+        Ok(Pool {
+            lb,
+            addrs: addrs.to_vec(),
+        })
+    }
+
+    /// A healthy upstream not in `tried`; if none is healthy, any untried one (a health check
+    /// may lag a recovery, and trying beats refusing).
+    pub fn pick(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let healthy = self.lb.select_with(b"", 256, |b, healthy| {
+            healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
+        });
+        healthy
+            .and_then(|b| b.addr.as_inet().copied())
+            .or_else(|| self.addrs.iter().find(|a| !tried.contains(a)).copied())
+    }
+}
+
+/// One listener's routing table.
+pub struct ListenerRoute {
+    pub name: String,
+    pub external_port: u16,
+    default: Option<Arc<Pool>>,
+    hosts: HashMap<String, Arc<Pool>>,
+}
+
+impl ListenerRoute {
+    /// The pool for a request with this `Host` (port and case ignored).
+    pub fn pool_for(&self, host: Option<&str>) -> Option<&Arc<Pool>> {
+        let name = host.map(|h| strip_port(h).to_ascii_lowercase());
+        name.and_then(|n| self.hosts.get(&n))
+            .or(self.default.as_ref())
+    }
+}
+
+/// `host[:port]` or `[v6]:port` → host.
+pub fn strip_port(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => h,
+    }
+}
+
+/// Every listener's routes, by local port.
+pub struct Routes {
+    by_port: HashMap<u16, Arc<ListenerRoute>>,
+    pools: Vec<Arc<Pool>>,
+}
+
+impl Routes {
+    pub fn new(config: &ProxyConfig) -> std::io::Result<Routes> {
+        let mut by_port = HashMap::new();
+        let mut pools = Vec::new();
+        for l in &config.listeners {
+            let route = Self::listener(l, &mut pools)?;
+            by_port.insert(l.listen.port(), Arc::new(route));
+        }
+        Ok(Routes { by_port, pools })
+    }
+
+    fn listener(l: &ListenerConfig, pools: &mut Vec<Arc<Pool>>) -> std::io::Result<ListenerRoute> {
+        let mut make = |addrs: &[SocketAddr]| -> std::io::Result<Arc<Pool>> {
+            let p = Arc::new(Pool::new(addrs)?);
+            pools.push(p.clone());
+            Ok(p)
+        };
+        let default = if l.upstreams.is_empty() {
+            None
+        } else {
+            Some(make(&l.upstreams)?)
+        };
+        let mut hosts = HashMap::new();
+        for h in &l.hosts {
+            let pool = make(&h.upstreams)?;
+            for n in &h.names {
+                hosts.insert(n.clone(), pool.clone());
+            }
+        }
+        Ok(ListenerRoute {
+            name: l.name.clone(),
+            external_port: l.external_port,
+            default,
+            hosts,
+        })
+    }
+
+    pub fn for_port(&self, port: u16) -> Option<&Arc<ListenerRoute>> {
+        self.by_port.get(&port)
+    }
+
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("registry.example:5443"), "registry.example");
+        assert_eq!(strip_port("registry.example"), "registry.example");
+        assert_eq!(strip_port("[::1]:5443"), "::1");
+        assert_eq!(strip_port("::1"), "::1");
+    }
+
+    #[test]
+    fn picks_skip_tried_upstreams() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let pool = Pool::new(&[a, b]).unwrap();
+        let first = pool.pick(&[]).unwrap();
+        let second = pool.pick(&[first]).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(pool.pick(&[a, b]), None);
+    }
+}
