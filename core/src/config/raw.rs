@@ -81,6 +81,12 @@ pub fn parse(text: &str) -> Result<RawConfig, (String, String)> {
         } else {
             path
         };
-        (key, e.into_inner().to_string())
+        // serde_yaml repeats the path in its message; say it once.
+        let reason = e.into_inner().to_string();
+        let reason = reason
+            .strip_prefix(&format!("{key}: "))
+            .map(str::to_owned)
+            .unwrap_or(reason);
+        (key, reason)
     })
 }

@@ -69,6 +69,23 @@ pub struct ProxyConfig {
     pub listeners: Vec<ListenerConfig>,
 }
 
+/// Resolves `host:port` (a literal address or a name, e.g. a compose service) to addresses.
+fn upstream_addrs(list: &[String]) -> Result<Vec<SocketAddr>, (usize, String)> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for (i, u) in list.iter().enumerate() {
+        let addrs = u
+            .to_socket_addrs()
+            .map_err(|e| (i, format!("{u:?} is not a reachable host:port: {e}")))?;
+        for a in addrs {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = PathBuf::from(p);
     if p.is_absolute() {
@@ -128,6 +145,9 @@ impl ProxyConfig {
                     "no upstreams and no hosts: nowhere to send requests".into(),
                 ));
             }
+            let upstreams = upstream_addrs(&l.upstreams)
+                .map_err(|(j, r)| err(key(&format!("upstreams[{j}]")), r))?;
+            let mut hosts = Vec::new();
             for (j, h) in l.hosts.iter().enumerate() {
                 if h.upstreams.is_empty() || h.names.is_empty() {
                     return Err(err(
@@ -135,6 +155,12 @@ impl ProxyConfig {
                         "needs names and upstreams".into(),
                     ));
                 }
+                let addrs = upstream_addrs(&h.upstreams)
+                    .map_err(|(k, r)| err(key(&format!("hosts[{j}].upstreams[{k}]")), r))?;
+                hosts.push(HostRoute {
+                    names: h.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+                    upstreams: addrs,
+                });
             }
             let files = |c: &raw::RawCert| CertFiles {
                 cert: resolve(base, &c.cert),
@@ -155,15 +181,8 @@ impl ProxyConfig {
                         },
                     })
                     .collect(),
-                upstreams: l.upstreams,
-                hosts: l
-                    .hosts
-                    .into_iter()
-                    .map(|h| HostRoute {
-                        names: h.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-                        upstreams: h.upstreams,
-                    })
-                    .collect(),
+                upstreams,
+                hosts,
                 name,
             });
         }
@@ -213,7 +232,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.key, "listeners[0].upstream");
         let e = parse("listeners:\n  - listen: 0.0.0.0:5443\n    upstreams: [x]\n").unwrap_err();
-        assert!(e.key.starts_with("listeners[0].upstreams"), "{e}");
+        assert_eq!(e.key, "listeners[0].upstreams[0]", "{e}");
+        assert!(e.reason.contains("\"x\""), "{e}");
         let e = parse("listeners:\n  - listen: 0.0.0.0:5443\n").unwrap_err();
         assert_eq!(e.key, "listeners[0].upstreams");
         let e = parse("listeners:\n  - { listen: 0.0.0.0:5443, upstreams: [127.0.0.1:1] }\n  - { listen: 127.0.0.1:5443, upstreams: [127.0.0.1:1] }\n").unwrap_err();

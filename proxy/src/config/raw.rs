@@ -48,9 +48,9 @@ pub struct RawListener {
     /// More certificates, chosen by SNI.
     #[serde(default)]
     pub sni: Vec<RawSniCert>,
-    /// Core connectors for requests that match no `hosts` entry.
+    /// Core connectors (`host:port`) for requests that match no `hosts` entry.
     #[serde(default)]
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Vec<String>,
     /// Subdomain routing: host names to their own connectors.
     #[serde(default)]
     pub hosts: Vec<RawHostRoute>,
@@ -75,7 +75,7 @@ pub struct RawSniCert {
 #[serde(deny_unknown_fields)]
 pub struct RawHostRoute {
     pub names: Vec<String>,
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Vec<String>,
 }
 
 /// Parses YAML, returning `(key path, reason)` on failure.
@@ -88,6 +88,12 @@ pub fn parse(text: &str) -> Result<RawConfig, (String, String)> {
         } else {
             path
         };
-        (key, e.into_inner().to_string())
+        // serde_yaml repeats the path in its message; say it once.
+        let reason = e.into_inner().to_string();
+        let reason = reason
+            .strip_prefix(&format!("{key}: "))
+            .map(str::to_owned)
+            .unwrap_or(reason);
+        (key, reason)
     })
 }
