@@ -1,0 +1,666 @@
+//! The edge in front of the core, over real HTTPS with a CA made by `berth-certs`: forwarding
+//! headers, real clients with certificate verification, SNI, certificate rotation, failover,
+//! streaming of large uploads, start-up errors and draining shutdown.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_tests::core::{default_config, Core};
+use berth_tests::edge::{curl, free_port, issue, make_ca, Edge};
+use berth_tests::image::write_layout;
+use berth_tests::proc;
+use berth_tests::tools::{podman, run, skopeo};
+
+/// A core that trusts the edge's forwarded headers.
+fn trusting_core() -> Core {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}trusted_proxies: [127.0.0.1, \"::1\"]\n",
+        default_config(&dir.path().join("data"))
+    );
+    Core::start_in(dir, &config)
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        make_ca(&dir.path().join("ca"));
+        Pki { dir }
+    }
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+    fn ca_cert(&self) -> PathBuf {
+        self.ca().join("ca.crt")
+    }
+    /// A directory with only `ca.crt`, as skopeo's and podman's `--cert-dir` want it (a `.key`
+    /// there would be taken for a client certificate's key).
+    fn trust_dir(&self) -> PathBuf {
+        let d = self.dir.path().join("trust");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(self.ca_cert(), d.join("ca.crt")).unwrap();
+        d
+    }
+    fn issue(&self, name: &str, hosts: &[&str], ips: &[&str]) -> (PathBuf, PathBuf) {
+        issue(&self.ca(), &self.dir.path().join("leaf"), name, hosts, ips)
+    }
+}
+
+fn listener_yaml(port: u16, cert: &Path, key: &Path, upstreams: &str) -> String {
+    format!(
+        "  - name: l{port}\n    listen: 127.0.0.1:{port}\n    tls: {{ cert: {}, key: {} }}\n    upstreams: [{upstreams}]\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+fn edge_for(core: &Core, pki: &Pki, extra: &str) -> Edge {
+    let (cert, key) = pki.issue(
+        "server",
+        &["registry.test", "localhost"],
+        &["127.0.0.1", "::1"],
+    );
+    let upstream = core.connector("hosted").to_owned();
+    Edge::start(1, |p| {
+        format!(
+            "state_dir: ./state\nhealth_check_interval_ms: 200\n{extra}listeners:\n{}",
+            listener_yaml(p[0], &cert, &key, &upstream)
+        )
+    })
+}
+
+fn header(out: &str, name: &str) -> Option<String> {
+    out.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+        .map(|l| {
+            l.split_once(':')
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default()
+        })
+}
+
+#[test]
+fn location_is_external_and_client_forwarded_headers_are_replaced() {
+    let core = trusting_core();
+    let pki = Pki::new();
+    let edge = edge_for(&core, &pki, "");
+    let port = edge.ports[0];
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["-X", "POST", "-D", "-", "-o", "/dev/null"])
+        .args([
+            "-H",
+            "X-Forwarded-Host: evil.example",
+            "-H",
+            "X-Forwarded-Proto: http",
+            "-H",
+            "X-Forwarded-Port: 1",
+        ])
+        .arg(format!(
+            "https://registry.test:{port}/v2/team/app/blobs/uploads/"
+        )));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/2 202"), "{text}");
+    let loc = header(&text, "location").expect("location");
+    let prefix = format!("https://registry.test:{port}/v2/team/app/blobs/uploads/");
+    assert!(loc.starts_with(&prefix), "{loc}");
+    assert_eq!(loc.matches(&format!(":{port}")).count(), 1, "{loc}");
+    assert_eq!(
+        header(&text, "docker-distribution-api-version").as_deref(),
+        Some("registry/2.0")
+    );
+
+    // Over HTTP/1.1 too, and the upload completes through the external URL.
+    let path = &loc["https://registry.test:".len() + port.to_string().len()..];
+    let body = b"through the edge";
+    let digest = berth_tests::http::digest(body);
+    let data = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(data.path(), body).unwrap();
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args([
+            "--http1.1",
+            "-X",
+            "PUT",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", data.path().display()))
+        .arg(format!(
+            "https://registry.test:{port}{path}?digest={digest}"
+        )));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    assert_eq!(
+        header(&text, "location"),
+        Some(format!(
+            "https://registry.test:{port}/v2/team/app/blobs/{digest}"
+        ))
+    );
+}
+
+#[test]
+fn skopeo_and_podman_verify_and_use_the_edge() {
+    let core = trusting_core();
+    let pki = Pki::new();
+    let edge = edge_for(&core, &pki, "");
+    let reg = format!("localhost:{}", edge.ports[0]);
+    let work = tempfile::tempdir().unwrap();
+    let multi = write_layout(
+        &work.path().join("multi"),
+        "v1",
+        &[("linux", "amd64"), ("linux", "arm64")],
+        &[300_000],
+        11,
+    );
+    let ca_dir = pki.trust_dir();
+
+    // A client with another CA must refuse the edge.
+    let other = Pki::new();
+    let refused = skopeo()
+        .args(["copy", "--all", "--dest-cert-dir"])
+        .arg(other.trust_dir())
+        .arg(format!("oci:{}:v1", work.path().join("multi").display()))
+        .arg(format!("docker://{reg}/sk/multi:v1"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    run(skopeo()
+        .args(["copy", "--all", "--dest-cert-dir"])
+        .arg(&ca_dir)
+        .arg(format!("oci:{}:v1", work.path().join("multi").display()))
+        .arg(format!("docker://{reg}/sk/multi:v1")));
+    let raw = run(skopeo()
+        .args(["inspect", "--raw", "--cert-dir"])
+        .arg(&ca_dir)
+        .arg(format!("docker://{reg}/sk/multi:v1")));
+    assert_eq!(berth_tests::http::digest(&raw.stdout), multi.top);
+
+    let root = work.path().join("podman");
+    let remote = format!("{reg}/sk/multi:v1");
+    run(podman(&root)
+        .args(["pull", "--cert-dir"])
+        .arg(&ca_dir)
+        .arg(&remote));
+    let pushed = format!("{reg}/podman/copy:v1");
+    run(podman(&root).args(["tag", &remote, &pushed]));
+    run(podman(&root)
+        .args(["push", "--cert-dir"])
+        .arg(&ca_dir)
+        .arg(&pushed));
+    let tags = run(skopeo()
+        .args(["list-tags", "--cert-dir"])
+        .arg(&ca_dir)
+        .arg(format!("docker://{reg}/podman/copy")));
+    assert!(String::from_utf8_lossy(&tags.stdout).contains("\"v1\""));
+}
+
+#[test]
+fn sni_picks_the_certificate() {
+    let core = trusting_core();
+    let pki = Pki::new();
+    let (a_cert, a_key) = pki.issue("a", &["a.test"], &[]);
+    let (b_cert, b_key) = pki.issue("b", &["b.test"], &[]);
+    let upstream = core.connector("hosted").to_owned();
+    let edge = Edge::start(1, |p| {
+        format!(
+            "state_dir: ./state\nlisteners:\n  - listen: 127.0.0.1:{}\n    tls: {{ cert: {}, key: {} }}\n    sni:\n      - {{ names: [b.test], cert: {}, key: {} }}\n    upstreams: [{upstream}]\n",
+            p[0], a_cert.display(), a_key.display(), b_cert.display(), b_key.display()
+        )
+    });
+    let port = edge.ports[0];
+    for name in ["a.test", "b.test"] {
+        let out = run(curl(&pki.ca_cert(), name, "127.0.0.1", port)
+            .args(["-v", "-o", "/dev/null"])
+            .arg(format!("https://{name}:{port}/v2/")));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("CN={name}")), "{name}: {err}");
+    }
+}
+
+/// Runs GET /v2/ through the edge in a loop until stopped; counts successes and failures.
+fn traffic(
+    ca: PathBuf,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut errors = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let out = curl(&ca, "registry.test", "127.0.0.1", port)
+                .args(["--fail", "-o", "/dev/null"])
+                .arg(format!("https://registry.test:{port}/v2/"))
+                .output()
+                .unwrap();
+            if out.status.success() {
+                ok.fetch_add(1, Ordering::SeqCst);
+            } else {
+                failed.fetch_add(1, Ordering::SeqCst);
+                errors.push(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+        }
+        errors
+    })
+}
+
+fn served_subject(ca: &Path, port: u16) -> String {
+    let out = run(curl(ca, "registry.test", "127.0.0.1", port)
+        .args(["-v", "-o", "/dev/null"])
+        .arg(format!("https://registry.test:{port}/v2/")));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    err.lines()
+        .find(|l| l.contains("subject:"))
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn certificates_rotate_under_traffic_and_a_broken_one_is_refused() {
+    let core = trusting_core();
+    let pki = Pki::new();
+    let edge = edge_for(&core, &pki, "");
+    let port = edge.ports[0];
+    let live = pki.dir.path().join("leaf");
+    assert!(served_subject(&pki.ca_cert(), port).contains("CN=registry.test"));
+
+    let (stop, ok, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let load = traffic(
+        pki.ca_cert(),
+        port,
+        stop.clone(),
+        ok.clone(),
+        failed.clone(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Rotate: a new certificate whose first name (the CN) differs, written over the old files.
+    let (new_cert, new_key) = pki.issue("next", &["rotated.test", "registry.test"], &["127.0.0.1"]);
+    std::fs::copy(&new_key, live.join("server.key.new")).unwrap();
+    std::fs::copy(&new_cert, live.join("server.crt.new")).unwrap();
+    std::fs::rename(live.join("server.key.new"), live.join("server.key")).unwrap();
+    std::fs::rename(live.join("server.crt.new"), live.join("server.crt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served_subject(&pki.ca_cert(), port).contains("CN=rotated.test") {
+        assert!(
+            Instant::now() < deadline,
+            "new certificate never served:\n{}",
+            edge.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A broken certificate: the last good one keeps serving, and the failure is logged.
+    std::fs::write(
+        live.join("server.crt"),
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    edge.signal("HUP");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(served_subject(&pki.ca_cert(), port).contains("CN=rotated.test"));
+    assert!(
+        edge.log().contains("certificate reload failed"),
+        "{}",
+        edge.log()
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    let errors = load.join().unwrap();
+    assert!(
+        ok.load(Ordering::SeqCst) > 10,
+        "too little traffic to mean anything"
+    );
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "failed requests during rotation: {errors:?}"
+    );
+}
+
+#[test]
+fn one_core_down_requests_keep_succeeding() {
+    let a = trusting_core();
+    let mut b = trusting_core();
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", &["registry.test"], &["127.0.0.1"]);
+    let ups = format!("{}, {}", a.connector("hosted"), b.connector("hosted"));
+    let edge = Edge::start(1, |p| {
+        format!(
+            "state_dir: ./state\nhealth_check_interval_ms: 200\nlisteners:\n{}",
+            listener_yaml(p[0], &cert, &key, &ups)
+        )
+    });
+    let port = edge.ports[0];
+    let get = || {
+        curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+            .args(["--fail", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://registry.test:{port}/v2/"))
+            .output()
+            .unwrap()
+    };
+    for _ in 0..4 {
+        assert!(get().status.success());
+    }
+    b.kill9();
+    // Immediately, before any health check noticed: refused connections are retried elsewhere.
+    for i in 0..20 {
+        let out = get();
+        assert!(
+            out.status.success(),
+            "request {i} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            edge.log()
+        );
+    }
+}
+
+#[test]
+fn a_2_gib_chunked_upload_streams_with_flat_edge_memory() {
+    let core = trusting_core();
+    let pki = Pki::new();
+    let edge = edge_for(&core, &pki, "");
+    let port = edge.ports[0];
+    const SIZE: u64 = 2 << 30;
+    let digest = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(SIZE >> 20) {
+            h.update(&zeros);
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    };
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["-X", "POST", "-D", "-", "-o", "/dev/null"])
+        .arg(format!(
+            "https://registry.test:{port}/v2/big/blobs/uploads/"
+        )));
+    let loc = header(&String::from_utf8_lossy(&out.stdout), "location").expect("location");
+    let before = proc::rss_mib(edge.pid());
+    proc::reset_peak(edge.pid());
+    // Docker's way: one PATCH with a chunked body of unknown length.
+    let mut patch = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args([
+            "--max-time",
+            "600",
+            "--fail",
+            "-X",
+            "PATCH",
+            "-T",
+            "-",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(&loc)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = patch.stdin.take().unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(SIZE >> 20) {
+            stdin.write_all(&zeros).unwrap();
+        }
+    }
+    let out = patch.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "202",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let growth = proc::peak_rss_mib(edge.pid()) - before;
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args([
+            "--fail",
+            "-X",
+            "PUT",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("{loc}?digest={digest}")));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+    eprintln!("edge RSS grew {growth:.1} MiB during a 2 GiB upload");
+    assert!(
+        growth < 64.0,
+        "edge RSS grew {growth:.1} MiB: the body is being buffered"
+    );
+}
+
+#[test]
+fn start_up_errors_name_the_listener_and_cause() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", &["registry.test"], &[]);
+    let (_, other_key) = pki.issue("other", &["other.test"], &[]);
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = holder.local_addr().unwrap().port();
+    let cases = [
+        (
+            listener_yaml(busy, &cert, &key, "127.0.0.1:1"),
+            "cannot listen",
+        ),
+        (
+            listener_yaml(free_port(), &cert, &other_key, "127.0.0.1:1"),
+            "do not belong together",
+        ),
+        (
+            listener_yaml(
+                free_port(),
+                Path::new("/nonexistent.crt"),
+                &key,
+                "127.0.0.1:1",
+            ),
+            "/nonexistent.crt",
+        ),
+    ];
+    for (listener, expect) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("state_dir: ./state\nlisteners:\n{listener}");
+        let err = match Edge::try_start(dir, vec![], &|_| config.clone()) {
+            Ok(_) => panic!("edge started with a bad config: {config}"),
+            Err(e) => e,
+        };
+        assert!(err.contains(expect), "expected {expect:?} in: {err}");
+        assert!(
+            err.contains("listener l"),
+            "the listener is not named: {err}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits() {
+    let core = trusting_core();
+    let pki = Pki::new();
+    let mut edge = edge_for(&core, &pki, "drain_seconds: 120\n");
+    let port = edge.ports[0];
+    // A 200 MiB blob, downloaded slowly enough to be in flight when SIGTERM arrives.
+    let blob = vec![9u8; 200 << 20];
+    let digest = berth_tests::http::digest(&blob);
+    let r = berth_tests::http::request(
+        core.connector("hosted"),
+        "POST",
+        &format!("/v2/slow/blobs/uploads/?digest={digest}"),
+        &[],
+        &blob,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let download = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args([
+            "--fail",
+            "--limit-rate",
+            "50M",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+        ])
+        .arg(format!(
+            "https://registry.test:{port}/v2/slow/blobs/{digest}"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    edge.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // No new connections once draining...
+    let refused = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["--fail", "-o", "/dev/null"])
+        .arg(format!("https://registry.test:{port}/v2/"))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a new request was accepted while draining"
+    );
+    // ...the in-flight download completes...
+    let out = download.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "in-flight download was cut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        (200u64 << 20).to_string()
+    );
+    // ...and the edge exits once idle, long before the 120 s deadline.
+    assert!(
+        edge.wait_exit(Duration::from_secs(30)),
+        "edge still running after draining:\n{}",
+        edge.log()
+    );
+}
+
+#[test]
+fn failed_handshakes_are_not_logged_as_errors() {
+    let core = trusting_core();
+    let pki = Pki::new();
+    let edge = edge_for(&core, &pki, "");
+    let port = edge.ports[0];
+    let other = Pki::new();
+    for _ in 0..5 {
+        let out = curl(&other.ca_cert(), "registry.test", "127.0.0.1", port)
+            .arg(format!("https://registry.test:{port}/v2/"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+    }
+    let ok = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://registry.test:{port}/v2/")));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "200");
+    let log = edge.log();
+    assert!(
+        !log.contains("ERROR"),
+        "handshake failures flood the log:\n{log}"
+    );
+    assert!(log.contains("access"), "access log missing:\n{log}");
+}
+
+#[test]
+fn docker_verifies_the_edge_through_certs_d() {
+    // Docker skips TLS verification for 127.0.0.0/8, so the registry gets a name that
+    // resolves only to ::1 and the edge listens there.
+    let core = trusting_core();
+    let pki = Pki::new();
+    let name = "registry.berth.test";
+    let (cert, key) = pki.issue("docker", &[name], &["::1"]);
+    let upstream = core.connector("hosted").to_owned();
+    let edge = Edge::start(1, |p| {
+        format!(
+            "state_dir: ./state\nlisteners:\n  - listen: \"[::1]:{}\"\n    tls: {{ cert: {}, key: {} }}\n    upstreams: [{upstream}]\n",
+            p[0], cert.display(), key.display()
+        )
+    });
+    let port = edge.ports[0];
+    let hosts = HostsEntry::add(&format!("::1 {name}"));
+    let trust_root = PathBuf::from("/");
+    let certs_d = trust_root.join(format!("etc/docker/certs.d/{name}:{port}"));
+    let _cleanup = RemoveDir(certs_d.clone());
+    let _cleanup2 = RemoveDir(trust_root.join(format!("etc/containers/certs.d/{name}:{port}")));
+
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("dimg");
+    write_layout(&layout, "v1", &[("linux", "amd64")], &[400_000], 21);
+    let dockerd = berth_tests::tools::Dockerd::start();
+    let remote = format!("{name}:{port}/docker/tls:v1");
+    run(skopeo()
+        .args(["copy", "--dest-daemon-host"])
+        .arg(format!("unix://{}", dockerd.socket.display()))
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker-daemon:{remote}")));
+
+    // Without trust: docker must refuse the certificate.
+    let refused = dockerd.docker().args(["push", &remote]).output().unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("x509") || err.contains("certificate"), "{err}");
+
+    // berth-certs installs the CA where docker looks; now push and pull work.
+    run(Command::new(berth_tests::bin("berth-certs"))
+        .args(["docker-trust", &format!("{name}:{port}"), "--ca"])
+        .arg(pki.ca()));
+    assert!(certs_d.join("ca.crt").exists());
+    run(dockerd.docker().args(["push", &remote]));
+    run(dockerd.docker().args(["rmi", &remote]));
+    run(dockerd.docker().args(["pull", &remote]));
+    drop(hosts);
+}
+
+/// Adds a line to /etc/hosts for the test's duration.
+struct HostsEntry(String);
+
+impl HostsEntry {
+    fn add(line: &str) -> HostsEntry {
+        let original = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        std::fs::write("/etc/hosts", format!("{original}{line}\n"))
+            .expect("writing /etc/hosts (tests run as root)");
+        HostsEntry(original)
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/etc/hosts", &self.0);
+    }
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
