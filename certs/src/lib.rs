@@ -12,10 +12,12 @@
 mod files;
 mod info;
 mod issue;
+pub mod resolver;
 
 pub use files::{docker_trust, write_private, write_public, TrustTarget};
 pub use info::{describe, CertInfo};
 pub use issue::{ensure_dev, issue, make_ca, DevCerts, Issued, CA_DAYS, LEAF_DAYS};
+pub use resolver::{CertFiles, Resolver, SniCert, TlsError};
 
 /// Certificate tooling errors.
 #[derive(Debug, thiserror::Error)]

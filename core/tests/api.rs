@@ -101,6 +101,7 @@ impl Harness {
         let conn = Conn {
             peer: "127.0.0.1:50000".parse().unwrap(),
             local: "127.0.0.1:5000".parse().unwrap(),
+            tls: false,
         };
         let resp = self.registry.handle(l, conn, req).await;
         let (parts, body) = resp.into_parts();

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: the YAML file, parsed into types (one caller of `serde_yaml`).
-//! - [`tls`]: per-listener certificate resolvers; validated up front, reloaded in place.
+//! - certificates: `berth_certs::Resolver` per listener; validated up front, reloaded in place.
 //! - [`routing`]: local port → listener, `Host` → pool of core connectors (health-checked).
 //! - [`edge`]: the pingora `ProxyHttp` logic: forwarding headers, retries, access log.
 //! - [`lifecycle`]: health checks, certificate watching, ready file, draining shutdown.
@@ -14,4 +14,3 @@ pub mod config;
 pub mod edge;
 pub mod lifecycle;
 pub mod routing;
-pub mod tls;

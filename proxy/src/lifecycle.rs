@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::edge::InFlight;
 use crate::routing::Routes;
-use crate::tls::Resolver;
+use berth_certs::Resolver;
 
 /// Health checks, certificate watching and the ready file.
 pub struct Maintenance {

@@ -11,11 +11,11 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
+use berth_certs::Resolver;
 use berth_proxy::config::{CertFiles, ProxyConfig};
 use berth_proxy::edge::{Edge, InFlight};
 use berth_proxy::lifecycle::{DrainSignal, Maintenance};
 use berth_proxy::routing::Routes;
-use berth_proxy::tls::Resolver;
 
 #[derive(Parser)]
 #[command(name = "berth-proxy", version, about = "Berth HTTPS edge")]

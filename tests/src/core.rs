@@ -17,6 +17,7 @@ pub struct Core {
     child: Option<Child>,
     pub main: String,
     pub connectors: BTreeMap<String, String>,
+    pub https_connectors: BTreeMap<String, String>,
 }
 
 /// One hosted repository named `hosted` with a connector, all on port 0.
@@ -44,6 +45,7 @@ impl Core {
             child: None,
             main: String::new(),
             connectors: BTreeMap::new(),
+            https_connectors: BTreeMap::new(),
         };
         core.spawn()
             .unwrap_or_else(|e| panic!("core did not start: {e}"));
@@ -80,14 +82,20 @@ impl Core {
                 let v: serde_json::Value =
                     serde_json::from_str(&text).map_err(|e| e.to_string())?;
                 self.main = v["main"].as_str().unwrap_or_default().to_owned();
-                self.connectors = v["connectors"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let map = |key: &str| -> BTreeMap<String, String> {
+                    v[key]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| {
+                                    (k.clone(), v.as_str().unwrap_or_default().to_owned())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                self.connectors = map("connectors");
+                self.https_connectors = map("https_connectors");
                 return Ok(());
             }
             if let Some(status) = self

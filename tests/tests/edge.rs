@@ -664,3 +664,56 @@ impl Drop for RemoveDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[test]
+fn core_serves_https_directly_without_the_edge() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("direct", &["registry.test", "localhost"], &["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nrepositories:\n  - name: hosted\n    kind: hosted\n    connector:\n      https: {{ listen: 127.0.0.1:0, cert: {}, key: {} }}\n",
+        dir.path().join("data").display(),
+        cert.display(),
+        key.display()
+    );
+    let core = Core::start_in(dir, &config);
+    let addr = core
+        .https_connectors
+        .get("hosted")
+        .expect("https connector")
+        .clone();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["-X", "POST", "-D", "-", "-o", "/dev/null"])
+        .arg(format!(
+            "https://registry.test:{port}/v2/app/blobs/uploads/"
+        )));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 202"), "{text}");
+    let loc = header(&text, "location").unwrap_or_default();
+    assert!(
+        loc.starts_with(&format!(
+            "https://registry.test:{port}/v2/app/blobs/uploads/"
+        )),
+        "{loc}"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let img = write_layout(
+        &work.path().join("img"),
+        "v1",
+        &[("linux", "amd64")],
+        &[100_000],
+        31,
+    );
+    run(skopeo()
+        .args(["copy", "--dest-cert-dir"])
+        .arg(pki.trust_dir())
+        .arg(format!("oci:{}:v1", work.path().join("img").display()))
+        .arg(format!("docker://localhost:{port}/direct/app:v1")));
+    let raw = run(skopeo()
+        .args(["inspect", "--raw", "--cert-dir"])
+        .arg(pki.trust_dir())
+        .arg(format!("docker://localhost:{port}/direct/app:v1")));
+    assert_eq!(berth_tests::http::digest(&raw.stdout), img.top);
+}

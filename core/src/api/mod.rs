@@ -65,6 +65,8 @@ pub enum Listener {
 pub struct Conn {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// Whether the connection is direct HTTPS (a connector with `https`).
+    pub tls: bool,
 }
 
 /// The resolved target of a V2 request.
@@ -156,8 +158,7 @@ impl Registry {
             }
         }
         let route = route::parse(&path);
-        let base =
-            || url::external_base(&req.headers, conn.peer, conn.local, &self.trusted_proxies);
+        let base = || url::external_base(&req.headers, conn, &self.trusted_proxies);
         match route {
             Route::Base => Ok(response::json(StatusCode::OK, &serde_json::json!({}))),
             Route::Catalog => tags::catalog(self, listener, req).await,

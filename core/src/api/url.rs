@@ -5,17 +5,16 @@
 //! believed only from configured proxy addresses, because anyone else could use them to make
 //! the core point clients at another host.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use http::HeaderMap;
 
-/// Computes the base URL for a request from `peer`.
-pub fn external_base(
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    local: SocketAddr,
-    trusted: &[IpAddr],
-) -> String {
+use super::Conn;
+
+/// Computes the base URL for a request on `conn`.
+pub fn external_base(headers: &HeaderMap, conn: Conn, trusted: &[IpAddr]) -> String {
+    let (peer, local) = (conn.peer, conn.local);
+    let own_scheme = if conn.tls { "https" } else { "http" };
     let get = |name: &str| {
         headers
             .get(name)
@@ -36,8 +35,8 @@ pub fn external_base(
         }
     }
     match host_header {
-        Some(h) if valid_host(h) => format!("http://{h}"),
-        _ => compose("http", &local.ip().to_string(), Some(local.port())),
+        Some(h) if valid_host(h) => format!("{own_scheme}://{h}"),
+        _ => compose(own_scheme, &local.ip().to_string(), Some(local.port())),
     }
 }
 
@@ -111,7 +110,12 @@ mod tests {
 
     fn base(h: &HeaderMap, peer: &str, trusted: &[&str]) -> String {
         let trusted: Vec<IpAddr> = trusted.iter().map(|t| t.parse().unwrap()).collect();
-        external_base(h, peer.parse().unwrap(), LOCAL.parse().unwrap(), &trusted)
+        let conn = Conn {
+            peer: peer.parse().unwrap(),
+            local: LOCAL.parse().unwrap(),
+            tls: false,
+        };
+        external_base(h, conn, &trusted)
     }
 
     #[test]

@@ -56,10 +56,18 @@ pub struct RepoConfig {
     pub write_policy: WritePolicy,
 }
 
-/// A repository's own port.
+/// A repository's own ports: plain HTTP (behind the edge) and/or direct HTTPS.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
-    pub http: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub https: Option<HttpsConfig>,
+}
+
+/// A direct HTTPS connector.
+#[derive(Debug, Clone)]
+pub struct HttpsConfig {
+    pub listen: SocketAddr,
+    pub files: berth_certs::CertFiles,
 }
 
 impl fmt::Display for RepoKindRaw {
@@ -67,6 +75,15 @@ impl fmt::Display for RepoKindRaw {
         f.write_str(match self {
             RepoKindRaw::Hosted => "hosted",
         })
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
     }
 }
 
@@ -117,12 +134,7 @@ impl Config {
         };
         let raw = raw::parse(text).map_err(|(key, reason)| err(&key, reason))?;
 
-        let root = PathBuf::from(&raw.storage.root);
-        let storage_root = if root.is_absolute() {
-            root
-        } else {
-            base.join(root)
-        };
+        let storage_root = resolve(base, &raw.storage.root);
         let context_path = normalise_context_path(raw.main.context_path.as_deref().unwrap_or(""))
             .map_err(|r| err("main.context_path", r))?;
         let main = MainConfig {
@@ -149,26 +161,50 @@ impl Config {
                     format!("repository name {name} is already used by repositories[{first}]"),
                 ));
             }
-            let connector = r.connector.map(|c| ConnectorConfig { http: c.http });
-            if let Some(c) = &connector {
-                let clash = ports.iter().find(|(addr, _)| {
-                    addr.port() == c.http.port()
-                        && (addr.ip() == c.http.ip()
-                            || addr.ip().is_unspecified()
-                            || c.http.ip().is_unspecified())
-                });
-                if let Some((addr, owner)) = clash {
-                    return Err(err(
-                        &key("connector.http"),
-                        format!(
-                            "repository {name} wants port {} ({}), which {owner} already uses ({addr})",
-                            c.http.port(),
-                            c.http
-                        ),
-                    ));
+            let connector = match r.connector {
+                None => None,
+                Some(c) => {
+                    if c.http.is_none() && c.https.is_none() {
+                        return Err(err(&key("connector"), "needs http, https or both".into()));
+                    }
+                    let https = c.https.map(|h| HttpsConfig {
+                        listen: h.listen,
+                        files: berth_certs::CertFiles {
+                            cert: resolve(base, &h.cert),
+                            key: resolve(base, &h.key),
+                        },
+                    });
+                    Some(ConnectorConfig {
+                        http: c.http,
+                        https,
+                    })
                 }
-                if c.http.port() != 0 {
-                    ports.insert(c.http, format!("repository {name}"));
+            };
+            if let Some(c) = &connector {
+                let wanted = [
+                    ("connector.http", c.http),
+                    ("connector.https.listen", c.https.as_ref().map(|h| h.listen)),
+                ];
+                for (k, addr) in wanted {
+                    let Some(addr) = addr else { continue };
+                    let clash = ports.iter().find(|(a, _)| {
+                        a.port() == addr.port()
+                            && (a.ip() == addr.ip()
+                                || a.ip().is_unspecified()
+                                || addr.ip().is_unspecified())
+                    });
+                    if let Some((a, owner)) = clash {
+                        return Err(err(
+                            &key(k),
+                            format!(
+                                "repository {name} wants port {} ({addr}), which {owner} already uses ({a})",
+                                addr.port()
+                            ),
+                        ));
+                    }
+                    if addr.port() != 0 {
+                        ports.insert(addr, format!("repository {name}"));
+                    }
                 }
             }
             repositories.push(RepoConfig {

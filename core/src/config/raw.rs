@@ -67,8 +67,20 @@ pub struct RawRepository {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConnector {
-    /// Address to listen on, e.g. `127.0.0.1:8082`.
-    pub http: SocketAddr,
+    /// Plain-HTTP address, e.g. `127.0.0.1:8082` (behind the edge).
+    pub http: Option<SocketAddr>,
+    /// Direct HTTPS, for running the core without the edge.
+    pub https: Option<RawHttps>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttps {
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
 }
 
 /// Parses YAML, returning `(key path, reason)` on failure.

@@ -14,11 +14,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_certs::Resolver;
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Conn, Listener, Registry, RepoEntry};
 use crate::config::{Config, RepoKindRaw};
@@ -28,6 +31,8 @@ use crate::storage::Storage;
 
 /// How long a client may take to send its request headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often direct-HTTPS certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(2);
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -42,6 +47,11 @@ pub enum ServeError {
     },
     #[error("cannot write ready file {path}: {source}")]
     ReadyFile { path: String, source: io::Error },
+    #[error("{owner}: {source}")]
+    Tls {
+        owner: String,
+        source: berth_certs::TlsError,
+    },
 }
 
 /// Builds the API layer's view of the configured repositories.
@@ -71,22 +81,35 @@ pub fn registry(config: &Config, storage: Arc<dyn Storage>) -> Registry {
     }
 }
 
+/// A bound connector socket; `tls` is set for direct HTTPS.
+pub struct BoundConnector {
+    pub repo: RepoName,
+    pub socket: TcpListener,
+    pub tls: Option<Arc<Resolver>>,
+}
+
 /// Bound sockets, ready to serve.
 pub struct Bound {
     pub main: TcpListener,
-    pub connectors: Vec<(RepoName, TcpListener)>,
+    pub connectors: Vec<BoundConnector>,
 }
 
 impl Bound {
     /// The actual addresses, as written to the ready file.
     pub fn addresses(&self) -> serde_json::Value {
         let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        let connectors: BTreeMap<_, _> = self
-            .connectors
-            .iter()
-            .map(|(n, l)| (n.to_string(), addr(l)))
-            .collect();
-        serde_json::json!({ "main": addr(&self.main), "connectors": connectors })
+        let pick = |tls: bool| -> BTreeMap<_, _> {
+            self.connectors
+                .iter()
+                .filter(|c| c.tls.is_some() == tls)
+                .map(|c| (c.repo.to_string(), addr(&c.socket)))
+                .collect()
+        };
+        serde_json::json!({
+            "main": addr(&self.main),
+            "connectors": pick(false),
+            "https_connectors": pick(true),
+        })
     }
 }
 
@@ -105,9 +128,28 @@ pub async fn bind(config: &Config) -> Result<Bound, ServeError> {
     let main = bind_one(config.main.listen, "main port".into()).await?;
     let mut connectors = Vec::new();
     for r in &config.repositories {
-        if let Some(c) = &r.connector {
-            let l = bind_one(c.http, format!("repository {} (connector.http)", r.name)).await?;
-            connectors.push((r.name.clone(), l));
+        let Some(c) = &r.connector else { continue };
+        if let Some(http) = c.http {
+            let socket = bind_one(http, format!("repository {} (connector.http)", r.name)).await?;
+            connectors.push(BoundConnector {
+                repo: r.name.clone(),
+                socket,
+                tls: None,
+            });
+        }
+        if let Some(https) = &c.https {
+            let owner = format!("repository {} (connector.https)", r.name);
+            let resolver = Resolver::load(r.name.as_str(), https.files.clone(), Vec::new())
+                .map_err(|source| ServeError::Tls {
+                    owner: owner.clone(),
+                    source,
+                })?;
+            let socket = bind_one(https.listen, owner).await?;
+            connectors.push(BoundConnector {
+                repo: r.name.clone(),
+                socket,
+                tls: Some(Arc::new(resolver)),
+            });
         }
     }
     Ok(Bound { main, connectors })
@@ -129,20 +171,29 @@ pub async fn run(registry: Arc<Registry>, bound: Bound, shutdown: impl Future<Ou
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    let mut listeners = vec![(Listener::Main, bound.main)];
-    for (name, l) in bound.connectors {
-        if let Some(entry) = registry.repos.get(&name) {
-            listeners.push((Listener::Connector(entry.clone()), l));
+    let mut listeners = vec![(Listener::Main, bound.main, None)];
+    let mut resolvers = Vec::new();
+    for c in bound.connectors {
+        if let Some(entry) = registry.repos.get(&c.repo) {
+            let acceptor = c.tls.as_ref().map(|r| {
+                resolvers.push(r.clone());
+                tls_acceptor(r.clone())
+            });
+            listeners.push((Listener::Connector(entry.clone()), c.socket, acceptor));
         }
     }
-    for (listener, socket) in listeners {
+    for (listener, socket, tls) in listeners {
         tasks.push(tokio::spawn(accept_loop(
             registry.clone(),
             listener,
             socket,
+            tls,
             graceful.clone(),
             stop_rx.clone(),
         )));
+    }
+    if !resolvers.is_empty() {
+        tasks.push(tokio::spawn(watch_certificates(resolvers, stop_rx.clone())));
     }
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
@@ -161,10 +212,49 @@ pub async fn run(registry: Arc<Registry>, bound: Bound, shutdown: impl Future<Ou
     }
 }
 
+/// A rustls acceptor over a reloadable resolver. The core speaks HTTP/1.1 only.
+fn tls_acceptor(resolver: Arc<Resolver>) -> TlsAcceptor {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+    .map(|b| b.with_no_client_auth().with_cert_resolver(resolver.clone()))
+    .unwrap_or_else(|_| {
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver)
+    });
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// Reloads direct-HTTPS certificates when their files change; a broken file keeps the old one.
+async fn watch_certificates(
+    resolvers: Vec<Arc<Resolver>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(CERT_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for r in &resolvers {
+            if r.changed() {
+                if let Err(e) = r.reload() {
+                    tracing::error!(repository = %r.listener(), error = %e,
+                        "certificate reload failed; the previous certificate keeps serving");
+                }
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     registry: Arc<Registry>,
     listener: Listener,
     socket: TcpListener,
+    tls: Option<TlsAcceptor>,
     graceful: Arc<GracefulShutdown>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -191,7 +281,11 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let registry = registry.clone();
         let listener = listener.clone();
-        let conn_info = Conn { peer, local };
+        let conn_info = Conn {
+            peer,
+            local,
+            tls: tls.is_some(),
+        };
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let registry = registry.clone();
             let listener = listener.clone();
@@ -200,15 +294,47 @@ async fn accept_loop(
                 Ok::<_, Infallible>(registry.handle(&listener, conn_info, req).await)
             }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+        let builder = {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            b
+        };
+        match &tls {
+            None => {
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let graceful = graceful.clone();
+                tokio::spawn(async move {
+                    // The handshake gets the same bound as the request headers.
+                    let stream =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, peer = %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(peer = %peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn =
+                        graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
 }

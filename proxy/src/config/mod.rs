@@ -18,18 +18,7 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// A certificate and key on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CertFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct SniCert {
-    pub names: Vec<String>,
-    pub files: CertFiles,
-}
+pub use berth_certs::{CertFiles, SniCert};
 
 #[derive(Debug, Clone)]
 pub struct HostRoute {

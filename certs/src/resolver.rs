@@ -1,11 +1,12 @@
-//! Certificates for the edge's listeners: loaded and validated before any listener starts,
-//! chosen per connection by SNI, and reloaded in place.
+//! Serving certificates from files: loaded and validated before any listener starts, chosen per
+//! connection by SNI, and reloaded in place. Shared by the edge (pingora) and the core's direct
+//! HTTPS connectors (tokio-rustls), which both take a rustls `ResolvesServerCert`.
 //!
 //! Pingora's own `TlsSettings::build()` panics inside a listener's thread on a bad file and the
-//! process carries on without that port. So the edge never hands pingora a file path: each
+//! process carries on without that port. So neither process hands a TLS stack a file path: each
 //! listener gets a [`Resolver`] whose certificates were parsed, and their keys checked against
-//! the certificates, in `main`. A reload builds a complete new set and swaps it in only if every
-//! file loaded; otherwise the last good set keeps serving and the error is logged.
+//! the certificates, at start-up. A reload builds a complete new set and swaps it in only if
+//! every file loaded; otherwise the last good set keeps serving and the error is returned.
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,7 +20,20 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::{CertFiles, SniCert};
+/// A certificate chain and its private key on disk (PEM).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// An extra certificate served for some SNI names.
+#[derive(Debug, Clone)]
+pub struct SniCert {
+    /// Lower-case host names.
+    pub names: Vec<String>,
+    pub files: CertFiles,
+}
 
 /// Warn when a certificate has fewer days than this left.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -104,7 +118,7 @@ fn load_pair(listener: &str, files: &CertFiles) -> Result<Arc<CertifiedKey>, Tls
         key: key_path,
         reason: e.to_string(),
     })?;
-    match berth_certs::describe(&String::from_utf8_lossy(&cert_pem)) {
+    match crate::describe(&String::from_utf8_lossy(&cert_pem)) {
         Ok(info) if info.days_left < EXPIRY_WARNING_DAYS => tracing::warn!(
             listener, cert = %cert_path, subject = %info.subject, not_after = %info.not_after,
             days_left = info.days_left, "certificate expires soon"
