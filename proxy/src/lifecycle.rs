@@ -20,6 +20,12 @@ use crate::edge::InFlight;
 use crate::routing::Routes;
 use berth_certs::Resolver;
 
+/// How long the edge must have had no request in flight before it exits on SIGTERM. A request
+/// counts as finished once pingora has handed its last bytes on, but over HTTP/2 up to a
+/// client's flow-control window may still sit in the connection's send buffer (measured here:
+/// exiting at once cut a 200 MiB download short); this is the time those bytes get to leave.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Health checks, certificate watching and the ready file.
 pub struct Maintenance {
     pub routes: Arc<Routes>,
@@ -146,8 +152,13 @@ impl ShutdownSignalWatch for DrainSignal {
                 // soon as nothing is in flight instead.
                 std::thread::spawn(move || {
                     let start = std::time::Instant::now();
-                    std::thread::sleep(Duration::from_millis(200));
-                    while in_flight.count() > 0 && start.elapsed() < deadline {
+                    let mut idle_since: Option<std::time::Instant> = None;
+                    while start.elapsed() < deadline {
+                        if in_flight.count() > 0 {
+                            idle_since = None;
+                        } else if idle_since.get_or_insert_with(std::time::Instant::now).elapsed() >= LINGER {
+                            break;
+                        }
                         std::thread::sleep(Duration::from_millis(50));
                     }
                     tracing::info!(left = in_flight.count(), "drained; exiting");

@@ -548,8 +548,9 @@ fn sigterm_drains_in_flight_requests_then_exits() {
     let out = download.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "in-flight download was cut: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "in-flight download was cut: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        edge.log()
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
