@@ -8,9 +8,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use berth_tests::bench::{wrk, Distribution};
 use berth_tests::core::Core;
 use berth_tests::http::{self, request};
 use berth_tests::image::Pattern;
@@ -202,55 +202,6 @@ fn push_manifest(s: &Server) -> String {
     "/v2/bench/small/manifests/v1".to_owned()
 }
 
-/// Runs wrk; returns (requests/s, p99 ms, total requests).
-fn wrk(addr: &str, path: &str) -> (f64, f64, f64) {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c16",
-            "-d10s",
-            "--latency",
-            "-H",
-            "Accept: application/vnd.oci.image.manifest.v1+json",
-        ])
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("wrk (Debian package wrk) must be installed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let p99 = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("99%"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(parse_latency_ms)
-        .unwrap_or(0.0);
-    let total = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let non2xx = text.lines().any(|l| l.contains("Non-2xx"));
-    assert!(!non2xx, "wrk saw errors:\n{text}");
-    (rps, p99, total)
-}
-
-fn parse_latency_ms(v: &str) -> f64 {
-    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
-    let n: f64 = num.parse().unwrap_or(0.0);
-    match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        _ => n,
-    }
-}
-
 fn measure(s: &Server, one: &[u8], two: &[u8], big: &[u8]) -> Figures {
     let mut f = Figures::default();
     let mib = one.len() as f64 / MIB;
@@ -272,10 +223,13 @@ fn measure(s: &Server, one: &[u8], two: &[u8], big: &[u8]) -> Figures {
 
     let path = push_manifest(s);
     let cpu0 = proc::cpu_seconds(s.pid);
-    let (rps, p99, total) = wrk(&s.addr, &path);
-    f.get_rps = rps;
-    f.get_p99_ms = p99;
-    f.cpu_ms_per_get = (proc::cpu_seconds(s.pid) - cpu0) * 1000.0 / total.max(1.0);
+    let w = wrk(
+        &format!("http://{}{path}", s.addr),
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    f.get_rps = w.rps;
+    f.get_p99_ms = w.p99_ms;
+    f.cpu_ms_per_get = (proc::cpu_seconds(s.pid) - cpu0) * 1000.0 / w.requests.max(1.0);
 
     let before = proc::rss_mib(s.pid);
     proc::reset_peak(s.pid);
@@ -283,62 +237,6 @@ fn measure(s: &Server, one: &[u8], two: &[u8], big: &[u8]) -> Figures {
     f.rss_growth_2g = proc::peak_rss_mib(s.pid) - before;
     f.peak_rss = proc::peak_rss_mib(s.pid).max(before);
     f
-}
-
-struct Distribution {
-    child: Child,
-    _dir: tempfile::TempDir,
-    addr: String,
-}
-
-impl Distribution {
-    fn start() -> Distribution {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // Distribution cannot take a pre-bound socket: pick a free port and retry on a clash.
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("port");
-            let addr = format!("127.0.0.1:{port}");
-            let config = format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            );
-            std::fs::write(dir.path().join("config.yml"), config).expect("config");
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(dir.path().join("config.yml"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("docker-registry (Debian package) must be installed");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if request(&addr, "GET", "/v2/", &[], b"").is_ok_and(|r| r.status == 200) {
-                    return Distribution {
-                        child,
-                        _dir: dir,
-                        addr,
-                    };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("Distribution did not start");
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn main() {

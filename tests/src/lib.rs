@@ -5,6 +5,7 @@
 //! The binaries are the ones cargo built for this test run (`target/<profile>/`); set
 //! `BERTH_BIN_DIR` to test others.
 
+pub mod bench;
 pub mod core;
 pub mod edge;
 pub mod http;

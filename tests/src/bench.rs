@@ -1,0 +1,227 @@
+//! Pieces shared by the benchmarks: CNCF Distribution as the reference registry, nginx as the
+//! reference TLS front, and wrk for request rates.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::edge::free_port;
+use crate::http::request;
+
+/// CNCF Distribution (`docker-registry`) on a free loopback port, killed on drop.
+pub struct Distribution {
+    pub child: Child,
+    _dir: tempfile::TempDir,
+    pub addr: String,
+}
+
+impl Distribution {
+    pub fn start() -> Distribution {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Distribution cannot take a pre-bound socket: pick a free port and retry on a clash.
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let config = format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            );
+            std::fs::write(dir.path().join("config.yml"), config).expect("config");
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(dir.path().join("config.yml"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("docker-registry (Debian package) must be installed");
+            if wait_http(&addr, &mut child) {
+                return Distribution {
+                    child,
+                    _dir: dir,
+                    addr,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("Distribution did not start");
+    }
+}
+
+fn wait_http(addr: &str, child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if request(addr, "GET", "/v2/", &[], b"").is_ok_and(|r| r.status == 200) {
+            return true;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx terminating TLS in front of `upstream`, configured as Distribution's documented
+/// recipe has it (no body size limit, no request buffering, long read timeout, Host and
+/// X-Forwarded-Proto passed on), plus `proxy_buffering off` with a 128k buffer.
+pub struct Nginx {
+    pub child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(upstream: &str, cert: &Path, key: &Path) -> Nginx {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for _ in 0..5 {
+            let port = free_port();
+            let d = dir.path().display();
+            let conf = format!(
+                "daemon off;\nmaster_process on;\nworker_processes 2;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                 fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+                 upstream registry {{ server {upstream}; keepalive 32; }}\n\
+                 server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
+                 ssl_protocols TLSv1.2 TLSv1.3;\n    client_max_body_size 0;\n    chunked_transfer_encoding on;\n\
+                 location /v2/ {{\n      proxy_pass http://registry;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+                 proxy_set_header Host $http_host;\n      proxy_set_header X-Real-IP $remote_addr;\n\
+                 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Proto $scheme;\n\
+                 proxy_read_timeout 900;\n      proxy_request_buffering off;\n      proxy_buffering off;\n      proxy_buffer_size 128k;\n    }}\n  }}\n}}\n",
+                cert.display(),
+                key.display()
+            );
+            std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
+            let mut child = Command::new("nginx")
+                .arg("-c")
+                .arg(dir.path().join("nginx.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nginx (Debian package nginx-light) must be installed");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Nginx { child, port, dir };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+    }
+
+    /// The master and its workers.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let mut pids = vec![master];
+        let out = Command::new("pgrep")
+            .arg("-P")
+            .arg(master.to_string())
+            .output();
+        if let Ok(out) = out {
+            pids.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<u32>().ok()),
+            );
+        }
+        pids
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.child.id().to_string())
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// wrk results.
+pub struct Wrk {
+    pub rps: f64,
+    pub p99_ms: f64,
+    pub requests: f64,
+}
+
+/// Runs `wrk -t2 -c16 -d10s --latency` against `url`, asserting no non-2xx answers.
+pub fn wrk(url: &str, accept: &str) -> Wrk {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", "-d10s", "--latency", "-H"])
+        .arg(format!("Accept: {accept}"))
+        .arg(url)
+        .output()
+        .expect("wrk (Debian package wrk) must be installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str, idx: usize| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(idx))
+            .map(str::to_owned)
+    };
+    let rps = field("Requests/sec:", 1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let p99_ms = field("99%", 1).map(|v| parse_latency_ms(&v)).unwrap_or(0.0);
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        !text.contains("Non-2xx") && rps > 0.0,
+        "wrk saw errors:\n{text}"
+    );
+    Wrk {
+        rps,
+        p99_ms,
+        requests,
+    }
+}
+
+fn parse_latency_ms(v: &str) -> f64 {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(0.0);
+    match unit {
+        "us" => n / 1000.0,
+        "s" => n * 1000.0,
+        _ => n,
+    }
+}
+
+/// Prints a table: one row per figure, one column per setup.
+pub fn print_table(columns: &[&str], rows: &[(&str, Vec<f64>)]) {
+    print!("\n{:<38}", "figure");
+    for c in columns {
+        print!(" {c:>16}");
+    }
+    println!();
+    for (name, values) in rows {
+        print!("{name:<38}");
+        for v in values {
+            print!(" {v:>16.3}");
+        }
+        println!();
+    }
+}
