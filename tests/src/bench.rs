@@ -86,7 +86,7 @@ impl Nginx {
             let conf = format!(
                 "daemon off;\nmaster_process on;\nworker_processes 2;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
                  events {{ worker_connections 1024; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                  upstream registry {{ server {upstream}; keepalive 32; }}\n\
                  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
@@ -94,16 +94,17 @@ impl Nginx {
                  location /v2/ {{\n      proxy_pass http://registry;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
                  proxy_set_header Host $http_host;\n      proxy_set_header X-Real-IP $remote_addr;\n\
                  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Proto $scheme;\n\
-                 proxy_read_timeout 900;\n      proxy_request_buffering off;\n      proxy_buffering off;\n      proxy_buffer_size 128k;\n    }}\n  }}\n}}\n",
+                 proxy_read_timeout 900;\n      proxy_request_buffering off;\n      proxy_buffering off;\n      proxy_buffer_size 128k;\n      proxy_buffers 4 128k;\n      proxy_busy_buffers_size 256k;\n    }}\n  }}\n}}\n",
                 cert.display(),
                 key.display()
             );
             std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
+            let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log");
             let mut child = Command::new("nginx")
                 .arg("-c")
                 .arg(dir.path().join("nginx.conf"))
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .expect("nginx (Debian package nginx-light) must be installed");
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -111,7 +112,8 @@ impl Nginx {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Nginx { child, port, dir };
                 }
-                if child.try_wait().ok().flatten().is_some() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    eprintln!("nginx exited: {status}");
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -119,9 +121,11 @@ impl Nginx {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let log = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
         panic!(
-            "nginx did not start: {}",
-            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            "nginx did not start: {}{}",
+            log("stderr.log"),
+            log("error.log")
         );
     }
 

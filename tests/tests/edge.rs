@@ -718,3 +718,207 @@ fn core_serves_https_directly_without_the_edge() {
         .arg(format!("docker://localhost:{port}/direct/app:v1")));
     assert_eq!(berth_tests::http::digest(&raw.stdout), img.top);
 }
+
+#[test]
+fn host_names_on_one_port_route_to_their_own_cores() {
+    let a = trusting_core();
+    let b = trusting_core();
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("multi", &["a.test", "b.test"], &[]);
+    let (ua, ub) = (
+        a.connector("hosted").to_owned(),
+        b.connector("hosted").to_owned(),
+    );
+    let edge = Edge::start(1, |p| {
+        format!(
+            "state_dir: ./state\nlisteners:\n  - listen: 127.0.0.1:{}\n    tls: {{ cert: {}, key: {} }}\n    hosts:\n      - {{ names: [a.test], upstreams: [{ua}] }}\n      - {{ names: [B.test], upstreams: [{ub}] }}\n",
+            p[0], cert.display(), key.display()
+        )
+    });
+    let port = edge.ports[0];
+    let blob = b"only in core a";
+    let d = berth_tests::http::digest(blob);
+    let r = berth_tests::http::request(
+        &ua,
+        "POST",
+        &format!("/v2/app/blobs/uploads/?digest={d}"),
+        &[],
+        blob,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let status = |name: &str| {
+        let out = run(curl(&pki.ca_cert(), name, "127.0.0.1", port)
+            .args(["-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://{name}:{port}/v2/app/blobs/{d}")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(status("a.test"), "200");
+    assert_eq!(
+        status("b.test"),
+        "404",
+        "b.test must reach core b, which lacks the blob"
+    );
+    // A host with no route and no default upstreams is refused, not sent anywhere.
+    let out = curl(&pki.ca_cert(), "a.test", "127.0.0.1", port)
+        .args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: c.test",
+        ])
+        .arg(format!("https://a.test:{port}/v2/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "421");
+}
+
+#[test]
+fn only_tls_1_2_and_1_3_are_offered() {
+    let core = trusting_core();
+    let pki = Pki::new();
+    let edge = edge_for(&core, &pki, "");
+    let port = edge.ports[0];
+    let url = format!("https://registry.test:{port}/v2/");
+    let old = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["--tlsv1.1", "--tls-max", "1.1", "-o", "/dev/null"])
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(!old.status.success(), "TLS 1.1 was accepted");
+    for (v, alpn) in [("1.2", "--http1.1"), ("1.3", "--http2")] {
+        let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+            .args([
+                &format!("--tlsv{v}"),
+                "--tls-max",
+                v,
+                alpn,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .arg(&url));
+        let got = String::from_utf8_lossy(&out.stdout).into_owned();
+        let want_version = if alpn == "--http2" { "2" } else { "1.1" };
+        assert_eq!(got, format!("200 {want_version}"), "TLS {v}");
+    }
+}
+
+#[test]
+fn a_client_that_disconnects_mid_upload_can_resume() {
+    let core = trusting_core();
+    let pki = Pki::new();
+    let edge = edge_for(&core, &pki, "");
+    let port = edge.ports[0];
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["-X", "POST", "-D", "-", "-o", "/dev/null"])
+        .arg(format!(
+            "https://registry.test:{port}/v2/resume/blobs/uploads/"
+        )));
+    let loc = header(&String::from_utf8_lossy(&out.stdout), "location").expect("location");
+    const TOTAL: u64 = 64 << 20;
+    // Send half the bytes of a chunked PATCH, then die.
+    let mut patch = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["-X", "PATCH", "-T", "-", "-o", "/dev/null"])
+        .arg(&loc)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = patch.stdin.take().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        for i in 0..(TOTAL / 2 >> 20) {
+            berth_tests::image::Pattern::fill_at(i << 20, &mut buf);
+            stdin.write_all(&buf).unwrap();
+        }
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = patch.kill();
+    }
+    let _ = patch.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["-D", "-", "-o", "/dev/null"])
+        .arg(&loc));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with("HTTP/2 204"), "{text}");
+    let have: u64 = header(&text, "range")
+        .and_then(|r| r.trim_start_matches("0-").parse::<u64>().ok())
+        .map(|e| e + 1)
+        .expect("range");
+    assert!(have > 0 && have <= TOTAL / 2, "resume point {have}");
+    // Resume from where the core says it is, through the edge.
+    let rest = tempfile::NamedTempFile::new().unwrap();
+    let mut buf = vec![0u8; (TOTAL - have) as usize];
+    berth_tests::image::Pattern::fill_at(have, &mut buf);
+    std::fs::write(rest.path(), &buf).unwrap();
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args([
+            "--fail",
+            "-X",
+            "PATCH",
+            "-H",
+            &format!("Content-Range: {have}-{}", TOTAL - 1),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", rest.path().display()))
+        .arg(&loc));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "202");
+    let digest = berth_tests::image::Pattern::digest(TOTAL);
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args([
+            "--fail",
+            "-X",
+            "PUT",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("{loc}?digest={digest}")));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+}
+
+#[test]
+fn without_certificates_the_edge_makes_a_development_ca_once() {
+    let core = trusting_core();
+    let upstream = core.connector("hosted").to_owned();
+    let edge = Edge::start(1, |p| {
+        format!("state_dir: ./state\nlisteners:\n  - listen: 127.0.0.1:{}\n    upstreams: [{upstream}]\n", p[0])
+    });
+    let certs = edge.dir.path().join("state/certs");
+    let ca = certs.join("ca.crt");
+    assert!(ca.exists() && certs.join("server.key").exists());
+    assert!(
+        edge.log().contains("docker-trust"),
+        "no trust instructions:\n{}",
+        edge.log()
+    );
+    assert!(
+        edge.log().contains("days_left"),
+        "expiry not logged:\n{}",
+        edge.log()
+    );
+    let port = edge.ports[0];
+    let out = run(curl(&ca, "localhost", "127.0.0.1", port)
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://localhost:{port}/v2/")));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(certs.join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
