@@ -833,7 +833,7 @@ fn a_client_that_disconnects_mid_upload_can_resume() {
         use std::io::Write;
         let mut stdin = patch.stdin.take().unwrap();
         let mut buf = vec![0u8; 1 << 20];
-        for i in 0..(TOTAL / 2 >> 20) {
+        for i in 0..((TOTAL / 2) >> 20) {
             berth_tests::image::Pattern::fill_at(i << 20, &mut buf);
             stdin.write_all(&buf).unwrap();
         }
