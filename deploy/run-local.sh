@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p berth-core -p berth-proxy -p berth-certs
+# The whole workspace, so features unify with test and bench builds and nothing rebuilds.
+cargo build --release --workspace --bins
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 "$bin/berth-core" check-config deploy/core.yaml
