@@ -26,6 +26,27 @@ use berth_certs::Resolver;
 /// exiting at once cut a 200 MiB download short); this is the time those bytes get to leave.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// The background log writer's guard: dropping it flushes pending lines. Kept here because the
+/// drain path ends the process with `exit`, which runs no destructors.
+static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
+/// Holds the log writer's guard until the process exits.
+pub fn keep_log_guard(guard: tracing_appender::non_blocking::WorkerGuard) {
+    *LOG_GUARD.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+}
+
+/// Flushes pending log lines (before the process ends).
+pub fn flush_logs() {
+    drop(LOG_GUARD.lock().unwrap_or_else(|p| p.into_inner()).take());
+}
+
+/// Flushes pending log lines and exits.
+fn exit_flushed(code: i32) -> ! {
+    flush_logs();
+    std::process::exit(code)
+}
+
 /// Health checks, certificate watching and the ready file.
 pub struct Maintenance {
     pub routes: Arc<Routes>,
@@ -162,7 +183,7 @@ impl ShutdownSignalWatch for DrainSignal {
                         std::thread::sleep(Duration::from_millis(50));
                     }
                     tracing::info!(left = in_flight.count(), "drained; exiting");
-                    std::process::exit(0);
+                    exit_flushed(0);
                 });
                 ShutdownSignal::GracefulTerminate
             }

@@ -59,12 +59,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { config, ready_file } => {
+            // Log lines (one access line per request) go through a background writer, so a
+            // slow log file never stalls a proxy thread.
+            let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+            berth_proxy::lifecycle::keep_log_guard(guard);
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| DEFAULT_LOG.into()),
                 )
-                .with_writer(std::io::stderr)
+                .with_writer(writer)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let config = ProxyConfig::load(&config)?;
