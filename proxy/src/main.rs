@@ -199,5 +199,6 @@ fn serve(config: ProxyConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()>
             deadline: config.drain,
         }),
     });
+    berth_proxy::lifecycle::flush_logs();
     Ok(())
 }
