@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let storage = FsStorage::open(&config.storage_root)
         .with_context(|| format!("opening storage at {}", config.storage_root.display()))?;
-    let registry = Arc::new(server::registry(&config, Arc::new(storage)));
+    let registry = Arc::new(server::registry(&config, Arc::new(storage))?);
     let bound = server::bind(&config).await?;
     tracing::info!(addresses = %bound.addresses(), "listening");
     if let Some(path) = &ready_file {

@@ -26,6 +26,7 @@ pub fn handle(reg: &Registry, path: &str, method: &Method) -> Option<ApiResult> 
                         "name": e.repo.name().as_str(),
                         "kind": e.repo.kind(),
                         "v1_enabled": e.v1_enabled,
+                        "status": e.repo.status(),
                     })
                 })
                 .collect();

@@ -130,6 +130,10 @@ impl Registry {
                     tracing::error!(error = %e, "internal error");
                     response::internal(&id)
                 }
+                Err(RepoError::Remote(message)) => {
+                    tracing::warn!(error = %message, "remote failure");
+                    response::bad_gateway(&message)
+                }
             };
             if !v1 {
                 resp.headers_mut().insert(

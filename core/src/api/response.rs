@@ -69,6 +69,14 @@ pub fn internal(request_id: &str) -> Response<Body> {
     )
 }
 
+/// A 502 for a remote registry that could not answer; the message names the remote.
+pub fn bad_gateway(message: &str) -> Response<Body> {
+    json(
+        StatusCode::BAD_GATEWAY,
+        &serde_json::json!({ "errors": [], "message": message }),
+    )
+}
+
 /// Sets a header from a string we built ourselves; a value that is not a valid header (which
 /// our values never are) is dropped rather than panicking.
 pub fn set(r: &mut Response<Body>, name: &'static str, value: &str) {

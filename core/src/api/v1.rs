@@ -12,6 +12,9 @@ use super::{err, query, query_get, ApiResult, Listener, Registry};
 use crate::oci::{ErrorCode, RegistryError};
 use crate::repo::RepoError;
 
+/// Most names one search returns before paging.
+const MAX_SEARCH: usize = 1000;
+
 fn disabled(msg: String) -> RepoError {
     RepoError::Client(
         RegistryError::new(ErrorCode::Unsupported, msg).with_status(StatusCode::NOT_FOUND),
@@ -59,14 +62,8 @@ pub async fn handle(
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(1)
                 .max(1);
-            let matches: Vec<String> = entry
-                .repo
-                .images()
-                .await?
-                .into_iter()
-                .map(|i| i.to_string())
-                .filter(|i| i.contains(&term))
-                .collect();
+            // Members of a group, and a proxy's remote, answer too (Repository::search).
+            let matches: Vec<String> = entry.repo.search(&term, MAX_SEARCH).await?;
             let results: Vec<_> = matches
                 .iter()
                 .skip((page - 1) * n)

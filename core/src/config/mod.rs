@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::oci::RepoName;
 use crate::repo::WritePolicy;
@@ -54,6 +55,51 @@ pub struct RepoConfig {
     pub connector: Option<ConnectorConfig>,
     pub v1_enabled: bool,
     pub write_policy: WritePolicy,
+    /// Set for `kind: proxy`.
+    pub proxy: Option<ProxySettings>,
+    /// Set for `kind: group`.
+    pub group: Option<GroupSettings>,
+}
+
+/// A proxy repository's remote and cache settings.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Base URL without a trailing slash.
+    pub url: String,
+    pub username: Option<String>,
+    /// Read from `password_file` at load time.
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub content_max_age: Duration,
+    pub metadata_max_age: Duration,
+    pub negative_cache_ttl: Duration,
+    pub auto_block_after: u32,
+    pub auto_block_for: Duration,
+}
+
+/// A group's members, in lookup order.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub members: Vec<RepoName>,
+    pub writable_member: Option<RepoName>,
+}
+
+/// Parses `90s`, `30m`, `24h`, `7d` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unknown unit (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
 
 /// A repository's own ports: plain HTTP (behind the edge) and/or direct HTTPS.
@@ -74,6 +120,8 @@ impl fmt::Display for RepoKindRaw {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             RepoKindRaw::Hosted => "hosted",
+            RepoKindRaw::Proxy => "proxy",
+            RepoKindRaw::Group => "group",
         })
     }
 }
@@ -207,14 +255,89 @@ impl Config {
                     }
                 }
             }
+            let proxy = match (r.kind, r.remote) {
+                (RepoKindRaw::Proxy, Some(remote)) => Some(
+                    proxy_settings(
+                        remote,
+                        &r.content_max_age,
+                        &r.metadata_max_age,
+                        &r.negative_cache_ttl,
+                        r.auto_block_after,
+                        &r.auto_block_for,
+                        base,
+                    )
+                    .map_err(|(k, reason)| err(&key(&k), reason))?,
+                ),
+                (RepoKindRaw::Proxy, None) => {
+                    return Err(err(
+                        &key("remote"),
+                        "a proxy repository needs remote.url".into(),
+                    ))
+                }
+                (_, Some(_)) => {
+                    return Err(err(
+                        &key("remote"),
+                        format!(
+                            "only proxy repositories have a remote ({name} is {})",
+                            r.kind
+                        ),
+                    ))
+                }
+                (_, None) => None,
+            };
+            let group = match (r.kind, r.members) {
+                (RepoKindRaw::Group, Some(members)) => {
+                    let members = members
+                        .iter()
+                        .enumerate()
+                        .map(|(j, m)| {
+                            m.parse::<RepoName>()
+                                .map_err(|e| err(&key(&format!("members[{j}]")), e.to_string()))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let writable_member = r
+                        .writable_member
+                        .map(|w| {
+                            w.parse::<RepoName>()
+                                .map_err(|e| err(&key("writable_member"), e.to_string()))
+                        })
+                        .transpose()?;
+                    if let Some(w) = &writable_member {
+                        if !members.contains(w) {
+                            return Err(err(
+                                &key("writable_member"),
+                                format!("{w} is not one of the members"),
+                            ));
+                        }
+                    }
+                    Some(GroupSettings {
+                        members,
+                        writable_member,
+                    })
+                }
+                (RepoKindRaw::Group, None) => {
+                    return Err(err(&key("members"), "a group needs members".into()))
+                }
+                (_, Some(_)) => {
+                    return Err(err(
+                        &key("members"),
+                        format!("only groups have members ({name} is {})", r.kind),
+                    ))
+                }
+                (_, None) => None,
+            };
             repositories.push(RepoConfig {
                 name,
                 kind: r.kind,
                 connector,
                 v1_enabled: r.v1_enabled,
                 write_policy: r.write_policy,
+                proxy,
+                group,
             });
         }
+        check_groups(&repositories)
+            .map_err(|(i, k, reason)| err(&format!("repositories[{i}].{k}"), reason))?;
         Ok(Config {
             storage_root,
             main,
@@ -222,6 +345,107 @@ impl Config {
             repositories,
         })
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn proxy_settings(
+    remote: raw::RawRemote,
+    content_max_age: &Option<String>,
+    metadata_max_age: &Option<String>,
+    negative: &Option<String>,
+    auto_block_after: Option<u32>,
+    auto_block_for: &Option<String>,
+    base: &Path,
+) -> Result<ProxySettings, (String, String)> {
+    let url = remote.url.trim_end_matches('/').to_owned();
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) || url.len() < 10 {
+        return Err((
+            "remote.url".into(),
+            format!("{url:?} must be an http:// or https:// URL"),
+        ));
+    }
+    let password = match &remote.password_file {
+        Some(f) => {
+            let path = resolve(base, f);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                (
+                    "remote.password_file".to_owned(),
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            Some(text.trim_end_matches(['\n', '\r']).to_owned())
+        }
+        None => None,
+    };
+    let dur = |k: &str, v: &Option<String>, default: u64| -> Result<Duration, (String, String)> {
+        match v {
+            Some(v) => parse_duration(v).map_err(|e| (k.to_owned(), e)),
+            None => Ok(Duration::from_secs(default)),
+        }
+    };
+    Ok(ProxySettings {
+        url,
+        username: remote.username,
+        password,
+        ca_file: remote.ca_file.map(|f| resolve(base, &f)),
+        content_max_age: dur("content_max_age", content_max_age, 24 * 3600)?,
+        metadata_max_age: dur("metadata_max_age", metadata_max_age, 30 * 60)?,
+        negative_cache_ttl: dur("negative_cache_ttl", negative, 60)?,
+        auto_block_after: auto_block_after.unwrap_or(5).max(1),
+        auto_block_for: dur("auto_block_for", auto_block_for, 60)?,
+    })
+}
+
+/// Group members must exist, and groups must not contain themselves (directly or through
+/// other groups); the writable member must be hosted.
+fn check_groups(repos: &[RepoConfig]) -> Result<(), (usize, &'static str, String)> {
+    let index: HashMap<&RepoName, usize> = repos
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (&r.name, i))
+        .collect();
+    for (i, r) in repos.iter().enumerate() {
+        let Some(g) = &r.group else { continue };
+        for m in &g.members {
+            if !index.contains_key(m) {
+                return Err((i, "members", format!("no repository named {m}")));
+            }
+        }
+        if let Some(w) = &g.writable_member {
+            if repos[index[w]].kind != RepoKindRaw::Hosted {
+                return Err((
+                    i,
+                    "writable_member",
+                    format!("{w} is not a hosted repository"),
+                ));
+            }
+        }
+        // Depth-first search for a path back to this group.
+        let mut stack: Vec<(&RepoName, Vec<&RepoName>)> =
+            g.members.iter().map(|m| (m, vec![&r.name, m])).collect();
+        while let Some((m, path)) = stack.pop() {
+            if m == &r.name {
+                let cycle: Vec<String> = path.iter().map(|n| n.to_string()).collect();
+                return Err((
+                    i,
+                    "members",
+                    format!("groups form a cycle: {}", cycle.join(" -> ")),
+                ));
+            }
+            if path.len() > repos.len() + 1 {
+                continue;
+            }
+            if let Some(mg) = &repos[index[m]].group {
+                for next in &mg.members {
+                    let mut p = path.clone();
+                    p.push(next);
+                    stack.push((next, p));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -288,6 +512,52 @@ repositories:
         );
         let e = parse(&GOOD.replace("8082", "8081")).unwrap_err();
         assert!(e.reason.contains("main port"), "{e}");
+    }
+
+    #[test]
+    fn proxies_and_groups() {
+        let text = format!(
+            "{GOOD}  - name: hub\n    kind: proxy\n    remote: {{ url: https://registry-1.docker.io }}\n    metadata_max_age: 30m\n  - name: all\n    kind: group\n    members: [docker-hosted, hub]\n    writable_member: docker-hosted\n"
+        );
+        let c = parse(&text).unwrap();
+        let p = c.repositories[1].proxy.as_ref().unwrap();
+        assert_eq!(p.metadata_max_age, std::time::Duration::from_secs(1800));
+        assert_eq!(c.repositories[2].group.as_ref().unwrap().members.len(), 2);
+        let bad = text.replace("writable_member: docker-hosted", "writable_member: hub");
+        assert!(parse(&bad).unwrap_err().reason.contains("not a hosted"));
+        let missing = text.replace("[docker-hosted, hub]", "[docker-hosted, nope]");
+        assert!(parse(&missing)
+            .unwrap_err()
+            .reason
+            .contains("no repository named nope"));
+        let no_remote = format!("{GOOD}  - name: hub\n    kind: proxy\n");
+        assert_eq!(parse(&no_remote).unwrap_err().key, "repositories[1].remote");
+        let bad_age = text.replace("30m", "30 minutes");
+        assert_eq!(
+            parse(&bad_age).unwrap_err().key,
+            "repositories[1].metadata_max_age"
+        );
+    }
+
+    #[test]
+    fn group_cycles_are_rejected() {
+        let text = format!(
+            "{GOOD}  - {{ name: a, kind: group, members: [b] }}\n  - {{ name: b, kind: group, members: [docker-hosted, a] }}\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.reason.contains("cycle") && e.reason.contains("a -> b -> a"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("2h").unwrap().as_secs(), 7200);
+        assert_eq!(parse_duration("1d").unwrap().as_secs(), 86400);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5w").is_err());
     }
 
     #[test]

@@ -40,11 +40,29 @@ pub struct RawMain {
     pub context_path: Option<String>,
 }
 
-/// Repository kinds. Proxy and group arrive with their own issue.
+/// Repository kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RepoKindRaw {
+    /// Push and pull, stored locally.
     Hosted,
+    /// Pull-through cache of a remote registry.
+    Proxy,
+    /// One read (and optionally write) endpoint over an ordered list of members.
+    Group,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    /// Base URL of any V2 registry, e.g. `https://registry-1.docker.io`.
+    pub url: String,
+    /// Remote credentials (basic, or for the remote's bearer-token realm).
+    pub username: Option<String>,
+    /// File holding the remote password (kept out of the config file).
+    pub password_file: Option<String>,
+    /// Extra CA certificate (PEM) to trust for this remote, besides the system's.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +80,23 @@ pub struct RawRepository {
     /// `allow_redeploy` (default), `deny_redeploy` or `read_only`.
     #[serde(default)]
     pub write_policy: WritePolicy,
+    /// proxy: the remote registry.
+    pub remote: Option<RawRemote>,
+    /// proxy: how long a remote tag list (and V1 search answer) is reused, e.g. `24h`.
+    /// Manifests by digest and blobs never expire: they are immutable.
+    pub content_max_age: Option<String>,
+    /// proxy: how long a tag is trusted before it is revalidated with a HEAD, e.g. `30m`.
+    pub metadata_max_age: Option<String>,
+    /// proxy: how long "not found" answers from the remote are remembered, e.g. `1m`.
+    pub negative_cache_ttl: Option<String>,
+    /// proxy: consecutive remote failures before the remote is blocked (default 5).
+    pub auto_block_after: Option<u32>,
+    /// proxy: how long the remote stays blocked, e.g. `1m`.
+    pub auto_block_for: Option<String>,
+    /// group: member repositories, in lookup order.
+    pub members: Option<Vec<String>>,
+    /// group: the hosted member that receives pushes made through the group.
+    pub writable_member: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,7 +6,9 @@
 //! proxy (a caching decorator) and group (an ordered list of members) kinds implement the same
 //! trait.
 
+pub mod group;
 pub mod hosted;
+pub mod proxy;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,13 +16,17 @@ use bytes::Bytes;
 use crate::oci::{Descriptor, Digest, ImageName, Reference, RegistryError, RepoName};
 use crate::storage::{ByteStream, StorageError};
 
+pub use group::GroupRepository;
 pub use hosted::{HostedRepository, WritePolicy};
+pub use proxy::ProxyRepository;
 
-/// The kinds of repository. Only `Hosted` exists yet; proxy and group follow.
+/// The kinds of repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RepoKind {
     Hosted,
+    Proxy,
+    Group,
 }
 
 /// A failure: either the client's (a spec error to send back) or ours (logged, 500).
@@ -30,9 +36,20 @@ pub enum RepoError {
     Client(#[from] RegistryError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// A remote registry (behind a proxy repository) could not answer: a 502 naming it.
+    #[error("{0}")]
+    Remote(String),
 }
 
 pub type Result<T> = std::result::Result<T, RepoError>;
+
+impl RepoError {
+    /// Whether this says "not here" (so a group may ask its next member).
+    pub fn is_not_found(&self) -> bool {
+        use crate::oci::ErrorCode::*;
+        matches!(self, RepoError::Client(e) if matches!(e.code, BlobUnknown | ManifestUnknown | NameUnknown))
+    }
+}
 
 /// A manifest as served: exact bytes, their digest and media type.
 #[derive(Debug, Clone)]
@@ -102,4 +119,21 @@ pub trait Repository: Send + Sync + 'static {
     async fn images(&self) -> Result<Vec<ImageName>>;
     /// Manifests whose subject is `subject`.
     async fn referrers(&self, image: &ImageName, subject: &Digest) -> Result<Vec<Descriptor>>;
+
+    /// Image names matching a V1 search term, at most `limit`.
+    async fn search(&self, term: &str, limit: usize) -> Result<Vec<String>> {
+        Ok(self
+            .images()
+            .await?
+            .into_iter()
+            .map(|i| i.to_string())
+            .filter(|i| i.contains(term))
+            .take(limit)
+            .collect())
+    }
+
+    /// Operational state for the admin API (a proxy's remote health, for instance).
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
 }

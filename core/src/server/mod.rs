@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::{Conn, Listener, Registry, RepoEntry};
 use crate::config::{Config, RepoKindRaw};
 use crate::oci::RepoName;
-use crate::repo::HostedRepository;
+use crate::repo::{GroupRepository, HostedRepository, ProxyRepository, Repository};
 use crate::storage::Storage;
 
 /// How long a client may take to send its request headers (slowloris guard).
@@ -48,6 +48,8 @@ pub enum ServeError {
     #[error("cannot write ready file {path}: {source}")]
     ReadyFile { path: String, source: io::Error },
     #[error("{owner}: {source}")]
+    Repository { owner: String, source: io::Error },
+    #[error("{owner}: {source}")]
     Tls {
         owner: String,
         source: berth_certs::TlsError,
@@ -55,30 +57,73 @@ pub enum ServeError {
 }
 
 /// Builds the API layer's view of the configured repositories.
-pub fn registry(config: &Config, storage: Arc<dyn Storage>) -> Registry {
+pub fn registry(config: &Config, storage: Arc<dyn Storage>) -> Result<Registry, ServeError> {
+    let mut built: BTreeMap<RepoName, Arc<dyn Repository>> = BTreeMap::new();
+    // Hosted and proxy repositories first; then groups, each once all its members exist
+    // (config validation has ruled out cycles, so this terminates).
+    for r in &config.repositories {
+        let repo: Arc<dyn Repository> = match (r.kind, &r.proxy) {
+            (RepoKindRaw::Hosted, _) => Arc::new(HostedRepository::new(
+                r.name.clone(),
+                storage.clone(),
+                r.write_policy,
+            )),
+            (RepoKindRaw::Proxy, Some(settings)) => Arc::new(
+                ProxyRepository::new(r.name.clone(), storage.clone(), settings.clone()).map_err(
+                    |source| ServeError::Repository {
+                        owner: format!("repository {}", r.name),
+                        source,
+                    },
+                )?,
+            ),
+            _ => continue,
+        };
+        built.insert(r.name.clone(), repo);
+    }
+    let mut pending: Vec<_> = config
+        .repositories
+        .iter()
+        .filter(|r| r.group.is_some())
+        .collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        pending.retain(|r| {
+            let Some(g) = &r.group else { return false };
+            let members: Option<Vec<_>> = g.members.iter().map(|m| built.get(m).cloned()).collect();
+            let Some(members) = members else { return true };
+            let writable = g
+                .writable_member
+                .as_ref()
+                .and_then(|w| built.get(w).cloned());
+            built.insert(
+                r.name.clone(),
+                Arc::new(GroupRepository::new(r.name.clone(), members, writable)),
+            );
+            false
+        });
+        if pending.len() == before {
+            break;
+        }
+    }
     let repos = config
         .repositories
         .iter()
-        .map(|r| {
-            let repo = match r.kind {
-                RepoKindRaw::Hosted => Arc::new(HostedRepository::new(
-                    r.name.clone(),
-                    storage.clone(),
-                    r.write_policy,
-                )),
-            };
-            let entry = RepoEntry {
-                repo,
-                v1_enabled: r.v1_enabled,
-            };
-            (r.name.clone(), Arc::new(entry))
+        .filter_map(|r| {
+            let repo = built.get(&r.name)?.clone();
+            Some((
+                r.name.clone(),
+                Arc::new(RepoEntry {
+                    repo,
+                    v1_enabled: r.v1_enabled,
+                }),
+            ))
         })
         .collect();
-    Registry {
+    Ok(Registry {
         repos,
         context_path: config.main.context_path.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
-    }
+    })
 }
 
 /// A bound connector socket; `tls` is set for direct HTTPS.

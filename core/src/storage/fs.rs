@@ -467,6 +467,21 @@ impl Storage for FsStorage {
         Ok(())
     }
 
+    async fn upload_read(&self, ns: &Namespace, id: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let data = self.upload_data(ns, id).await?;
+        let bytes = blocking(move || {
+            let Some(mut f) = absent_ok(File::open(data))? else {
+                return Ok(None);
+            };
+            f.seek(SeekFrom::Start(offset))?;
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact(&mut buf)?;
+            Ok(Some(Bytes::from(buf)))
+        })
+        .await?;
+        bytes.ok_or(StorageError::NotFound)
+    }
+
     async fn manifest_link(&self, ns: &Namespace, digest: &Digest, media_type: &str) -> Result<()> {
         let (tmp, link) = (self.root.join("tmp"), self.revision_link(ns, digest));
         let mt = media_type.to_owned();

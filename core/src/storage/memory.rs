@@ -176,6 +176,15 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    async fn upload_read(&self, ns: &Namespace, id: &str, offset: u64, len: u64) -> Result<Bytes> {
+        self.with(|i| match i.uploads.get(id) {
+            Some(u) if &u.owner == ns && offset + len <= u.data.len() as u64 => Ok(
+                Bytes::copy_from_slice(&u.data[offset as usize..(offset + len) as usize]),
+            ),
+            _ => Err(StorageError::NotFound),
+        })
+    }
+
     async fn manifest_link(&self, ns: &Namespace, digest: &Digest, media_type: &str) -> Result<()> {
         self.with(|i| {
             let data = i.namespaces.entry(ns.clone()).or_default();

@@ -109,6 +109,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn upload_commit(&self, ns: &Namespace, id: &str, expected: &Digest) -> Result<u64>;
     /// Discards a session.
     async fn upload_cancel(&self, ns: &Namespace, id: &str) -> Result<()>;
+    /// Reads back `len` bytes of a session's data from `offset` (a proxy serves a blob to
+    /// waiting clients while it is still arriving from the remote).
+    async fn upload_read(&self, ns: &Namespace, id: &str, offset: u64, len: u64) -> Result<Bytes>;
 
     /// Links a stored manifest into `ns` with its media type.
     async fn manifest_link(&self, ns: &Namespace, digest: &Digest, media_type: &str) -> Result<()>;

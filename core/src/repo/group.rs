@@ -1,0 +1,362 @@
+//! Group repositories: one endpoint over an ordered list of members.
+//!
+//! Reads go to the first member that has the content; tag lists, the catalog and referrers are
+//! merged. A group may name a hosted member as writable: pushes through the group land there,
+//! and a manifest pushed through the group may reference blobs (or child manifests) that only
+//! another member has — those are copied into the writable member first, so the push never
+//! fails with `MANIFEST_BLOB_UNKNOWN` for content the client could see through the group.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
+use crate::oci::{
+    Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RegistryError, RepoName,
+};
+use crate::storage::ByteStream;
+
+pub struct GroupRepository {
+    name: RepoName,
+    members: Vec<Arc<dyn Repository>>,
+    writable: Option<Arc<dyn Repository>>,
+}
+
+fn client(code: ErrorCode, msg: impl Into<String>) -> RepoError {
+    RepoError::Client(RegistryError::new(code, msg))
+}
+
+impl GroupRepository {
+    pub fn new(
+        name: RepoName,
+        members: Vec<Arc<dyn Repository>>,
+        writable: Option<Arc<dyn Repository>>,
+    ) -> Self {
+        GroupRepository {
+            name,
+            members,
+            writable,
+        }
+    }
+
+    fn writable(&self) -> Result<&Arc<dyn Repository>> {
+        self.writable.as_ref().ok_or_else(|| {
+            client(
+                ErrorCode::Denied,
+                format!(
+                    "group {} has no writable member; push to a hosted repository",
+                    self.name
+                ),
+            )
+        })
+    }
+
+    /// The first member for which `f` succeeds; not-found answers move on, other failures are
+    /// logged and move on too (a broken member must not hide the others).
+    async fn first<T, F, Fut>(&self, not_found: impl Fn() -> RepoError, f: F) -> Result<(usize, T)>
+    where
+        F: Fn(Arc<dyn Repository>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut last_err = None;
+        for (i, m) in self.members.iter().enumerate() {
+            match f(m.clone()).await {
+                Ok(v) => return Ok((i, v)),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(group = %self.name, member = %m.name(), error = %e, "member failed");
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(not_found))
+    }
+
+    /// Makes `digest` (a blob) available in the writable member, copying it from another
+    /// member if needed.
+    async fn adopt_blob(
+        &self,
+        w: &Arc<dyn Repository>,
+        image: &ImageName,
+        digest: &Digest,
+    ) -> Result<()> {
+        match w.blob_size(image, digest).await {
+            Ok(_) => return Ok(()),
+            Err(e) if !e.is_not_found() => return Err(e),
+            Err(_) => {}
+        }
+        for m in &self.members {
+            if Arc::ptr_eq(m, w) {
+                continue;
+            }
+            let Ok(size) = m.blob_size(image, digest).await else {
+                continue;
+            };
+            let stream = m.blob_read(image, digest, 0, size).await?;
+            let id = w.upload_start(image).await?;
+            let copied = async {
+                w.upload_append(image, &id, Some(0), stream).await?;
+                w.upload_finish(image, &id, digest).await
+            }
+            .await;
+            if copied.is_err() {
+                let _ = w.upload_cancel(image, &id).await;
+            }
+            copied?;
+            tracing::info!(group = %self.name, member = %m.name(), %digest, "copied blob into the writable member");
+            return Ok(());
+        }
+        Ok(()) // Nobody has it: the writable member will answer MANIFEST_BLOB_UNKNOWN.
+    }
+
+    /// Makes a child manifest (and, recursively, what it references) available.
+    fn adopt_manifest<'a>(
+        &'a self,
+        w: &'a Arc<dyn Repository>,
+        image: &'a ImageName,
+        digest: &'a Digest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let reference = Reference::Digest(digest.clone());
+            if w.manifest(image, &reference).await.is_ok() {
+                return Ok(());
+            }
+            for m in &self.members {
+                if Arc::ptr_eq(m, w) {
+                    continue;
+                }
+                let Ok(found) = m.manifest(image, &reference).await else {
+                    continue;
+                };
+                self.adopt_references(w, image, &found.bytes, Some(&found.media_type))
+                    .await?;
+                w.manifest_put(image, &reference, Some(&found.media_type), found.bytes)
+                    .await?;
+                return Ok(());
+            }
+            Ok(())
+        })
+    }
+
+    async fn adopt_references(
+        &self,
+        w: &Arc<dyn Repository>,
+        image: &ImageName,
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<()> {
+        let Ok(info) = ManifestInfo::parse(bytes, content_type) else {
+            return Ok(()); // The writable member reports MANIFEST_INVALID itself.
+        };
+        for b in &info.blobs {
+            self.adopt_blob(w, image, b).await?;
+        }
+        for c in &info.children {
+            self.adopt_manifest(w, image, c).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Repository for GroupRepository {
+    fn name(&self) -> &RepoName {
+        &self.name
+    }
+
+    fn kind(&self) -> RepoKind {
+        RepoKind::Group
+    }
+
+    async fn blob_size(&self, image: &ImageName, digest: &Digest) -> Result<u64> {
+        let unknown = || client(ErrorCode::BlobUnknown, format!("blob {digest} is unknown"));
+        Ok(self
+            .first(unknown, |m| async move { m.blob_size(image, digest).await })
+            .await?
+            .1)
+    }
+
+    async fn blob_read(
+        &self,
+        image: &ImageName,
+        digest: &Digest,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream> {
+        let unknown = || client(ErrorCode::BlobUnknown, format!("blob {digest} is unknown"));
+        let (i, _) = self
+            .first(unknown, |m| async move { m.blob_size(image, digest).await })
+            .await?;
+        self.members[i].blob_read(image, digest, start, len).await
+    }
+
+    async fn blob_delete(&self, image: &ImageName, digest: &Digest) -> Result<()> {
+        self.writable()?.blob_delete(image, digest).await
+    }
+
+    async fn blob_mount(
+        &self,
+        image: &ImageName,
+        digest: &Digest,
+        from: &ImageName,
+    ) -> Result<bool> {
+        let w = self.writable()?;
+        if w.blob_mount(image, digest, from).await? {
+            return Ok(true);
+        }
+        // The source image may live in another member: copy it over if it is there.
+        for m in &self.members {
+            if !Arc::ptr_eq(m, w) && m.blob_size(from, digest).await.is_ok() {
+                let size = m.blob_size(from, digest).await?;
+                let stream = m.blob_read(from, digest, 0, size).await?;
+                let id = w.upload_start(image).await?;
+                w.upload_append(image, &id, Some(0), stream).await?;
+                w.upload_finish(image, &id, digest).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upload_start(&self, image: &ImageName) -> Result<String> {
+        self.writable()?.upload_start(image).await
+    }
+
+    async fn upload_size(&self, image: &ImageName, id: &str) -> Result<u64> {
+        self.writable()?.upload_size(image, id).await
+    }
+
+    async fn upload_append(
+        &self,
+        image: &ImageName,
+        id: &str,
+        offset: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        self.writable()?
+            .upload_append(image, id, offset, body)
+            .await
+    }
+
+    async fn upload_finish(&self, image: &ImageName, id: &str, digest: &Digest) -> Result<u64> {
+        self.writable()?.upload_finish(image, id, digest).await
+    }
+
+    async fn upload_cancel(&self, image: &ImageName, id: &str) -> Result<()> {
+        self.writable()?.upload_cancel(image, id).await
+    }
+
+    async fn manifest(&self, image: &ImageName, reference: &Reference) -> Result<Manifest> {
+        let unknown = || {
+            client(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} is unknown in {image}"),
+            )
+        };
+        Ok(self
+            .first(
+                unknown,
+                |m| async move { m.manifest(image, reference).await },
+            )
+            .await?
+            .1)
+    }
+
+    async fn manifest_put(
+        &self,
+        image: &ImageName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PushedManifest> {
+        let w = self.writable()?.clone();
+        self.adopt_references(&w, image, &bytes, content_type)
+            .await?;
+        w.manifest_put(image, reference, content_type, bytes).await
+    }
+
+    async fn manifest_delete(&self, image: &ImageName, reference: &Reference) -> Result<()> {
+        self.writable()?.manifest_delete(image, reference).await
+    }
+
+    async fn tags(&self, image: &ImageName) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        let mut known = false;
+        for m in &self.members {
+            match m.tags(image).await {
+                Ok(t) => {
+                    known = true;
+                    all.extend(t);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(group = %self.name, member = %m.name(), error = %e, "member failed")
+                }
+            }
+        }
+        if !known {
+            return Err(client(
+                ErrorCode::NameUnknown,
+                format!("repository {image} is not known to {}", self.name),
+            ));
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    async fn images(&self) -> Result<Vec<ImageName>> {
+        let mut all = Vec::new();
+        for m in &self.members {
+            match m.images().await {
+                Ok(i) => all.extend(i),
+                Err(e) => {
+                    tracing::warn!(group = %self.name, member = %m.name(), error = %e, "member failed")
+                }
+            }
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    async fn referrers(&self, image: &ImageName, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let mut all: Vec<Descriptor> = Vec::new();
+        for m in &self.members {
+            if let Ok(found) = m.referrers(image, subject).await {
+                for d in found {
+                    if !all.iter().any(|x| x.digest == d.digest) {
+                        all.push(d);
+                    }
+                }
+            }
+        }
+        all.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(all)
+    }
+
+    async fn search(&self, term: &str, limit: usize) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        for m in &self.members {
+            match m.search(term, limit).await {
+                Ok(found) => all.extend(found),
+                Err(e) => {
+                    tracing::warn!(group = %self.name, member = %m.name(), error = %e, "search failed")
+                }
+            }
+        }
+        all.sort();
+        all.dedup();
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let members: Vec<_> = self.members.iter().map(|m| m.name().to_string()).collect();
+        serde_json::json!({
+            "members": members,
+            "writable_member": self.writable.as_ref().map(|w| w.name().to_string()),
+        })
+    }
+}

@@ -1,0 +1,374 @@
+//! The remote registry behind a proxy repository: an HTTP(S) client that speaks the
+//! Distribution auth dance (anonymous, basic, and the bearer-token challenge with tokens cached
+//! per scope until they expire), and that tracks the remote's health so a failing remote is
+//! blocked for a while instead of being hammered.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio_rustls::rustls;
+
+use crate::config::ProxySettings;
+use crate::oci::ImageName;
+
+/// Manifest types asked of the remote, so it never down-converts to schema 1.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Why the remote could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    #[error("remote {url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("remote {url} is blocked for {secs} s more after {failures} consecutive failures")]
+    Blocked {
+        url: String,
+        secs: u64,
+        failures: u32,
+    },
+    #[error("remote {url} refused the credentials: {reason}")]
+    Auth { url: String, reason: String },
+}
+
+#[derive(Default)]
+struct Health {
+    consecutive_failures: u32,
+    blocked_until: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// A client for one remote registry.
+pub struct Remote {
+    base: String,
+    docker_hub: bool,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    basic: Option<String>,
+    /// Bearer tokens by scope, with their expiry.
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    health: Mutex<Health>,
+    block_after: u32,
+    block_for: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `key="value"` pairs of a `WWW-Authenticate` challenge.
+fn challenge_params(v: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = v;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = &rest[eq + 1..];
+        let (value, tail) = if let Some(q) = after.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (&q[..end], &q[end + 1..]),
+                None => (q, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.insert(key, value.to_owned());
+        rest = tail;
+    }
+    out
+}
+
+impl Remote {
+    pub fn new(settings: &ProxySettings) -> std::io::Result<Remote> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(ca) = &settings.ca_file {
+            use rustls::pki_types::pem::PemObject;
+            let pem = std::fs::read(ca)?;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                let cert =
+                    cert.map_err(|e| std::io::Error::other(format!("{}: {e}", ca.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", ca.display())))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        let basic = match (&settings.username, &settings.password) {
+            (Some(u), Some(p)) => {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                Some(format!("Basic {encoded}"))
+            }
+            _ => None,
+        };
+        let host = settings
+            .url
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        Ok(Remote {
+            docker_hub: host == "registry-1.docker.io"
+                || host == "docker.io"
+                || host == "index.docker.io",
+            base: settings.url.clone(),
+            client,
+            basic,
+            tokens: Mutex::new(HashMap::new()),
+            health: Mutex::new(Health::default()),
+            block_after: settings.auto_block_after,
+            block_for: settings.auto_block_for,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The image's name at the remote: Docker Hub keeps official images under `library/`.
+    pub fn remote_name(&self, image: &ImageName) -> String {
+        if self.docker_hub && !image.as_str().contains('/') {
+            format!("library/{image}")
+        } else {
+            image.to_string()
+        }
+    }
+
+    /// Health for the admin API.
+    pub fn status(&self) -> serde_json::Value {
+        let h = lock(&self.health);
+        let blocked = h
+            .blocked_until
+            .filter(|t| *t > Instant::now())
+            .map(|t| (t - Instant::now()).as_secs());
+        serde_json::json!({
+            "remote": self.base,
+            "consecutive_failures": h.consecutive_failures,
+            "blocked_for_seconds": blocked,
+            "last_error": h.last_error,
+        })
+    }
+
+    fn failed(&self, why: &str) {
+        let mut h = lock(&self.health);
+        h.consecutive_failures += 1;
+        h.last_error = Some(why.to_owned());
+        if h.consecutive_failures >= self.block_after
+            && h.blocked_until.is_none_or(|t| t <= Instant::now())
+        {
+            h.blocked_until = Some(Instant::now() + self.block_for);
+            tracing::warn!(remote = %self.base, failures = h.consecutive_failures, seconds = self.block_for.as_secs(),
+                "remote auto-blocked after repeated failures");
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut h = lock(&self.health);
+        h.consecutive_failures = 0;
+        h.blocked_until = None;
+    }
+
+    fn check_blocked(&self) -> Result<(), RemoteError> {
+        let h = lock(&self.health);
+        match h.blocked_until {
+            Some(t) if t > Instant::now() => Err(RemoteError::Blocked {
+                url: self.base.clone(),
+                secs: (t - Instant::now()).as_secs() + 1,
+                failures: h.consecutive_failures,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        url: &str,
+        accept: Option<&str>,
+        auth: Option<&str>,
+    ) -> Result<Response<Incoming>, String> {
+        let mut b = Request::builder()
+            .method(method.clone())
+            .uri(url)
+            .header(header::USER_AGENT, "berth-proxy-repository");
+        if let Some(a) = accept {
+            b = b.header(header::ACCEPT, a);
+        }
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        let req = b.body(Empty::new()).map_err(|e| e.to_string())?;
+        self.client
+            .request(req)
+            .await
+            .map_err(|e| format!("{e:?}").chars().take(300).collect())
+    }
+
+    /// Fetches a bearer token for `scope` from the challenge's realm.
+    async fn token(
+        &self,
+        params: &HashMap<String, String>,
+        scope: &str,
+    ) -> Result<String, RemoteError> {
+        let auth_err = |reason: String| RemoteError::Auth {
+            url: self.base.clone(),
+            reason,
+        };
+        let realm = params
+            .get("realm")
+            .ok_or_else(|| auth_err("Bearer challenge without a realm".into()))?;
+        let query = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if let Some(service) = params.get("service") {
+                q.append_pair("service", service);
+            }
+            q.append_pair(
+                "scope",
+                params.get("scope").map(String::as_str).unwrap_or(scope),
+            );
+            q.finish()
+        };
+        let url = format!("{realm}?{query}");
+        let resp = self
+            .send(&Method::GET, &url, None, self.basic.as_deref())
+            .await
+            .map_err(|e| RemoteError::Unreachable {
+                url: realm.clone(),
+                reason: e,
+            })?;
+        if resp.status() != StatusCode::OK {
+            return Err(auth_err(format!(
+                "token realm {realm} answered {}",
+                resp.status()
+            )));
+        }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| auth_err(e.to_string()))?
+            .to_bytes();
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| auth_err(format!("token response: {e}")))?;
+        let token = v["token"]
+            .as_str()
+            .or_else(|| v["access_token"].as_str())
+            .ok_or_else(|| auth_err("no token in the realm's answer".into()))?;
+        let ttl = v["expires_in"].as_u64().unwrap_or(60).max(10);
+        lock(&self.tokens).insert(
+            scope.to_owned(),
+            (
+                token.to_owned(),
+                Instant::now() + Duration::from_secs(ttl - 5),
+            ),
+        );
+        Ok(token.to_owned())
+    }
+
+    /// Sends a request for `path` (starting with `/v2/` or `/v1/`), authenticating as the remote
+    /// asks. 429 and 5xx answers count as failures for auto-blocking but are returned.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        scope: &str,
+    ) -> Result<Response<Incoming>, RemoteError> {
+        self.check_blocked()?;
+        let url = format!("{}{path}", self.base);
+        let cached = lock(&self.tokens)
+            .get(scope)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(t, _)| format!("Bearer {t}"));
+        let mut auth = cached;
+        for attempt in 0..2 {
+            let resp = match self.send(&method, &url, accept, auth.as_deref()).await {
+                Ok(r) => r,
+                Err(reason) => {
+                    self.failed(&reason);
+                    return Err(RemoteError::Unreachable {
+                        url: self.base.clone(),
+                        reason,
+                    });
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
+                let challenge = resp
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                if let Some(rest) = challenge
+                    .strip_prefix("Bearer ")
+                    .or_else(|| challenge.strip_prefix("bearer "))
+                {
+                    lock(&self.tokens).remove(scope);
+                    let token = self.token(&challenge_params(rest), scope).await?;
+                    auth = Some(format!("Bearer {token}"));
+                    continue;
+                }
+                if self.basic.is_some() && auth.as_deref() != self.basic.as_deref() {
+                    auth = self.basic.clone();
+                    continue;
+                }
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                self.failed(&format!("{method} {path}: {status}"));
+            } else {
+                self.succeeded();
+            }
+            return Ok(resp);
+        }
+        Err(RemoteError::Auth {
+            url: self.base.clone(),
+            reason: "still unauthorized after authenticating".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let p = challenge_params(
+            r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        );
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/alpine:pull");
+        let p = challenge_params("realm=x,service=y");
+        assert_eq!((p["realm"].as_str(), p["service"].as_str()), ("x", "y"));
+    }
+}
