@@ -17,6 +17,11 @@ pub struct Distribution {
 
 impl Distribution {
     pub fn start() -> Distribution {
+        Distribution::start_with("")
+    }
+
+    /// Starts with extra top-level YAML (an `auth:` section, for instance).
+    pub fn start_with(extra: &str) -> Distribution {
         let dir = tempfile::tempdir().expect("tempdir");
         // Distribution cannot take a pre-bound socket: pick a free port and retry on a clash.
         for _ in 0..5 {
@@ -25,7 +30,8 @@ impl Distribution {
                 "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
                 dir.path().join("data").display()
             );
-            std::fs::write(dir.path().join("config.yml"), config).expect("config");
+            std::fs::write(dir.path().join("config.yml"), format!("{config}{extra}"))
+                .expect("config");
             let mut child = Command::new("docker-registry")
                 .arg("serve")
                 .arg(dir.path().join("config.yml"))
@@ -50,7 +56,9 @@ impl Distribution {
 fn wait_http(addr: &str, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if request(addr, "GET", "/v2/", &[], b"").is_ok_and(|r| r.status == 200) {
+        // 401 means up, with auth configured.
+        if request(addr, "GET", "/v2/", &[], b"").is_ok_and(|r| r.status == 200 || r.status == 401)
+        {
             return true;
         }
         if child.try_wait().ok().flatten().is_some() {

@@ -11,6 +11,7 @@ pub mod edge;
 pub mod http;
 pub mod image;
 pub mod proc;
+pub mod relay;
 pub mod tools;
 
 use std::path::PathBuf;
