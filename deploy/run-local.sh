@@ -27,7 +27,8 @@ trap stop INT TERM EXIT
 
 cat <<MSG
 Berth is running:
-  https://localhost:5443   (edge -> docker-hosted)   CA: .berth/proxy/certs/ca.crt
+  https://localhost:5443   (edge -> docker-hosted: push here)   CA: .berth/proxy/certs/ca.crt
+  https://localhost:5444   (edge -> docker-group: pull here; hosted, then Docker Hub)
   http://127.0.0.1:8082    (core connector, docker-hosted)
   http://127.0.0.1:8081/berth/health
 Trust the CA for docker:  $bin/berth-certs docker-trust localhost:5443 --ca .berth/proxy/certs
