@@ -18,7 +18,9 @@ use crate::oci::Digest;
 use crate::storage::{ByteStream, Namespace, Storage, StorageError};
 
 /// Bytes gathered before they are appended to the session (and shown to readers).
-const APPEND_BATCH: usize = 256 * 1024;
+const APPEND_BATCH: usize = 1 << 20;
+/// Batches read from the remote ahead of the cache writes.
+const QUEUE: usize = 8;
 /// Largest piece a reader takes at once.
 const READ_CHUNK: u64 = 1 << 20;
 
@@ -42,41 +44,58 @@ pub struct Fetch {
 }
 
 /// Copies `body` into the session, publishing progress; commits at the end.
+///
+/// Reading the remote and writing the cache overlap: a reader task gathers the remote's bytes
+/// into batches while this task appends the previous ones, so the remote is never kept waiting
+/// on the disk or on hashing.
 pub async fn run(
     storage: Arc<dyn Storage>,
     fetch: Arc<Fetch>,
     tx: watch::Sender<FetchState>,
     mut body: ByteStream,
 ) {
+    // Batches in flight between the two tasks: bounds memory to QUEUE × APPEND_BATCH.
+    let (batches, mut incoming) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(QUEUE);
+    let reader = tokio::spawn(async move {
+        let mut batch = BytesMut::with_capacity(APPEND_BATCH);
+        let mut seen = 0u64;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => {
+                    seen += c.len() as u64;
+                    batch.extend_from_slice(&c);
+                    if batch.len() >= APPEND_BATCH
+                        && batches.send(Ok(batch.split().freeze())).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = batches
+                        .send(Err(format!(
+                            "remote transfer broke after {seen} bytes: {e}"
+                        )))
+                        .await;
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = batches.send(Ok(batch.freeze())).await;
+        }
+    });
     let mut written = 0u64;
-    let mut batch = BytesMut::with_capacity(APPEND_BATCH);
     let outcome: Result<(), String> = async {
-        loop {
-            let next = body.next().await;
-            let finished = next.is_none();
-            if let Some(chunk) = next {
-                let chunk = chunk.map_err(|e| {
-                    format!(
-                        "remote transfer broke after {} bytes: {e}",
-                        written + batch.len() as u64
-                    )
-                })?;
-                batch.extend_from_slice(&chunk);
-            }
-            if batch.len() >= APPEND_BATCH || (finished && !batch.is_empty()) {
-                let piece = batch.split().freeze();
-                let n = piece.len() as u64;
-                let one: ByteStream = Box::pin(futures_util::stream::iter([Ok(piece)]));
-                storage
-                    .upload_append(&fetch.ns, &fetch.upload, Some(written), one)
-                    .await
-                    .map_err(|e| format!("caching failed: {e}"))?;
-                written += n;
-                tx.send_modify(|s| s.written = written);
-            }
-            if finished {
-                break;
-            }
+        while let Some(piece) = incoming.recv().await {
+            let piece = piece?;
+            let n = piece.len() as u64;
+            let one: ByteStream = Box::pin(futures_util::stream::iter([Ok(piece)]));
+            storage
+                .upload_append(&fetch.ns, &fetch.upload, Some(written), one)
+                .await
+                .map_err(|e| format!("caching failed: {e}"))?;
+            written += n;
+            tx.send_modify(|s| s.written = written);
         }
         storage
             .upload_commit(&fetch.ns, &fetch.upload, &fetch.digest)
@@ -93,6 +112,7 @@ pub async fn run(
             })
     }
     .await;
+    reader.abort();
     if let Err(e) = &outcome {
         tracing::warn!(digest = %fetch.digest, error = %e, "proxy fetch failed");
         let _ = storage.upload_cancel(&fetch.ns, &fetch.upload).await;

@@ -1,0 +1,107 @@
+//! Pull-through benchmark: a 1 GiB layer pulled cold (fetched from the remote while it is
+//! served) and warm (from the cache), through a berth-core proxy repository and through CNCF
+//! Distribution configured as a pull-through cache of the same remote (a berth-core), in one
+//! run. Needs release binaries and `docker-registry`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+use berth_tests::bench::{print_table, Distribution};
+use berth_tests::core::Core;
+use berth_tests::http::{self, request};
+use berth_tests::image::Pattern;
+use berth_tests::proc;
+
+const SIZE: usize = 1 << 30;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// GETs a blob, reading and discarding it; returns (seconds, bytes).
+fn pull(addr: &str, path: &str) -> (f64, usize) {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    (t.elapsed().as_secs_f64(), total)
+}
+
+fn main() {
+    eprintln!("preparing a 1 GiB layer on the remote...");
+    let remote = Core::start();
+    let mut blob = vec![0u8; SIZE];
+    Pattern::fill_at(3 << 20, &mut blob);
+    let digest = http::digest(&blob);
+    let r = request(
+        remote.connector("hosted"),
+        "POST",
+        &format!("/v2/lib/big/blobs/uploads/?digest={digest}"),
+        &[],
+        &blob,
+    )
+    .expect("push");
+    assert_eq!(r.status, 201);
+    drop(blob);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nrepositories:\n  - name: hub\n    kind: proxy\n    connector: {{ http: 127.0.0.1:0 }}\n    remote: {{ url: http://{} }}\n",
+        dir.path().join("data").display(),
+        remote.connector("hosted")
+    );
+    let berth = Core::start_in(dir, &config);
+    let dist = Distribution::start_with(&format!(
+        "proxy:\n  remoteurl: http://{}\n",
+        remote.connector("hosted")
+    ));
+
+    let path = format!("/v2/lib/big/blobs/{digest}");
+    let mib = SIZE as f64 / MIB;
+    let mut cols = Vec::new();
+    for (name, addr, pid) in [
+        (
+            "berth proxy",
+            berth.connector("hub").to_owned(),
+            berth.pid().expect("pid"),
+        ),
+        ("distribution", dist.addr.clone(), dist.child.id()),
+    ] {
+        eprintln!("measuring {name}...");
+        let c0 = proc::cpu_seconds(pid);
+        let (cold, n) = pull(&addr, &path);
+        assert!(n >= SIZE, "{name}: short cold pull ({n} bytes)");
+        let cold_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let c0 = proc::cpu_seconds(pid);
+        let (warm, n) = pull(&addr, &path);
+        assert!(n >= SIZE, "{name}: short warm pull ({n} bytes)");
+        let warm_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
+        cols.push((name, mib / cold, mib / warm, cold_cpu, warm_cpu));
+    }
+    let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+    print_table(
+        &names,
+        &[
+            ("cold pull 1 GiB (MB/s)", cols.iter().map(|c| c.1).collect()),
+            ("warm pull 1 GiB (MB/s)", cols.iter().map(|c| c.2).collect()),
+            (
+                "cache CPU per MiB, cold (ms)",
+                cols.iter().map(|c| c.3).collect(),
+            ),
+            (
+                "cache CPU per MiB, warm (ms)",
+                cols.iter().map(|c| c.4).collect(),
+            ),
+        ],
+    );
+}
