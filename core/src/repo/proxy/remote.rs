@@ -360,6 +360,31 @@ impl Remote {
 mod tests {
     use super::*;
 
+    fn settings(url: &str) -> ProxySettings {
+        ProxySettings {
+            url: url.into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            content_max_age: Duration::from_secs(1),
+            metadata_max_age: Duration::from_secs(1),
+            negative_cache_ttl: Duration::from_secs(1),
+            auto_block_after: 5,
+            auto_block_for: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn docker_hub_keeps_official_images_under_library() {
+        let hub = Remote::new(&settings("https://registry-1.docker.io")).unwrap();
+        let one: ImageName = "alpine".parse().unwrap();
+        let two: ImageName = "bitnami/redis".parse().unwrap();
+        assert_eq!(hub.remote_name(&one), "library/alpine");
+        assert_eq!(hub.remote_name(&two), "bitnami/redis");
+        let other = Remote::new(&settings("https://ghcr.io")).unwrap();
+        assert_eq!(other.remote_name(&one), "alpine");
+    }
+
     #[test]
     fn parses_bearer_challenges() {
         let p = challenge_params(
