@@ -7,8 +7,9 @@
 //! durable); a failed or truncated transfer is discarded and every reader sees an error, so a
 //! bad blob never reaches the cache.
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -35,12 +36,57 @@ pub struct FetchState {
     pub done: Option<Result<(), String>>,
 }
 
+/// How much of the most recently cached bytes a fetch keeps in memory, so clients that keep
+/// up are served without reading back what was just written.
+const RECENT_WINDOW: usize = 16 << 20;
+
 /// A fetch in progress.
 pub struct Fetch {
     pub ns: Namespace,
     pub upload: String,
     pub digest: Digest,
     pub state: watch::Receiver<FetchState>,
+    /// The last pieces appended, `(offset, bytes)`, oldest first; only for bytes already on
+    /// disk (so a reader never sees bytes the cache might not keep).
+    recent: Mutex<VecDeque<(u64, Bytes)>>,
+}
+
+impl Fetch {
+    pub fn new(
+        ns: Namespace,
+        upload: String,
+        digest: Digest,
+        state: watch::Receiver<FetchState>,
+    ) -> Fetch {
+        Fetch {
+            ns,
+            upload,
+            digest,
+            state,
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn remember(&self, offset: u64, piece: Bytes) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.push_back((offset, piece));
+        while r.iter().map(|(_, b)| b.len()).sum::<usize>() > RECENT_WINDOW && r.len() > 1 {
+            r.pop_front();
+        }
+    }
+
+    /// Up to `max` bytes at `offset` from memory, if that part is still held.
+    fn recent_at(&self, offset: u64, max: u64) -> Option<Bytes> {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().find_map(|(start, b)| {
+            let end = start + b.len() as u64;
+            (offset >= *start && offset < end).then(|| {
+                let from = (offset - start) as usize;
+                let to = from + ((end - offset).min(max) as usize);
+                b.slice(from..to)
+            })
+        })
+    }
 }
 
 /// Copies `body` into the session, publishing progress; commits at the end.
@@ -89,11 +135,12 @@ pub async fn run(
         while let Some(piece) = incoming.recv().await {
             let piece = piece?;
             let n = piece.len() as u64;
-            let one: ByteStream = Box::pin(futures_util::stream::iter([Ok(piece)]));
+            let one: ByteStream = Box::pin(futures_util::stream::iter([Ok(piece.clone())]));
             storage
                 .upload_append(&fetch.ns, &fetch.upload, Some(written), one)
                 .await
                 .map_err(|e| format!("caching failed: {e}"))?;
+            fetch.remember(written, piece);
             written += n;
             tx.send_modify(|s| s.written = written);
         }
@@ -133,6 +180,10 @@ pub fn follow(storage: Arc<dyn Storage>, fetch: Arc<Fetch>, start: u64, end: u64
                 let st = rx.borrow_and_update().clone();
                 if offset < st.written {
                     let n = (st.written.min(end) - offset).min(READ_CHUNK);
+                    if let Some(b) = fetch.recent_at(offset, n) {
+                        let len = b.len() as u64;
+                        return Some((Ok(b), (offset + len, rx, storage, fetch)));
+                    }
                     match storage
                         .upload_read(&fetch.ns, &fetch.upload, offset, n)
                         .await

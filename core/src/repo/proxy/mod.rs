@@ -374,12 +374,7 @@ impl Inner {
             total,
             ..FetchState::default()
         });
-        let f = Arc::new(Fetch {
-            ns,
-            upload,
-            digest: digest.clone(),
-            state: rx,
-        });
+        let f = Arc::new(Fetch::new(ns, upload, digest.clone(), rx));
         inflight.insert(digest.clone(), f.clone());
         drop(inflight);
         let body: ByteStream = Box::pin(
