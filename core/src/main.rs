@@ -70,13 +70,21 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let storage = FsStorage::open(&config.storage_root)
         .with_context(|| format!("opening storage at {}", config.storage_root.display()))?;
-    let registry = Arc::new(server::registry(&config, Arc::new(storage))?);
+    let storage: Arc<dyn berth_core::storage::Storage> = Arc::new(storage);
+    let registry = Arc::new(server::registry(&config, storage.clone())?);
     let bound = server::bind(&config).await?;
     tracing::info!(addresses = %bound.addresses(), "listening");
     if let Some(path) = &ready_file {
         server::write_ready_file(path, &bound)?;
     }
-    server::run(registry, bound, shutdown_signal()).await;
+    server::run(
+        registry,
+        bound,
+        storage,
+        config.limits.clone(),
+        shutdown_signal(),
+    )
+    .await;
     Ok(())
 }
 

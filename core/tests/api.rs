@@ -72,6 +72,7 @@ fn harness_with(policy: WritePolicy, v1: bool) -> Harness {
             repos,
             context_path: "/berth".into(),
             trusted_proxies: vec![],
+            body_idle_timeout: std::time::Duration::from_secs(60),
         },
         connector,
     }

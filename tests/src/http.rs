@@ -53,7 +53,9 @@ pub fn request(
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
+    // A server may answer (413, 400) and close before taking the whole body; what it said
+    // is still worth reading.
+    let _ = s.write_all(body);
     read_response(s, method == "HEAD")
 }
 

@@ -49,6 +49,8 @@ pub struct Registry {
     pub repos: BTreeMap<RepoName, Arc<RepoEntry>>,
     pub context_path: String,
     pub trusted_proxies: Vec<IpAddr>,
+    /// A request body that stalls this long is abandoned (slowloris bodies).
+    pub body_idle_timeout: std::time::Duration,
 }
 
 /// Which listener a request arrived on.
@@ -182,7 +184,7 @@ impl Registry {
             }
             Route::Manifest { name, reference } => {
                 let t = self.target(listener, name, base())?;
-                manifests::handle(&t, reference, req, body).await
+                manifests::handle(&t, reference, req, self.guard(body)).await
             }
             Route::Blob { name, digest } => {
                 let t = self.target(listener, name, base())?;
@@ -190,18 +192,23 @@ impl Registry {
             }
             Route::UploadStart { name } => {
                 let t = self.target(listener, name, base())?;
-                uploads::start(&t, req, body).await
+                uploads::start(&t, req, self.guard(body)).await
             }
             Route::Upload { name, id } => {
                 let id = id.to_owned();
                 let t = self.target(listener, name, base())?;
-                uploads::session(&t, &id, req, body).await
+                uploads::session(&t, &id, req, self.guard(body)).await
             }
             Route::Referrers { name, digest } => {
                 let t = self.target(listener, name, base())?;
                 referrers::list(&t, digest, req).await
             }
         }
+    }
+
+    /// Ends a request body that stalls for longer than `body_idle_timeout`.
+    fn guard(&self, body: Body) -> Body {
+        response::idle_timeout(body, self.body_idle_timeout)
     }
 
     /// Resolves a client-supplied name to a repository and image.

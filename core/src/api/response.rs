@@ -23,6 +23,28 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// Wraps a request body so that a stall of `idle` between frames ends it with a timeout
+/// error: a client that trickles a body cannot hold a connection and a session forever.
+pub fn idle_timeout(body: Body, idle: std::time::Duration) -> Body {
+    use futures_util::StreamExt;
+    let frames = http_body_util::BodyStream::new(body);
+    let guarded = futures_util::stream::unfold(Some(frames), move |state| async move {
+        let mut frames = state?;
+        match tokio::time::timeout(idle, frames.next()).await {
+            Ok(Some(frame)) => Some((frame, Some(frames))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("request body stalled for {} s", idle.as_secs()),
+                )),
+                None,
+            )),
+        }
+    });
+    http_body_util::StreamBody::new(guarded).boxed_unsync()
+}
+
 /// A response with a status and no body.
 pub fn status(code: StatusCode) -> Response<Body> {
     let mut r = Response::new(empty());

@@ -37,6 +37,27 @@ pub struct Config {
     /// Peers whose `X-Forwarded-*` headers are believed (the edge's addresses).
     pub trusted_proxies: Vec<IpAddr>,
     pub repositories: Vec<RepoConfig>,
+    pub limits: Limits,
+}
+
+/// Protections against slow, abandoned or abusive clients.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub max_upload_sessions: usize,
+    pub upload_expiry: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(300),
+            max_upload_sessions: 1000,
+            upload_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// The main port: path routing for every repository, health, and later the admin API and UI.
@@ -336,6 +357,32 @@ impl Config {
                 group,
             });
         }
+        let d = Limits::default();
+        let dur =
+            |k: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+                match v {
+                    Some(v) => parse_duration(v).map_err(|r| err(&format!("limits.{k}"), r)),
+                    None => Ok(default),
+                }
+            };
+        let limits = Limits {
+            header_read_timeout: dur(
+                "header_read_timeout",
+                &raw.limits.header_read_timeout,
+                d.header_read_timeout,
+            )?,
+            body_idle_timeout: dur(
+                "body_idle_timeout",
+                &raw.limits.body_idle_timeout,
+                d.body_idle_timeout,
+            )?,
+            max_upload_sessions: raw
+                .limits
+                .max_upload_sessions
+                .unwrap_or(d.max_upload_sessions)
+                .max(1),
+            upload_expiry: dur("upload_expiry", &raw.limits.upload_expiry, d.upload_expiry)?,
+        };
         check_groups(&repositories)
             .map_err(|(i, k, reason)| err(&format!("repositories[{i}].{k}"), reason))?;
         Ok(Config {
@@ -343,6 +390,7 @@ impl Config {
             main,
             trusted_proxies: raw.trusted_proxies,
             repositories,
+            limits,
         })
     }
 }

@@ -22,6 +22,22 @@ pub struct RawConfig {
     /// The repositories this core serves.
     #[serde(default)]
     pub repositories: Vec<RawRepository>,
+    /// Protections against slow, abandoned or abusive clients.
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// How long a client may take to send its request headers (default 30s).
+    pub header_read_timeout: Option<String>,
+    /// How long a request body may stall without a byte arriving (default 5m).
+    pub body_idle_timeout: Option<String>,
+    /// Open upload sessions allowed per repository (default 1000); more get 429.
+    pub max_upload_sessions: Option<usize>,
+    /// Upload sessions idle this long are removed (default 24h).
+    pub upload_expiry: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

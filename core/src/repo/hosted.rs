@@ -36,6 +36,8 @@ pub struct HostedRepository {
     name: RepoName,
     storage: Arc<dyn Storage>,
     policy: WritePolicy,
+    /// Open upload sessions allowed at once (abandoned sessions are swept separately).
+    max_upload_sessions: usize,
 }
 
 fn client(code: ErrorCode, msg: impl Into<String>) -> RepoError {
@@ -78,7 +80,14 @@ impl HostedRepository {
             name,
             storage,
             policy,
+            max_upload_sessions: usize::MAX,
         }
+    }
+
+    /// Caps the open upload sessions of this repository; more are answered with 429.
+    pub fn with_upload_limit(mut self, max: usize) -> Self {
+        self.max_upload_sessions = max;
+        self
     }
 
     fn ns(&self, image: &ImageName) -> Namespace {
@@ -208,6 +217,24 @@ impl Repository for HostedRepository {
 
     async fn upload_start(&self, image: &ImageName) -> Result<String> {
         self.writable()?;
+        if self.max_upload_sessions != usize::MAX {
+            let open = self
+                .storage
+                .uploads()
+                .await?
+                .iter()
+                .filter(|u| u.namespace.repo == self.name)
+                .count();
+            if open >= self.max_upload_sessions {
+                return Err(client(
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "repository {} has {open} open upload sessions (limit {}); finish or cancel some",
+                        self.name, self.max_upload_sessions
+                    ),
+                ));
+            }
+        }
         Ok(self.storage.upload_create(&self.ns(image)).await?)
     }
 

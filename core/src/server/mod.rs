@@ -24,13 +24,11 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Conn, Listener, Registry, RepoEntry};
-use crate::config::{Config, RepoKindRaw};
+use crate::config::{Config, Limits, RepoKindRaw};
 use crate::oci::RepoName;
 use crate::repo::{GroupRepository, HostedRepository, ProxyRepository, Repository};
 use crate::storage::Storage;
 
-/// How long a client may take to send its request headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often direct-HTTPS certificate files are checked for changes.
 const CERT_POLL: Duration = Duration::from_secs(2);
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -63,11 +61,10 @@ pub fn registry(config: &Config, storage: Arc<dyn Storage>) -> Result<Registry, 
     // (config validation has ruled out cycles, so this terminates).
     for r in &config.repositories {
         let repo: Arc<dyn Repository> = match (r.kind, &r.proxy) {
-            (RepoKindRaw::Hosted, _) => Arc::new(HostedRepository::new(
-                r.name.clone(),
-                storage.clone(),
-                r.write_policy,
-            )),
+            (RepoKindRaw::Hosted, _) => Arc::new(
+                HostedRepository::new(r.name.clone(), storage.clone(), r.write_policy)
+                    .with_upload_limit(config.limits.max_upload_sessions),
+            ),
             (RepoKindRaw::Proxy, Some(settings)) => Arc::new(
                 ProxyRepository::new(r.name.clone(), storage.clone(), settings.clone()).map_err(
                     |source| ServeError::Repository {
@@ -123,6 +120,7 @@ pub fn registry(config: &Config, storage: Arc<dyn Storage>) -> Result<Registry, 
         repos,
         context_path: config.main.context_path.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
+        body_idle_timeout: config.limits.body_idle_timeout,
     })
 }
 
@@ -212,7 +210,13 @@ pub fn write_ready_file(path: &Path, bound: &Bound) -> Result<(), ServeError> {
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests (with a deadline).
-pub async fn run(registry: Arc<Registry>, bound: Bound, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    registry: Arc<Registry>,
+    bound: Bound,
+    storage: Arc<dyn Storage>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -233,10 +237,16 @@ pub async fn run(registry: Arc<Registry>, bound: Bound, shutdown: impl Future<Ou
             listener,
             socket,
             tls,
+            limits.header_read_timeout,
             graceful.clone(),
             stop_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(sweep_uploads(
+        storage,
+        limits.upload_expiry,
+        stop_rx.clone(),
+    )));
     if !resolvers.is_empty() {
         tasks.push(tokio::spawn(watch_certificates(resolvers, stop_rx.clone())));
     }
@@ -295,11 +305,47 @@ async fn watch_certificates(
     }
 }
 
+/// Removes upload sessions nobody has touched for `expiry` (abandoned pushes would otherwise
+/// hold disk space and count against the per-repository cap forever).
+async fn sweep_uploads(
+    storage: Arc<dyn Storage>,
+    expiry: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let period = (expiry / 4).clamp(Duration::from_millis(200), Duration::from_secs(300));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let uploads = match storage.uploads().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list upload sessions");
+                continue;
+            }
+        };
+        for u in uploads.into_iter().filter(|u| u.idle >= expiry) {
+            match storage.upload_cancel(&u.namespace, &u.id).await {
+                Ok(()) => {
+                    tracing::info!(session = %u.id, namespace = %u.namespace.path(), idle_s = u.idle.as_secs(), "removed an abandoned upload session")
+                }
+                Err(e) => {
+                    tracing::warn!(session = %u.id, error = %e, "cannot remove an abandoned upload session")
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     registry: Arc<Registry>,
     listener: Listener,
     socket: TcpListener,
     tls: Option<TlsAcceptor>,
+    header_timeout: Duration,
     graceful: Arc<GracefulShutdown>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -342,7 +388,7 @@ async fn accept_loop(
         let builder = {
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(header_timeout);
             b
         };
         match &tls {
@@ -360,9 +406,7 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     // The handshake gets the same bound as the request headers.
                     let stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, peer = %peer, "TLS handshake failed");

@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
-use super::{ByteStream, Namespace, Result, Storage, StorageError};
+use super::{ByteStream, Namespace, Result, Storage, StorageError, UploadInfo};
 use crate::oci::{Descriptor, Digest, ImageName, RepoName, Tag};
 
 /// Size of the pieces a blob is read in; large enough to keep syscalls per MiB low.
@@ -465,6 +465,39 @@ impl Storage for FsStorage {
         blocking(move || absent_ok(fs::remove_dir_all(dir)).map(|_| ())).await?;
         self.forget_upload(id);
         Ok(())
+    }
+
+    async fn uploads(&self) -> Result<Vec<UploadInfo>> {
+        let dir = self.root.join("uploads");
+        blocking(move || {
+            let mut out = Vec::new();
+            let now = std::time::SystemTime::now();
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if !valid_upload_id(&id) {
+                    continue;
+                }
+                let Some(owner) = absent_ok(fs::read_to_string(entry.path().join("namespace")))?
+                else {
+                    continue;
+                };
+                let Some(namespace) = Namespace::parse(&owner) else {
+                    continue;
+                };
+                let touched = absent_ok(fs::metadata(entry.path().join("data")))?
+                    .and_then(|m| m.modified().ok())
+                    .unwrap_or(now);
+                let idle = now.duration_since(touched).unwrap_or_default();
+                out.push(UploadInfo {
+                    id,
+                    namespace,
+                    idle,
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn upload_read(&self, ns: &Namespace, id: &str, offset: u64, len: u64) -> Result<Bytes> {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::{ByteStream, Namespace, Result, Storage, StorageError};
+use super::{ByteStream, Namespace, Result, Storage, StorageError, UploadInfo};
 use crate::oci::{Descriptor, Digest, ImageName, RepoName, Tag};
 
 #[derive(Default)]
@@ -22,6 +22,7 @@ struct NsData {
 struct Upload {
     owner: Namespace,
     data: BytesMut,
+    touched: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -112,6 +113,7 @@ impl Storage for MemoryStorage {
                 Upload {
                     owner: ns.clone(),
                     data: BytesMut::new(),
+                    touched: std::time::Instant::now(),
                 },
             )
         });
@@ -141,6 +143,7 @@ impl Storage for MemoryStorage {
             self.with(|i| match i.uploads.get_mut(id) {
                 Some(u) => {
                     u.data.extend_from_slice(&chunk);
+                    u.touched = std::time::Instant::now();
                     Ok(())
                 }
                 None => Err(StorageError::NotFound),
@@ -174,6 +177,19 @@ impl Storage for MemoryStorage {
         self.upload_size(ns, id).await?;
         self.with(|i| i.uploads.remove(id));
         Ok(())
+    }
+
+    async fn uploads(&self) -> Result<Vec<UploadInfo>> {
+        Ok(self.with(|i| {
+            i.uploads
+                .iter()
+                .map(|(id, u)| UploadInfo {
+                    id: id.clone(),
+                    namespace: u.owner.clone(),
+                    idle: u.touched.elapsed(),
+                })
+                .collect()
+        }))
     }
 
     async fn upload_read(&self, ns: &Namespace, id: &str, offset: u64, len: u64) -> Result<Bytes> {

@@ -50,6 +50,23 @@ impl Namespace {
     }
 }
 
+/// An open upload session, for the sweeper and the per-repository cap.
+#[derive(Debug, Clone)]
+pub struct UploadInfo {
+    pub id: String,
+    pub namespace: Namespace,
+    /// Time since bytes last arrived (or since it was opened).
+    pub idle: std::time::Duration,
+}
+
+impl Namespace {
+    /// Parses `repo/image` as written by [`Namespace::path`].
+    pub fn parse(path: &str) -> Option<Namespace> {
+        let (repo, image) = path.split_once('/')?;
+        Some(Namespace::new(repo.parse().ok()?, image.parse().ok()?))
+    }
+}
+
 /// Storage failures. `NotFound`, `OffsetMismatch`, `DigestMismatch` and `Body` are the caller's
 /// business; `Io` and `Corrupt` are ours and become a logged 500.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +126,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn upload_commit(&self, ns: &Namespace, id: &str, expected: &Digest) -> Result<u64>;
     /// Discards a session.
     async fn upload_cancel(&self, ns: &Namespace, id: &str) -> Result<()>;
+    /// Every open upload session.
+    async fn uploads(&self) -> Result<Vec<UploadInfo>>;
     /// Reads back `len` bytes of a session's data from `offset` (a proxy serves a blob to
     /// waiting clients while it is still arriving from the remote).
     async fn upload_read(&self, ns: &Namespace, id: &str, offset: u64, len: u64) -> Result<Bytes>;

@@ -134,6 +134,12 @@ pub async fn broken_body_keeps_received_bytes(s: Arc<dyn Storage>) {
 pub async fn sessions_are_scoped(s: Arc<dyn Storage>) {
     let (a, b) = (ns("hosted", "a"), ns("hosted", "b"));
     let id = s.upload_create(&a).await.unwrap();
+    let listed = s.uploads().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].id.as_str(), &listed[0].namespace),
+        (id.as_str(), &a)
+    );
     assert!(matches!(
         s.upload_size(&b, &id).await,
         Err(StorageError::NotFound)
