@@ -6,12 +6,14 @@
 //! - [`repo`]: the [`repo::Repository`] trait and the hosted kind; knows the registry's rules.
 //! - [`api`]: HTTP routing and handlers; knows status codes and headers.
 //! - [`server`]: sockets, connections, shutdown.
+//! - [`auth`]: users, roles, passwords and bearer tokens.
 //! - [`config`]: the YAML file, parsed into types.
 //!
 //! Each layer knows only the one below it: storage never sees a status code, and handlers
 //! never see a file path.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod oci;
 pub mod repo;

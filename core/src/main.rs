@@ -33,6 +33,8 @@ enum Command {
         /// The YAML configuration.
         config: PathBuf,
     },
+    /// Print an argon2id hash of a password (read from standard input) for `auth.users`.
+    HashPassword,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +47,21 @@ fn main() -> anyhow::Result<()> {
                 config.display(),
                 c.repositories.len(),
                 c.main.listen
+            );
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!("empty password");
+            }
+            println!(
+                "{}",
+                berth_core::auth::password::hash(password).map_err(anyhow::Error::msg)?
             );
             Ok(())
         }

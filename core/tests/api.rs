@@ -63,6 +63,7 @@ fn harness_with(policy: WritePolicy, v1: bool) -> Harness {
             Arc::new(RepoEntry {
                 repo,
                 v1_enabled: v1,
+                write_repo: Some(name.parse().unwrap()),
             }),
         );
     }
@@ -73,6 +74,7 @@ fn harness_with(policy: WritePolicy, v1: bool) -> Harness {
             context_path: "/berth".into(),
             trusted_proxies: vec![],
             body_idle_timeout: std::time::Duration::from_secs(60),
+            auth: None,
         },
         connector,
     }

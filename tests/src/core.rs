@@ -70,7 +70,7 @@ impl Core {
             .arg(self.config_path())
             .arg("--ready-file")
             .arg(self.ready_path())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,berth_core::audit=info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -6,6 +6,12 @@ use http::{Method, StatusCode};
 use super::response;
 use super::{ApiResult, Registry};
 
+/// Whether `path` is an admin endpoint that needs an admin user (everything but health).
+pub fn protected(reg: &Registry, path: &str) -> bool {
+    path.strip_prefix(reg.context_path.as_str())
+        .is_some_and(|rest| rest.starts_with("/api/"))
+}
+
 /// Returns `Some` if `path` is an admin endpoint.
 pub fn handle(reg: &Registry, path: &str, method: &Method) -> Option<ApiResult> {
     let rest = path.strip_prefix(reg.context_path.as_str())?;

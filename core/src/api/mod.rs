@@ -11,6 +11,7 @@
 //! back to the client. They never see a file path, and they return [`RepoError`] which becomes
 //! the spec's error body or a logged 500.
 
+mod access;
 mod admin;
 mod blobs;
 mod manifests;
@@ -42,6 +43,9 @@ use route::Route;
 pub struct RepoEntry {
     pub repo: Arc<dyn Repository>,
     pub v1_enabled: bool,
+    /// Where writes land, for privilege checks: the repository itself if hosted, a group's
+    /// writable member, `None` for a proxy.
+    pub write_repo: Option<RepoName>,
 }
 
 /// Everything the API layer serves.
@@ -51,6 +55,8 @@ pub struct Registry {
     pub trusted_proxies: Vec<IpAddr>,
     /// A request body that stalls this long is abandoned (slowloris bodies).
     pub body_idle_timeout: std::time::Duration,
+    /// Access control; `None` is open access (a config without `auth`).
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 /// Which listener a request arrived on.
@@ -158,17 +164,79 @@ impl Registry {
         let (parts, body) = req.into_parts();
         let req = &parts;
         let path = req.uri.path().to_owned();
+        let base = || url::external_base(&req.headers, conn, &self.trusted_proxies);
+        // Without an auth section everyone may do everything (development).
+        let caller = match &self.auth {
+            Some(auth) if path == "/v2/token" => {
+                return access::token(self, auth, listener, conn, req, &base()).await;
+            }
+            Some(auth) => {
+                let client = access::client_ip(self, conn, req);
+                Some((auth.as_ref(), access::identify(auth, client, req, &base())?))
+            }
+            None => None,
+        };
         if let Listener::Main = listener {
+            if let Some((auth, c)) = &caller {
+                if admin::protected(self, &path) && !auth.is_admin(&c.identity) {
+                    return Err(RepoError::Client(
+                        RegistryError::new(
+                            ErrorCode::Unauthorized,
+                            "the admin API needs an admin user",
+                        )
+                        .with_challenge(format!("Basic realm=\"{}\"", access::SERVICE)),
+                    ));
+                }
+            }
             if let Some(r) = admin::handle(self, &path, &req.method) {
                 return r;
             }
         }
         let route = route::parse(&path);
-        let base = || url::external_base(&req.headers, conn, &self.trusted_proxies);
+        let action = access::action_of(&req.method);
+        // Checks the caller against a target (no-op without auth).
+        let check = |t: &Target<'_>, action| match &caller {
+            Some((auth, c)) => access::authorize(auth, c, t, action),
+            None => Ok(()),
+        };
+        let signed_in = || match &caller {
+            Some((_, c))
+                if c.identity == crate::auth::Identity::Anonymous && c.claims.is_none() =>
+            {
+                Err(RepoError::Client(
+                    RegistryError::new(ErrorCode::Unauthorized, "authentication required")
+                        .with_challenge(access::challenge(&base(), None)),
+                ))
+            }
+            _ => Ok(()),
+        };
         match route {
-            Route::Base => Ok(response::json(StatusCode::OK, &serde_json::json!({}))),
-            Route::Catalog => tags::catalog(self, listener, req).await,
+            Route::Base => {
+                signed_in()?;
+                Ok(response::json(StatusCode::OK, &serde_json::json!({})))
+            }
+            Route::Catalog => {
+                signed_in()?;
+                let readable = |name: &RepoName| match &caller {
+                    Some((auth, c)) => {
+                        c.claims.is_some() || auth.can(&c.identity, name, crate::auth::Action::Read)
+                    }
+                    None => true,
+                };
+                tags::catalog(self, listener, req, &readable).await
+            }
             Route::V1Ping | Route::V1Search | Route::V1Other => {
+                if let (Route::V1Search, Listener::Connector(entry), Some((auth, c))) =
+                    (&route, listener, &caller)
+                {
+                    if !auth.can(&c.identity, entry.repo.name(), crate::auth::Action::Read) {
+                        signed_in()?;
+                        return Err(err(
+                            ErrorCode::Denied,
+                            format!("{} may not search {}", c.identity.name(), entry.repo.name()),
+                        ));
+                    }
+                }
                 v1::handle(self, listener, route, req).await
             }
             Route::NotRegistry | Route::V2Unknown => Err(RepoError::Client(
@@ -180,30 +248,70 @@ impl Registry {
             )),
             Route::Tags { name } => {
                 let t = self.target(listener, name, base())?;
+                check(&t, crate::auth::Action::Read)?;
                 tags::list(&t, req).await
             }
             Route::Manifest { name, reference } => {
                 let t = self.target(listener, name, base())?;
-                manifests::handle(&t, reference, req, self.guard(body)).await
+                check(&t, action)?;
+                let r = manifests::handle(&t, reference, req, self.guard(body)).await;
+                self.audit(&caller, conn, req, &t, reference, &r);
+                r
             }
             Route::Blob { name, digest } => {
                 let t = self.target(listener, name, base())?;
-                blobs::handle(&t, digest, req).await
+                check(&t, action)?;
+                let r = blobs::handle(&t, digest, req).await;
+                self.audit(&caller, conn, req, &t, digest, &r);
+                r
             }
             Route::UploadStart { name } => {
                 let t = self.target(listener, name, base())?;
+                check(&t, crate::auth::Action::Write)?;
                 uploads::start(&t, req, self.guard(body)).await
             }
             Route::Upload { name, id } => {
                 let id = id.to_owned();
                 let t = self.target(listener, name, base())?;
+                check(&t, crate::auth::Action::Write)?;
                 uploads::session(&t, &id, req, self.guard(body)).await
             }
             Route::Referrers { name, digest } => {
                 let t = self.target(listener, name, base())?;
+                check(&t, crate::auth::Action::Read)?;
                 referrers::list(&t, digest, req).await
             }
         }
+    }
+
+    /// One audit line for every change: pushed manifests (tag moves) and deletes.
+    fn audit(
+        &self,
+        caller: &Option<(&crate::auth::Auth, access::Caller)>,
+        conn: Conn,
+        req: &Parts,
+        t: &Target<'_>,
+        what: &str,
+        r: &ApiResult,
+    ) {
+        let changed = matches!(req.method, http::Method::PUT | http::Method::DELETE);
+        let ok = r.as_ref().is_ok_and(|resp| resp.status().is_success());
+        if !(changed && ok) {
+            return;
+        }
+        let who = caller
+            .as_ref()
+            .map_or("anonymous (no auth configured)", |(_, c)| c.identity.name());
+        tracing::info!(
+            target: "berth_core::audit",
+            who,
+            from = %access::client_ip(self, conn, req),
+            action = %req.method,
+            repository = %t.entry.repo.name(),
+            image = %t.image,
+            reference = what,
+            "audit"
+        );
     }
 
     /// Ends a request body that stalls for longer than `body_idle_timeout`.

@@ -76,7 +76,11 @@ pub fn json_bytes(code: StatusCode, bytes: Vec<u8>, content_type: &'static str) 
 
 /// The spec's error body with the error's status.
 pub fn error(e: &RegistryError) -> Response<Body> {
-    json(e.status(), &e.body())
+    let mut r = json(e.status(), &e.body());
+    if let Some(c) = &e.challenge {
+        set(&mut r, "www-authenticate", c);
+    }
+    r
 }
 
 /// A 500 that tells the client nothing but the request id to quote.

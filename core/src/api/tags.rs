@@ -75,17 +75,24 @@ pub async fn list(t: &Target<'_>, req: &Parts) -> ApiResult {
 
 /// `GET /v2/_catalog`: a connector lists its repository's images; the main port lists every
 /// repository's images, each prefixed with the repository name.
-pub async fn catalog(reg: &Registry, listener: &Listener, req: &Parts) -> ApiResult {
+pub async fn catalog(
+    reg: &Registry,
+    listener: &Listener,
+    req: &Parts,
+    readable: &(dyn Fn(&crate::oci::RepoName) -> bool + Sync),
+) -> ApiResult {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
     let mut all = Vec::new();
     match listener {
         Listener::Connector(entry) => {
-            all.extend(entry.repo.images().await?.iter().map(|i| i.to_string()));
+            if readable(entry.repo.name()) {
+                all.extend(entry.repo.images().await?.iter().map(|i| i.to_string()));
+            }
         }
         Listener::Main => {
-            for (name, entry) in &reg.repos {
+            for (name, entry) in reg.repos.iter().filter(|(n, _)| readable(n)) {
                 all.extend(
                     entry
                         .repo

@@ -38,6 +38,31 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     pub repositories: Vec<RepoConfig>,
     pub limits: Limits,
+    /// `None`: open access (development).
+    pub auth: Option<AuthConfig>,
+}
+
+/// Users, roles and token settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub users: Vec<UserConfig>,
+    pub roles: Vec<RoleConfig>,
+    pub token_ttl: Duration,
+    pub login_attempts: u32,
+    pub login_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleConfig {
+    pub name: String,
+    pub privileges: Vec<crate::auth::Privilege>,
 }
 
 /// Protections against slow, abandoned or abusive clients.
@@ -80,6 +105,8 @@ pub struct RepoConfig {
     pub proxy: Option<ProxySettings>,
     /// Set for `kind: group`.
     pub group: Option<GroupSettings>,
+    /// With `auth`: unauthenticated clients may pull.
+    pub anonymous_pull: bool,
 }
 
 /// A proxy repository's remote and cache settings.
@@ -355,6 +382,7 @@ impl Config {
                 write_policy: r.write_policy,
                 proxy,
                 group,
+                anonymous_pull: r.anonymous_pull,
             });
         }
         let d = Limits::default();
@@ -383,6 +411,10 @@ impl Config {
                 .max(1),
             upload_expiry: dur("upload_expiry", &raw.limits.upload_expiry, d.upload_expiry)?,
         };
+        let auth = raw
+            .auth
+            .map(|a| auth_config(a).map_err(|(k, r)| err(&format!("auth.{k}"), r)))
+            .transpose()?;
         check_groups(&repositories)
             .map_err(|(i, k, reason)| err(&format!("repositories[{i}].{k}"), reason))?;
         Ok(Config {
@@ -391,6 +423,7 @@ impl Config {
             trusted_proxies: raw.trusted_proxies,
             repositories,
             limits,
+            auth,
         })
     }
 }
@@ -442,6 +475,60 @@ fn proxy_settings(
         negative_cache_ttl: dur("negative_cache_ttl", negative, 60)?,
         auto_block_after: auto_block_after.unwrap_or(5).max(1),
         auto_block_for: dur("auto_block_for", auto_block_for, 60)?,
+    })
+}
+
+fn auth_config(raw: raw::RawAuth) -> Result<AuthConfig, (String, String)> {
+    let role_names: std::collections::HashSet<&str> =
+        raw.roles.iter().map(|r| r.name.as_str()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for (i, u) in raw.users.iter().enumerate() {
+        if !seen.insert(u.name.as_str()) {
+            return Err((
+                format!("users[{i}].name"),
+                format!("user {} is defined twice", u.name),
+            ));
+        }
+        crate::auth::password::validate(&u.password_hash)
+            .map_err(|e| (format!("users[{i}].password_hash"), e))?;
+        if let Some(r) = u.roles.iter().find(|r| !role_names.contains(r.as_str())) {
+            return Err((format!("users[{i}].roles"), format!("no role named {r}")));
+        }
+    }
+    let dur = |k: &str, v: &Option<String>, default: u64| -> Result<Duration, (String, String)> {
+        match v {
+            Some(v) => parse_duration(v).map_err(|e| (k.to_owned(), e)),
+            None => Ok(Duration::from_secs(default)),
+        }
+    };
+    Ok(AuthConfig {
+        users: raw
+            .users
+            .into_iter()
+            .map(|u| UserConfig {
+                name: u.name,
+                password_hash: u.password_hash,
+                roles: u.roles,
+            })
+            .collect(),
+        roles: raw
+            .roles
+            .into_iter()
+            .map(|r| RoleConfig {
+                name: r.name,
+                privileges: r
+                    .privileges
+                    .into_iter()
+                    .map(|p| crate::auth::Privilege {
+                        pattern: p.repositories,
+                        actions: p.actions,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        token_ttl: dur("token_ttl", &raw.token_ttl, 300)?,
+        login_attempts: raw.login_attempts.unwrap_or(5).max(1),
+        login_window: dur("login_window", &raw.login_window, 60)?,
     })
 }
 

@@ -25,6 +25,50 @@ pub struct RawConfig {
     /// Protections against slow, abandoned or abusive clients.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Users, roles and tokens. Without it anyone may push and pull (development only).
+    pub auth: Option<RawAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub roles: Vec<RawRole>,
+    /// Lifetime of bearer tokens (default 5m).
+    pub token_ttl: Option<String>,
+    /// Failed logins allowed per client address and user within `login_window` (default 5).
+    pub login_attempts: Option<u32>,
+    /// Default 1m.
+    pub login_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: String,
+    /// An argon2 PHC string from `berth-core hash-password`.
+    pub password_hash: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRole {
+    pub name: String,
+    #[serde(default)]
+    pub privileges: Vec<RawPrivilege>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivilege {
+    /// Repository name pattern; `*` matches any run of characters.
+    pub repositories: String,
+    /// `read`, `write`, `delete`, `admin`.
+    pub actions: Vec<crate::auth::Action>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +157,9 @@ pub struct RawRepository {
     pub members: Option<Vec<String>>,
     /// group: the hosted member that receives pushes made through the group.
     pub writable_member: Option<String>,
+    /// With an `auth` section: let unauthenticated clients pull (never push).
+    #[serde(default)]
+    pub anonymous_pull: bool,
 }
 
 #[derive(Debug, Deserialize)]

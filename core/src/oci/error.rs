@@ -76,6 +76,8 @@ pub struct RegistryError {
     pub message: String,
     pub detail: Option<Value>,
     pub status: Option<StatusCode>,
+    /// A `WWW-Authenticate` challenge to send with a 401.
+    pub challenge: Option<String>,
 }
 
 impl RegistryError {
@@ -85,7 +87,13 @@ impl RegistryError {
             message: message.into(),
             detail: None,
             status: None,
+            challenge: None,
         }
+    }
+
+    pub fn with_challenge(mut self, challenge: String) -> Self {
+        self.challenge = Some(challenge);
+        self
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {

@@ -24,6 +24,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Conn, Listener, Registry, RepoEntry};
+use crate::auth::Auth;
 use crate::config::{Config, Limits, RepoKindRaw};
 use crate::oci::RepoName;
 use crate::repo::{GroupRepository, HostedRepository, ProxyRepository, Repository};
@@ -112,15 +113,43 @@ pub fn registry(config: &Config, storage: Arc<dyn Storage>) -> Result<Registry, 
                 Arc::new(RepoEntry {
                     repo,
                     v1_enabled: r.v1_enabled,
+                    write_repo: match r.kind {
+                        RepoKindRaw::Hosted => Some(r.name.clone()),
+                        RepoKindRaw::Group => {
+                            r.group.as_ref().and_then(|g| g.writable_member.clone())
+                        }
+                        RepoKindRaw::Proxy => None,
+                    },
                 }),
             ))
         })
         .collect();
+    let auth = match &config.auth {
+        Some(a) => {
+            let anonymous = config
+                .repositories
+                .iter()
+                .filter(|r| r.anonymous_pull)
+                .map(|r| r.name.clone())
+                .collect();
+            let keys = config.storage_root.join("auth");
+            let auth = Auth::new(a, anonymous, &keys).map_err(|source| ServeError::Repository {
+                owner: format!("auth (token key in {})", keys.display()),
+                source,
+            })?;
+            Some(Arc::new(auth))
+        }
+        None => {
+            tracing::warn!("no auth section in the config: anyone may push, pull and delete (development only)");
+            None
+        }
+    };
     Ok(Registry {
         repos,
         context_path: config.main.context_path.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         body_idle_timeout: config.limits.body_idle_timeout,
+        auth,
     })
 }
 

@@ -1,0 +1,294 @@
+//! Authentication and authorisation at the HTTP edge of the core: who is calling (Basic,
+//! Bearer or nobody), whether they may do what the request does, the 401 challenge that sends
+//! Docker clients to the token realm, and the realm itself (`GET /v2/token`).
+
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use http::request::Parts;
+use http::{header, StatusCode};
+
+use super::response;
+use super::{query, ApiResult, Conn, Listener, Registry, Target};
+use crate::auth::{Action, Auth, Claims, Grant, Identity, LoginError};
+use crate::oci::{ErrorCode, ImageName, RegistryError, RepoName};
+use crate::repo::RepoError;
+
+/// The service name in challenges and tokens.
+pub const SERVICE: &str = "berth";
+
+/// An identified caller.
+pub struct Caller {
+    pub identity: Identity,
+    /// Set when the caller presented a token: then only its grants count.
+    pub claims: Option<Claims>,
+}
+
+/// The client address a request really comes from (the edge's X-Forwarded-For if trusted).
+pub fn client_ip(reg: &Registry, conn: Conn, parts: &Parts) -> IpAddr {
+    let peer = conn.peer.ip();
+    if reg.trusted_proxies.contains(&peer) {
+        if let Some(ip) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return ip;
+        }
+    }
+    peer
+}
+
+fn unauthorized(message: &str, challenge: String) -> RepoError {
+    RepoError::Client(
+        RegistryError::new(ErrorCode::Unauthorized, message).with_challenge(challenge),
+    )
+}
+
+/// `Bearer realm=...,service=...[,scope=...]` pointing at this listener's external URL.
+pub fn challenge(base: &str, scope: Option<&str>) -> String {
+    let mut c = format!("Bearer realm=\"{base}/v2/token\",service=\"{SERVICE}\"");
+    if let Some(s) = scope {
+        c.push_str(&format!(",scope=\"{s}\""));
+    }
+    c
+}
+
+/// Reads the Authorization header. A wrong password or a bad token is an error; no header
+/// is the anonymous caller.
+pub fn identify(
+    auth: &Auth,
+    client: IpAddr,
+    parts: &Parts,
+    base: &str,
+) -> Result<Caller, RepoError> {
+    let Some(value) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(Caller {
+            identity: Identity::Anonymous,
+            claims: None,
+        });
+    };
+    if let Some(token) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    {
+        let claims = auth.verify(token.trim()).ok_or_else(|| {
+            unauthorized("the token is invalid or expired", challenge(base, None))
+        })?;
+        let identity = if claims.sub.is_empty() {
+            Identity::Anonymous
+        } else {
+            Identity::User(claims.sub.clone())
+        };
+        return Ok(Caller {
+            identity,
+            claims: Some(claims),
+        });
+    }
+    if let Some(b64) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    {
+        let decoded = STANDARD
+            .decode(b64.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok());
+        let Some((user, pass)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+            return Err(unauthorized(
+                "malformed Basic credentials",
+                challenge(base, None),
+            ));
+        };
+        return match auth.login(user, pass, client) {
+            Ok(identity) => Ok(Caller {
+                identity,
+                claims: None,
+            }),
+            Err(LoginError::Invalid) => Err(unauthorized(
+                "invalid user name or password",
+                challenge(base, None),
+            )),
+            Err(LoginError::TooMany) => Err(RepoError::Client(RegistryError::new(
+                ErrorCode::TooManyRequests,
+                "too many failed logins from this address; try again later",
+            ))),
+        };
+    }
+    Err(unauthorized(
+        "unsupported Authorization scheme",
+        challenge(base, None),
+    ))
+}
+
+/// The action a request method stands for.
+pub fn action_of(method: &http::Method) -> Action {
+    match *method {
+        http::Method::GET | http::Method::HEAD => Action::Read,
+        http::Method::DELETE => Action::Delete,
+        _ => Action::Write,
+    }
+}
+
+fn scope_actions(action: Action) -> &'static str {
+    match action {
+        Action::Read => "pull",
+        Action::Write => "pull,push",
+        Action::Delete => "delete",
+        Action::Admin => "*",
+    }
+}
+
+/// The repository whose privileges a write needs: a group's writable member.
+fn privilege_repo(t: &Target<'_>, action: Action) -> RepoName {
+    match action {
+        Action::Write | Action::Delete => t
+            .entry
+            .write_repo
+            .clone()
+            .unwrap_or_else(|| t.entry.repo.name().clone()),
+        _ => t.entry.repo.name().clone(),
+    }
+}
+
+/// Whether the caller may do `action` on the target; a 401 challenge (or 403) if not.
+pub fn authorize(
+    auth: &Auth,
+    caller: &Caller,
+    t: &Target<'_>,
+    action: Action,
+) -> Result<(), RepoError> {
+    let internal = format!("{}/{}", t.entry.repo.name(), t.image);
+    let allowed = match &caller.claims {
+        Some(claims) => claims.access.iter().any(|g| {
+            g.name == internal
+                && g.actions
+                    .iter()
+                    .any(|a| a == action.scope_name() || a == "*")
+        }),
+        None => auth.can(&caller.identity, &privilege_repo(t, action), action),
+    };
+    if allowed {
+        return Ok(());
+    }
+    let scope = format!("repository:{}:{}", t.client_name(), scope_actions(action));
+    match (&caller.identity, &caller.claims) {
+        // Known user, password given, not allowed: no token will change that.
+        (Identity::User(u), None) => Err(RepoError::Client(RegistryError::new(
+            ErrorCode::Denied,
+            format!("{u} may not {} {}", scope_actions(action), t.client_name()),
+        ))),
+        _ => Err(unauthorized(
+            &format!(
+                "authentication required to {} {}",
+                scope_actions(action),
+                t.client_name()
+            ),
+            challenge(&t.base, Some(&scope)),
+        )),
+    }
+}
+
+/// `GET /v2/token?service=&scope=repository:NAME:ACTIONS...`: the bearer-token realm.
+pub async fn token(
+    reg: &Registry,
+    auth: &Auth,
+    listener: &Listener,
+    conn: Conn,
+    parts: &Parts,
+    base: &str,
+) -> ApiResult {
+    let client = client_ip(reg, conn, parts);
+    let caller = match parts.headers.get(header::AUTHORIZATION) {
+        Some(_) => identify(auth, client, parts, base).map_err(|e| match e {
+            RepoError::Client(err) if err.code == ErrorCode::Unauthorized => RepoError::Client(
+                RegistryError::new(ErrorCode::Unauthorized, err.message)
+                    .with_challenge(format!("Basic realm=\"{SERVICE}\"")),
+            ),
+            other => other,
+        })?,
+        None => Caller {
+            identity: Identity::Anonymous,
+            claims: None,
+        },
+    };
+    let mut access = Vec::new();
+    for (k, scope) in query(parts) {
+        if k != "scope" {
+            continue;
+        }
+        for one in scope.split(' ') {
+            let mut parts_iter = one.splitn(2, ':');
+            if parts_iter.next() != Some("repository") {
+                continue;
+            }
+            let Some(rest) = parts_iter.next() else {
+                continue;
+            };
+            let Some((name, actions)) = rest.rsplit_once(':') else {
+                continue;
+            };
+            let Some((entry, repo, image)) = resolve(reg, listener, name) else {
+                continue;
+            };
+            let write_repo = entry.write_repo.clone().unwrap_or_else(|| repo.clone());
+            let granted: Vec<String> = actions
+                .split(',')
+                .flat_map(|a| match a {
+                    "*" => vec!["pull", "push", "delete"],
+                    other => vec![other],
+                })
+                .filter(|a| match *a {
+                    "pull" => auth.can(&caller.identity, &repo, Action::Read),
+                    "push" => auth.can(&caller.identity, &write_repo, Action::Write),
+                    "delete" => auth.can(&caller.identity, &write_repo, Action::Delete),
+                    _ => false,
+                })
+                .map(str::to_owned)
+                .collect();
+            if !granted.is_empty() {
+                access.push(Grant {
+                    name: format!("{repo}/{image}"),
+                    actions: granted,
+                });
+            }
+        }
+    }
+    tracing::info!(
+        user = caller.identity.name(),
+        grants = access.len(),
+        "token issued"
+    );
+    let token = auth.issue(&caller.identity, access);
+    Ok(response::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": auth.token_ttl.as_secs(),
+        }),
+    ))
+}
+
+/// Maps a client-visible name on this listener to its repository and image.
+fn resolve<'a>(
+    reg: &'a Registry,
+    listener: &'a Listener,
+    name: &str,
+) -> Option<(&'a super::RepoEntry, RepoName, ImageName)> {
+    let image: ImageName = name.parse().ok()?;
+    match listener {
+        Listener::Connector(entry) => Some((entry.as_ref(), entry.repo.name().clone(), image)),
+        Listener::Main => {
+            let (first, rest) = image.split_first();
+            let (repo, entry) = reg.repos.get_key_value(first)?;
+            Some((entry.as_ref(), repo.clone(), rest?))
+        }
+    }
+}

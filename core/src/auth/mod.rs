@@ -1,0 +1,287 @@
+//! Access control: users, roles and privileges from the config, HTTP Basic on every port, and
+//! a Docker bearer-token realm (`/v2/token`) that hands out short-lived signed tokens holding
+//! only the granted scopes.
+//!
+//! Identity is established per request (a Basic password checked with argon2, or a token whose
+//! signature and expiry are checked); authorisation then asks whether that identity may do the
+//! action on the repository. Unknown users cost the same argon2 verification as wrong
+//! passwords, failed logins are rate-limited per client address and user name, and neither
+//! passwords nor tokens are ever logged.
+
+pub mod password;
+pub mod token;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::AuthConfig;
+use crate::oci::RepoName;
+pub use token::{Claims, Grant, Signer};
+
+/// What a request wants to do to a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Read,
+    Write,
+    Delete,
+    Admin,
+}
+
+impl Action {
+    /// The Docker scope action for it.
+    pub fn scope_name(self) -> &'static str {
+        match self {
+            Action::Read => "pull",
+            Action::Write => "push",
+            Action::Delete => "delete",
+            Action::Admin => "*",
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Anonymous,
+    User(String),
+}
+
+impl Identity {
+    pub fn name(&self) -> &str {
+        match self {
+            Identity::Anonymous => "anonymous",
+            Identity::User(u) => u,
+        }
+    }
+}
+
+/// Why a login failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    #[error("invalid user name or password")]
+    Invalid,
+    #[error("too many failed logins; try again later")]
+    TooMany,
+}
+
+/// A privilege: actions on repositories whose names match a pattern (`*` matches anything).
+#[derive(Debug, Clone)]
+pub struct Privilege {
+    pub pattern: String,
+    pub actions: Vec<Action>,
+}
+
+/// `*` matches any run of characters; everything else literally.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+struct User {
+    hash: String,
+    roles: Vec<String>,
+}
+
+/// Failed-login bookkeeping: `(client, user)` → failures in the current window.
+struct Limiter {
+    max: u32,
+    window: Duration,
+    failures: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
+}
+
+impl Limiter {
+    fn blocked(&self, key: &(IpAddr, String)) -> bool {
+        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.get(key)
+            .is_some_and(|(n, since)| *n >= self.max && since.elapsed() < self.window)
+    }
+
+    fn failed(&self, key: (IpAddr, String)) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if f.len() > 100_000 {
+            let window = self.window;
+            f.retain(|_, (_, since)| since.elapsed() < window);
+        }
+        let e = f.entry(key).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= self.window {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+
+    fn succeeded(&self, key: &(IpAddr, String)) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// The access-control state of a core.
+pub struct Auth {
+    users: HashMap<String, User>,
+    roles: HashMap<String, Vec<Privilege>>,
+    anonymous_pull: HashSet<RepoName>,
+    signer: Signer,
+    pub token_ttl: Duration,
+    limiter: Limiter,
+    /// Verified against when the user is unknown, so both failures cost the same.
+    dummy_hash: String,
+}
+
+impl Auth {
+    /// Builds from config; the token key lives under `key_dir`.
+    pub fn new(
+        config: &AuthConfig,
+        anonymous_pull: HashSet<RepoName>,
+        key_dir: &Path,
+    ) -> std::io::Result<Auth> {
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    User {
+                        hash: u.password_hash.clone(),
+                        roles: u.roles.clone(),
+                    },
+                )
+            })
+            .collect();
+        let roles = config
+            .roles
+            .iter()
+            .map(|r| (r.name.clone(), r.privileges.clone()))
+            .collect();
+        Ok(Auth {
+            users,
+            roles,
+            anonymous_pull,
+            signer: Signer::load_or_create(key_dir)?,
+            token_ttl: config.token_ttl,
+            limiter: Limiter {
+                max: config.login_attempts,
+                window: config.login_window,
+                failures: Mutex::new(HashMap::new()),
+            },
+            dummy_hash: password::hash("berth: no such user").map_err(std::io::Error::other)?,
+        })
+    }
+
+    /// Checks a user name and password from `client`.
+    pub fn login(&self, user: &str, pass: &str, client: IpAddr) -> Result<Identity, LoginError> {
+        let key = (client, user.to_owned());
+        if self.limiter.blocked(&key) {
+            return Err(LoginError::TooMany);
+        }
+        let ok = match self.users.get(user) {
+            Some(u) => password::verify(pass, &u.hash),
+            None => {
+                let _ = password::verify(pass, &self.dummy_hash);
+                false
+            }
+        };
+        if ok {
+            self.limiter.succeeded(&key);
+            Ok(Identity::User(user.to_owned()))
+        } else {
+            self.limiter.failed(key);
+            tracing::warn!(user, %client, "failed login");
+            Err(LoginError::Invalid)
+        }
+    }
+
+    /// Whether `who` may do `action` on `repo`.
+    pub fn can(&self, who: &Identity, repo: &RepoName, action: Action) -> bool {
+        match who {
+            Identity::Anonymous => action == Action::Read && self.anonymous_pull.contains(repo),
+            Identity::User(name) => {
+                if action == Action::Read && self.anonymous_pull.contains(repo) {
+                    return true;
+                }
+                let Some(user) = self.users.get(name) else {
+                    return false;
+                };
+                user.roles
+                    .iter()
+                    .filter_map(|r| self.roles.get(r))
+                    .flatten()
+                    .any(|p| {
+                        glob(&p.pattern, repo.as_str())
+                            && (p.actions.contains(&action) || p.actions.contains(&Action::Admin))
+                    })
+            }
+        }
+    }
+
+    /// Whether `who` administers every repository (the main port's admin API).
+    pub fn is_admin(&self, who: &Identity) -> bool {
+        let Identity::User(name) = who else {
+            return false;
+        };
+        let Some(user) = self.users.get(name) else {
+            return false;
+        };
+        user.roles
+            .iter()
+            .filter_map(|r| self.roles.get(r))
+            .flatten()
+            .any(|p| p.pattern == "*" && p.actions.contains(&Action::Admin))
+    }
+
+    /// Signs a token for `who` holding `access`.
+    pub fn issue(&self, who: &Identity, access: Vec<Grant>) -> String {
+        let sub = match who {
+            Identity::Anonymous => String::new(),
+            Identity::User(u) => u.clone(),
+        };
+        self.signer.sign(&Claims {
+            sub,
+            exp: token::now() + self.token_ttl.as_secs(),
+            access,
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Option<Claims> {
+        self.signer.verify(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("docker-*", "docker-hosted"));
+        assert!(glob("*", "anything"));
+        assert!(glob("*-hub", "docker-hub"));
+        assert!(glob("a*c*e", "abcde"));
+        assert!(!glob("docker-*", "other"));
+        assert!(!glob("exact", "exactly"));
+    }
+}
