@@ -12,6 +12,7 @@ pub mod http;
 pub mod image;
 pub mod proc;
 pub mod relay;
+pub mod tls;
 pub mod tools;
 
 use std::path::PathBuf;
