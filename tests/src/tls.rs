@@ -25,6 +25,9 @@ pub fn config(ca: &Path) -> Arc<rustls::ClientConfig> {
     )
 }
 
+/// Status, lower-cased headers and body of a response.
+pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// One keep-alive HTTPS connection.
 pub struct Conn {
     stream: BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
@@ -57,7 +60,7 @@ impl Conn {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    ) -> std::io::Result<Reply> {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
             self.host,
