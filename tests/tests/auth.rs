@@ -41,17 +41,21 @@ fn secured_core(extra_auth: &str, trusted: &str) -> Core {
          \x20   - {{ name: alice, password_hash: \"{}\", roles: [developers] }}\n\
          \x20   - {{ name: bob, password_hash: \"{}\", roles: [readers] }}\n\
          \x20   - {{ name: root, password_hash: \"{}\", roles: [admins] }}\n\
+         \x20   - {{ name: dave, password_hash: \"{}\", roles: [group-only] }}\n\
          \x20 roles:\n\
          \x20   - {{ name: developers, privileges: [{{ repositories: \"*\", actions: [read, write, delete] }}] }}\n\
          \x20   - {{ name: readers, privileges: [{{ repositories: \"*\", actions: [read] }}] }}\n\
          \x20   - {{ name: admins, privileges: [{{ repositories: \"*\", actions: [admin] }}] }}\n\
+         \x20   - {{ name: group-only, privileges: [{{ repositories: \"all\", actions: [read, write] }}] }}\n\
          repositories:\n\
          \x20 - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n\
-         \x20 - {{ name: public, kind: hosted, anonymous_pull: true, connector: {{ http: 127.0.0.1:0 }} }}\n",
+         \x20 - {{ name: public, kind: hosted, anonymous_pull: true, connector: {{ http: 127.0.0.1:0 }} }}\n\
+         \x20 - {{ name: all, kind: group, members: [hosted, public], writable_member: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
         dir.path().join("data").display(),
         hash("alice-pw"),
         hash("bob-pw"),
         hash("root-pw"),
+        hash("dave-pw"),
     );
     Core::start_in(dir, &config)
 }
@@ -207,6 +211,51 @@ fn basic_bearer_scopes_expiry_anonymous_and_admin() {
     )
     .unwrap();
     assert_eq!(r.status, 401);
+
+    // Groups: reading needs read on the group; pushing through it needs write on its
+    // writable member, which dave lacks.
+    let all = core.connector("all").to_owned();
+    let dave = basic("dave", "dave-pw");
+    let r = request(
+        &all,
+        "GET",
+        &format!("/v2/lib/blobs/{}", http::digest(b"public layer")),
+        &[("Authorization", &dave)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        push_blob(&all, "lib", &dave, b"dave through the group").status,
+        403
+    );
+    assert_eq!(
+        push_blob(&all, "lib", &alice, b"alice through the group").status,
+        201
+    );
+    let r = request(
+        &hosted,
+        "GET",
+        &format!("/v2/lib/blobs/{}", http::digest(b"alice through the group")),
+        &[("Authorization", &alice)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        r.status, 200,
+        "the push through the group did not land in the writable member"
+    );
+    let (_, t_dave) = token(&all, Some(&dave), "repository:lib:pull,push");
+    assert_eq!(
+        push_blob(
+            &all,
+            "lib",
+            &format!("Bearer {t_dave}"),
+            b"dave with a token"
+        )
+        .status,
+        401
+    );
 
     // The admin API wants an admin; health does not.
     assert_eq!(

@@ -133,7 +133,28 @@ fn manifests_that_are_malformed_deep_huge_or_inconsistent() {
         );
         assert_eq!(r.code(), code);
     }
-    // A manifest cannot be pushed under a digest that is not its own.
+    // Blob bytes that do not match their digest are refused and not stored.
+    let claimed = http::digest(b"what the client claims");
+    let r = request(
+        &addr,
+        "POST",
+        &format!("/v2/app/blobs/uploads/?digest={claimed}"),
+        &[],
+        b"something else entirely",
+    )
+    .unwrap();
+    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    let r = request(
+        &addr,
+        "HEAD",
+        &format!("/v2/app/blobs/{}", http::digest(b"something else entirely")),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 404);
+    // A manifest cannot be pushed under a digest that is not its own (nor, therefore, name
+    // itself: its digest cannot be known before it is written).
     let r = request(
         &addr,
         "PUT",
