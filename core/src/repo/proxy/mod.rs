@@ -102,6 +102,35 @@ impl ProxyRepository {
 }
 
 impl Inner {
+    /// Asks the remote about `image` (`rest` follows `/v2/<remote name>/`), pull-scoped.
+    async fn ask(
+        &self,
+        method: Method,
+        image: &ImageName,
+        rest: &str,
+        accept: Option<&str>,
+    ) -> Result<http::Response<hyper::body::Incoming>> {
+        self.remote
+            .request(method, &self.path(image, rest), accept, &self.scope(image))
+            .await
+            .map_err(remote_failure)
+    }
+
+    /// What a client is told when the remote answered `status` for `what`: its 429 passes
+    /// through as TOOMANYREQUESTS, anything else is a 502 naming the remote.
+    fn refused(&self, status: StatusCode, what: &str) -> RepoError {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return client(
+                ErrorCode::TooManyRequests,
+                format!("remote {} rate-limits us", self.remote.url()),
+            );
+        }
+        RepoError::Remote(format!(
+            "remote {} answered {status} for {what}",
+            self.remote.url()
+        ))
+    }
+
     fn ns(&self, image: &ImageName) -> Namespace {
         Namespace::new(self.name.clone(), image.clone())
     }
@@ -154,30 +183,19 @@ impl Inner {
     ) -> Result<Option<Manifest>> {
         let ns = self.ns(image);
         let resp = self
-            .remote
-            .request(
+            .ask(
                 Method::GET,
-                &self.path(image, &format!("manifests/{reference}")),
+                image,
+                &format!("manifests/{reference}"),
                 Some(MANIFEST_ACCEPT),
-                &self.scope(image),
             )
-            .await
-            .map_err(remote_failure)?;
+            .await?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(RepoError::Client(RegistryError::new(
-                ErrorCode::TooManyRequests,
-                format!("remote {} rate-limits us", self.remote.url()),
-            )));
-        }
         if !status.is_success() {
-            return Err(RepoError::Remote(format!(
-                "remote {} answered {status} for manifest {reference}",
-                self.remote.url()
-            )));
+            return Err(self.refused(status, &format!("manifest {reference}")));
         }
         let content_type = resp
             .headers()
@@ -231,15 +249,13 @@ impl Inner {
         tag: &Tag,
     ) -> std::result::Result<Option<Digest>, RepoError> {
         let resp = self
-            .remote
-            .request(
+            .ask(
                 Method::HEAD,
-                &self.path(image, &format!("manifests/{tag}")),
+                image,
+                &format!("manifests/{tag}"),
                 Some(MANIFEST_ACCEPT),
-                &self.scope(image),
             )
-            .await
-            .map_err(remote_failure)?;
+            .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(resp
@@ -336,32 +352,14 @@ impl Inner {
             return Ok(None);
         }
         let resp = self
-            .remote
-            .request(
-                Method::GET,
-                &self.path(image, &format!("blobs/{digest}")),
-                None,
-                &self.scope(image),
-            )
-            .await
-            .map_err(remote_failure)?;
+            .ask(Method::GET, image, &format!("blobs/{digest}"), None)
+            .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => {
                 self.remember_missing(neg);
                 return Ok(None);
             }
-            StatusCode::TOO_MANY_REQUESTS => {
-                return Err(RepoError::Client(RegistryError::new(
-                    ErrorCode::TooManyRequests,
-                    format!("remote {} rate-limits us", self.remote.url()),
-                )))
-            }
-            s if !s.is_success() => {
-                return Err(RepoError::Remote(format!(
-                    "remote {} answered {s} for blob {digest}",
-                    self.remote.url()
-                )))
-            }
+            s if !s.is_success() => return Err(self.refused(s, &format!("blob {digest}"))),
             _ => {}
         }
         let total = resp
@@ -427,15 +425,8 @@ impl Repository for ProxyRepository {
             return Err(unknown());
         }
         let resp = i
-            .remote
-            .request(
-                Method::HEAD,
-                &i.path(image, &format!("blobs/{digest}")),
-                None,
-                &i.scope(image),
-            )
-            .await
-            .map_err(remote_failure)?;
+            .ask(Method::HEAD, image, &format!("blobs/{digest}"), None)
+            .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => {
                 i.remember_missing(neg);
@@ -576,16 +567,7 @@ impl Repository for ProxyRepository {
             }
         }
         let remote = async {
-            let resp = i
-                .remote
-                .request(
-                    Method::GET,
-                    &i.path(image, "tags/list"),
-                    None,
-                    &i.scope(image),
-                )
-                .await
-                .map_err(remote_failure)?;
+            let resp = i.ask(Method::GET, image, "tags/list", None).await?;
             if resp.status() == StatusCode::NOT_FOUND {
                 return Ok(None);
             }
