@@ -150,6 +150,23 @@ pub struct Auth {
     limiter: Limiter,
     /// Verified against when the user is unknown, so both failures cost the same.
     dummy_hash: String,
+    /// Recently verified Basic credentials (by SHA-256 of user and password), so a client that
+    /// sends Basic on every request does not pay argon2 (tens of ms of CPU) every time.
+    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+/// How long a verified Basic credential is trusted without argon2.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// Bound on remembered credentials; the cache is cleared when it is exceeded.
+const VERIFIED_MAX: usize = 10_000;
+
+fn credential_key(user: &str, pass: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(user.as_bytes());
+    h.update([0u8]);
+    h.update(pass.as_bytes());
+    h.finalize().into()
 }
 
 impl Auth {
@@ -189,6 +206,7 @@ impl Auth {
                 failures: Mutex::new(HashMap::new()),
             },
             dummy_hash: password::hash("berth: no such user").map_err(std::io::Error::other)?,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -197,6 +215,15 @@ impl Auth {
         let key = (client, user.to_owned());
         if self.limiter.blocked(&key) {
             return Err(LoginError::TooMany);
+        }
+        let cred = credential_key(user, pass);
+        {
+            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((name, at)) = cache.get(&cred) {
+                if at.elapsed() < VERIFIED_TTL && name == user && self.users.contains_key(user) {
+                    return Ok(Identity::User(user.to_owned()));
+                }
+            }
         }
         let ok = match self.users.get(user) {
             Some(u) => password::verify(pass, &u.hash),
@@ -207,6 +234,11 @@ impl Auth {
         };
         if ok {
             self.limiter.succeeded(&key);
+            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= VERIFIED_MAX {
+                cache.clear();
+            }
+            cache.insert(cred, (user.to_owned(), Instant::now()));
             Ok(Identity::User(user.to_owned()))
         } else {
             self.limiter.failed(key);
@@ -274,6 +306,62 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn auth(dir: &Path) -> Auth {
+        let config = AuthConfig {
+            users: vec![crate::config::UserConfig {
+                name: "alice".into(),
+                password_hash: password::hash("pw").unwrap(),
+                roles: vec!["dev".into()],
+            }],
+            roles: vec![crate::config::RoleConfig {
+                name: "dev".into(),
+                privileges: vec![Privilege {
+                    pattern: "docker-*".into(),
+                    actions: vec![Action::Read, Action::Write],
+                }],
+            }],
+            token_ttl: Duration::from_secs(60),
+            login_attempts: 2,
+            login_window: Duration::from_secs(60),
+        };
+        Auth::new(&config, HashSet::from(["public".parse().unwrap()]), dir).unwrap()
+    }
+
+    #[test]
+    fn logins_privileges_and_the_verified_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = auth(dir.path());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            a.login("alice", "pw", ip),
+            Ok(Identity::User("alice".into()))
+        );
+        // Served from the cache the second time; a wrong password never is.
+        assert_eq!(
+            a.login("alice", "pw", ip),
+            Ok(Identity::User("alice".into()))
+        );
+        assert_eq!(a.login("alice", "nope", ip), Err(LoginError::Invalid));
+        assert_eq!(a.login("nobody", "pw", ip), Err(LoginError::Invalid));
+        assert_eq!(a.login("alice", "nope", ip), Err(LoginError::Invalid));
+        assert_eq!(
+            a.login("alice", "pw", ip),
+            Err(LoginError::TooMany),
+            "rate limit wins over the cache"
+        );
+        let alice = Identity::User("alice".into());
+        let repo = |n: &str| n.parse::<RepoName>().unwrap();
+        assert!(a.can(&alice, &repo("docker-hosted"), Action::Write));
+        assert!(!a.can(&alice, &repo("docker-hosted"), Action::Delete));
+        assert!(!a.can(&alice, &repo("other"), Action::Read));
+        assert!(a.can(&Identity::Anonymous, &repo("public"), Action::Read));
+        assert!(!a.can(&Identity::Anonymous, &repo("public"), Action::Write));
+        assert!(!a.is_admin(&alice));
+        // The token key persists: a second Auth over the same directory accepts the token.
+        let t = a.issue(&alice, vec![]);
+        assert!(auth(dir.path()).verify(&t).is_some());
+    }
 
     #[test]
     fn globs() {
