@@ -28,7 +28,7 @@ pub struct Caller {
 /// The client address a request really comes from (the edge's X-Forwarded-For if trusted).
 pub fn client_ip(reg: &Registry, conn: Conn, parts: &Parts) -> IpAddr {
     let peer = conn.peer.ip();
-    if reg.trusted_proxies.contains(&peer) {
+    if reg.trusted_proxies.iter().any(|t| t.contains(peer)) {
         if let Some(ip) = parts
             .headers
             .get("x-forwarded-for")

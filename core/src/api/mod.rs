@@ -25,7 +25,7 @@ pub mod url;
 mod v1;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,7 +52,7 @@ pub struct RepoEntry {
 pub struct Registry {
     pub repos: BTreeMap<RepoName, Arc<RepoEntry>>,
     pub context_path: String,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<crate::config::Cidr>,
     /// A request body that stalls this long is abandoned (slowloris bodies).
     pub body_idle_timeout: std::time::Duration,
     /// Access control; `None` is open access (a config without `auth`).

@@ -5,14 +5,13 @@
 //! believed only from configured proxy addresses, because anyone else could use them to make
 //! the core point clients at another host.
 
-use std::net::IpAddr;
-
 use http::HeaderMap;
 
 use super::Conn;
+use crate::config::Cidr;
 
 /// Computes the base URL for a request on `conn`.
-pub fn external_base(headers: &HeaderMap, conn: Conn, trusted: &[IpAddr]) -> String {
+pub fn external_base(headers: &HeaderMap, conn: Conn, trusted: &[Cidr]) -> String {
     let (peer, local) = (conn.peer, conn.local);
     let own_scheme = if conn.tls { "https" } else { "http" };
     let get = |name: &str| {
@@ -23,8 +22,7 @@ pub fn external_base(headers: &HeaderMap, conn: Conn, trusted: &[IpAddr]) -> Str
             .filter(|v| !v.is_empty())
     };
     let host_header = get("host");
-    let peer_ip = canonical(peer.ip());
-    if trusted.iter().any(|t| canonical(*t) == peer_ip) {
+    if trusted.iter().any(|t| t.contains(peer.ip())) {
         if let Some(fwd_host) = get("x-forwarded-host").or(host_header) {
             let proto = match get("x-forwarded-proto") {
                 Some(p) if p.eq_ignore_ascii_case("https") => "https",
@@ -37,13 +35,6 @@ pub fn external_base(headers: &HeaderMap, conn: Conn, trusted: &[IpAddr]) -> Str
     match host_header {
         Some(h) if valid_host(h) => format!("{own_scheme}://{h}"),
         _ => compose(own_scheme, &local.ip().to_string(), Some(local.port())),
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -109,7 +100,7 @@ mod tests {
     const LOCAL: &str = "127.0.0.1:8082";
 
     fn base(h: &HeaderMap, peer: &str, trusted: &[&str]) -> String {
-        let trusted: Vec<IpAddr> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        let trusted: Vec<Cidr> = trusted.iter().map(|t| t.parse().unwrap()).collect();
         let conn = Conn {
             peer: peer.parse().unwrap(),
             local: LOCAL.parse().unwrap(),

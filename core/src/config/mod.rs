@@ -5,17 +5,19 @@
 //! a normalised context path) and checks what spans several keys: unique repository names and
 //! no two listeners on one port. Every error names the file, the key and the reason.
 
+mod cidr;
 mod raw;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::oci::RepoName;
 use crate::repo::WritePolicy;
 
+pub use cidr::Cidr;
 pub use raw::RepoKindRaw;
 
 /// A configuration error: `<file>: <key>: <reason>`.
@@ -35,7 +37,7 @@ pub struct Config {
     pub storage_root: PathBuf,
     pub main: MainConfig,
     /// Peers whose `X-Forwarded-*` headers are believed (the edge's addresses).
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<Cidr>,
     pub repositories: Vec<RepoConfig>,
     pub limits: Limits,
     /// `None`: open access (development).
@@ -385,6 +387,15 @@ impl Config {
                 anonymous_pull: r.anonymous_pull,
             });
         }
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.parse::<Cidr>()
+                    .map_err(|r| err(&format!("trusted_proxies[{i}]"), r))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let d = Limits::default();
         let dur =
             |k: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
@@ -420,7 +431,7 @@ impl Config {
         Ok(Config {
             storage_root,
             main,
-            trusted_proxies: raw.trusted_proxies,
+            trusted_proxies,
             repositories,
             limits,
             auth,

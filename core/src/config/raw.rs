@@ -3,7 +3,7 @@
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 //! Each field's doc comment is the manual; `deploy/core.yaml` repeats it with examples.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use serde::Deserialize;
 
@@ -17,8 +17,9 @@ pub struct RawConfig {
     /// The main port.
     pub main: RawMain,
     /// Addresses of reverse proxies (the edge) whose `X-Forwarded-*` headers are trusted.
+    /// Addresses or CIDR ranges, e.g. `127.0.0.1` or `172.16.0.0/12`.
     #[serde(default)]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<String>,
     /// The repositories this core serves.
     #[serde(default)]
     pub repositories: Vec<RawRepository>,
