@@ -283,6 +283,7 @@ impl Repository for GroupRepository {
     async fn tags(&self, image: &ImageName) -> Result<Vec<String>> {
         let mut all = Vec::new();
         let mut known = false;
+        let mut failure = None;
         for m in &self.members {
             match m.tags(image).await {
                 Ok(t) => {
@@ -291,11 +292,16 @@ impl Repository for GroupRepository {
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
-                    tracing::warn!(group = %self.name, member = %m.name(), error = %e, "member failed")
+                    tracing::warn!(group = %self.name, member = %m.name(), error = %e, "member failed");
+                    failure = Some(e);
                 }
             }
         }
         if !known {
+            // "Unknown" would be a lie if a member could not be asked: say why instead.
+            if let Some(e) = failure {
+                return Err(e);
+            }
             return Err(client(
                 ErrorCode::NameUnknown,
                 format!("repository {image} is not known to {}", self.name),
