@@ -5,7 +5,9 @@
 //! a normalised context path) and checks what spans several keys: unique repository names and
 //! no two listeners on one port. Every error names the file, the key and the reason.
 
+mod auth;
 mod cidr;
+mod kinds;
 mod raw;
 
 use std::collections::HashMap;
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use crate::oci::RepoName;
 use crate::repo::WritePolicy;
+use auth::auth_config;
+use kinds::{check_groups, proxy_settings};
 
 pub use cidr::Cidr;
 pub use raw::RepoKindRaw;
@@ -437,161 +441,6 @@ impl Config {
             auth,
         })
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn proxy_settings(
-    remote: raw::RawRemote,
-    content_max_age: &Option<String>,
-    metadata_max_age: &Option<String>,
-    negative: &Option<String>,
-    auto_block_after: Option<u32>,
-    auto_block_for: &Option<String>,
-    base: &Path,
-) -> Result<ProxySettings, (String, String)> {
-    let url = remote.url.trim_end_matches('/').to_owned();
-    let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) || url.len() < 10 {
-        return Err((
-            "remote.url".into(),
-            format!("{url:?} must be an http:// or https:// URL"),
-        ));
-    }
-    let password = match &remote.password_file {
-        Some(f) => {
-            let path = resolve(base, f);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                (
-                    "remote.password_file".to_owned(),
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            Some(text.trim_end_matches(['\n', '\r']).to_owned())
-        }
-        None => None,
-    };
-    let dur = |k: &str, v: &Option<String>, default: u64| -> Result<Duration, (String, String)> {
-        match v {
-            Some(v) => parse_duration(v).map_err(|e| (k.to_owned(), e)),
-            None => Ok(Duration::from_secs(default)),
-        }
-    };
-    Ok(ProxySettings {
-        url,
-        username: remote.username,
-        password,
-        ca_file: remote.ca_file.map(|f| resolve(base, &f)),
-        content_max_age: dur("content_max_age", content_max_age, 24 * 3600)?,
-        metadata_max_age: dur("metadata_max_age", metadata_max_age, 30 * 60)?,
-        negative_cache_ttl: dur("negative_cache_ttl", negative, 60)?,
-        auto_block_after: auto_block_after.unwrap_or(5).max(1),
-        auto_block_for: dur("auto_block_for", auto_block_for, 60)?,
-    })
-}
-
-fn auth_config(raw: raw::RawAuth) -> Result<AuthConfig, (String, String)> {
-    let role_names: std::collections::HashSet<&str> =
-        raw.roles.iter().map(|r| r.name.as_str()).collect();
-    let mut seen = std::collections::HashSet::new();
-    for (i, u) in raw.users.iter().enumerate() {
-        if !seen.insert(u.name.as_str()) {
-            return Err((
-                format!("users[{i}].name"),
-                format!("user {} is defined twice", u.name),
-            ));
-        }
-        crate::auth::password::validate(&u.password_hash)
-            .map_err(|e| (format!("users[{i}].password_hash"), e))?;
-        if let Some(r) = u.roles.iter().find(|r| !role_names.contains(r.as_str())) {
-            return Err((format!("users[{i}].roles"), format!("no role named {r}")));
-        }
-    }
-    let dur = |k: &str, v: &Option<String>, default: u64| -> Result<Duration, (String, String)> {
-        match v {
-            Some(v) => parse_duration(v).map_err(|e| (k.to_owned(), e)),
-            None => Ok(Duration::from_secs(default)),
-        }
-    };
-    Ok(AuthConfig {
-        users: raw
-            .users
-            .into_iter()
-            .map(|u| UserConfig {
-                name: u.name,
-                password_hash: u.password_hash,
-                roles: u.roles,
-            })
-            .collect(),
-        roles: raw
-            .roles
-            .into_iter()
-            .map(|r| RoleConfig {
-                name: r.name,
-                privileges: r
-                    .privileges
-                    .into_iter()
-                    .map(|p| crate::auth::Privilege {
-                        pattern: p.repositories,
-                        actions: p.actions,
-                    })
-                    .collect(),
-            })
-            .collect(),
-        token_ttl: dur("token_ttl", &raw.token_ttl, 300)?,
-        login_attempts: raw.login_attempts.unwrap_or(5).max(1),
-        login_window: dur("login_window", &raw.login_window, 60)?,
-    })
-}
-
-/// Group members must exist, and groups must not contain themselves (directly or through
-/// other groups); the writable member must be hosted.
-fn check_groups(repos: &[RepoConfig]) -> Result<(), (usize, &'static str, String)> {
-    let index: HashMap<&RepoName, usize> = repos
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (&r.name, i))
-        .collect();
-    for (i, r) in repos.iter().enumerate() {
-        let Some(g) = &r.group else { continue };
-        for m in &g.members {
-            if !index.contains_key(m) {
-                return Err((i, "members", format!("no repository named {m}")));
-            }
-        }
-        if let Some(w) = &g.writable_member {
-            if repos[index[w]].kind != RepoKindRaw::Hosted {
-                return Err((
-                    i,
-                    "writable_member",
-                    format!("{w} is not a hosted repository"),
-                ));
-            }
-        }
-        // Depth-first search for a path back to this group.
-        let mut stack: Vec<(&RepoName, Vec<&RepoName>)> =
-            g.members.iter().map(|m| (m, vec![&r.name, m])).collect();
-        while let Some((m, path)) = stack.pop() {
-            if m == &r.name {
-                let cycle: Vec<String> = path.iter().map(|n| n.to_string()).collect();
-                return Err((
-                    i,
-                    "members",
-                    format!("groups form a cycle: {}", cycle.join(" -> ")),
-                ));
-            }
-            if path.len() > repos.len() + 1 {
-                continue;
-            }
-            if let Some(mg) = &repos[index[m]].group {
-                for next in &mg.members {
-                    let mut p = path.clone();
-                    p.push(next);
-                    stack.push((next, p));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
