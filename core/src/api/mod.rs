@@ -106,9 +106,7 @@ impl Target<'_> {
 /// Handler results.
 pub type ApiResult = Result<Response<Body>, RepoError>;
 
-pub fn err(code: ErrorCode, msg: impl Into<String>) -> RepoError {
-    RepoError::Client(RegistryError::new(code, msg))
-}
+pub use crate::repo::client as err;
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 

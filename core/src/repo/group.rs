@@ -11,20 +11,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
-use crate::oci::{
-    Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RegistryError, RepoName,
-};
+use super::{client, Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
+use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RepoName};
 use crate::storage::ByteStream;
 
 pub struct GroupRepository {
     name: RepoName,
     members: Vec<Arc<dyn Repository>>,
     writable: Option<Arc<dyn Repository>>,
-}
-
-fn client(code: ErrorCode, msg: impl Into<String>) -> RepoError {
-    RepoError::Client(RegistryError::new(code, msg))
 }
 
 impl GroupRepository {
@@ -90,22 +84,10 @@ impl GroupRepository {
             if Arc::ptr_eq(m, w) {
                 continue;
             }
-            let Ok(size) = m.blob_size(image, digest).await else {
-                continue;
-            };
-            let stream = m.blob_read(image, digest, 0, size).await?;
-            let id = w.upload_start(image).await?;
-            let copied = async {
-                w.upload_append(image, &id, Some(0), stream).await?;
-                w.upload_finish(image, &id, digest).await
+            if copy_blob(m.as_ref(), image, w.as_ref(), image, digest).await? {
+                tracing::info!(group = %self.name, member = %m.name(), %digest, "copied blob into the writable member");
+                return Ok(());
             }
-            .await;
-            if copied.is_err() {
-                let _ = w.upload_cancel(image, &id).await;
-            }
-            copied?;
-            tracing::info!(group = %self.name, member = %m.name(), %digest, "copied blob into the writable member");
-            return Ok(());
         }
         Ok(()) // Nobody has it: the writable member will answer MANIFEST_BLOB_UNKNOWN.
     }
@@ -159,6 +141,31 @@ impl GroupRepository {
     }
 }
 
+/// Copies a blob `from` one repository `to` another through their upload APIs; `false` if
+/// `from` does not have it. A failed copy leaves no session behind.
+async fn copy_blob(
+    from: &dyn Repository,
+    from_image: &ImageName,
+    to: &dyn Repository,
+    image: &ImageName,
+    digest: &Digest,
+) -> Result<bool> {
+    let Ok(size) = from.blob_size(from_image, digest).await else {
+        return Ok(false);
+    };
+    let stream = from.blob_read(from_image, digest, 0, size).await?;
+    let id = to.upload_start(image).await?;
+    let copied = async {
+        to.upload_append(image, &id, Some(0), stream).await?;
+        to.upload_finish(image, &id, digest).await
+    }
+    .await;
+    if copied.is_err() {
+        let _ = to.upload_cancel(image, &id).await;
+    }
+    copied.map(|_| true)
+}
+
 #[async_trait]
 impl Repository for GroupRepository {
     fn name(&self) -> &RepoName {
@@ -207,12 +214,7 @@ impl Repository for GroupRepository {
         }
         // The source image may live in another member: copy it over if it is there.
         for m in &self.members {
-            if !Arc::ptr_eq(m, w) && m.blob_size(from, digest).await.is_ok() {
-                let size = m.blob_size(from, digest).await?;
-                let stream = m.blob_read(from, digest, 0, size).await?;
-                let id = w.upload_start(image).await?;
-                w.upload_append(image, &id, Some(0), stream).await?;
-                w.upload_finish(image, &id, digest).await?;
+            if !Arc::ptr_eq(m, w) && copy_blob(m.as_ref(), from, w.as_ref(), image, digest).await? {
                 return Ok(true);
             }
         }

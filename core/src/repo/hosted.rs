@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
+use super::{client, Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{
     Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RegistryError, RepoName,
@@ -38,10 +38,6 @@ pub struct HostedRepository {
     policy: WritePolicy,
     /// Open upload sessions allowed at once (abandoned sessions are swept separately).
     max_upload_sessions: usize,
-}
-
-fn client(code: ErrorCode, msg: impl Into<String>) -> RepoError {
-    RepoError::Client(RegistryError::new(code, msg))
 }
 
 /// Maps an upload-session storage error to what the client is told.

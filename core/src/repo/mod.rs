@@ -43,6 +43,11 @@ pub enum RepoError {
 
 pub type Result<T> = std::result::Result<T, RepoError>;
 
+/// A spec error for the client: the one constructor every layer uses.
+pub fn client(code: crate::oci::ErrorCode, msg: impl Into<String>) -> RepoError {
+    RepoError::Client(RegistryError::new(code, msg))
+}
+
 impl RepoError {
     /// Whether this says "not here" (so a group may ask its next member).
     pub fn is_not_found(&self) -> bool {

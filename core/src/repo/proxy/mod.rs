@@ -25,9 +25,7 @@ use http_body_util::BodyExt;
 
 use super::{Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
 use crate::config::ProxySettings;
-use crate::oci::{
-    Descriptor, Digest, ErrorCode, ImageName, Reference, RegistryError, RepoName, Tag,
-};
+use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, Reference, RepoName, Tag};
 use crate::storage::{ByteStream, Storage};
 use fetch::Fetch;
 pub use remote::{Remote, RemoteError, MANIFEST_ACCEPT};
@@ -59,9 +57,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(super) fn client(code: ErrorCode, msg: impl Into<String>) -> RepoError {
-    RepoError::Client(RegistryError::new(code, msg))
-}
+pub(super) use super::client;
 
 /// The remote could not be asked: a 502 (or the remote's 429) that names it.
 pub(super) fn remote_failure(e: RemoteError) -> RepoError {
