@@ -298,10 +298,17 @@ async fn digest_mismatch_is_rejected_and_nothing_is_stored() {
 async fn malformed_input_is_a_4xx() {
     let h = harness();
     for (method, uri, code, status) in [
-        ("GET", "/v2/app/blobs/sha256:nothex", "DIGEST_INVALID", 400),
-        ("GET", "/v2/app/blobs/md5:abc", "DIGEST_INVALID", 400),
-        ("GET", "/v2/app/manifests/sha256:zz", "DIGEST_INVALID", 400),
-        ("GET", "/v2/app/manifests/-bad-tag", "MANIFEST_INVALID", 400),
+        // Reads of what cannot be spelled are 404 (conformance: `.INVALID_MANIFEST_NAME`).
+        ("GET", "/v2/app/blobs/sha256:nothex", "BLOB_UNKNOWN", 404),
+        ("HEAD", "/v2/app/blobs/md5:abc", "", 404),
+        ("GET", "/v2/app/manifests/sha256:zz", "MANIFEST_UNKNOWN", 404),
+        ("GET", "/v2/app/manifests/-bad-tag", "MANIFEST_UNKNOWN", 404),
+        ("GET", "/v2/app/manifests/.INVALID_MANIFEST_NAME", "MANIFEST_UNKNOWN", 404),
+        ("HEAD", "/v2/app/manifests/.INVALID_MANIFEST_NAME", "", 404),
+        // Writes to them stay 400.
+        ("PUT", "/v2/app/manifests/.INVALID_MANIFEST_NAME", "MANIFEST_INVALID", 400),
+        ("PUT", "/v2/app/manifests/sha256:zz", "DIGEST_INVALID", 400),
+        ("DELETE", "/v2/app/blobs/sha256:nothex", "DIGEST_INVALID", 400),
         ("GET", "/v2/App/tags/list", "NAME_INVALID", 400),
         ("GET", "/v2/a/../b/tags/list", "NAME_INVALID", 400),
         ("GET", "/v2/a%2fb/tags/list", "NAME_INVALID", 400),
@@ -323,7 +330,9 @@ async fn malformed_input_is_a_4xx() {
     ] {
         let r = h.call(method, uri, &[], "").await;
         assert_eq!(r.status.as_u16(), status, "{method} {uri}: {:?}", r.body);
-        assert_eq!(r.code(), code, "{method} {uri}");
+        if method != "HEAD" {
+            assert_eq!(r.code(), code, "{method} {uri}");
+        }
     }
 }
 

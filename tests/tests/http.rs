@@ -50,26 +50,68 @@ fn connector_and_main_port_serve_the_same_repository() {
 }
 
 #[test]
-fn forwarded_headers_from_untrusted_peers_are_ignored() {
-    let core = Core::start();
+fn forwarded_headers_from_untrusted_peers_are_ignored_with_one_warning() {
+    // An explicit empty list trusts nobody, loopback included.
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}trusted_proxies: []\n",
+        default_config(&dir.path().join("data"))
+    );
+    let core = Core::start_in(dir, &config);
     let conn = core.connector("hosted");
+    for _ in 0..3 {
+        let r = request(
+            conn,
+            "POST",
+            "/v2/app/blobs/uploads/",
+            &[
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "evil.example"),
+            ],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 202);
+        let loc = r.header("location").unwrap_or("");
+        assert!(
+            loc.starts_with(&format!("http://{conn}/v2/app/blobs/uploads/")),
+            "{loc}"
+        );
+    }
+    let log = core.log();
+    let warnings: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("not in trusted_proxies"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning per peer, not per request:\n{log}");
+    assert!(
+        warnings[0].contains("127.0.0.1") && warnings[0].contains("x-forwarded-proto"),
+        "the warning names the peer and the header: {}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn without_trusted_proxies_key_loopback_edges_are_trusted() {
+    let core = Core::start();
     let r = request(
-        conn,
+        core.connector("hosted"),
         "POST",
         "/v2/app/blobs/uploads/",
         &[
             ("X-Forwarded-Proto", "https"),
-            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Host", "registry.example"),
+            ("X-Forwarded-Port", "5443"),
         ],
         b"",
     )
     .unwrap();
-    assert_eq!(r.status, 202);
     let loc = r.header("location").unwrap_or("");
     assert!(
-        loc.starts_with(&format!("http://{conn}/v2/app/blobs/uploads/")),
+        loc.starts_with("https://registry.example:5443/v2/app/blobs/uploads/"),
         "{loc}"
     );
+    assert!(!core.log().contains("trusted_proxies"), "{}", core.log());
 }
 
 #[test]

@@ -17,7 +17,17 @@ pub fn parse_digest(s: &str) -> Result<Digest, crate::repo::RepoError> {
 }
 
 pub async fn handle(t: &Target<'_>, digest: &str, req: &Parts) -> ApiResult {
-    let digest = parse_digest(digest)?;
+    let digest = match parse_digest(digest) {
+        Ok(d) => d,
+        // As for manifests: what cannot be spelled is not there (404); a DELETE keeps the 400.
+        Err(_) if matches!(req.method, Method::GET | Method::HEAD) => {
+            return Err(err(
+                ErrorCode::BlobUnknown,
+                format!("blob {digest:?} is unknown: it is not a valid digest"),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     match req.method {
         Method::GET | Method::HEAD => get(t, &digest, req).await,
         Method::DELETE => {

@@ -162,6 +162,7 @@ impl Registry {
         let (parts, body) = req.into_parts();
         let req = &parts;
         let path = req.uri.path().to_owned();
+        url::warn_untrusted_forwarding(&req.headers, conn, &self.trusted_proxies);
         let base = || url::external_base(&req.headers, conn, &self.trusted_proxies);
         // Without an auth section everyone may do everything (development).
         let caller = match &self.auth {

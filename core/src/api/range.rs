@@ -92,8 +92,15 @@ pub fn parse_content_range(header: &str) -> Option<(u64, u64)> {
     if !digits(a) || !digits(b) {
         return None;
     }
-    let (start, end) = (a.parse().ok()?, b.parse().ok()?);
-    (end >= start).then_some((start, end))
+    let (start, end): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    // `end == u64::MAX` would make the chunk length `end - start + 1` overflow (audit:
+    // `0-18446744073709551615`); no real chunk is that long.
+    (end >= start && end < u64::MAX).then_some((start, end))
+}
+
+/// The length of an inclusive `(start, end)` from [`parse_content_range`] (cannot overflow).
+pub fn chunk_len((start, end): (u64, u64)) -> u64 {
+    end.saturating_sub(start).saturating_add(1)
 }
 
 #[cfg(test)]
@@ -150,7 +157,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn content_range_lengths_cannot_overflow() {
+        assert_eq!(parse_content_range("0-18446744073709551615"), None);
+        let r = parse_content_range("0-18446744073709551614").unwrap();
+        assert_eq!(chunk_len(r), u64::MAX);
+        assert_eq!(chunk_len(parse_content_range("5-5").unwrap()), 1);
+    }
+
     proptest! {
+        #[test]
+        fn parsed_content_ranges_have_a_length(a: u64, b: u64) {
+            if let Some(r) = parse_content_range(&format!("{a}-{b}")) {
+                prop_assert!(r.1.checked_sub(r.0).and_then(|d| d.checked_add(1)).is_some());
+            }
+        }
+
         #[test]
         fn partial_is_within_size(start in 0u64..200, len in 0u64..200, size in 1u64..150) {
             let h = format!("bytes={}-{}", start, start + len);

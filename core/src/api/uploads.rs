@@ -10,7 +10,7 @@ use http::{header, Method, Response, StatusCode};
 use http_body_util::BodyDataStream;
 
 use super::blobs::parse_digest;
-use super::range::parse_content_range;
+use super::range::{chunk_len, parse_content_range};
 use super::response::{self, Body};
 use super::{err, method_not_allowed, query, query_get, ApiResult, Target};
 use crate::oci::{ErrorCode, ImageName};
@@ -53,7 +53,7 @@ fn chunk_offset(req: &Parts) -> Result<Option<u64>, crate::repo::RepoError> {
         return Ok(None);
     };
     let parsed = v.to_str().ok().and_then(parse_content_range);
-    let Some((start, end)) = parsed else {
+    let Some(range) = parsed else {
         return Err(crate::repo::RepoError::Client(
             crate::oci::RegistryError::new(
                 ErrorCode::BlobUploadInvalid,
@@ -62,13 +62,20 @@ fn chunk_offset(req: &Parts) -> Result<Option<u64>, crate::repo::RepoError> {
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
         ));
     };
-    if let Some(len) = content_length(req) {
-        if len != end - start + 1 {
-            return Err(err(
-                ErrorCode::SizeInvalid,
-                format!("Content-Range {start}-{end} does not match Content-Length {len}"),
-            ));
-        }
+    let (start, end) = range;
+    // Without a length the chunk's end is unknowable until the body ends, and a short body
+    // would leave the session at an offset the client never asked for (audit).
+    let Some(len) = content_length(req) else {
+        return Err(err(
+            ErrorCode::SizeInvalid,
+            format!("Content-Range {start}-{end} needs a Content-Length of the chunk"),
+        ));
+    };
+    if len != chunk_len(range) {
+        return Err(err(
+            ErrorCode::SizeInvalid,
+            format!("Content-Range {start}-{end} does not match Content-Length {len}"),
+        ));
     }
     Ok(Some(start))
 }

@@ -5,10 +5,52 @@
 //! believed only from configured proxy addresses, because anyone else could use them to make
 //! the core point clients at another host.
 
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
 use http::HeaderMap;
 
 use super::Conn;
 use crate::config::Cidr;
+
+/// The forwarding headers an edge sets.
+const FORWARDED: [&str; 4] = [
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-for",
+];
+
+/// Peers already warned about, so a misconfigured edge costs one log line, not one per request.
+/// Bounded: past `WARNED_MAX` addresses nobody new is warned about (the log has said enough).
+static WARNED: Mutex<Option<HashSet<IpAddr>>> = Mutex::new(None);
+const WARNED_MAX: usize = 1024;
+
+/// Logs one WARN per untrusted peer that sends `X-Forwarded-*`: behind an edge that is not in
+/// `trusted_proxies` the core writes URLs with its own scheme and port, and clients then fail in
+/// ways that do not point here (skopeo: `malformed HTTP response`).
+pub fn warn_untrusted_forwarding(headers: &HeaderMap, conn: Conn, trusted: &[Cidr]) {
+    let peer = conn.peer.ip();
+    let Some(header) = FORWARDED.iter().find(|h| headers.contains_key(**h)) else {
+        return;
+    };
+    if trusted.iter().any(|t| t.contains(peer)) {
+        return;
+    }
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    let set = warned.get_or_insert_with(HashSet::new);
+    if set.len() >= WARNED_MAX || !set.insert(peer) {
+        return;
+    }
+    tracing::warn!(
+        %peer,
+        header = *header,
+        "ignoring {header} from {peer}, which is not in trusted_proxies; if an edge (berth-proxy) \
+         at this address terminates HTTPS, add it to trusted_proxies in the core's config so \
+         Location headers and the token realm use the external https URL"
+    );
+}
 
 /// Computes the base URL for a request on `conn`.
 pub fn external_base(headers: &HeaderMap, conn: Conn, trusted: &[Cidr]) -> String {

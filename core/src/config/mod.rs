@@ -391,8 +391,11 @@ impl Config {
                 anonymous_pull: r.anonymous_pull,
             });
         }
+        // Absent means an edge on the same host, the documented setup (Tomcat's RemoteIpValve
+        // and most frameworks trust loopback by default too); an explicit `[]` trusts nobody.
         let trusted_proxies = raw
             .trusted_proxies
+            .unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1".into()])
             .iter()
             .enumerate()
             .map(|(i, t)| {

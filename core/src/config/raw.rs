@@ -17,9 +17,9 @@ pub struct RawConfig {
     /// The main port.
     pub main: RawMain,
     /// Addresses of reverse proxies (the edge) whose `X-Forwarded-*` headers are trusted.
-    /// Addresses or CIDR ranges, e.g. `127.0.0.1` or `172.16.0.0/12`.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    /// Addresses or CIDR ranges, e.g. `127.0.0.1` or `172.16.0.0/12`. Absent: loopback
+    /// (an edge on the same host); `[]`: nobody.
+    pub trusted_proxies: Option<Vec<String>>,
     /// The repositories this core serves.
     #[serde(default)]
     pub repositories: Vec<RawRepository>,
