@@ -141,16 +141,14 @@ impl Harness {
     }
 
     async fn push_image(&self, name: &str, tag: &str, seed: &str) -> (Digest, Vec<u8>) {
-        let config = self
-            .push_blob(name, format!("{{\"seed\":\"{seed}\"}}").as_bytes())
-            .await;
-        let layer = self
-            .push_blob(name, format!("layer {seed}").as_bytes())
-            .await;
+        let config_bytes = format!("{{\"seed\":\"{seed}\"}}");
+        let layer_bytes = format!("layer {seed}");
+        let config = self.push_blob(name, config_bytes.as_bytes()).await;
+        let layer = self.push_blob(name, layer_bytes.as_bytes()).await;
         let m = json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 13 + seed.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": 6 + seed.len()}]
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": config_bytes.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": layer_bytes.len()}]
         });
         let bytes = serde_json::to_vec_pretty(&m).unwrap();
         let r = self
@@ -301,14 +299,34 @@ async fn malformed_input_is_a_4xx() {
         // Reads of what cannot be spelled are 404 (conformance: `.INVALID_MANIFEST_NAME`).
         ("GET", "/v2/app/blobs/sha256:nothex", "BLOB_UNKNOWN", 404),
         ("HEAD", "/v2/app/blobs/md5:abc", "", 404),
-        ("GET", "/v2/app/manifests/sha256:zz", "MANIFEST_UNKNOWN", 404),
+        (
+            "GET",
+            "/v2/app/manifests/sha256:zz",
+            "MANIFEST_UNKNOWN",
+            404,
+        ),
         ("GET", "/v2/app/manifests/-bad-tag", "MANIFEST_UNKNOWN", 404),
-        ("GET", "/v2/app/manifests/.INVALID_MANIFEST_NAME", "MANIFEST_UNKNOWN", 404),
+        (
+            "GET",
+            "/v2/app/manifests/.INVALID_MANIFEST_NAME",
+            "MANIFEST_UNKNOWN",
+            404,
+        ),
         ("HEAD", "/v2/app/manifests/.INVALID_MANIFEST_NAME", "", 404),
         // Writes to them stay 400.
-        ("PUT", "/v2/app/manifests/.INVALID_MANIFEST_NAME", "MANIFEST_INVALID", 400),
+        (
+            "PUT",
+            "/v2/app/manifests/.INVALID_MANIFEST_NAME",
+            "MANIFEST_INVALID",
+            400,
+        ),
         ("PUT", "/v2/app/manifests/sha256:zz", "DIGEST_INVALID", 400),
-        ("DELETE", "/v2/app/blobs/sha256:nothex", "DIGEST_INVALID", 400),
+        (
+            "DELETE",
+            "/v2/app/blobs/sha256:nothex",
+            "DIGEST_INVALID",
+            400,
+        ),
         ("GET", "/v2/App/tags/list", "NAME_INVALID", 400),
         ("GET", "/v2/a/../b/tags/list", "NAME_INVALID", 400),
         ("GET", "/v2/a%2fb/tags/list", "NAME_INVALID", 400),
@@ -457,10 +475,10 @@ async fn manifest_rules() {
 async fn index_with_attestation_and_negotiation() {
     let h = harness();
     let (amd64, amd_bytes) = h.push_image("app", "amd64", "amd").await;
-    let (att, _) = h.push_image("app", "att", "att").await;
+    let (att, att_bytes) = h.push_image("app", "att", "att").await;
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
         {"mediaType": OCI_MANIFEST, "digest": amd64.to_string(), "size": amd_bytes.len(), "platform": {"os": "linux", "architecture": "amd64"}},
-        {"mediaType": OCI_MANIFEST, "digest": att.to_string(), "size": 10, "platform": {"os": "unknown", "architecture": "unknown"},
+        {"mediaType": OCI_MANIFEST, "digest": att.to_string(), "size": att_bytes.len(), "platform": {"os": "unknown", "architecture": "unknown"},
          "annotations": {"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": amd64.to_string()}}
     ]});
     let r = h

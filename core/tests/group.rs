@@ -18,7 +18,7 @@ const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 
 async fn push_blob(r: &dyn Repository, image: &ImageName, data: &'static [u8]) -> Digest {
     let d = Digest::sha256_of(data);
-    let id = r.upload_start(image).await.unwrap();
+    let id = r.upload_start(image, "test").await.unwrap();
     let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(data))]));
     r.upload_append(image, &id, Some(0), body).await.unwrap();
     r.upload_finish(image, &id, &d).await.unwrap();
@@ -85,6 +85,6 @@ async fn referrers_and_catalog_are_merged_and_writes_need_a_writable_member() {
         .collect();
     assert_eq!(images, ["only/in-b", "team/app"]);
 
-    let e = group.upload_start(&image).await.unwrap_err();
+    let e = group.upload_start(&image, "test").await.unwrap_err();
     assert!(e.to_string().contains("no writable member"), "{e}");
 }

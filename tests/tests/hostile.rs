@@ -12,7 +12,7 @@ use berth_tests::http::{self, request};
 fn strict_core() -> Core {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "{}limits:\n  header_read_timeout: 1s\n  body_idle_timeout: 1s\n  max_upload_sessions: 20\n  upload_expiry: 2s\n",
+        "{}limits:\n  header_read_timeout: 1s\n  body_idle_timeout: 1s\n  max_upload_sessions: 20\n  max_upload_sessions_per_client: 20\n  upload_expiry: 2s\n",
         default_config(&dir.path().join("data"))
     );
     Core::start_in(dir, &config)
@@ -291,4 +291,266 @@ fn abandoned_upload_sessions_are_capped_then_swept() {
     std::thread::sleep(Duration::from_millis(500));
     let r = request(&addr, "POST", "/v2/flood/blobs/uploads/", &[], b"").unwrap();
     assert_eq!(r.status, 202);
+}
+
+/// Audit: an unknown manifest media type was accepted and then could not be fetched; sizes were
+/// not checked against the stored blobs; required fields could be missing.
+#[test]
+fn manifests_with_unknown_types_wrong_sizes_or_missing_fields_are_refused() {
+    let core = strict_core();
+    let addr = core.connector("hosted").to_owned();
+    let keep = precious(&addr);
+    let size = b"precious content that must survive everything".len() as u64;
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let image = |config_size: u64, layer_size: u64| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{oci}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{keep}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{keep}","size":{layer_size}}}]}}"#
+        )
+    };
+    let unknown = r#"{"schemaVersion":2,"mediaType":"application/vnd.example.unknown+json","config":{"mediaType":"x","digest":"KEEP","size":SIZE},"layers":[]}"#
+        .replace("KEEP", &keep)
+        .replace("SIZE", &size.to_string());
+    let no_config = format!(r#"{{"schemaVersion":2,"mediaType":"{oci}","layers":[]}}"#);
+    let no_layers = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{oci}","config":{{"mediaType":"x","digest":"{keep}","size":{size}}}}}"#
+    );
+    let cases: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "unknown type",
+            "application/vnd.example.unknown+json",
+            unknown,
+            "MANIFEST_INVALID",
+        ),
+        (
+            "size off by one",
+            oci,
+            image(size, size + 1),
+            "MANIFEST_INVALID",
+        ),
+        (
+            "size one short",
+            oci,
+            image(size - 1, size),
+            "MANIFEST_INVALID",
+        ),
+        (
+            "size 2^63-1",
+            oci,
+            image(size, i64::MAX as u64),
+            "MANIFEST_INVALID",
+        ),
+        ("no config", oci, no_config, "MANIFEST_INVALID"),
+        ("no layers", oci, no_layers, "MANIFEST_INVALID"),
+    ];
+    // The blob must be visible in this image for the size check to be what refuses it.
+    let r = request(
+        &addr,
+        "POST",
+        &format!("/v2/app/blobs/uploads/?mount={keep}&from=safe"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    for (what, ct, body, code) in cases {
+        let r = request(
+            &addr,
+            "PUT",
+            &format!(
+                "/v2/app/manifests/{}",
+                what.replace(' ', "-").replace('^', "")
+            ),
+            &[("Content-Type", ct)],
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, code),
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let tags = request(&addr, "GET", "/v2/app/tags/list", &[], b"").unwrap();
+        assert!(
+            tags.status == 404 || tags.json()["tags"].as_array().is_none_or(|t| t.is_empty()),
+            "{what}: a refused manifest was tagged: {}",
+            String::from_utf8_lossy(&tags.body)
+        );
+    }
+    // The right sizes are accepted and served back byte-exact.
+    let good = image(size, size);
+    let r = request(
+        &addr,
+        "PUT",
+        "/v2/app/manifests/good",
+        &[("Content-Type", oci)],
+        good.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = request(
+        &addr,
+        "GET",
+        "/v2/app/manifests/good",
+        &[("Accept", oci)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.body, good.as_bytes());
+    still_fine(&addr, &keep);
+}
+
+/// Audit: a PATCH with Content-Range and no Content-Length was accepted; a Content-Range end of
+/// 2^64-1 overflowed.
+#[test]
+fn chunks_without_a_length_or_with_an_overflowing_range_are_refused() {
+    let core = strict_core();
+    let addr = core.connector("hosted").to_owned();
+    let keep = precious(&addr);
+    let r = request(&addr, "POST", "/v2/app/blobs/uploads/", &[], b"").unwrap();
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").unwrap().to_owned();
+    let path = loc
+        .split_once("/v2/")
+        .map(|(_, p)| format!("/v2/{p}"))
+        .unwrap();
+    // Chunked transfer encoding: a body with no Content-Length.
+    let chunked = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Range: 0-4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    );
+    assert_eq!(raw(&addr, chunked.as_bytes()), 400);
+    let r = request(
+        &addr,
+        "PATCH",
+        &path,
+        &[("Content-Range", "0-18446744073709551615")],
+        b"hello",
+    )
+    .unwrap();
+    assert_eq!(r.status, 416, "{}", String::from_utf8_lossy(&r.body));
+    // The session is untouched: still at 0, and a proper chunk goes on from there.
+    let r = request(&addr, "GET", &path, &[], b"").unwrap();
+    assert_eq!((r.status, r.header("range")), (204, Some("0-0")));
+    let r = request(&addr, "PATCH", &path, &[("Content-Range", "0-4")], b"hello").unwrap();
+    assert_eq!((r.status, r.header("range")), (202, Some("0-4")));
+    still_fine(&addr, &keep);
+}
+
+/// Audit: HTTP/1.1 without Host was served; unknown methods got 200; garbage after a request.
+#[test]
+fn requests_without_host_with_odd_methods_or_trailing_garbage() {
+    let core = strict_core();
+    let addr = core.connector("hosted").to_owned();
+    let keep = precious(&addr);
+    assert_eq!(
+        raw(&addr, b"GET /v2/ HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        400
+    );
+    // HTTP/1.0 has no Host requirement.
+    assert_eq!(raw(&addr, b"GET /v2/ HTTP/1.0\r\n\r\n"), 200);
+    let reply = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    for (method, path, allow) in [
+        ("DELETE", "/v2/", "GET, HEAD"),
+        ("POST", "/v2/_catalog", "GET, HEAD"),
+        ("PATCH", "/v2/app/manifests/x", "GET, HEAD, PUT, DELETE"),
+        ("PUT", "/v2/app/blobs/uploads/", "POST"),
+        ("OPTIONS", "/v2/app/tags/list", "GET, HEAD"),
+    ] {
+        let out = reply(
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(out.starts_with("HTTP/1.1 405"), "{method} {path}: {out}");
+        assert!(
+            out.to_ascii_lowercase()
+                .contains(&format!("allow: {}", allow.to_ascii_lowercase())),
+            "{method} {path}: {out}"
+        );
+        assert!(out.contains("UNSUPPORTED"), "{out}");
+    }
+    let out = reply(b"BREW /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 501"), "{out}");
+    // A valid request followed by garbage: the first is answered whole, the garbage gets a 400
+    // or a close, never half a response.
+    let out = reply(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n\x16\x03\x01\x02\x00garbage\r\n\r\n");
+    let first = out.split("HTTP/1.1 ").nth(1).unwrap_or("");
+    assert!(first.starts_with("200"), "{out}");
+    let rest: Vec<&str> = out.split("HTTP/1.1 ").skip(2).collect();
+    assert!(rest.iter().all(|r| r.starts_with("400")), "{out}");
+    still_fine(&addr, &keep);
+}
+
+/// Audit: abandoned sessions at the cap refused every later push until the sweeper ran. Now a
+/// client at its share evicts its own idle sessions, the repository cap evicts the least
+/// recently active idle one, and only all-active sessions make a push wait (429 + Retry-After).
+#[test]
+fn the_upload_cap_evicts_idle_sessions_and_keeps_clients_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}limits:\n  max_upload_sessions: 6\n  max_upload_sessions_per_client: 3\n  upload_idle_after: 1s\n",
+        default_config(&dir.path().join("data"))
+    );
+    let core = Core::start_in(dir, &config);
+    let addr = core.connector("hosted").to_owned();
+    // The edge's X-Forwarded-For (loopback is trusted by default) tells clients apart.
+    let open = |client: &str| {
+        request(
+            &addr,
+            "POST",
+            "/v2/flood/blobs/uploads/",
+            &[("X-Forwarded-For", client)],
+            b"",
+        )
+        .unwrap()
+    };
+    let path = |r: &http::Response| {
+        let loc = r.header("location").unwrap();
+        format!("/v2/{}", loc.split_once("/v2/").unwrap().1)
+    };
+    let flooder: Vec<String> = (0..3).map(|_| path(&open("10.0.0.1"))).collect();
+    // At its share with every session active: the flooder waits, nobody else is touched.
+    let r = open("10.0.0.1");
+    assert_eq!((r.status, r.code().as_str()), (429, "TOOMANYREQUESTS"));
+    let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(after >= 1, "{after}");
+    let other: Vec<String> = (0..3).map(|_| path(&open("10.0.0.2"))).collect();
+    // The repository is at its cap of 6, all active: a third client waits too.
+    let r = open("10.0.0.3");
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    // The second client keeps its sessions busy; the flooder's go idle.
+    std::thread::sleep(Duration::from_millis(700));
+    for p in &other {
+        let r = request(&addr, "PATCH", p, &[("Content-Range", "0-0")], b"x").unwrap();
+        assert_eq!(r.status, 202);
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    // Now the third client gets in, at the cost of the flooder's least recently active session.
+    let r = open("10.0.0.3");
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let gone: Vec<&String> = flooder
+        .iter()
+        .filter(|p| request(&addr, "GET", p, &[], b"").unwrap().status == 404)
+        .collect();
+    assert_eq!(gone.len(), 1, "exactly one idle session gave way");
+    for p in &other {
+        let r = request(&addr, "GET", p, &[], b"").unwrap();
+        assert_eq!(
+            (r.status, r.header("range")),
+            (204, Some("0-0")),
+            "active sessions are never evicted"
+        );
+    }
+    // The flooder at its share evicts its own idle session, never the others'.
+    assert_eq!(open("10.0.0.1").status, 202);
+    for p in &other {
+        assert_eq!(request(&addr, "GET", p, &[], b"").unwrap().status, 204);
+    }
 }

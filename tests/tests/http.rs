@@ -83,7 +83,11 @@ fn forwarded_headers_from_untrusted_peers_are_ignored_with_one_warning() {
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("not in trusted_proxies"))
         .collect();
-    assert_eq!(warnings.len(), 1, "one warning per peer, not per request:\n{log}");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning per peer, not per request:\n{log}"
+    );
     assert!(
         warnings[0].contains("127.0.0.1") && warnings[0].contains("x-forwarded-proto"),
         "the warning names the peer and the header: {}",

@@ -10,10 +10,10 @@ use http::request::Parts;
 use http::{header, StatusCode};
 
 use super::response;
-use super::{query, ApiResult, Conn, Listener, Registry, Target};
+use super::route::Route;
+use super::{err, query, ApiError, ApiResult, CallerOf, Conn, Listener, Registry, Target};
 use crate::auth::{Action, Auth, Claims, Grant, Identity, LoginError};
-use crate::oci::{ErrorCode, ImageName, RegistryError, RepoName};
-use crate::repo::RepoError;
+use crate::oci::{ErrorCode, ImageName, RepoName};
 
 /// The service name in challenges and tokens.
 pub const SERVICE: &str = "berth";
@@ -42,10 +42,17 @@ pub fn client_ip(reg: &Registry, conn: Conn, parts: &Parts) -> IpAddr {
     peer
 }
 
-fn unauthorized(message: &str, challenge: String) -> RepoError {
-    RepoError::Client(
-        RegistryError::new(ErrorCode::Unauthorized, message).with_challenge(challenge),
-    )
+/// Who a request counts against for per-client shares: the user if one signed in, else the
+/// client address.
+pub fn client_key(reg: &Registry, caller: &CallerOf<'_>, conn: Conn, parts: &Parts) -> String {
+    match caller {
+        Some((_, c)) if c.identity != Identity::Anonymous => format!("user:{}", c.identity.name()),
+        _ => client_ip(reg, conn, parts).to_string(),
+    }
+}
+
+fn unauthorized(message: &str, challenge: String) -> ApiError {
+    err(ErrorCode::Unauthorized, message).with_header("www-authenticate", challenge)
 }
 
 /// `Bearer realm=...,service=...[,scope=...]` pointing at this listener's external URL.
@@ -59,12 +66,12 @@ pub fn challenge(base: &str, scope: Option<&str>) -> String {
 
 /// Reads the Authorization header. A wrong password or a bad token is an error; no header
 /// is the anonymous caller.
-pub fn identify(
+pub async fn identify(
     auth: &Auth,
     client: IpAddr,
     parts: &Parts,
     base: &str,
-) -> Result<Caller, RepoError> {
+) -> Result<Caller, ApiError> {
     let Some(value) = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -106,7 +113,7 @@ pub fn identify(
                 challenge(base, None),
             ));
         };
-        return match auth.login(user, pass, client) {
+        return match auth.login(user, pass, client).await {
             Ok(identity) => Ok(Caller {
                 identity,
                 claims: None,
@@ -115,15 +122,55 @@ pub fn identify(
                 "invalid user name or password",
                 challenge(base, None),
             )),
-            Err(LoginError::TooMany) => Err(RepoError::Client(RegistryError::new(
-                ErrorCode::TooManyRequests,
-                "too many failed logins from this address; try again later",
-            ))),
+            Err(e @ LoginError::TooMany(wait)) => {
+                Err(err(ErrorCode::TooManyRequests, e.to_string()).retry_after(wait))
+            }
+            Err(e @ LoginError::Busy) => Err(err(ErrorCode::TooManyRequests, e.to_string())
+                .retry_after(std::time::Duration::from_secs(1))),
         };
     }
     Err(unauthorized(
         "unsupported Authorization scheme",
         challenge(base, None),
+    ))
+}
+
+/// Anonymous callers without a token are sent to the realm (for `/v2/` and `_catalog`).
+pub fn signed_in(caller: &CallerOf<'_>, base: &str) -> Result<(), ApiError> {
+    match caller {
+        Some((_, c)) if c.identity == Identity::Anonymous && c.claims.is_none() => Err(
+            unauthorized("authentication required", challenge(base, None)),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the catalog lists `name` to this caller.
+pub fn may_read(caller: &CallerOf<'_>, name: &RepoName) -> bool {
+    match caller {
+        Some((auth, c)) => c.claims.is_some() || auth.can(&c.identity, name, Action::Read),
+        None => true,
+    }
+}
+
+/// V1 search needs read on the connector's repository.
+pub fn may_search(
+    caller: &CallerOf<'_>,
+    listener: &Listener,
+    route: &Route<'_>,
+    base: &str,
+) -> Result<(), ApiError> {
+    let (Route::V1Search, Listener::Connector(entry), Some((auth, c))) = (route, listener, caller)
+    else {
+        return Ok(());
+    };
+    if auth.can(&c.identity, entry.repo.name(), Action::Read) {
+        return Ok(());
+    }
+    signed_in(caller, base)?;
+    Err(err(
+        ErrorCode::Denied,
+        format!("{} may not search {}", c.identity.name(), entry.repo.name()),
     ))
 }
 
@@ -163,7 +210,7 @@ pub fn authorize(
     caller: &Caller,
     t: &Target<'_>,
     action: Action,
-) -> Result<(), RepoError> {
+) -> Result<(), ApiError> {
     let internal = format!("{}/{}", t.entry.repo.name(), t.image);
     let allowed = match &caller.claims {
         Some(claims) => claims.access.iter().any(|g| {
@@ -180,10 +227,10 @@ pub fn authorize(
     let scope = format!("repository:{}:{}", t.client_name(), scope_actions(action));
     match (&caller.identity, &caller.claims) {
         // Known user, password given, not allowed: no token will change that.
-        (Identity::User(u), None) => Err(RepoError::Client(RegistryError::new(
+        (Identity::User(u), None) => Err(err(
             ErrorCode::Denied,
             format!("{u} may not {} {}", scope_actions(action), t.client_name()),
-        ))),
+        )),
         _ => Err(unauthorized(
             &format!(
                 "authentication required to {} {}",
@@ -206,13 +253,16 @@ pub async fn token(
 ) -> ApiResult {
     let client = client_ip(reg, conn, parts);
     let caller = match parts.headers.get(header::AUTHORIZATION) {
-        Some(_) => identify(auth, client, parts, base).map_err(|e| match e {
-            RepoError::Client(err) if err.code == ErrorCode::Unauthorized => RepoError::Client(
-                RegistryError::new(ErrorCode::Unauthorized, err.message)
-                    .with_challenge(format!("Basic realm=\"{SERVICE}\"")),
-            ),
-            other => other,
-        })?,
+        // The realm itself asks for Basic: a Bearer challenge here would send clients in a loop.
+        Some(_) => identify(auth, client, parts, base)
+            .await
+            .map_err(|e| match e {
+                ApiError::Client { error, .. } if error.code == ErrorCode::Unauthorized => {
+                    err(ErrorCode::Unauthorized, error.message)
+                        .with_header("www-authenticate", format!("Basic realm=\"{SERVICE}\""))
+                }
+                other => other,
+            })?,
         None => Caller {
             identity: Identity::Anonymous,
             claims: None,

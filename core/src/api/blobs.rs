@@ -11,7 +11,7 @@ use super::{err, method_not_allowed, ApiResult, Target};
 use crate::oci::{Digest, ErrorCode};
 
 /// Parses a digest from a path, as the spec wants: malformed is `DIGEST_INVALID` (400).
-pub fn parse_digest(s: &str) -> Result<Digest, crate::repo::RepoError> {
+pub fn parse_digest(s: &str) -> Result<Digest, super::ApiError> {
     s.parse()
         .map_err(|e| err(ErrorCode::DigestInvalid, format!("{e}")))
 }

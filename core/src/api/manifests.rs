@@ -11,12 +11,13 @@ use http::{header, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use super::response::{self, Body};
+use super::ApiError;
 use super::{err, method_not_allowed, ApiResult, Target};
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
-use crate::oci::{ErrorCode, Reference, RegistryError};
-use crate::repo::{Manifest, RepoError};
+use crate::oci::{ErrorCode, Reference};
+use crate::repo::Manifest;
 
-fn parse_reference(s: &str) -> Result<Reference, RepoError> {
+fn parse_reference(s: &str) -> Result<Reference, ApiError> {
     s.parse().map_err(|e| match e {
         crate::oci::reference::ReferenceError::Digest(e) => {
             err(ErrorCode::DigestInvalid, format!("{e}"))
@@ -97,13 +98,13 @@ async fn get(t: &Target<'_>, reference: &Reference, req: &Parts) -> ApiResult {
             match child {
                 Some(d) => m = t.repo().manifest(&t.image, &Reference::Digest(d)).await?,
                 None => {
-                    return Err(RepoError::Client(RegistryError::new(
+                    return Err(err(
                         ErrorCode::ManifestUnknown,
                         format!(
                             "manifest {reference} is {}, which is not among the accepted types",
                             m.media_type
                         ),
-                    )))
+                    ))
                 }
             }
         }
@@ -124,13 +125,11 @@ async fn get(t: &Target<'_>, reference: &Reference, req: &Parts) -> ApiResult {
 
 async fn put(t: &Target<'_>, reference: &Reference, req: &Parts, body: Body) -> ApiResult {
     let too_big = || {
-        RepoError::Client(
-            RegistryError::new(
-                ErrorCode::ManifestInvalid,
-                format!("manifest exceeds the {MAX_MANIFEST_BYTES}-byte limit"),
-            )
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+        err(
+            ErrorCode::ManifestInvalid,
+            format!("manifest exceeds the {MAX_MANIFEST_BYTES}-byte limit"),
         )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
     let declared_len = req
         .headers

@@ -8,12 +8,13 @@
 //! - `response.rs` builds bodies and the spec's error format.
 //!
 //! Handlers see a [`Target`]: the repository, the image name inside it, and how to spell URLs
-//! back to the client. They never see a file path, and they return [`RepoError`] which becomes
+//! back to the client. They never see a file path, and they return [`ApiError`] which becomes
 //! the spec's error body or a logged 500.
 
 mod access;
 mod admin;
 mod blobs;
+pub mod error;
 mod manifests;
 pub mod range;
 mod referrers;
@@ -34,8 +35,9 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
-use crate::oci::{ErrorCode, ImageName, RegistryError, RepoName};
-use crate::repo::{RepoError, Repository};
+use crate::oci::{ErrorCode, ImageName, RepoName};
+use crate::repo::Repository;
+pub use error::ApiError;
 pub use response::Body;
 use route::Route;
 
@@ -104,11 +106,17 @@ impl Target<'_> {
 }
 
 /// Handler results.
-pub type ApiResult = Result<Response<Body>, RepoError>;
+pub type ApiResult = Result<Response<Body>, ApiError>;
 
-pub use crate::repo::client as err;
+/// A spec error with the code's usual status: the API layer's one constructor.
+pub fn err(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
+}
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// The authenticated caller of a request, with the access-control state; `None` without auth.
+type CallerOf<'a> = Option<(&'a crate::auth::Auth, access::Caller)>;
 
 impl Registry {
     /// Serves one request, inside a tracing span that logs its outcome.
@@ -131,15 +139,7 @@ impl Registry {
             let v1 = req.uri().path().starts_with("/v1");
             let mut resp = match self.dispatch(listener, conn, req).await {
                 Ok(r) => r,
-                Err(RepoError::Client(e)) => response::error(&e),
-                Err(RepoError::Storage(e)) => {
-                    tracing::error!(error = %e, "internal error");
-                    response::internal(&id)
-                }
-                Err(RepoError::Remote(message)) => {
-                    tracing::warn!(error = %message, "remote failure");
-                    response::bad_gateway(&message)
-                }
+                Err(e) => error_response(e, &id),
             };
             if !v1 {
                 resp.headers_mut().insert(
@@ -161,6 +161,7 @@ impl Registry {
     async fn dispatch(&self, listener: &Listener, conn: Conn, req: Request<Body>) -> ApiResult {
         let (parts, body) = req.into_parts();
         let req = &parts;
+        check_request_line(req)?;
         let path = req.uri.path().to_owned();
         url::warn_untrusted_forwarding(&req.headers, conn, &self.trusted_proxies);
         let base = || url::external_base(&req.headers, conn, &self.trusted_proxies);
@@ -171,113 +172,112 @@ impl Registry {
             }
             Some(auth) => {
                 let client = access::client_ip(self, conn, req);
-                Some((auth.as_ref(), access::identify(auth, client, req, &base())?))
+                Some((
+                    auth.as_ref(),
+                    access::identify(auth, client, req, &base()).await?,
+                ))
             }
             None => None,
         };
         if let Listener::Main = listener {
-            if let Some((auth, c)) = &caller {
-                if admin::protected(self, &path) && !auth.is_admin(&c.identity) {
-                    return Err(RepoError::Client(
-                        RegistryError::new(
-                            ErrorCode::Unauthorized,
-                            "the admin API needs an admin user",
-                        )
-                        .with_challenge(format!("Basic realm=\"{}\"", access::SERVICE)),
-                    ));
-                }
-            }
-            if let Some(r) = admin::handle(self, &path, &req.method) {
+            if let Some(r) = self.admin(&caller, &path, &req.method) {
                 return r;
             }
         }
         let route = route::parse(&path);
-        let action = access::action_of(&req.method);
-        // Checks the caller against a target (no-op without auth).
-        let check = |t: &Target<'_>, action| match &caller {
+        let allowed = route.methods();
+        if !allowed.contains(&req.method.as_str()) {
+            return Err(method_not_allowed(&req.method).with_header("allow", allowed.join(", ")));
+        }
+        self.route(listener, conn, req, body, route, &caller, base())
+            .await
+    }
+
+    /// The main port's own endpoints (health open, the admin API for admins only).
+    fn admin(&self, caller: &CallerOf<'_>, path: &str, method: &Method) -> Option<ApiResult> {
+        if let Some((auth, c)) = caller {
+            if admin::protected(self, path) && !auth.is_admin(&c.identity) {
+                return Some(Err(err(
+                    ErrorCode::Unauthorized,
+                    "the admin API needs an admin user",
+                )
+                .with_header(
+                    "www-authenticate",
+                    format!("Basic realm=\"{}\"", access::SERVICE),
+                )));
+            }
+        }
+        admin::handle(self, path, method)
+    }
+
+    /// Serves a V1/V2 route once the method is known to fit it.
+    #[allow(clippy::too_many_arguments)]
+    async fn route(
+        &self,
+        listener: &Listener,
+        conn: Conn,
+        req: &Parts,
+        body: Body,
+        route: Route<'_>,
+        caller: &CallerOf<'_>,
+        base: String,
+    ) -> ApiResult {
+        use crate::auth::Action;
+        let check = |t: &Target<'_>, action| match caller {
             Some((auth, c)) => access::authorize(auth, c, t, action),
             None => Ok(()),
         };
-        let signed_in = || match &caller {
-            Some((_, c))
-                if c.identity == crate::auth::Identity::Anonymous && c.claims.is_none() =>
-            {
-                Err(RepoError::Client(
-                    RegistryError::new(ErrorCode::Unauthorized, "authentication required")
-                        .with_challenge(access::challenge(&base(), None)),
-                ))
-            }
-            _ => Ok(()),
-        };
         match route {
             Route::Base => {
-                signed_in()?;
+                access::signed_in(caller, &base)?;
                 Ok(response::json(StatusCode::OK, &serde_json::json!({})))
             }
             Route::Catalog => {
-                signed_in()?;
-                let readable = |name: &RepoName| match &caller {
-                    Some((auth, c)) => {
-                        c.claims.is_some() || auth.can(&c.identity, name, crate::auth::Action::Read)
-                    }
-                    None => true,
-                };
-                tags::catalog(self, listener, req, &readable).await
+                access::signed_in(caller, &base)?;
+                tags::catalog(self, listener, req, &|name| access::may_read(caller, name)).await
             }
             Route::V1Ping | Route::V1Search | Route::V1Other => {
-                if let (Route::V1Search, Listener::Connector(entry), Some((auth, c))) =
-                    (&route, listener, &caller)
-                {
-                    if !auth.can(&c.identity, entry.repo.name(), crate::auth::Action::Read) {
-                        signed_in()?;
-                        return Err(err(
-                            ErrorCode::Denied,
-                            format!("{} may not search {}", c.identity.name(), entry.repo.name()),
-                        ));
-                    }
-                }
+                access::may_search(caller, listener, &route, &base)?;
                 v1::handle(self, listener, route, req).await
             }
-            Route::NotRegistry | Route::V2Unknown => Err(RepoError::Client(
-                RegistryError::new(
-                    ErrorCode::NameInvalid,
-                    format!("no registry endpoint at {path}"),
-                )
-                .with_status(StatusCode::NOT_FOUND),
-            )),
+            Route::NotRegistry | Route::V2Unknown => Err(err(
+                ErrorCode::NameInvalid,
+                format!("no registry endpoint at {}", req.uri.path()),
+            )
+            .with_status(StatusCode::NOT_FOUND)),
             Route::Tags { name } => {
-                let t = self.target(listener, name, base())?;
-                check(&t, crate::auth::Action::Read)?;
+                let t = self.target(listener, name, base)?;
+                check(&t, Action::Read)?;
                 tags::list(&t, req).await
             }
             Route::Manifest { name, reference } => {
-                let t = self.target(listener, name, base())?;
-                check(&t, action)?;
+                let t = self.target(listener, name, base)?;
+                check(&t, access::action_of(&req.method))?;
                 let r = manifests::handle(&t, reference, req, self.guard(body)).await;
-                self.audit(&caller, conn, req, &t, reference, &r);
+                self.audit(caller, conn, req, &t, reference, &r);
                 r
             }
             Route::Blob { name, digest } => {
-                let t = self.target(listener, name, base())?;
-                check(&t, action)?;
+                let t = self.target(listener, name, base)?;
+                check(&t, access::action_of(&req.method))?;
                 let r = blobs::handle(&t, digest, req).await;
-                self.audit(&caller, conn, req, &t, digest, &r);
+                self.audit(caller, conn, req, &t, digest, &r);
                 r
             }
             Route::UploadStart { name } => {
-                let t = self.target(listener, name, base())?;
-                check(&t, crate::auth::Action::Write)?;
-                uploads::start(&t, req, self.guard(body)).await
+                let t = self.target(listener, name, base)?;
+                check(&t, Action::Write)?;
+                let who = access::client_key(self, caller, conn, req);
+                uploads::start(&t, req, self.guard(body), &who).await
             }
             Route::Upload { name, id } => {
-                let id = id.to_owned();
-                let t = self.target(listener, name, base())?;
-                check(&t, crate::auth::Action::Write)?;
-                uploads::session(&t, &id, req, self.guard(body)).await
+                let t = self.target(listener, name, base)?;
+                check(&t, Action::Write)?;
+                uploads::session(&t, id, req, self.guard(body)).await
             }
             Route::Referrers { name, digest } => {
-                let t = self.target(listener, name, base())?;
-                check(&t, crate::auth::Action::Read)?;
+                let t = self.target(listener, name, base)?;
+                check(&t, Action::Read)?;
                 referrers::list(&t, digest, req).await
             }
         }
@@ -286,7 +286,7 @@ impl Registry {
     /// One audit line for every change: pushed manifests (tag moves) and deletes.
     fn audit(
         &self,
-        caller: &Option<(&crate::auth::Auth, access::Caller)>,
+        caller: &CallerOf<'_>,
         conn: Conn,
         req: &Parts,
         t: &Target<'_>,
@@ -324,7 +324,7 @@ impl Registry {
         listener: &'a Listener,
         name: &str,
         base: String,
-    ) -> Result<Target<'a>, RepoError> {
+    ) -> Result<Target<'a>, ApiError> {
         let image: ImageName = name.parse().map_err(|e| {
             err(
                 ErrorCode::NameInvalid,
@@ -375,10 +375,52 @@ pub fn query_get<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// `405 UNSUPPORTED` for a method an endpoint does not take.
-pub fn method_not_allowed(method: &Method) -> RepoError {
+/// `405 UNSUPPORTED` for a method an endpoint does not take (501 for one HTTP does not know).
+pub fn method_not_allowed(method: &Method) -> ApiError {
+    if !route::known_method(method) {
+        return err(
+            ErrorCode::Unsupported,
+            format!("method {method} is not implemented"),
+        )
+        .with_status(StatusCode::NOT_IMPLEMENTED);
+    }
     err(
         ErrorCode::Unsupported,
         format!("method {method} is not supported here"),
     )
+}
+
+/// What every request must carry before it is routed: RFC 9112 requires `Host` in HTTP/1.1
+/// (a request without one is a 400, not served), and an unknown method is 501.
+fn check_request_line(req: &Parts) -> Result<(), ApiError> {
+    if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+        return Err(err(
+            ErrorCode::Unsupported,
+            "HTTP/1.1 requests need a Host header",
+        )
+        .with_status(StatusCode::BAD_REQUEST));
+    }
+    if !route::known_method(&req.method) {
+        return Err(method_not_allowed(&req.method));
+    }
+    Ok(())
+}
+
+/// The response for a failed request; internal failures are logged with the request id.
+fn error_response(e: ApiError, id: &str) -> Response<Body> {
+    match e {
+        ApiError::Client {
+            error,
+            status,
+            headers,
+        } => response::error(&error, status, &headers),
+        ApiError::Internal(e) => {
+            tracing::error!(error = %e, "internal error");
+            response::internal(id)
+        }
+        ApiError::Remote(message) => {
+            tracing::warn!(error = %message, "remote failure");
+            response::bad_gateway(&message)
+        }
+    }
 }

@@ -6,8 +6,6 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
-use crate::oci::RegistryError;
-
 /// Request and response body type used throughout the API layer.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -74,11 +72,15 @@ pub fn json_bytes(code: StatusCode, bytes: Vec<u8>, content_type: &'static str) 
     r
 }
 
-/// The spec's error body with the error's status.
-pub fn error(e: &RegistryError) -> Response<Body> {
-    let mut r = json(e.status(), &e.body());
-    if let Some(c) = &e.challenge {
-        set(&mut r, "www-authenticate", c);
+/// The spec's error body with a status and headers (from `ApiError`).
+pub fn error(
+    error: &crate::oci::RegistryError,
+    status: StatusCode,
+    headers: &[(&'static str, String)],
+) -> Response<Body> {
+    let mut r = json(status, &error.body());
+    for (name, value) in headers {
+        set(&mut r, name, value);
     }
     r
 }

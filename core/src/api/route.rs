@@ -93,6 +93,35 @@ pub fn parse(path: &str) -> Route<'_> {
     Route::V2Unknown
 }
 
+impl Route<'_> {
+    /// The methods this endpoint answers; anything else is 405 with this list in `Allow`.
+    pub fn methods(&self) -> &'static [&'static str] {
+        match self {
+            Route::Manifest { .. } => &["GET", "HEAD", "PUT", "DELETE"],
+            Route::Blob { .. } => &["GET", "HEAD", "DELETE"],
+            Route::UploadStart { .. } => &["POST"],
+            Route::Upload { .. } => &["GET", "PATCH", "PUT", "DELETE"],
+            Route::Base
+            | Route::Catalog
+            | Route::Tags { .. }
+            | Route::Referrers { .. }
+            | Route::V1Ping
+            | Route::V1Search
+            | Route::V1Other
+            | Route::V2Unknown
+            | Route::NotRegistry => &["GET", "HEAD"],
+        }
+    }
+}
+
+/// Methods of RFC 9110 plus PATCH; anything else is 501 Not Implemented.
+pub fn known_method(m: &http::Method) -> bool {
+    matches!(
+        m.as_str(),
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" | "TRACE" | "CONNECT"
+    )
+}
+
 fn nonempty<'a>(name: &'a str, f: impl FnOnce(&'a str) -> Route<'a>) -> Route<'a> {
     if name.is_empty() {
         Route::V2Unknown

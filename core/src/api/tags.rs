@@ -5,23 +5,21 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 
 use super::response::{self, Body};
+use super::{err, ApiError};
 use super::{method_not_allowed, query, query_get, ApiResult, Listener, Registry, Target};
-use crate::oci::{ErrorCode, RegistryError};
-use crate::repo::RepoError;
+use crate::oci::ErrorCode;
 
 /// Applies `n`/`last` to a sorted list; returns the page and whether more remain.
-fn page(all: Vec<String>, req: &Parts) -> Result<(Vec<String>, Option<usize>, bool), RepoError> {
+fn page(all: Vec<String>, req: &Parts) -> Result<(Vec<String>, Option<usize>, bool), ApiError> {
     let q = query(req);
     let n = match query_get(&q, "n") {
         None | Some("") => None,
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            RepoError::Client(
-                RegistryError::new(
-                    ErrorCode::Unsupported,
-                    format!("n={v:?} is not a non-negative number"),
-                )
-                .with_status(StatusCode::BAD_REQUEST),
+            err(
+                ErrorCode::Unsupported,
+                format!("n={v:?} is not a non-negative number"),
             )
+            .with_status(StatusCode::BAD_REQUEST)
         })?),
     };
     let last = query_get(&q, "last").filter(|l| !l.is_empty());

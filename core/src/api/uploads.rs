@@ -12,7 +12,7 @@ use http_body_util::BodyDataStream;
 use super::blobs::parse_digest;
 use super::range::{chunk_len, parse_content_range};
 use super::response::{self, Body};
-use super::{err, method_not_allowed, query, query_get, ApiResult, Target};
+use super::{err, method_not_allowed, query, query_get, ApiError, ApiResult, Target};
 use crate::oci::{ErrorCode, ImageName};
 use crate::storage::ByteStream;
 
@@ -48,19 +48,17 @@ fn created(t: &Target<'_>, digest: &crate::oci::Digest) -> Response<Body> {
 }
 
 /// The chunk's declared start, if the client sent `Content-Range`; a malformed one is 416.
-fn chunk_offset(req: &Parts) -> Result<Option<u64>, crate::repo::RepoError> {
+fn chunk_offset(req: &Parts) -> Result<Option<u64>, ApiError> {
     let Some(v) = req.headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
     let parsed = v.to_str().ok().and_then(parse_content_range);
     let Some(range) = parsed else {
-        return Err(crate::repo::RepoError::Client(
-            crate::oci::RegistryError::new(
-                ErrorCode::BlobUploadInvalid,
-                "Content-Range must be <start>-<end>",
-            )
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
-        ));
+        return Err(err(
+            ErrorCode::BlobUploadInvalid,
+            "Content-Range must be <start>-<end>",
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
     };
     let (start, end) = range;
     // Without a length the chunk's end is unknowable until the body ends, and a short body
@@ -81,7 +79,8 @@ fn chunk_offset(req: &Parts) -> Result<Option<u64>, crate::repo::RepoError> {
 }
 
 /// `POST /v2/<name>/blobs/uploads/`.
-pub async fn start(t: &Target<'_>, req: &Parts, body: Body) -> ApiResult {
+/// `POST /v2/<name>/blobs/uploads/`; `client` is who the session is counted against.
+pub async fn start(t: &Target<'_>, req: &Parts, body: Body, client: &str) -> ApiResult {
     if req.method != Method::POST {
         return Err(method_not_allowed(&req.method));
     }
@@ -94,7 +93,7 @@ pub async fn start(t: &Target<'_>, req: &Parts, body: Body) -> ApiResult {
     let repo = t.repo();
     if let Some(d) = query_get(&q, "digest") {
         let digest = parse_digest(d)?;
-        let id = repo.upload_start(&t.image).await?;
+        let id = repo.upload_start(&t.image, client).await?;
         let body = stream(body);
         let result = async {
             repo.upload_append(&t.image, &id, Some(0), body).await?;
@@ -103,11 +102,11 @@ pub async fn start(t: &Target<'_>, req: &Parts, body: Body) -> ApiResult {
         .await;
         if let Err(e) = result {
             let _ = repo.upload_cancel(&t.image, &id).await;
-            return Err(e);
+            return Err(e.into());
         }
         return Ok(created(t, &digest));
     }
-    let id = repo.upload_start(&t.image).await?;
+    let id = repo.upload_start(&t.image, client).await?;
     Ok(session_response(t, &id, 0, StatusCode::ACCEPTED))
 }
 
@@ -116,7 +115,7 @@ async fn try_mount(
     t: &Target<'_>,
     mount: &str,
     from: &str,
-) -> Result<Option<Response<Body>>, crate::repo::RepoError> {
+) -> Result<Option<Response<Body>>, ApiError> {
     let Ok(digest) = mount.parse() else {
         return Ok(None);
     };

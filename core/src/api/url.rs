@@ -66,9 +66,11 @@ pub fn external_base(headers: &HeaderMap, conn: Conn, trusted: &[Cidr]) -> Strin
     let host_header = get("host");
     if trusted.iter().any(|t| t.contains(peer.ip())) {
         if let Some(fwd_host) = get("x-forwarded-host").or(host_header) {
+            // No X-Forwarded-Proto: a trusted peer talking to us directly, on our scheme.
             let proto = match get("x-forwarded-proto") {
                 Some(p) if p.eq_ignore_ascii_case("https") => "https",
-                _ => "http",
+                Some(_) => "http",
+                None => own_scheme,
             };
             let port = get("x-forwarded-port").and_then(|p| p.parse::<u16>().ok());
             return compose(proto, fwd_host, port);

@@ -8,17 +8,15 @@ use http::{Method, StatusCode};
 
 use super::response;
 use super::route::Route;
+use super::ApiError;
 use super::{err, query, query_get, ApiResult, Listener, Registry};
-use crate::oci::{ErrorCode, RegistryError};
-use crate::repo::RepoError;
+use crate::oci::ErrorCode;
 
 /// Most names one search returns before paging.
 const MAX_SEARCH: usize = 1000;
 
-fn disabled(msg: String) -> RepoError {
-    RepoError::Client(
-        RegistryError::new(ErrorCode::Unsupported, msg).with_status(StatusCode::NOT_FOUND),
-    )
+fn disabled(msg: String) -> ApiError {
+    err(ErrorCode::Unsupported, msg).with_status(StatusCode::NOT_FOUND)
 }
 
 pub async fn handle(
@@ -92,23 +90,6 @@ pub async fn handle(
             response::set(&mut r, "x-docker-registry-version", "0.6.0");
             Ok(r)
         }
-        _ => Err(err(
-            ErrorCode::Unsupported,
-            "only /v1/_ping and /v1/search are served",
-        )
-        .into_not_found()),
-    }
-}
-
-trait NotFound {
-    fn into_not_found(self) -> Self;
-}
-
-impl NotFound for RepoError {
-    fn into_not_found(self) -> Self {
-        match self {
-            RepoError::Client(e) => RepoError::Client(e.with_status(StatusCode::NOT_FOUND)),
-            other => other,
-        }
+        _ => Err(disabled("only /v1/_ping and /v1/search are served".into())),
     }
 }

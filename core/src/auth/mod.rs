@@ -8,17 +8,20 @@
 //! passwords, failed logins are rate-limited per client address and user name, and neither
 //! passwords nor tokens are ever logged.
 
+mod limiter;
 pub mod password;
 pub mod token;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::AuthConfig;
 use crate::oci::RepoName;
+use limiter::Limiter;
+pub use limiter::LimiterConfig;
 pub use token::{Claims, Grant, Signer};
 
 /// What a request wants to do to a repository.
@@ -64,8 +67,10 @@ impl Identity {
 pub enum LoginError {
     #[error("invalid user name or password")]
     Invalid,
-    #[error("too many failed logins; try again later")]
-    TooMany,
+    #[error("too many failed logins; try again in {} s", .0.as_secs().max(1))]
+    TooMany(Duration),
+    #[error("too many logins are being verified at once; try again shortly")]
+    Busy,
 }
 
 /// A privilege: actions on repositories whose names match a pattern (`*` matches anything).
@@ -101,43 +106,8 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 }
 
 struct User {
-    hash: String,
+    hash: Arc<str>,
     roles: Vec<String>,
-}
-
-/// Failed-login bookkeeping: `(client, user)` → failures in the current window.
-struct Limiter {
-    max: u32,
-    window: Duration,
-    failures: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
-}
-
-impl Limiter {
-    fn blocked(&self, key: &(IpAddr, String)) -> bool {
-        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.get(key)
-            .is_some_and(|(n, since)| *n >= self.max && since.elapsed() < self.window)
-    }
-
-    fn failed(&self, key: (IpAddr, String)) {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if f.len() > 100_000 {
-            let window = self.window;
-            f.retain(|_, (_, since)| since.elapsed() < window);
-        }
-        let e = f.entry(key).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= self.window {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
-    }
-
-    fn succeeded(&self, key: &(IpAddr, String)) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-    }
 }
 
 /// The access-control state of a core.
@@ -149,7 +119,10 @@ pub struct Auth {
     pub token_ttl: Duration,
     limiter: Limiter,
     /// Verified against when the user is unknown, so both failures cost the same.
-    dummy_hash: String,
+    dummy_hash: Arc<str>,
+    /// Bounds concurrent argon2 verifications (each ~tens of ms of CPU and 19 MiB of memory), so
+    /// a login flood queues here instead of stalling pulls.
+    verifying: tokio::sync::Semaphore,
     /// Recently verified Basic credentials (by SHA-256 of user and password), so a client that
     /// sends Basic on every request does not pay argon2 (tens of ms of CPU) every time.
     verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
@@ -159,6 +132,8 @@ pub struct Auth {
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
 /// Bound on remembered credentials; the cache is cleared when it is exceeded.
 const VERIFIED_MAX: usize = 10_000;
+/// How long a login may wait for a verification slot before it is told to retry.
+const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 fn credential_key(user: &str, pass: &str) -> [u8; 32] {
     use sha2::Digest as _;
@@ -183,7 +158,7 @@ impl Auth {
                 (
                     u.name.clone(),
                     User {
-                        hash: u.password_hash.clone(),
+                        hash: u.password_hash.as_str().into(),
                         roles: u.roles.clone(),
                     },
                 )
@@ -200,40 +175,41 @@ impl Auth {
             anonymous_pull,
             signer: Signer::load_or_create(key_dir)?,
             token_ttl: config.token_ttl,
-            limiter: Limiter {
-                max: config.login_attempts,
-                window: config.login_window,
-                failures: Mutex::new(HashMap::new()),
-            },
-            dummy_hash: password::hash("berth: no such user").map_err(std::io::Error::other)?,
+            limiter: Limiter::new(config.limiter.clone()),
+            dummy_hash: password::hash("berth: no such user")
+                .map_err(std::io::Error::other)?
+                .into(),
+            verifying: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            ),
             verified: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Checks a user name and password from `client`.
-    pub fn login(&self, user: &str, pass: &str, client: IpAddr) -> Result<Identity, LoginError> {
-        let key = (client, user.to_owned());
-        if self.limiter.blocked(&key) {
-            return Err(LoginError::TooMany);
-        }
+    /// Checks a user name and password from `client`. A password verified in the last minute
+    /// passes without argon2 (and without the back-off: it is not a guess); otherwise the
+    /// back-off is consulted, and argon2 runs on a blocking thread behind `verifying`.
+    pub async fn login(
+        &self,
+        user: &str,
+        pass: &str,
+        client: IpAddr,
+    ) -> Result<Identity, LoginError> {
         let cred = credential_key(user, pass);
-        {
-            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((name, at)) = cache.get(&cred) {
-                if at.elapsed() < VERIFIED_TTL && name == user && self.users.contains_key(user) {
-                    return Ok(Identity::User(user.to_owned()));
-                }
-            }
+        if self.recently_verified(&cred, user) {
+            return Ok(Identity::User(user.to_owned()));
         }
-        let ok = match self.users.get(user) {
-            Some(u) => password::verify(pass, &u.hash),
-            None => {
-                let _ = password::verify(pass, &self.dummy_hash);
-                false
-            }
+        self.limiter
+            .check(client, user)
+            .map_err(LoginError::TooMany)?;
+        let hash = match self.users.get(user) {
+            Some(u) => u.hash.clone(),
+            None => self.dummy_hash.clone(),
         };
+        // Always verify (unknown users against the dummy hash): both failures cost the same.
+        let verified = self.verify_password(pass, hash).await?;
+        let ok = verified && self.users.contains_key(user);
         if ok {
-            self.limiter.succeeded(&key);
             let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= VERIFIED_MAX {
                 cache.clear();
@@ -241,10 +217,30 @@ impl Auth {
             cache.insert(cred, (user.to_owned(), Instant::now()));
             Ok(Identity::User(user.to_owned()))
         } else {
-            self.limiter.failed(key);
+            self.limiter.failed(client, user);
             tracing::warn!(user, %client, "failed login");
             Err(LoginError::Invalid)
         }
+    }
+
+    fn recently_verified(&self, cred: &[u8; 32], user: &str) -> bool {
+        let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(cred).is_some_and(|(name, at)| {
+            at.elapsed() < VERIFIED_TTL && name == user && self.users.contains_key(user)
+        })
+    }
+
+    /// argon2 off the async workers, at most `verifying` at once. An unknown user is checked
+    /// against the dummy hash (the same cost), so the caller cannot tell the two apart.
+    async fn verify_password(&self, pass: &str, hash: Arc<str>) -> Result<bool, LoginError> {
+        let _permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, self.verifying.acquire())
+            .await
+            .map_err(|_| LoginError::Busy)?
+            .map_err(|_| LoginError::Busy)?;
+        let pass = pass.to_owned();
+        tokio::task::spawn_blocking(move || password::verify(&pass, &hash))
+            .await
+            .map_err(|_| LoginError::Busy)
     }
 
     /// Whether `who` may do `action` on `repo`.
@@ -322,34 +318,35 @@ mod tests {
                 }],
             }],
             token_ttl: Duration::from_secs(60),
-            login_attempts: 2,
-            login_window: Duration::from_secs(60),
+            limiter: LimiterConfig {
+                attempts: 2,
+                ..LimiterConfig::default()
+            },
         };
         Auth::new(&config, HashSet::from(["public".parse().unwrap()]), dir).unwrap()
     }
 
-    #[test]
-    fn logins_privileges_and_the_verified_cache() {
+    #[tokio::test]
+    async fn logins_privileges_and_the_verified_cache() {
         let dir = tempfile::tempdir().unwrap();
         let a = auth(dir.path());
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(
-            a.login("alice", "pw", ip),
-            Ok(Identity::User("alice".into()))
-        );
+        let alice_ok = Ok(Identity::User("alice".into()));
+        assert_eq!(a.login("alice", "pw", ip).await, alice_ok);
         // Served from the cache the second time; a wrong password never is.
-        assert_eq!(
-            a.login("alice", "pw", ip),
-            Ok(Identity::User("alice".into()))
-        );
-        assert_eq!(a.login("alice", "nope", ip), Err(LoginError::Invalid));
-        assert_eq!(a.login("nobody", "pw", ip), Err(LoginError::Invalid));
-        assert_eq!(a.login("alice", "nope", ip), Err(LoginError::Invalid));
-        assert_eq!(
-            a.login("alice", "pw", ip),
-            Err(LoginError::TooMany),
-            "rate limit wins over the cache"
-        );
+        assert_eq!(a.login("alice", "pw", ip).await, alice_ok);
+        assert_eq!(a.login("alice", "nope", ip).await, Err(LoginError::Invalid));
+        assert_eq!(a.login("nobody", "pw", ip).await, Err(LoginError::Invalid));
+        // Two failures from this address: the next guess waits, whatever the name...
+        assert!(matches!(
+            a.login("mallory", "guess", ip).await,
+            Err(LoginError::TooMany(_))
+        ));
+        // ...but a password verified a moment ago is no guess and passes.
+        assert_eq!(a.login("alice", "pw", ip).await, alice_ok);
+        // Another address is not slowed by this one's failures.
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(a.login("alice", "pw", other).await, alice_ok);
         let alice = Identity::User("alice".into());
         let repo = |n: &str| n.parse::<RepoName>().unwrap();
         assert!(a.can(&alice, &repo("docker-hosted"), Action::Write));

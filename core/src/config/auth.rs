@@ -54,7 +54,21 @@ pub(super) fn auth_config(raw: raw::RawAuth) -> Result<AuthConfig, (String, Stri
             })
             .collect(),
         token_ttl: dur("token_ttl", &raw.token_ttl, 300)?,
-        login_attempts: raw.login_attempts.unwrap_or(5).max(1),
-        login_window: dur("login_window", &raw.login_window, 60)?,
+        limiter: {
+            let d = crate::auth::LimiterConfig::default();
+            crate::auth::LimiterConfig {
+                attempts: raw.login_attempts.unwrap_or(d.attempts).max(1),
+                attempts_per_user: raw
+                    .login_attempts_per_user
+                    .unwrap_or(d.attempts_per_user)
+                    .max(1),
+                window: dur("login_window", &raw.login_window, d.window.as_secs())?,
+                max_delay: dur(
+                    "login_max_delay",
+                    &raw.login_max_delay,
+                    d.max_delay.as_secs(),
+                )?,
+            }
+        },
     })
 }

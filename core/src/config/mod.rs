@@ -54,8 +54,7 @@ pub struct AuthConfig {
     pub users: Vec<UserConfig>,
     pub roles: Vec<RoleConfig>,
     pub token_ttl: Duration,
-    pub login_attempts: u32,
-    pub login_window: Duration,
+    pub limiter: crate::auth::LimiterConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +75,8 @@ pub struct RoleConfig {
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub body_idle_timeout: Duration,
-    pub max_upload_sessions: usize,
+    /// The cap on open upload sessions per repository and per client.
+    pub uploads: crate::repo::upload_cap::UploadLimits,
     pub upload_expiry: Duration,
 }
 
@@ -85,7 +85,11 @@ impl Default for Limits {
         Limits {
             header_read_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(300),
-            max_upload_sessions: 1000,
+            uploads: crate::repo::upload_cap::UploadLimits {
+                max_sessions: 1000,
+                per_client: 100,
+                idle_after: Duration::from_secs(120),
+            },
             upload_expiry: Duration::from_secs(24 * 3600),
         }
     }
@@ -422,11 +426,24 @@ impl Config {
                 &raw.limits.body_idle_timeout,
                 d.body_idle_timeout,
             )?,
-            max_upload_sessions: raw
-                .limits
-                .max_upload_sessions
-                .unwrap_or(d.max_upload_sessions)
-                .max(1),
+            uploads: {
+                let max = raw.limits.max_upload_sessions;
+                let max_sessions = max.unwrap_or(d.uploads.max_sessions).max(1);
+                crate::repo::upload_cap::UploadLimits {
+                    max_sessions,
+                    // Default share: a tenth of the cap, at least one and at most the cap.
+                    per_client: raw
+                        .limits
+                        .max_upload_sessions_per_client
+                        .unwrap_or((max_sessions / 10).max(1))
+                        .clamp(1, max_sessions),
+                    idle_after: dur(
+                        "upload_idle_after",
+                        &raw.limits.upload_idle_after,
+                        d.uploads.idle_after,
+                    )?,
+                }
+            },
             upload_expiry: dur("upload_expiry", &raw.limits.upload_expiry, d.upload_expiry)?,
         };
         let auth = raw

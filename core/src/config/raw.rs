@@ -39,10 +39,15 @@ pub struct RawAuth {
     pub roles: Vec<RawRole>,
     /// Lifetime of bearer tokens (default 5m).
     pub token_ttl: Option<String>,
-    /// Failed logins allowed per client address and user within `login_window` (default 5).
+    /// Failed logins per client address (whatever user names it tries) before each further
+    /// attempt from it waits, 1 s doubling up to `login_max_delay` (default 10).
     pub login_attempts: Option<u32>,
-    /// Default 1m.
+    /// Failed logins per user name across all addresses before the same back-off (default 100).
+    pub login_attempts_per_user: Option<u32>,
+    /// Failures are forgotten this long after the last one (default `15m`).
     pub login_window: Option<String>,
+    /// The longest wait between attempts once backing off (default `60s`).
+    pub login_max_delay: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,8 +84,14 @@ pub struct RawLimits {
     pub header_read_timeout: Option<String>,
     /// How long a request body may stall without a byte arriving (default 5m).
     pub body_idle_timeout: Option<String>,
-    /// Open upload sessions allowed per repository (default 1000); more get 429.
+    /// Open upload sessions per repository (default 1000). At the cap, the least recently
+    /// active idle session gives way; only when all are active is a new one refused (429).
     pub max_upload_sessions: Option<usize>,
+    /// Each client's share of that cap (default a tenth of it); a client at its share evicts
+    /// its own idle sessions, never others'.
+    pub max_upload_sessions_per_client: Option<usize>,
+    /// A session with no bytes for this long counts as idle and may be evicted (default 2m).
+    pub upload_idle_after: Option<String>,
     /// Upload sessions idle this long are removed (default 24h).
     pub upload_expiry: Option<String>,
 }

@@ -67,17 +67,14 @@ impl ErrorCode {
     }
 }
 
-/// An error a client is told about: a code, a human message, optional detail, and optionally a
-/// status other than the code's usual one (413 for an oversized manifest, 416 for a bad range).
+/// An error a client is told about: a code, a human message and optional detail. Which status
+/// and headers carry it is the API layer's business (`api::error`).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {message}", code.as_str())]
 pub struct RegistryError {
     pub code: ErrorCode,
     pub message: String,
     pub detail: Option<Value>,
-    pub status: Option<StatusCode>,
-    /// A `WWW-Authenticate` challenge to send with a 401.
-    pub challenge: Option<String>,
 }
 
 impl RegistryError {
@@ -86,28 +83,12 @@ impl RegistryError {
             code,
             message: message.into(),
             detail: None,
-            status: None,
-            challenge: None,
         }
-    }
-
-    pub fn with_challenge(mut self, challenge: String) -> Self {
-        self.challenge = Some(challenge);
-        self
-    }
-
-    pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = Some(status);
-        self
     }
 
     pub fn with_detail(mut self, detail: Value) -> Self {
         self.detail = Some(detail);
         self
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status.unwrap_or_else(|| self.code.status())
     }
 
     /// The JSON body the spec prescribes.

@@ -48,8 +48,7 @@ struct RawManifest {
     media_type: Option<String>,
     artifact_type: Option<String>,
     config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
+    layers: Option<Vec<Descriptor>>,
     manifests: Option<Vec<Descriptor>>,
     subject: Option<Descriptor>,
     annotations: Option<BTreeMap<String, String>>,
@@ -72,6 +71,25 @@ pub enum ManifestError {
     BadDigest(String),
     #[error("descriptor for {0} has a negative size")]
     BadSize(String),
+    #[error("media type {0:?} is not a manifest type this registry stores (OCI image manifest or index, Docker manifest v2 or manifest list); put an artifact's own type in artifactType")]
+    UnsupportedMediaType(String),
+    #[error("a {kind} needs a {field:?} field")]
+    MissingField {
+        kind: &'static str,
+        field: &'static str,
+    },
+    #[error("a {kind} has no {field:?} field")]
+    UnexpectedField {
+        kind: &'static str,
+        field: &'static str,
+    },
+}
+
+/// A content reference in a manifest: what must exist, and how big the manifest says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ref {
+    pub digest: Digest,
+    pub size: u64,
 }
 
 /// What a manifest says, as far as the registry cares.
@@ -79,10 +97,11 @@ pub enum ManifestError {
 pub struct ManifestInfo {
     /// The media type it is stored and served with.
     pub media_type: String,
-    /// Blobs that must exist in the repository (config and layers, foreign layers excluded).
-    pub blobs: Vec<Digest>,
+    /// Blobs that must exist in the repository with these sizes (config and layers, foreign
+    /// layers excluded).
+    pub blobs: Vec<Ref>,
     /// Manifests an index points to.
-    pub children: Vec<Digest>,
+    pub children: Vec<Ref>,
     /// The `subject` digest, for the referrers API.
     pub subject: Option<Digest>,
     /// `artifactType`, or the config's media type, as the referrers API reports it.
@@ -124,12 +143,13 @@ impl ManifestInfo {
             (None, None) if raw.config.is_some() => OCI_MANIFEST.to_owned(),
             (None, None) => return Err(ManifestError::UnknownMediaType),
         };
+        check_shape(&media_type, &raw)?;
 
         let mut blobs = Vec::new();
         if let Some(config) = &raw.config {
             blobs.push(descriptor_digest(config)?);
         }
-        for layer in &raw.layers {
+        for layer in raw.layers.iter().flatten() {
             let digest = descriptor_digest(layer)?;
             let foreign = layer.media_type == DOCKER_FOREIGN_LAYER
                 || layer.media_type.starts_with(OCI_NONDISTRIBUTABLE_PREFIX)
@@ -144,7 +164,12 @@ impl ManifestInfo {
             .flatten()
             .map(descriptor_digest)
             .collect::<Result<Vec<_>, _>>()?;
-        let subject = raw.subject.as_ref().map(descriptor_digest).transpose()?;
+        let subject = raw
+            .subject
+            .as_ref()
+            .map(descriptor_digest)
+            .transpose()?
+            .map(|r| r.digest);
         let artifact_type = raw
             .artifact_type
             .or_else(|| raw.config.as_ref().map(|c| c.media_type.clone()));
@@ -159,13 +184,49 @@ impl ManifestInfo {
     }
 }
 
-fn descriptor_digest(d: &Descriptor) -> Result<Digest, ManifestError> {
-    if d.size < 0 {
-        return Err(ManifestError::BadSize(d.digest.clone()));
+/// The fields each manifest type must (and must not) have. A type outside the four is refused
+/// rather than stored: nothing could negotiate it back out (audit: accepted, then 404 on GET).
+fn check_shape(media_type: &str, raw: &RawManifest) -> Result<(), ManifestError> {
+    let (kind, image) = match media_type {
+        OCI_MANIFEST => ("image manifest", true),
+        DOCKER_MANIFEST => ("Docker manifest", true),
+        OCI_INDEX => ("image index", false),
+        DOCKER_LIST => ("Docker manifest list", false),
+        other => return Err(ManifestError::UnsupportedMediaType(other.to_owned())),
+    };
+    let missing = |field| Err(ManifestError::MissingField { kind, field });
+    let unexpected = |field| Err(ManifestError::UnexpectedField { kind, field });
+    if image {
+        if raw.config.is_none() {
+            return missing("config");
+        }
+        if raw.layers.is_none() {
+            return missing("layers");
+        }
+        if raw.manifests.is_some() {
+            return unexpected("manifests");
+        }
+    } else {
+        if raw.manifests.is_none() {
+            return missing("manifests");
+        }
+        if raw.config.is_some() {
+            return unexpected("config");
+        }
+        if raw.layers.is_some() {
+            return unexpected("layers");
+        }
     }
-    d.digest
+    Ok(())
+}
+
+fn descriptor_digest(d: &Descriptor) -> Result<Ref, ManifestError> {
+    let size = u64::try_from(d.size).map_err(|_| ManifestError::BadSize(d.digest.clone()))?;
+    let digest = d
+        .digest
         .parse()
-        .map_err(|_| ManifestError::BadDigest(d.digest.clone()))
+        .map_err(|_| ManifestError::BadDigest(d.digest.clone()))?;
+    Ok(Ref { digest, size })
 }
 
 #[cfg(test)]
@@ -193,6 +254,7 @@ mod tests {
         let info = ManifestInfo::parse(m.to_string().as_bytes(), Some(OCI_MANIFEST)).unwrap();
         assert_eq!(info.blobs.len(), 2, "foreign layer is not required");
         assert_eq!(info.subject.unwrap().to_string(), digest('d'));
+        assert_eq!(info.blobs[1].size, 3);
         assert_eq!(
             info.artifact_type.as_deref(),
             Some("application/vnd.oci.image.config.v1+json")
@@ -230,11 +292,47 @@ mod tests {
             ManifestInfo::parse(mismatch.as_bytes(), Some(OCI_MANIFEST)),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
-        let bad_digest =
-            r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1}}"#;
+        let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1},"layers":[]}"#;
         assert!(matches!(
             ManifestInfo::parse(bad_digest.as_bytes(), None),
             Err(ManifestError::BadDigest(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_unknown_types_and_missing_fields() {
+        let unknown = r#"{"schemaVersion":2,"mediaType":"application/vnd.example.thing","config":{"mediaType":"x","digest":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","size":1},"layers":[]}"#;
+        assert!(matches!(
+            ManifestInfo::parse(unknown.as_bytes(), Some("application/vnd.example.thing")),
+            Err(ManifestError::UnsupportedMediaType(_))
+        ));
+        let no_config =
+            format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#);
+        assert_eq!(
+            ManifestInfo::parse(no_config.as_bytes(), None).unwrap_err(),
+            ManifestError::MissingField {
+                kind: "image manifest",
+                field: "config"
+            }
+        );
+        let no_layers = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"x","digest":"{}","size":1}}}}"#,
+            digest('a')
+        );
+        assert!(matches!(
+            ManifestInfo::parse(no_layers.as_bytes(), None),
+            Err(ManifestError::MissingField {
+                field: "layers",
+                ..
+            })
+        ));
+        let no_manifests = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}"}}"#);
+        assert!(matches!(
+            ManifestInfo::parse(no_manifests.as_bytes(), None),
+            Err(ManifestError::MissingField {
+                field: "manifests",
+                ..
+            })
         ));
     }
 

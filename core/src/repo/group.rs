@@ -132,14 +132,17 @@ impl GroupRepository {
             return Ok(()); // The writable member reports MANIFEST_INVALID itself.
         };
         for b in &info.blobs {
-            self.adopt_blob(w, image, b).await?;
+            self.adopt_blob(w, image, &b.digest).await?;
         }
         for c in &info.children {
-            self.adopt_manifest(w, image, c).await?;
+            self.adopt_manifest(w, image, &c.digest).await?;
         }
         Ok(())
     }
 }
+
+/// The client recorded on the sessions a group opens to copy blobs between members.
+const GROUP_CLIENT: &str = "berth:group-copy";
 
 /// Copies a blob `from` one repository `to` another through their upload APIs; `false` if
 /// `from` does not have it. A failed copy leaves no session behind.
@@ -154,7 +157,7 @@ async fn copy_blob(
         return Ok(false);
     };
     let stream = from.blob_read(from_image, digest, 0, size).await?;
-    let id = to.upload_start(image).await?;
+    let id = to.upload_start(image, GROUP_CLIENT).await?;
     let copied = async {
         to.upload_append(image, &id, Some(0), stream).await?;
         to.upload_finish(image, &id, digest).await
@@ -221,8 +224,8 @@ impl Repository for GroupRepository {
         Ok(false)
     }
 
-    async fn upload_start(&self, image: &ImageName) -> Result<String> {
-        self.writable()?.upload_start(image).await
+    async fn upload_start(&self, image: &ImageName, client: &str) -> Result<String> {
+        self.writable()?.upload_start(image, client).await
     }
 
     async fn upload_size(&self, image: &ImageName, id: &str) -> Result<u64> {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::StatusCode;
 use serde::Deserialize;
 
+use super::upload_cap::{admit, Admission, UploadLimits};
 use super::{client, Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
-use crate::oci::manifest::MAX_MANIFEST_BYTES;
+use crate::oci::manifest::{Ref, MAX_MANIFEST_BYTES};
 use crate::oci::{
     Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RegistryError, RepoName,
 };
@@ -36,8 +36,8 @@ pub struct HostedRepository {
     name: RepoName,
     storage: Arc<dyn Storage>,
     policy: WritePolicy,
-    /// Open upload sessions allowed at once (abandoned sessions are swept separately).
-    max_upload_sessions: usize,
+    /// The cap on open upload sessions (abandoned sessions are also swept separately).
+    upload_limits: UploadLimits,
 }
 
 /// Maps an upload-session storage error to what the client is told.
@@ -47,13 +47,9 @@ fn upload_error(e: StorageError) -> RepoError {
             ErrorCode::BlobUploadUnknown,
             "upload session is unknown, finished or cancelled",
         ),
-        StorageError::OffsetMismatch { current, requested } => RepoError::Client(
-            RegistryError::new(
-                ErrorCode::BlobUploadInvalid,
-                format!("chunk starts at {requested} but the upload has {current} bytes"),
-            )
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
-        ),
+        StorageError::OffsetMismatch { current, requested } => {
+            RepoError::OffsetMismatch { current, requested }
+        }
         StorageError::DigestMismatch { expected, actual } => client(
             ErrorCode::DigestInvalid,
             format!("uploaded content has digest {actual}, not {expected}"),
@@ -76,14 +72,47 @@ impl HostedRepository {
             name,
             storage,
             policy,
-            max_upload_sessions: usize::MAX,
+            upload_limits: UploadLimits::unlimited(),
         }
     }
 
-    /// Caps the open upload sessions of this repository; more are answered with 429.
-    pub fn with_upload_limit(mut self, max: usize) -> Self {
-        self.max_upload_sessions = max;
+    /// Caps the open upload sessions of this repository (see `upload_cap`).
+    pub fn with_upload_limits(mut self, limits: UploadLimits) -> Self {
+        self.upload_limits = limits;
         self
+    }
+
+    /// Applies the session cap for a new session of `client`: evicts an idle session if one
+    /// must give way, or refuses with `Busy` when every candidate is active.
+    async fn make_room(&self, client: &str) -> Result<()> {
+        let open: Vec<_> = self
+            .storage
+            .uploads()
+            .await?
+            .into_iter()
+            .filter(|u| u.namespace.repo == self.name)
+            .collect();
+        match admit(&open, client, &self.upload_limits) {
+            Admission::Open => Ok(()),
+            Admission::Evict(id) => {
+                let Some(victim) = open.iter().find(|u| u.id == id) else {
+                    return Ok(());
+                };
+                tracing::info!(repository = %self.name, session = %id, owner = %victim.client,
+                    idle_s = victim.idle.as_secs(), "evicted an idle upload session to make room");
+                match self.storage.upload_cancel(&victim.namespace, &id).await {
+                    Ok(()) | Err(StorageError::NotFound) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Admission::Refuse {
+                reason,
+                retry_after,
+            } => Err(RepoError::Busy {
+                message: format!("repository {}: {reason}", self.name),
+                retry_after,
+            }),
+        }
     }
 
     fn ns(&self, image: &ImageName) -> Namespace {
@@ -112,37 +141,53 @@ impl HostedRepository {
         }
     }
 
-    /// Every blob and child manifest the new manifest names must already be in the image.
+    /// Every blob and child manifest the new manifest names must already be in the image, with
+    /// the size the manifest gives (a wrong size would make every client fail its download).
     async fn check_references(&self, ns: &Namespace, info: &ManifestInfo) -> Result<()> {
         for blob in &info.blobs {
-            if !self.storage.blob_linked(ns, blob).await? {
-                return Err(RepoError::Client(
-                    RegistryError::new(
-                        ErrorCode::ManifestBlobUnknown,
-                        format!(
-                            "manifest references blob {blob}, which is not in {}",
-                            ns.image
-                        ),
-                    )
-                    .with_detail(serde_json::json!({ "digest": blob.to_string() })),
-                ));
-            }
+            let stored = if self.storage.blob_linked(ns, &blob.digest).await? {
+                self.storage.blob_size(&blob.digest).await?
+            } else {
+                None
+            };
+            check_ref(ns, blob, stored, "blob")?;
         }
         for child in &info.children {
-            if self.storage.manifest_media_type(ns, child).await?.is_none() {
-                return Err(RepoError::Client(
-                    RegistryError::new(
-                        ErrorCode::ManifestBlobUnknown,
-                        format!(
-                            "index references manifest {child}, which is not in {}",
-                            ns.image
-                        ),
-                    )
-                    .with_detail(serde_json::json!({ "digest": child.to_string() })),
-                ));
-            }
+            let stored = match self.storage.manifest_media_type(ns, &child.digest).await? {
+                Some(_) => self.storage.blob_size(&child.digest).await?,
+                None => None,
+            };
+            check_ref(ns, child, stored, "manifest")?;
         }
         Ok(())
+    }
+}
+
+/// `MANIFEST_BLOB_UNKNOWN` for a reference to nothing; `MANIFEST_INVALID` for a wrong size.
+fn check_ref(ns: &Namespace, r: &Ref, stored: Option<u64>, what: &str) -> Result<()> {
+    let detail = serde_json::json!({ "digest": r.digest.to_string() });
+    match stored {
+        None => Err(RepoError::Client(
+            RegistryError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!(
+                    "manifest references {what} {}, which is not in {}",
+                    r.digest, ns.image
+                ),
+            )
+            .with_detail(detail),
+        )),
+        Some(size) if size != r.size => Err(RepoError::Client(
+            RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!(
+                    "manifest gives {what} {} a size of {}, but it has {size} bytes",
+                    r.digest, r.size
+                ),
+            )
+            .with_detail(detail),
+        )),
+        Some(_) => Ok(()),
     }
 }
 
@@ -211,27 +256,12 @@ impl Repository for HostedRepository {
         Ok(true)
     }
 
-    async fn upload_start(&self, image: &ImageName) -> Result<String> {
+    async fn upload_start(&self, image: &ImageName, client: &str) -> Result<String> {
         self.writable()?;
-        if self.max_upload_sessions != usize::MAX {
-            let open = self
-                .storage
-                .uploads()
-                .await?
-                .iter()
-                .filter(|u| u.namespace.repo == self.name)
-                .count();
-            if open >= self.max_upload_sessions {
-                return Err(client(
-                    ErrorCode::TooManyRequests,
-                    format!(
-                        "repository {} has {open} open upload sessions (limit {}); finish or cancel some",
-                        self.name, self.max_upload_sessions
-                    ),
-                ));
-            }
+        if self.upload_limits.max_sessions != usize::MAX {
+            self.make_room(client).await?;
         }
-        Ok(self.storage.upload_create(&self.ns(image)).await?)
+        Ok(self.storage.upload_create(&self.ns(image), client).await?)
     }
 
     async fn upload_size(&self, image: &ImageName, id: &str) -> Result<u64> {
@@ -304,13 +334,10 @@ impl Repository for HostedRepository {
     ) -> Result<PushedManifest> {
         self.writable()?;
         if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(RepoError::Client(
-                RegistryError::new(
-                    ErrorCode::ManifestInvalid,
-                    format!("manifest exceeds {MAX_MANIFEST_BYTES} bytes"),
-                )
-                .with_status(StatusCode::PAYLOAD_TOO_LARGE),
-            ));
+            return Err(RepoError::TooLarge {
+                what: "manifest",
+                limit: MAX_MANIFEST_BYTES,
+            });
         }
         let info = ManifestInfo::parse(&bytes, content_type)
             .map_err(|e| client(ErrorCode::ManifestInvalid, e.to_string()))?;

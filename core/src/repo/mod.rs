@@ -9,6 +9,7 @@
 pub mod group;
 pub mod hosted;
 pub mod proxy;
+pub mod upload_cap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +40,18 @@ pub enum RepoError {
     /// A remote registry (behind a proxy repository) could not answer: a 502 naming it.
     #[error("{0}")]
     Remote(String),
+    /// A chunk does not start where the upload session ends.
+    #[error("chunk starts at {requested} but the upload has {current} bytes")]
+    OffsetMismatch { current: u64, requested: u64 },
+    /// Content over a size limit.
+    #[error("{what} exceeds {limit} bytes")]
+    TooLarge { what: &'static str, limit: usize },
+    /// A bounded resource is in use by live work; the client may retry after a while.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after: std::time::Duration,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, RepoError>;
@@ -96,7 +109,8 @@ pub trait Repository: Send + Sync + 'static {
         from: &ImageName,
     ) -> Result<bool>;
 
-    async fn upload_start(&self, image: &ImageName) -> Result<String>;
+    /// Opens an upload session for `client` (a user name or address: its share of the cap).
+    async fn upload_start(&self, image: &ImageName, client: &str) -> Result<String>;
     async fn upload_size(&self, image: &ImageName, id: &str) -> Result<u64>;
     async fn upload_append(
         &self,

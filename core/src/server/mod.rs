@@ -64,7 +64,7 @@ pub fn registry(config: &Config, storage: Arc<dyn Storage>) -> Result<Registry, 
         let repo: Arc<dyn Repository> = match (r.kind, &r.proxy) {
             (RepoKindRaw::Hosted, _) => Arc::new(
                 HostedRepository::new(r.name.clone(), storage.clone(), r.write_policy)
-                    .with_upload_limit(config.limits.max_upload_sessions),
+                    .with_upload_limits(config.limits.uploads),
             ),
             (RepoKindRaw::Proxy, Some(settings)) => Arc::new(
                 ProxyRepository::new(r.name.clone(), storage.clone(), settings.clone()).map_err(

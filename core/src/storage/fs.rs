@@ -6,6 +6,7 @@
 //!   blobs/sha256/<hex[..2]>/<hex>                 blob content, immutable once renamed here
 //!   uploads/<id>/data                             bytes received so far
 //!   uploads/<id>/namespace                        "repo/image" that owns the session
+//!   uploads/<id>/client                           who opened it (user name or address)
 //!   tmp/                                          scratch files for atomic writes
 //!   repositories/<repo>/<image...>/
 //!     _layers/sha256/<hex>                        blob link (empty file)
@@ -306,13 +307,15 @@ impl Storage for FsStorage {
         blocking(move || remove_if_present(&link)).await
     }
 
-    async fn upload_create(&self, ns: &Namespace) -> Result<String> {
+    async fn upload_create(&self, ns: &Namespace, client: &str) -> Result<String> {
         let id = random_id();
         let dir = self.upload_dir(&id);
         let owner = ns.path();
+        let client = client.to_owned();
         blocking(move || {
             fs::create_dir(&dir)?;
             File::create(dir.join("data"))?;
+            fs::write(dir.join("client"), client)?;
             fs::write(dir.join("namespace"), owner)?;
             Ok(())
         })
@@ -489,9 +492,13 @@ impl Storage for FsStorage {
                     .and_then(|m| m.modified().ok())
                     .unwrap_or(now);
                 let idle = now.duration_since(touched).unwrap_or_default();
+                // Sessions written before clients were recorded belong to nobody in particular.
+                let client =
+                    absent_ok(fs::read_to_string(entry.path().join("client")))?.unwrap_or_default();
                 out.push(UploadInfo {
                     id,
                     namespace,
+                    client,
                     idle,
                 });
             }

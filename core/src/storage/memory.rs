@@ -21,6 +21,7 @@ struct NsData {
 
 struct Upload {
     owner: Namespace,
+    client: String,
     data: BytesMut,
     touched: std::time::Instant,
 }
@@ -105,13 +106,14 @@ impl Storage for MemoryStorage {
         }))
     }
 
-    async fn upload_create(&self, ns: &Namespace) -> Result<String> {
+    async fn upload_create(&self, ns: &Namespace, client: &str) -> Result<String> {
         let id = hex::encode(rand::random::<[u8; 16]>());
         self.with(|i| {
             i.uploads.insert(
                 id.clone(),
                 Upload {
                     owner: ns.clone(),
+                    client: client.to_owned(),
                     data: BytesMut::new(),
                     touched: std::time::Instant::now(),
                 },
@@ -186,6 +188,7 @@ impl Storage for MemoryStorage {
                 .map(|(id, u)| UploadInfo {
                     id: id.clone(),
                     namespace: u.owner.clone(),
+                    client: u.client.clone(),
                     idle: u.touched.elapsed(),
                 })
                 .collect()

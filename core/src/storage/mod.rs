@@ -55,6 +55,8 @@ impl Namespace {
 pub struct UploadInfo {
     pub id: String,
     pub namespace: Namespace,
+    /// Who opened it (a user name or a client address), for per-client shares of the cap.
+    pub client: String,
     /// Time since bytes last arrived (or since it was opened).
     pub idle: std::time::Duration,
 }
@@ -108,8 +110,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Hides a blob from `ns`; `false` if it was not linked.
     async fn unlink_blob(&self, ns: &Namespace, digest: &Digest) -> Result<bool>;
 
-    /// Opens an upload session in `ns` and returns its id.
-    async fn upload_create(&self, ns: &Namespace) -> Result<String>;
+    /// Opens an upload session in `ns` for `client` and returns its id.
+    async fn upload_create(&self, ns: &Namespace, client: &str) -> Result<String>;
     /// Bytes received so far; `NotFound` for an unknown or finished session.
     async fn upload_size(&self, ns: &Namespace, id: &str) -> Result<u64>;
     /// Appends the stream. With `offset`, it must equal the current size (`OffsetMismatch`).

@@ -33,7 +33,7 @@ async fn read_all(s: &dyn Storage, d: &Digest, start: u64, len: u64) -> Vec<u8> 
 
 pub async fn upload_commit_and_read(s: Arc<dyn Storage>) {
     let a = ns("hosted", "team/app");
-    let id = s.upload_create(&a).await.unwrap();
+    let id = s.upload_create(&a, "tester").await.unwrap();
     assert_eq!(s.upload_size(&a, &id).await.unwrap(), 0);
     assert_eq!(
         s.upload_append(&a, &id, Some(0), body(&[b"hello ", b"wor"]))
@@ -70,7 +70,7 @@ pub async fn upload_commit_and_read(s: Arc<dyn Storage>) {
 
 pub async fn offset_mismatch_keeps_data(s: Arc<dyn Storage>) {
     let a = ns("hosted", "x");
-    let id = s.upload_create(&a).await.unwrap();
+    let id = s.upload_create(&a, "tester").await.unwrap();
     s.upload_append(&a, &id, Some(0), body(&[b"abc"]))
         .await
         .unwrap();
@@ -93,7 +93,7 @@ pub async fn offset_mismatch_keeps_data(s: Arc<dyn Storage>) {
 
 pub async fn digest_mismatch_stores_nothing(s: Arc<dyn Storage>) {
     let a = ns("hosted", "x");
-    let id = s.upload_create(&a).await.unwrap();
+    let id = s.upload_create(&a, "tester").await.unwrap();
     s.upload_append(&a, &id, None, body(&[b"abc"]))
         .await
         .unwrap();
@@ -110,7 +110,7 @@ pub async fn digest_mismatch_stores_nothing(s: Arc<dyn Storage>) {
 
 pub async fn broken_body_keeps_received_bytes(s: Arc<dyn Storage>) {
     let a = ns("hosted", "x");
-    let id = s.upload_create(&a).await.unwrap();
+    let id = s.upload_create(&a, "tester").await.unwrap();
     let broken: ByteStream = Box::pin(futures_util::stream::iter(vec![
         Ok(Bytes::from_static(b"abc")),
         Err(io::Error::new(
@@ -133,7 +133,7 @@ pub async fn broken_body_keeps_received_bytes(s: Arc<dyn Storage>) {
 
 pub async fn sessions_are_scoped(s: Arc<dyn Storage>) {
     let (a, b) = (ns("hosted", "a"), ns("hosted", "b"));
-    let id = s.upload_create(&a).await.unwrap();
+    let id = s.upload_create(&a, "tester").await.unwrap();
     let listed = s.uploads().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
@@ -272,7 +272,7 @@ async fn fs_upload_resumes_after_restart() {
     let a = ns("hosted", "x");
     let id = {
         let s = super::fs::FsStorage::open(dir.path()).unwrap();
-        let id = s.upload_create(&a).await.unwrap();
+        let id = s.upload_create(&a, "tester").await.unwrap();
         s.upload_append(&a, &id, None, body(&[b"first half,"]))
             .await
             .unwrap();

@@ -193,7 +193,7 @@ impl Repository for ProxyRepository {
         Err(self.read_only())
     }
 
-    async fn upload_start(&self, _image: &ImageName) -> Result<String> {
+    async fn upload_start(&self, _image: &ImageName, _client: &str) -> Result<String> {
         Err(self.read_only())
     }
 

@@ -14,6 +14,9 @@ use crate::oci::{Digest, ErrorCode, ImageName, ManifestInfo, Reference, Tag};
 use crate::repo::{Manifest, RepoError, Result};
 use crate::storage::{ByteStream, Namespace, StorageError};
 
+/// The client recorded on the upload sessions a proxy fills from its remote.
+const PROXY_CLIENT: &str = "berth:proxy-fetch";
+
 impl Inner {
     /// Asks the remote about `image` (`rest` follows `/v2/<remote name>/`), pull-scoped.
     pub(super) async fn ask(
@@ -284,7 +287,7 @@ impl Inner {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let upload = self.storage.upload_create(&ns).await?;
+        let upload = self.storage.upload_create(&ns, PROXY_CLIENT).await?;
         let (tx, rx) = tokio::sync::watch::channel(FetchState {
             total,
             ..FetchState::default()

@@ -1,0 +1,103 @@
+//! What a failed request is answered with: the one place that turns the repository layer's
+//! meanings ("blob unknown", "the upload is at another offset", "the remote is down") into a
+//! status code, the spec's error body, and headers such as `WWW-Authenticate`, `Allow` and
+//! `Retry-After`. Lower layers never choose a status.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::oci::{ErrorCode, RegistryError};
+use crate::repo::RepoError;
+use crate::storage::StorageError;
+
+/// A request's failure as the API layer answers it.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The client's mistake or a refusal: a spec error body with a status and headers.
+    Client {
+        error: RegistryError,
+        status: StatusCode,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// Ours: logged, and a 500 that carries only the request id.
+    Internal(StorageError),
+    /// A remote registry (behind a proxy repository) could not answer: a 502 naming it.
+    Remote(String),
+}
+
+impl ApiError {
+    /// A spec error with the code's usual status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        let error = RegistryError::new(code, message);
+        ApiError::Client {
+            status: code.status(),
+            error,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same error with another status (413 for a huge manifest, 416 for a bad range).
+    pub fn with_status(mut self, s: StatusCode) -> ApiError {
+        if let ApiError::Client { status, .. } = &mut self {
+            *status = s;
+        }
+        self
+    }
+
+    /// Adds a response header (a challenge, `Allow`, `Retry-After`).
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> ApiError {
+        if let ApiError::Client { headers, .. } = &mut self {
+            headers.push((name, value.into()));
+        }
+        self
+    }
+
+    /// `Retry-After` in whole seconds, at least 1.
+    pub fn retry_after(self, after: Duration) -> ApiError {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        self.with_header("retry-after", secs.max(1).to_string())
+    }
+
+    /// The spec error code, if this is a client error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ApiError::Client { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(e: RepoError) -> ApiError {
+        match e {
+            RepoError::Client(error) => ApiError::Client {
+                status: error.code.status(),
+                error,
+                headers: Vec::new(),
+            },
+            RepoError::OffsetMismatch { current, requested } => ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("chunk starts at {requested} but the upload has {current} bytes"),
+            )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
+            RepoError::TooLarge { what, limit } => ApiError::new(
+                ErrorCode::ManifestInvalid,
+                format!("{what} exceeds {limit} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            RepoError::Busy {
+                message,
+                retry_after,
+            } => ApiError::new(ErrorCode::TooManyRequests, message).retry_after(retry_after),
+            RepoError::Storage(e) => ApiError::Internal(e),
+            RepoError::Remote(m) => ApiError::Remote(m),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        ApiError::from(RepoError::from(e))
+    }
+}
