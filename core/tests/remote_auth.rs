@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use berth_core::config::ProxySettings;
 use berth_core::oci::{Digest, ImageName, Reference};
+use berth_core::repo::ProxySettings;
 use berth_core::repo::{ProxyRepository, Repository};
 use berth_core::storage::memory::MemoryStorage;
 
@@ -111,15 +111,14 @@ async fn start_mock() -> (Arc<Mock>, String) {
 
 fn settings(url: String) -> ProxySettings {
     ProxySettings {
-        url,
         username: Some("alice".into()),
         password: Some("wonderland".into()),
-        ca_file: None,
         content_max_age: Duration::from_secs(60),
         metadata_max_age: Duration::from_secs(0),
         negative_cache_ttl: Duration::from_secs(0),
         auto_block_after: 3,
         auto_block_for: Duration::from_secs(60),
+        ..ProxySettings::new(url)
     }
 }
 

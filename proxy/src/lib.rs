@@ -1,7 +1,7 @@
 //! Berth's edge: HTTPS termination in front of the registry core's plain-HTTP connectors.
 //!
 //! # Layout
-//! - [`config`]: the YAML file, parsed into types (one caller of `serde_yaml`).
+//! - [`config`]: the YAML file, parsed into types (through `berth_config`, shared with the core).
 //! - certificates: `berth_certs::Resolver` per listener; validated up front, reloaded in place.
 //! - [`routing`]: local port → listener, `Host` → pool of core connectors (health-checked).
 //! - [`edge`]: the pingora `ProxyHttp` logic: forwarding headers, retries, access log.

@@ -70,7 +70,7 @@ fn edge_for(core: &Core, pki: &Pki, extra: &str) -> Edge {
     let upstream = core.connector("hosted").to_owned();
     Edge::start(1, |p| {
         format!(
-            "state_dir: ./state\nhealth_check_interval_ms: 200\n{extra}listeners:\n{}",
+            "state_dir: ./state\nhealth_check_interval: 200ms\n{extra}listeners:\n{}",
             listener_yaml(p[0], &cert, &key, &upstream)
         )
     })
@@ -347,7 +347,7 @@ fn one_core_down_requests_keep_succeeding() {
     let ups = format!("{}, {}", a.connector("hosted"), b.connector("hosted"));
     let edge = Edge::start(1, |p| {
         format!(
-            "state_dir: ./state\nhealth_check_interval_ms: 200\nlisteners:\n{}",
+            "state_dir: ./state\nhealth_check_interval: 200ms\nlisteners:\n{}",
             listener_yaml(p[0], &cert, &key, &ups)
         )
     });
@@ -500,7 +500,7 @@ fn start_up_errors_name_the_listener_and_cause() {
 fn sigterm_drains_in_flight_requests_then_exits() {
     let core = trusting_core();
     let pki = Pki::new();
-    let mut edge = edge_for(&core, &pki, "drain_seconds: 120\n");
+    let mut edge = edge_for(&core, &pki, "drain_timeout: 2m\n");
     let port = edge.ports[0];
     // A 200 MiB blob, downloaded slowly enough to be in flight when SIGTERM arrives.
     let blob = vec![9u8; 200 << 20];

@@ -14,6 +14,7 @@
 mod access;
 mod admin;
 mod blobs;
+mod cidr;
 pub mod error;
 mod manifests;
 pub mod range;
@@ -37,6 +38,7 @@ use tracing::Instrument;
 
 use crate::oci::{ErrorCode, ImageName, RepoName};
 use crate::repo::Repository;
+pub use cidr::Cidr;
 pub use error::ApiError;
 pub use response::Body;
 use route::Route;
@@ -54,7 +56,7 @@ pub struct RepoEntry {
 pub struct Registry {
     pub repos: BTreeMap<RepoName, Arc<RepoEntry>>,
     pub context_path: String,
-    pub trusted_proxies: Vec<crate::config::Cidr>,
+    pub trusted_proxies: Vec<Cidr>,
     /// A request body that stalls this long is abandoned (slowloris bodies).
     pub body_idle_timeout: std::time::Duration,
     /// Access control; `None` is open access (a config without `auth`).

@@ -10,6 +10,7 @@
 
 mod limiter;
 pub mod password;
+mod settings;
 pub mod token;
 
 use std::collections::{HashMap, HashSet};
@@ -18,10 +19,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::AuthConfig;
 use crate::oci::RepoName;
 use limiter::Limiter;
 pub use limiter::LimiterConfig;
+pub use settings::{AuthConfig, RoleConfig, UserConfig};
 pub use token::{Claims, Grant, Signer};
 
 /// What a request wants to do to a repository.
@@ -305,12 +306,12 @@ mod tests {
 
     fn auth(dir: &Path) -> Auth {
         let config = AuthConfig {
-            users: vec![crate::config::UserConfig {
+            users: vec![UserConfig {
                 name: "alice".into(),
                 password_hash: password::hash("pw").unwrap(),
                 roles: vec!["dev".into()],
             }],
-            roles: vec![crate::config::RoleConfig {
+            roles: vec![RoleConfig {
                 name: "dev".into(),
                 privileges: vec![Privilege {
                     pattern: "docker-*".into(),

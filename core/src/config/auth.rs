@@ -1,9 +1,7 @@
 //! The `auth` section: users (with validated argon2 hashes) and roles.
 
-use std::time::Duration;
-
 use super::raw;
-use super::{parse_duration, AuthConfig, RoleConfig, UserConfig};
+use crate::auth::{AuthConfig, LimiterConfig, RoleConfig, UserConfig};
 
 pub(super) fn auth_config(raw: raw::RawAuth) -> Result<AuthConfig, (String, String)> {
     let role_names: std::collections::HashSet<&str> =
@@ -22,12 +20,7 @@ pub(super) fn auth_config(raw: raw::RawAuth) -> Result<AuthConfig, (String, Stri
             return Err((format!("users[{i}].roles"), format!("no role named {r}")));
         }
     }
-    let dur = |k: &str, v: &Option<String>, default: u64| -> Result<Duration, (String, String)> {
-        match v {
-            Some(v) => parse_duration(v).map_err(|e| (k.to_owned(), e)),
-            None => Ok(Duration::from_secs(default)),
-        }
-    };
+    let d = LimiterConfig::default();
     Ok(AuthConfig {
         users: raw
             .users
@@ -53,22 +46,17 @@ pub(super) fn auth_config(raw: raw::RawAuth) -> Result<AuthConfig, (String, Stri
                     .collect(),
             })
             .collect(),
-        token_ttl: dur("token_ttl", &raw.token_ttl, 300)?,
-        limiter: {
-            let d = crate::auth::LimiterConfig::default();
-            crate::auth::LimiterConfig {
-                attempts: raw.login_attempts.unwrap_or(d.attempts).max(1),
-                attempts_per_user: raw
-                    .login_attempts_per_user
-                    .unwrap_or(d.attempts_per_user)
-                    .max(1),
-                window: dur("login_window", &raw.login_window, d.window.as_secs())?,
-                max_delay: dur(
-                    "login_max_delay",
-                    &raw.login_max_delay,
-                    d.max_delay.as_secs(),
-                )?,
-            }
+        token_ttl: raw
+            .token_ttl
+            .map_or(std::time::Duration::from_secs(300), Into::into),
+        limiter: LimiterConfig {
+            attempts: raw.login_attempts.unwrap_or(d.attempts).max(1),
+            attempts_per_user: raw
+                .login_attempts_per_user
+                .unwrap_or(d.attempts_per_user)
+                .max(1),
+            window: raw.login_window.map_or(d.window, Into::into),
+            max_delay: raw.login_max_delay.map_or(d.max_delay, Into::into),
         },
     })
 }

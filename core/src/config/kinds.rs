@@ -1,23 +1,22 @@
-//! Cross-key checks and settings for proxy and group repositories.
+//! Settings of proxy and group repositories, and the checks that span repositories.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::time::Duration;
 
-use super::raw::{self, RepoKindRaw};
-use super::{parse_duration, resolve, ProxySettings, RepoConfig};
+use super::raw::RawRepository;
+use super::{RepoConfig, RepoSpec, Source};
 use crate::oci::RepoName;
+use crate::repo::{GroupSettings, ProxySettings, RemoteTimeouts};
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn proxy_settings(
-    remote: raw::RawRemote,
-    content_max_age: &Option<String>,
-    metadata_max_age: &Option<String>,
-    negative: &Option<String>,
-    auto_block_after: Option<u32>,
-    auto_block_for: &Option<String>,
-    base: &Path,
+    r: RawRepository,
+    source: &Source,
 ) -> Result<ProxySettings, (String, String)> {
+    let Some(remote) = r.remote else {
+        return Err((
+            "remote".into(),
+            "a proxy repository needs remote.url".into(),
+        ));
+    };
     let url = remote.url.trim_end_matches('/').to_owned();
     let lower = url.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) || url.len() < 10 {
@@ -28,7 +27,7 @@ pub(super) fn proxy_settings(
     }
     let password = match &remote.password_file {
         Some(f) => {
-            let path = resolve(base, f);
+            let path = source.resolve(f);
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 (
                     "remote.password_file".to_owned(),
@@ -39,22 +38,62 @@ pub(super) fn proxy_settings(
         }
         None => None,
     };
-    let dur = |k: &str, v: &Option<String>, default: u64| -> Result<Duration, (String, String)> {
-        match v {
-            Some(v) => parse_duration(v).map_err(|e| (k.to_owned(), e)),
-            None => Ok(Duration::from_secs(default)),
-        }
-    };
+    let d = ProxySettings::new(url);
+    let t = RemoteTimeouts::default();
     Ok(ProxySettings {
-        url,
         username: remote.username,
         password,
-        ca_file: remote.ca_file.map(|f| resolve(base, &f)),
-        content_max_age: dur("content_max_age", content_max_age, 24 * 3600)?,
-        metadata_max_age: dur("metadata_max_age", metadata_max_age, 30 * 60)?,
-        negative_cache_ttl: dur("negative_cache_ttl", negative, 60)?,
-        auto_block_after: auto_block_after.unwrap_or(5).max(1),
-        auto_block_for: dur("auto_block_for", auto_block_for, 60)?,
+        ca_file: remote.ca_file.map(|f| source.resolve(&f)),
+        content_max_age: r.content_max_age.map_or(d.content_max_age, Into::into),
+        metadata_max_age: r.metadata_max_age.map_or(d.metadata_max_age, Into::into),
+        negative_cache_ttl: r
+            .negative_cache_ttl
+            .map_or(d.negative_cache_ttl, Into::into),
+        auto_block_after: r.auto_block_after.unwrap_or(d.auto_block_after).max(1),
+        auto_block_for: r.auto_block_for.map_or(d.auto_block_for, Into::into),
+        timeouts: RemoteTimeouts {
+            connect: remote.connect_timeout.map_or(t.connect, Into::into),
+            response: remote.response_timeout.map_or(t.response, Into::into),
+            idle: remote.idle_timeout.map_or(t.idle, Into::into),
+        },
+        max_concurrent_fetches: r
+            .max_concurrent_fetches
+            .unwrap_or(d.max_concurrent_fetches)
+            .max(1),
+        ..d
+    })
+}
+
+pub(super) fn group_settings(r: RawRepository) -> Result<GroupSettings, (String, String)> {
+    let Some(members) = r.members else {
+        return Err(("members".into(), "a group needs members".into()));
+    };
+    let members = members
+        .iter()
+        .enumerate()
+        .map(|(j, m)| {
+            m.parse::<RepoName>()
+                .map_err(|e| (format!("members[{j}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let writable_member = r
+        .writable_member
+        .map(|w| {
+            w.parse::<RepoName>()
+                .map_err(|e| ("writable_member".to_owned(), e.to_string()))
+        })
+        .transpose()?;
+    if let Some(w) = &writable_member {
+        if !members.contains(w) {
+            return Err((
+                "writable_member".into(),
+                format!("{w} is not one of the members"),
+            ));
+        }
+    }
+    Ok(GroupSettings {
+        members,
+        writable_member,
     })
 }
 
@@ -66,15 +105,19 @@ pub(super) fn check_groups(repos: &[RepoConfig]) -> Result<(), (usize, &'static 
         .enumerate()
         .map(|(i, r)| (&r.name, i))
         .collect();
+    let group = |i: usize| match &repos[i].spec {
+        RepoSpec::Group(g) => Some(g),
+        _ => None,
+    };
     for (i, r) in repos.iter().enumerate() {
-        let Some(g) = &r.group else { continue };
+        let Some(g) = group(i) else { continue };
         for m in &g.members {
             if !index.contains_key(m) {
                 return Err((i, "members", format!("no repository named {m}")));
             }
         }
         if let Some(w) = &g.writable_member {
-            if repos[index[w]].kind != RepoKindRaw::Hosted {
+            if !matches!(repos[index[w]].spec, RepoSpec::Hosted { .. }) {
                 return Err((
                     i,
                     "writable_member",
@@ -97,7 +140,7 @@ pub(super) fn check_groups(repos: &[RepoConfig]) -> Result<(), (usize, &'static 
             if path.len() > repos.len() + 1 {
                 continue;
             }
-            if let Some(mg) = &repos[index[m]].group {
+            if let Some(mg) = index.get(m).and_then(|j| group(*j)) {
                 for next in &mg.members {
                     let mut p = path.clone();
                     p.push(next);

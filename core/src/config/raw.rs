@@ -1,4 +1,5 @@
-//! The configuration file as written: the only place that calls `serde_yaml`.
+//! The configuration file as written (parsed by `berth_config::Source`, the only caller of
+//! `serde_yaml`).
 //!
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 //! Each field's doc comment is the manual; `deploy/core.yaml` repeats it with examples.
@@ -6,6 +7,8 @@
 use std::net::SocketAddr;
 
 use serde::Deserialize;
+
+use berth_config::Duration;
 
 use crate::repo::WritePolicy;
 
@@ -38,16 +41,16 @@ pub struct RawAuth {
     #[serde(default)]
     pub roles: Vec<RawRole>,
     /// Lifetime of bearer tokens (default 5m).
-    pub token_ttl: Option<String>,
+    pub token_ttl: Option<Duration>,
     /// Failed logins per client address (whatever user names it tries) before each further
     /// attempt from it waits, 1 s doubling up to `login_max_delay` (default 10).
     pub login_attempts: Option<u32>,
     /// Failed logins per user name across all addresses before the same back-off (default 100).
     pub login_attempts_per_user: Option<u32>,
     /// Failures are forgotten this long after the last one (default `15m`).
-    pub login_window: Option<String>,
+    pub login_window: Option<Duration>,
     /// The longest wait between attempts once backing off (default `60s`).
-    pub login_max_delay: Option<String>,
+    pub login_max_delay: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,9 +84,9 @@ pub struct RawPrivilege {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// How long a client may take to send its request headers (default 30s).
-    pub header_read_timeout: Option<String>,
+    pub header_read_timeout: Option<Duration>,
     /// How long a request body may stall without a byte arriving (default 5m).
-    pub body_idle_timeout: Option<String>,
+    pub body_idle_timeout: Option<Duration>,
     /// Open upload sessions per repository (default 1000). At the cap, the least recently
     /// active idle session gives way; only when all are active is a new one refused (429).
     pub max_upload_sessions: Option<usize>,
@@ -91,9 +94,12 @@ pub struct RawLimits {
     /// its own idle sessions, never others'.
     pub max_upload_sessions_per_client: Option<usize>,
     /// A session with no bytes for this long counts as idle and may be evicted (default 2m).
-    pub upload_idle_after: Option<String>,
+    pub upload_idle_after: Option<Duration>,
+    /// Connections served at once per listener (default 10000); beyond it new connections wait
+    /// in the kernel's backlog until one closes.
+    pub max_connections: Option<usize>,
     /// Upload sessions idle this long are removed (default 24h).
-    pub upload_expiry: Option<String>,
+    pub upload_expiry: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,7 +119,7 @@ pub struct RawMain {
 }
 
 /// Repository kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RepoKindRaw {
     /// Push and pull, stored locally.
@@ -135,6 +141,12 @@ pub struct RawRemote {
     pub password_file: Option<String>,
     /// Extra CA certificate (PEM) to trust for this remote, besides the system's.
     pub ca_file: Option<String>,
+    /// TCP and TLS connection set-up (default `10s`).
+    pub connect_timeout: Option<Duration>,
+    /// From a request to the response headers (default `30s`).
+    pub response_timeout: Option<Duration>,
+    /// Longest pause inside a response body (default `60s`).
+    pub idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,15 +168,17 @@ pub struct RawRepository {
     pub remote: Option<RawRemote>,
     /// proxy: how long a remote tag list (and V1 search answer) is reused, e.g. `24h`.
     /// Manifests by digest and blobs never expire: they are immutable.
-    pub content_max_age: Option<String>,
+    pub content_max_age: Option<Duration>,
     /// proxy: how long a tag is trusted before it is revalidated with a HEAD, e.g. `30m`.
-    pub metadata_max_age: Option<String>,
+    pub metadata_max_age: Option<Duration>,
     /// proxy: how long "not found" answers from the remote are remembered, e.g. `1m`.
-    pub negative_cache_ttl: Option<String>,
+    pub negative_cache_ttl: Option<Duration>,
     /// proxy: consecutive remote failures before the remote is blocked (default 5).
     pub auto_block_after: Option<u32>,
     /// proxy: how long the remote stays blocked, e.g. `1m`.
-    pub auto_block_for: Option<String>,
+    pub auto_block_for: Option<Duration>,
+    /// proxy: blob fetches from the remote at once (default 16); more wait their turn.
+    pub max_concurrent_fetches: Option<usize>,
     /// group: member repositories, in lookup order.
     pub members: Option<Vec<String>>,
     /// group: the hosted member that receives pushes made through the group.
@@ -193,22 +207,12 @@ pub struct RawHttps {
     pub key: String,
 }
 
-/// Parses YAML, returning `(key path, reason)` on failure.
-pub fn parse(text: &str) -> Result<RawConfig, (String, String)> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let key = if path == "." {
-            "(top level)".to_owned()
-        } else {
-            path
-        };
-        // serde_yaml repeats the path in its message; say it once.
-        let reason = e.into_inner().to_string();
-        let reason = reason
-            .strip_prefix(&format!("{key}: "))
-            .map(str::to_owned)
-            .unwrap_or(reason);
-        (key, reason)
-    })
+impl std::fmt::Display for RepoKindRaw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RepoKindRaw::Hosted => "hosted",
+            RepoKindRaw::Proxy => "proxy",
+            RepoKindRaw::Group => "group",
+        })
+    }
 }

@@ -15,6 +15,14 @@ use super::{client, Manifest, PushedManifest, RepoError, RepoKind, Repository, R
 use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RepoName};
 use crate::storage::ByteStream;
 
+/// A group's members, in lookup order, and where pushes through it land.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub members: Vec<RepoName>,
+    /// A hosted member.
+    pub writable_member: Option<RepoName>,
+}
+
 pub struct GroupRepository {
     name: RepoName,
     members: Vec<Arc<dyn Repository>>,

@@ -14,7 +14,7 @@ use super::upload_cap::{admit, Admission, UploadLimits};
 use super::{client, Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
 use crate::oci::manifest::{Ref, MAX_MANIFEST_BYTES};
 use crate::oci::{
-    Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RegistryError, RepoName,
+    Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RegistryError, RepoName, Tag,
 };
 use crate::storage::{ByteStream, Namespace, Storage, StorageError};
 
@@ -160,6 +160,74 @@ impl HostedRepository {
             check_ref(ns, child, stored, "manifest")?;
         }
         Ok(())
+    }
+
+    /// Stores a checked manifest: bytes, link, tag and referrer entry. The one place a manifest
+    /// becomes visible, shared by pushes and a proxy's cache.
+    async fn store_manifest(
+        &self,
+        ns: &Namespace,
+        digest: &Digest,
+        bytes: Bytes,
+        info: &ManifestInfo,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let size = bytes.len() as i64;
+        self.storage.blob_put(bytes).await?;
+        self.storage
+            .manifest_link(ns, digest, &info.media_type)
+            .await?;
+        if let Some(t) = tag {
+            self.storage.tag_set(ns, t, digest).await?;
+        }
+        if let Some(subject) = &info.subject {
+            let descriptor = Descriptor {
+                media_type: info.media_type.clone(),
+                digest: digest.to_string(),
+                size,
+                artifact_type: info.artifact_type.clone(),
+                annotations: info.annotations.clone(),
+                urls: None,
+                platform: None,
+            };
+            self.storage.referrer_add(ns, subject, &descriptor).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a manifest that came from elsewhere (a proxy's remote), with its tag if any; the
+    /// caller has parsed it. Unlike a push, neither the write policy nor the referenced blobs
+    /// are checked: a cache holds a manifest before the blobs it names are pulled through.
+    pub(crate) async fn cache_manifest(
+        &self,
+        image: &ImageName,
+        tag: Option<&Tag>,
+        bytes: Bytes,
+        info: &ManifestInfo,
+    ) -> Result<Manifest> {
+        let digest = Digest::sha256_of(&bytes);
+        self.store_manifest(&self.ns(image), &digest, bytes.clone(), info, tag)
+            .await?;
+        Ok(Manifest {
+            digest,
+            media_type: info.media_type.clone(),
+            bytes,
+        })
+    }
+
+    /// Reads back part of an upload session still being written (a proxy serves a blob to
+    /// waiting clients while it arrives from the remote).
+    pub(crate) async fn upload_read(
+        &self,
+        image: &ImageName,
+        id: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes> {
+        self.storage
+            .upload_read(&self.ns(image), id, offset, len)
+            .await
+            .map_err(upload_error)
     }
 }
 
@@ -366,26 +434,11 @@ impl Repository for HostedRepository {
             _ => {}
         }
         self.check_references(&ns, &info).await?;
-        let size = bytes.len() as i64;
-        self.storage.blob_put(bytes).await?;
-        self.storage
-            .manifest_link(&ns, &digest, &info.media_type)
-            .await?;
-        if let Reference::Tag(t) = reference {
-            self.storage.tag_set(&ns, t, &digest).await?;
-        }
-        if let Some(subject) = &info.subject {
-            let descriptor = Descriptor {
-                media_type: info.media_type.clone(),
-                digest: digest.to_string(),
-                size,
-                artifact_type: info.artifact_type.clone(),
-                annotations: info.annotations.clone(),
-                urls: None,
-                platform: None,
-            };
-            self.storage.referrer_add(&ns, subject, &descriptor).await?;
-        }
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        self.store_manifest(&ns, &digest, bytes, &info, tag).await?;
         Ok(PushedManifest {
             digest,
             subject: info.subject,

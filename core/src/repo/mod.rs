@@ -17,9 +17,9 @@ use bytes::Bytes;
 use crate::oci::{Descriptor, Digest, ImageName, Reference, RegistryError, RepoName};
 use crate::storage::{ByteStream, StorageError};
 
-pub use group::GroupRepository;
+pub use group::{GroupRepository, GroupSettings};
 pub use hosted::{HostedRepository, WritePolicy};
-pub use proxy::ProxyRepository;
+pub use proxy::{ProxyRepository, ProxySettings, RemoteTimeouts};
 
 /// The kinds of repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -9,14 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// `<file>: <key>: <reason>`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {key}: {reason}")]
-pub struct ConfigError {
-    pub file: String,
-    pub key: String,
-    pub reason: String,
-}
+pub use berth_config::{ConfigError, Source};
 
 pub use berth_certs::{CertFiles, SniCert};
 
@@ -75,124 +68,108 @@ fn upstream_addrs(list: &[String]) -> Result<Vec<SocketAddr>, (usize, String)> {
     Ok(out)
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = PathBuf::from(p);
-    if p.is_absolute() {
-        p
-    } else {
-        base.join(p)
-    }
-}
-
 impl ProxyConfig {
     pub fn load(path: &Path) -> Result<ProxyConfig, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            key: "(file)".into(),
-            reason: e.to_string(),
-        })?;
-        ProxyConfig::parse(&text, &file, path.parent().unwrap_or(Path::new(".")))
+        let (text, source) = Source::read(path)?;
+        ProxyConfig::parse(&text, &source)
     }
 
-    pub fn parse(text: &str, file: &str, base: &Path) -> Result<ProxyConfig, ConfigError> {
-        let err = |key: String, reason: String| ConfigError {
-            file: file.to_owned(),
-            key,
-            reason,
-        };
-        let raw = raw::parse(text).map_err(|(k, r)| err(k, r))?;
+    pub fn parse(text: &str, source: &Source) -> Result<ProxyConfig, ConfigError> {
+        let raw: raw::RawConfig = source.parse(text)?;
         if raw.listeners.is_empty() {
-            return Err(err(
-                "listeners".into(),
-                "at least one listener is needed".into(),
-            ));
+            return Err(source.err("listeners", "at least one listener is needed"));
         }
         let mut ports: HashMap<u16, String> = HashMap::new();
         let mut listeners = Vec::new();
         for (i, l) in raw.listeners.into_iter().enumerate() {
-            let key = |k: &str| format!("listeners[{i}].{k}");
-            let name = l.name.unwrap_or_else(|| l.listen.to_string());
-            if l.listen.port() == 0 {
-                return Err(err(
-                    key("listen"),
-                    "a fixed port is needed (0 is not allowed)".into(),
-                ));
-            }
-            if let Some(other) = ports.insert(l.listen.port(), name.clone()) {
-                return Err(err(
-                    key("listen"),
-                    format!(
-                        "port {} is already used by listener {other}",
-                        l.listen.port()
-                    ),
-                ));
-            }
-            if l.upstreams.is_empty() && l.hosts.is_empty() {
-                return Err(err(
-                    key("upstreams"),
-                    "no upstreams and no hosts: nowhere to send requests".into(),
-                ));
-            }
-            let upstreams = upstream_addrs(&l.upstreams)
-                .map_err(|(j, r)| err(key(&format!("upstreams[{j}]")), r))?;
-            let mut hosts = Vec::new();
-            for (j, h) in l.hosts.iter().enumerate() {
-                if h.upstreams.is_empty() || h.names.is_empty() {
-                    return Err(err(
-                        key(&format!("hosts[{j}]")),
-                        "needs names and upstreams".into(),
-                    ));
-                }
-                let addrs = upstream_addrs(&h.upstreams)
-                    .map_err(|(k, r)| err(key(&format!("hosts[{j}].upstreams[{k}]")), r))?;
-                hosts.push(HostRoute {
-                    names: h.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-                    upstreams: addrs,
-                });
-            }
-            let files = |c: &raw::RawCert| CertFiles {
-                cert: resolve(base, &c.cert),
-                key: resolve(base, &c.key),
-            };
-            listeners.push(ListenerConfig {
-                external_port: l.external_port.unwrap_or(l.listen.port()),
-                listen: l.listen,
-                tls: l.tls.as_ref().map(files),
-                sni: l
-                    .sni
-                    .iter()
-                    .map(|s| SniCert {
-                        names: s.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-                        files: CertFiles {
-                            cert: resolve(base, &s.cert),
-                            key: resolve(base, &s.key),
-                        },
-                    })
-                    .collect(),
-                upstreams,
-                hosts,
-                name,
-            });
+            let l = listener(l, &mut ports, source)
+                .map_err(|(k, r)| source.err(format!("listeners[{i}].{k}"), r))?;
+            listeners.push(l);
         }
         let t = raw.timeouts;
+        let or = |d: Option<berth_config::Duration>, default: u64| {
+            d.map_or(Duration::from_secs(default), Into::into)
+        };
         Ok(ProxyConfig {
-            state_dir: resolve(base, raw.state_dir.as_deref().unwrap_or("./state")),
+            state_dir: source.resolve(raw.state_dir.as_deref().unwrap_or("./state")),
             threads: raw.threads.unwrap_or(2).max(1),
-            drain: Duration::from_secs(raw.drain_seconds.unwrap_or(30)),
+            drain: or(raw.drain_timeout, 30),
             timeouts: Timeouts {
-                connect: Duration::from_secs(t.connect_seconds.unwrap_or(5)),
-                read: Duration::from_secs(t.read_seconds.unwrap_or(900)),
-                write: Duration::from_secs(t.write_seconds.unwrap_or(900)),
-                idle: Duration::from_secs(t.idle_seconds.unwrap_or(60)),
+                connect: or(t.connect, 5),
+                read: or(t.read, 900),
+                write: or(t.write, 900),
+                idle: or(t.idle, 60),
             },
-            health_check_interval: Duration::from_millis(
-                raw.health_check_interval_ms.unwrap_or(1000).max(100),
-            ),
+            health_check_interval: or(raw.health_check_interval, 1).max(Duration::from_millis(100)),
             dev_cert_names: raw.dev_cert_names,
             listeners,
         })
     }
+}
+
+/// One listener; `ports` holds the ports earlier listeners took. Errors are `(key, reason)`
+/// under `listeners[i]`.
+fn listener(
+    l: raw::RawListener,
+    ports: &mut HashMap<u16, String>,
+    source: &Source,
+) -> Result<ListenerConfig, (String, String)> {
+    let name = l.name.unwrap_or_else(|| l.listen.to_string());
+    if l.listen.port() == 0 {
+        return Err((
+            "listen".into(),
+            "a fixed port is needed (0 is not allowed)".into(),
+        ));
+    }
+    if let Some(other) = ports.insert(l.listen.port(), name.clone()) {
+        return Err((
+            "listen".into(),
+            format!(
+                "port {} is already used by listener {other}",
+                l.listen.port()
+            ),
+        ));
+    }
+    if l.upstreams.is_empty() && l.hosts.is_empty() {
+        return Err((
+            "upstreams".into(),
+            "no upstreams and no hosts: nowhere to send requests".into(),
+        ));
+    }
+    let upstreams =
+        upstream_addrs(&l.upstreams).map_err(|(j, r)| (format!("upstreams[{j}]"), r))?;
+    let mut hosts = Vec::new();
+    for (j, h) in l.hosts.iter().enumerate() {
+        if h.upstreams.is_empty() || h.names.is_empty() {
+            return Err((format!("hosts[{j}]"), "needs names and upstreams".into()));
+        }
+        let addrs = upstream_addrs(&h.upstreams)
+            .map_err(|(k, r)| (format!("hosts[{j}].upstreams[{k}]"), r))?;
+        hosts.push(HostRoute {
+            names: h.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            upstreams: addrs,
+        });
+    }
+    let files = |cert: &str, key: &str| CertFiles {
+        cert: source.resolve(cert),
+        key: source.resolve(key),
+    };
+    Ok(ListenerConfig {
+        external_port: l.external_port.unwrap_or(l.listen.port()),
+        listen: l.listen,
+        tls: l.tls.as_ref().map(|c| files(&c.cert, &c.key)),
+        sni: l
+            .sni
+            .iter()
+            .map(|s| SniCert {
+                names: s.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+                files: files(&s.cert, &s.key),
+            })
+            .collect(),
+        upstreams,
+        hosts,
+        name,
+    })
 }
 
 #[cfg(test)]
@@ -200,7 +177,7 @@ mod tests {
     use super::*;
 
     fn parse(t: &str) -> Result<ProxyConfig, ConfigError> {
-        ProxyConfig::parse(t, "proxy.yaml", Path::new("/etc/berth"))
+        ProxyConfig::parse(t, &Source::new("proxy.yaml", "/etc/berth"))
     }
 
     #[test]
@@ -213,6 +190,12 @@ mod tests {
             PathBuf::from("/etc/berth/certs/r.crt")
         );
         assert_eq!(c.drain, Duration::from_secs(30));
+        let c = parse("drain_timeout: 2m\nhealth_check_interval: 250ms\ntimeouts: { read: 1h }\nlisteners:\n  - { listen: 0.0.0.0:5443, upstreams: [127.0.0.1:8082] }\n").unwrap();
+        assert_eq!(c.drain, Duration::from_secs(120));
+        assert_eq!(c.health_check_interval, Duration::from_millis(250));
+        assert_eq!(c.timeouts.read, Duration::from_secs(3600));
+        let e = parse("drain_timeout: soon\nlisteners:\n  - { listen: 0.0.0.0:5443, upstreams: [127.0.0.1:8082] }\n").unwrap_err();
+        assert_eq!(e.key, "drain_timeout");
     }
 
     #[test]

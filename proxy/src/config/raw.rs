@@ -1,8 +1,10 @@
-//! The edge's configuration file as written: the only caller of `serde_yaml` in this crate.
-//! Unknown keys are errors (pingora's own YAML silently ignores typos; ours does not).
+//! The edge's configuration file as written (parsed by `berth_config::Source`, shared with the
+//! core). Unknown keys are errors (pingora's own YAML silently ignores typos; ours does not).
+//! Durations are written as in `core.yaml`: `250ms`, `90s`, `30m`, `24h`.
 
 use std::net::SocketAddr;
 
+use berth_config::Duration;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -12,13 +14,13 @@ pub struct RawConfig {
     pub state_dir: Option<String>,
     /// Worker threads for the proxy service.
     pub threads: Option<usize>,
-    /// Seconds in-flight requests get to finish after SIGTERM.
-    pub drain_seconds: Option<u64>,
+    /// How long in-flight requests get to finish after SIGTERM (default `30s`).
+    pub drain_timeout: Option<Duration>,
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: RawTimeouts,
-    /// Milliseconds between upstream health checks.
-    pub health_check_interval_ms: Option<u64>,
+    /// Time between upstream health checks (default `1s`, at least `100ms`).
+    pub health_check_interval: Option<Duration>,
     /// Extra DNS names for the generated development certificate (localhost is always in).
     #[serde(default)]
     pub dev_cert_names: Vec<String>,
@@ -28,10 +30,14 @@ pub struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
-    pub connect_seconds: Option<u64>,
-    pub read_seconds: Option<u64>,
-    pub write_seconds: Option<u64>,
-    pub idle_seconds: Option<u64>,
+    /// Connecting to a core (default `5s`).
+    pub connect: Option<Duration>,
+    /// Longest wait for bytes from a core (default `900s`).
+    pub read: Option<Duration>,
+    /// Longest wait to send bytes to a core (default `900s`).
+    pub write: Option<Duration>,
+    /// Idle pooled upstream connections are closed after this (default `60s`).
+    pub idle: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,24 +82,4 @@ pub struct RawSniCert {
 pub struct RawHostRoute {
     pub names: Vec<String>,
     pub upstreams: Vec<String>,
-}
-
-/// Parses YAML, returning `(key path, reason)` on failure.
-pub fn parse(text: &str) -> Result<RawConfig, (String, String)> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let key = if path == "." {
-            "(top level)".to_owned()
-        } else {
-            path
-        };
-        // serde_yaml repeats the path in its message; say it once.
-        let reason = e.into_inner().to_string();
-        let reason = reason
-            .strip_prefix(&format!("{key}: "))
-            .map(str::to_owned)
-            .unwrap_or(reason);
-        (key, reason)
-    })
 }

@@ -1,11 +1,17 @@
 //! Single-flight blob fetches for proxy repositories.
 //!
-//! The first client to ask for an uncached blob starts one fetch from the remote; the bytes go
-//! into an upload session as they arrive, and every client — the first one and any that ask
-//! meanwhile — reads that session from its own offset as it grows, so nobody waits for the
-//! whole layer. When the remote is done, the session is committed (digest verified, data made
-//! durable); a failed or truncated transfer is discarded and every reader sees an error, so a
-//! bad blob never reaches the cache.
+//! The first client to ask for an uncached blob starts one fetch; every client — the first one
+//! and any that ask meanwhile — joins it. The fetch runs in its own task (a client that goes
+//! away does not cancel it for the others): it asks the remote, writes the bytes into an upload
+//! session of the local hosted store as they arrive, and every client reads that session from
+//! its own offset as it grows, so nobody waits for the whole layer. When the remote is done,
+//! the session is committed through the hosted store (digest verified, data made durable); a
+//! failed or truncated transfer is discarded and every reader sees an error, so a bad blob
+//! never reaches the cache.
+//!
+//! No lock is held across any I/O: the in-flight map is locked only to find or register a
+//! fetch (audit: it was held across the remote round trip, so one silent remote wedged every
+//! uncached blob of the repository).
 
 use std::collections::VecDeque;
 use std::io;
@@ -13,10 +19,13 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use http::{Method, StatusCode};
 use tokio::sync::watch;
 
-use crate::oci::Digest;
-use crate::storage::{ByteStream, Namespace, Storage, StorageError};
+use super::{Inner, PROXY_CLIENT};
+use crate::oci::{Digest, ImageName};
+use crate::repo::{RepoError, Repository};
+use crate::storage::ByteStream;
 
 /// Bytes gathered before they are appended to the session (and shown to readers).
 const APPEND_BATCH: usize = 1 << 20;
@@ -24,49 +33,47 @@ const APPEND_BATCH: usize = 1 << 20;
 const QUEUE: usize = 8;
 /// Largest piece a reader takes at once.
 const READ_CHUNK: u64 = 1 << 20;
-
-/// Progress of one fetch, broadcast to its readers.
-#[derive(Clone, Debug, Default)]
-pub struct FetchState {
-    /// Bytes durably appended to the session so far.
-    pub written: u64,
-    /// The remote's Content-Length, once known.
-    pub total: Option<u64>,
-    /// Set once: `Ok` after the commit, `Err` with the reason otherwise.
-    pub done: Option<Result<(), String>>,
-}
-
 /// How much of the most recently cached bytes a fetch keeps in memory, so clients that keep
 /// up are served without reading back what was just written.
 const RECENT_WINDOW: usize = 16 << 20;
 
+/// How a fetch ended.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Verified and kept: serve it from the local store.
+    Cached,
+    /// The remote does not have it.
+    Missing,
+    /// The remote rate-limits us (its 429).
+    RateLimited(String),
+    /// Anything else: the message names the remote.
+    Failed(String),
+}
+
+/// Progress of one fetch, broadcast to its readers.
+#[derive(Clone, Debug, Default)]
+pub struct FetchState {
+    /// The upload session the bytes go into, once the remote has answered.
+    pub upload: Option<String>,
+    /// Bytes durably appended to the session so far.
+    pub written: u64,
+    /// The remote's Content-Length, once known.
+    pub total: Option<u64>,
+    /// Set once, at the end.
+    pub done: Option<Outcome>,
+}
+
 /// A fetch in progress.
 pub struct Fetch {
-    pub ns: Namespace,
-    pub upload: String,
+    pub image: ImageName,
     pub digest: Digest,
     pub state: watch::Receiver<FetchState>,
     /// The last pieces appended, `(offset, bytes)`, oldest first; only for bytes already on
-    /// disk (so a reader never sees bytes the cache might not keep).
+    /// disk (so a reader never sees bytes the cache might not keep). Bounded: RECENT_WINDOW.
     recent: Mutex<VecDeque<(u64, Bytes)>>,
 }
 
 impl Fetch {
-    pub fn new(
-        ns: Namespace,
-        upload: String,
-        digest: Digest,
-        state: watch::Receiver<FetchState>,
-    ) -> Fetch {
-        Fetch {
-            ns,
-            upload,
-            digest,
-            state,
-            recent: Mutex::new(VecDeque::new()),
-        }
-    }
-
     fn remember(&self, offset: u64, piece: Bytes) {
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         r.push_back((offset, piece));
@@ -87,160 +94,257 @@ impl Fetch {
             })
         })
     }
+
+    /// Waits until the remote has answered: the state then has an upload session or an end.
+    pub async fn started(&self) -> FetchState {
+        let mut rx = self.state.clone();
+        loop {
+            let st = rx.borrow_and_update().clone();
+            if st.upload.is_some() || st.done.is_some() {
+                return st;
+            }
+            if rx.changed().await.is_err() {
+                return FetchState {
+                    done: Some(Outcome::Failed("the fetch was abandoned".into())),
+                    ..st
+                };
+            }
+        }
+    }
 }
 
-/// Copies `body` into the session, publishing progress; commits at the end.
-///
-/// Reading the remote and writing the cache overlap: a reader task gathers the remote's bytes
-/// into batches while this task appends the previous ones, so the remote is never kept waiting
-/// on the disk or on hashing.
-pub async fn run(
-    storage: Arc<dyn Storage>,
-    fetch: Arc<Fetch>,
-    tx: watch::Sender<FetchState>,
-    mut body: ByteStream,
-) {
-    // Batches in flight between the two tasks: bounds memory to QUEUE × APPEND_BATCH.
-    let (batches, mut incoming) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(QUEUE);
-    let reader = tokio::spawn(async move {
-        let mut batch = BytesMut::with_capacity(APPEND_BATCH);
-        let mut seen = 0u64;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(c) => {
-                    seen += c.len() as u64;
-                    batch.extend_from_slice(&c);
-                    if batch.len() >= APPEND_BATCH
-                        && batches.send(Ok(batch.split().freeze())).await.is_err()
-                    {
+impl Inner {
+    /// Joins the fetch of `digest`, or starts one.
+    pub(super) fn fetch(self: &Arc<Self>, image: &ImageName, digest: &Digest) -> Arc<Fetch> {
+        let (tx, rx) = watch::channel(FetchState::default());
+        let fetch = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = inflight.get(digest) {
+                return f.clone();
+            }
+            let f = Arc::new(Fetch {
+                image: image.clone(),
+                digest: digest.clone(),
+                state: rx,
+                recent: Mutex::new(VecDeque::new()),
+            });
+            inflight.insert(digest.clone(), f.clone());
+            f
+        };
+        let inner = self.clone();
+        let task_fetch = fetch.clone();
+        tokio::spawn(async move {
+            let outcome = inner.run(&task_fetch, &tx).await;
+            if let Outcome::Failed(e) = &outcome {
+                tracing::warn!(repository = %inner.name, digest = %task_fetch.digest, error = %e, "proxy fetch failed");
+            }
+            tx.send_modify(|s| s.done = Some(outcome));
+            let mut inflight = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if inflight
+                .get(&task_fetch.digest)
+                .is_some_and(|f| Arc::ptr_eq(f, &task_fetch))
+            {
+                inflight.remove(&task_fetch.digest);
+            }
+        });
+        fetch
+    }
+
+    /// One fetch, start to end, holding one of the repository's fetch slots.
+    async fn run(&self, f: &Fetch, tx: &watch::Sender<FetchState>) -> Outcome {
+        let Ok(_slot) = self.fetch_slots.acquire().await else {
+            return Outcome::Failed("the repository is shutting down".into());
+        };
+        // Another fetch may have finished between the caller's cache check and this one.
+        if self.local.blob_size(&f.image, &f.digest).await.is_ok() {
+            return Outcome::Cached;
+        }
+        let what = format!("blob {}", f.digest);
+        let resp = match self
+            .ask(Method::GET, &f.image, &format!("blobs/{}", f.digest), None)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        match resp.status() {
+            StatusCode::NOT_FOUND => {
+                self.remember_missing(format!("b:{}:{}", f.image, f.digest));
+                return Outcome::Missing;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                return Outcome::RateLimited(format!("remote {} rate-limits us", self.url()))
+            }
+            s if !s.is_success() => {
+                return Outcome::Failed(format!("remote {} answered {s} for {what}", self.url()))
+            }
+            _ => {}
+        }
+        let total = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let id = match self.local.upload_start(&f.image, PROXY_CLIENT).await {
+            Ok(id) => id,
+            Err(e) => return Outcome::Failed(format!("caching failed: {e}")),
+        };
+        tx.send_modify(|s| {
+            s.upload = Some(id.clone());
+            s.total = total;
+        });
+        let body = self.remote.body_stream(resp);
+        match self.copy(f, &id, tx, body).await {
+            Ok(()) => Outcome::Cached,
+            Err(e) => {
+                let _ = self.local.upload_cancel(&f.image, &id).await;
+                Outcome::Failed(e)
+            }
+        }
+    }
+
+    /// Copies `body` into the session, publishing progress, and commits it.
+    ///
+    /// Reading the remote and writing the cache overlap: a reader task gathers the remote's
+    /// bytes into batches while this task appends the previous ones, so the remote is never
+    /// kept waiting on the disk or on hashing.
+    async fn copy(
+        &self,
+        f: &Fetch,
+        id: &str,
+        tx: &watch::Sender<FetchState>,
+        mut body: ByteStream,
+    ) -> Result<(), String> {
+        // Batches in flight between the two tasks: bounds memory to QUEUE × APPEND_BATCH.
+        let (batches, mut incoming) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(QUEUE);
+        let reader = tokio::spawn(async move {
+            let mut batch = BytesMut::with_capacity(APPEND_BATCH);
+            let mut seen = 0u64;
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(c) => {
+                        seen += c.len() as u64;
+                        batch.extend_from_slice(&c);
+                        if batch.len() >= APPEND_BATCH
+                            && batches.send(Ok(batch.split().freeze())).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let broke = format!("remote transfer broke after {seen} bytes: {e}");
+                        let _ = batches.send(Err(broke)).await;
                         return;
                     }
                 }
-                Err(e) => {
-                    let _ = batches
-                        .send(Err(format!(
-                            "remote transfer broke after {seen} bytes: {e}"
-                        )))
-                        .await;
-                    return;
+            }
+            if !batch.is_empty() {
+                let _ = batches.send(Ok(batch.freeze())).await;
+            }
+        });
+        let result = async {
+            let mut written = 0u64;
+            while let Some(piece) = incoming.recv().await {
+                let piece = piece?;
+                let n = piece.len() as u64;
+                let one: ByteStream = Box::pin(futures_util::stream::iter([Ok(piece.clone())]));
+                self.local
+                    .upload_append(&f.image, id, Some(written), one)
+                    .await
+                    .map_err(|e| format!("caching failed: {e}"))?;
+                f.remember(written, piece);
+                written += n;
+                tx.send_modify(|s| s.written = written);
+            }
+            match self.local.upload_finish(&f.image, id, &f.digest).await {
+                Ok(_) => Ok(()),
+                Err(RepoError::Client(e)) => Err(format!(
+                    "remote {} sent {written} bytes that are not {}: {}; nothing cached",
+                    self.url(),
+                    f.digest,
+                    e.message
+                )),
+                Err(e) => Err(format!("caching failed: {e}")),
+            }
+        }
+        .await;
+        reader.abort();
+        result
+    }
+
+    /// A stream of `start..end` of the blob, following the fetch as it progresses.
+    pub(super) fn follow(self: &Arc<Self>, fetch: Arc<Fetch>, start: u64, end: u64) -> ByteStream {
+        let rx = fetch.state.clone();
+        let inner = self.clone();
+        let stream = futures_util::stream::unfold(
+            (start, rx, inner, fetch),
+            move |(offset, mut rx, inner, fetch)| async move {
+                if offset >= end {
+                    return None;
+                }
+                let item = inner.next_piece(&fetch, &mut rx, offset, end).await;
+                let next = match &item {
+                    Ok(b) => offset + b.len() as u64,
+                    Err(_) => end,
+                };
+                Some((item, (next, rx, inner, fetch)))
+            },
+        );
+        Box::pin(stream)
+    }
+
+    /// The next piece at `offset`: from memory, from the growing session, or — once the fetch
+    /// is committed — from the store; waits for progress when nothing new is there yet.
+    async fn next_piece(
+        &self,
+        fetch: &Fetch,
+        rx: &mut watch::Receiver<FetchState>,
+        offset: u64,
+        end: u64,
+    ) -> io::Result<Bytes> {
+        loop {
+            let st = rx.borrow_and_update().clone();
+            if let (true, Some(id)) = (offset < st.written, &st.upload) {
+                let n = (st.written.min(end) - offset).min(READ_CHUNK);
+                if let Some(b) = fetch.recent_at(offset, n) {
+                    return Ok(b);
+                }
+                match self.local.upload_read(&fetch.image, id, offset, n).await {
+                    Ok(b) => return Ok(b),
+                    // Committed (moved into the blob store) or discarded meanwhile: the
+                    // outcome is about to be published; wait for it below.
+                    Err(_) if st.done.is_none() => {}
+                    Err(_) => {}
+                }
+            }
+            match &st.done {
+                Some(Outcome::Cached) => {
+                    let n = (end - offset).min(READ_CHUNK);
+                    return self.read_cached(fetch, offset, n).await;
+                }
+                Some(Outcome::Failed(e) | Outcome::RateLimited(e)) => {
+                    return Err(io::Error::other(e.clone()))
+                }
+                Some(Outcome::Missing) => return Err(io::Error::other("the remote lost the blob")),
+                None => {
+                    if rx.changed().await.is_err() {
+                        return Err(io::Error::other("fetch abandoned"));
+                    }
                 }
             }
         }
-        if !batch.is_empty() {
-            let _ = batches.send(Ok(batch.freeze())).await;
-        }
-    });
-    let mut written = 0u64;
-    let outcome: Result<(), String> = async {
-        while let Some(piece) = incoming.recv().await {
-            let piece = piece?;
-            let n = piece.len() as u64;
-            let one: ByteStream = Box::pin(futures_util::stream::iter([Ok(piece.clone())]));
-            storage
-                .upload_append(&fetch.ns, &fetch.upload, Some(written), one)
-                .await
-                .map_err(|e| format!("caching failed: {e}"))?;
-            fetch.remember(written, piece);
-            written += n;
-            tx.send_modify(|s| s.written = written);
-        }
-        storage
-            .upload_commit(&fetch.ns, &fetch.upload, &fetch.digest)
+    }
+
+    async fn read_cached(&self, fetch: &Fetch, offset: u64, n: u64) -> io::Result<Bytes> {
+        let mut s = self
+            .local
+            .blob_read(&fetch.image, &fetch.digest, offset, n)
             .await
-            .map(|_| ())
-            .map_err(|e| match e {
-                StorageError::DigestMismatch { actual, .. } => {
-                    format!(
-                        "remote sent {written} bytes with digest {actual}, not {}; nothing cached",
-                        fetch.digest
-                    )
-                }
-                other => format!("caching failed: {other}"),
-            })
+            .map_err(io::Error::other)?;
+        let mut out = BytesMut::with_capacity(n as usize);
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out.freeze())
     }
-    .await;
-    reader.abort();
-    if let Err(e) = &outcome {
-        tracing::warn!(digest = %fetch.digest, error = %e, "proxy fetch failed");
-        let _ = storage.upload_cancel(&fetch.ns, &fetch.upload).await;
-    }
-    tx.send_modify(|s| s.done = Some(outcome));
-}
-
-/// A stream of `start..end` of the blob, following the fetch as it progresses.
-pub fn follow(storage: Arc<dyn Storage>, fetch: Arc<Fetch>, start: u64, end: u64) -> ByteStream {
-    let rx = fetch.state.clone();
-    let stream = futures_util::stream::unfold(
-        (start, rx, storage, fetch),
-        move |(offset, mut rx, storage, fetch)| async move {
-            if offset >= end {
-                return None;
-            }
-            loop {
-                let st = rx.borrow_and_update().clone();
-                if offset < st.written {
-                    let n = (st.written.min(end) - offset).min(READ_CHUNK);
-                    if let Some(b) = fetch.recent_at(offset, n) {
-                        let len = b.len() as u64;
-                        return Some((Ok(b), (offset + len, rx, storage, fetch)));
-                    }
-                    match storage
-                        .upload_read(&fetch.ns, &fetch.upload, offset, n)
-                        .await
-                    {
-                        Ok(b) => return Some((Ok(b), (offset + n, rx, storage, fetch))),
-                        // Committed (renamed into the blob store) or discarded meanwhile: the
-                        // outcome is about to be published; wait for it below.
-                        Err(_) if st.done.is_none() => {
-                            if rx.changed().await.is_err() {
-                                return Some((
-                                    Err(io::Error::other("fetch abandoned")),
-                                    (end, rx, storage, fetch),
-                                ));
-                            }
-                            continue;
-                        }
-                        Err(_) => {}
-                    }
-                }
-                match &st.done {
-                    Some(Ok(())) => {
-                        let n = (end - offset).min(READ_CHUNK);
-                        let item = read_committed(storage.as_ref(), &fetch.digest, offset, n).await;
-                        let next = if item.is_ok() { offset + n } else { end };
-                        return Some((item, (next, rx, storage, fetch)));
-                    }
-                    Some(Err(e)) => {
-                        return Some((Err(io::Error::other(e.clone())), (end, rx, storage, fetch)))
-                    }
-                    None => {
-                        if rx.changed().await.is_err() {
-                            return Some((
-                                Err(io::Error::other("fetch abandoned")),
-                                (end, rx, storage, fetch),
-                            ));
-                        }
-                    }
-                }
-            }
-        },
-    );
-    Box::pin(stream)
-}
-
-async fn read_committed(
-    storage: &dyn Storage,
-    digest: &Digest,
-    offset: u64,
-    n: u64,
-) -> io::Result<Bytes> {
-    let mut s = storage
-        .blob_read(digest, offset, n)
-        .await
-        .map_err(io::Error::other)?;
-    let mut out = BytesMut::with_capacity(n as usize);
-    while let Some(c) = s.next().await {
-        out.extend_from_slice(&c?);
-    }
-    Ok(out.freeze())
 }

@@ -1,51 +1,65 @@
-//! Proxy repositories: a pull-through cache of a remote registry, as a decorator around the
-//! same storage a hosted repository uses.
+//! Proxy repositories: a pull-through cache of a remote registry, as a decorator around a
+//! local hosted repository.
 //!
-//! - Manifests by digest and blobs are immutable: once cached they are served locally forever.
-//! - A tag is trusted for `metadata_max_age`; then a HEAD (which does not count against Docker
-//!   Hub's pull limits) revalidates it, and only a changed digest is fetched again.
-//! - When the remote is down, answers 429 or 5xx, or is auto-blocked after repeated failures,
+//! The local [`HostedRepository`] keeps what was pulled through, with the same rules and the
+//! same code as any hosted repository (manifests, tags, referrers, blob links, verified and
+//! durable uploads); this module adds only the remote:
+//! - manifests by digest and blobs are immutable: once cached they are served locally forever;
+//! - a tag is trusted for `metadata_max_age`; then a HEAD (which does not count against Docker
+//!   Hub's pull limits) revalidates it, and only a changed digest is fetched again;
+//! - when the remote is down, answers 429 or 5xx, or is auto-blocked after repeated failures,
 //!   cached content keeps being served (tags from the last good answer); misses get an error
-//!   that names the remote. "Not found" answers are remembered for `negative_cache_ttl`.
-//! - Blobs are fetched once however many clients ask at the same moment (`fetch.rs`).
-//! - Clients cannot push: a proxy is read-only.
+//!   that names the remote. "Not found" answers are remembered for `negative_cache_ttl`;
+//! - blobs are fetched once however many clients ask at the same moment (`fetch.rs`), at most
+//!   `max_concurrent_fetches` at a time;
+//! - clients cannot push: a proxy is read-only.
 
+mod bounded;
 mod fetch;
 mod pull;
 mod remote;
+mod settings;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 
 use super::{Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
-use crate::config::ProxySettings;
 use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, Reference, RepoName, Tag};
+use crate::repo::{HostedRepository, WritePolicy};
 use crate::storage::{ByteStream, Storage};
-use fetch::Fetch;
+use bounded::BoundedMap;
+use fetch::{Fetch, Outcome};
+use pull::{MAX_NEGATIVE, MAX_SMALL_BODY, MAX_TAG_CHECKS, MAX_TAG_LISTS, MAX_TAG_LIST_BODY};
 pub use remote::{Remote, RemoteError, MANIFEST_ACCEPT};
+pub use settings::{ProxySettings, RemoteTimeouts};
 
 /// Largest manifest accepted from a remote.
 const MAX_REMOTE_MANIFEST: usize = crate::oci::manifest::MAX_MANIFEST_BYTES;
+/// The client recorded on the upload sessions a proxy fills from its remote.
+const PROXY_CLIENT: &str = "berth:proxy-fetch";
 
 pub(super) struct Inner {
     pub(super) name: RepoName,
-    pub(super) storage: Arc<dyn Storage>,
+    /// What was pulled through, kept by the hosted rules.
+    pub(super) local: Arc<HostedRepository>,
     pub(super) remote: Remote,
     pub(super) settings: ProxySettings,
-    /// When each cached tag was last confirmed by the remote.
-    pub(super) tag_checked: Mutex<HashMap<(ImageName, Tag), Instant>>,
-    /// Remote "not found" answers, until they expire.
-    pub(super) negative: Mutex<HashMap<String, Instant>>,
-    /// Remote tag lists, reused for `content_max_age`.
-    pub(super) tag_lists: Mutex<HashMap<ImageName, (Vec<String>, Instant)>>,
-    /// Blob fetches in progress. An async lock because starting a fetch checks the cache.
-    pub(super) inflight: tokio::sync::Mutex<HashMap<Digest, Arc<Fetch>>>,
+    /// Tags confirmed by the remote, for `metadata_max_age` (bounded: MAX_TAG_CHECKS).
+    pub(super) tag_checked: BoundedMap<(ImageName, Tag), ()>,
+    /// Remote "not found" answers, for `negative_cache_ttl` (bounded: MAX_NEGATIVE).
+    pub(super) negative: BoundedMap<String, ()>,
+    /// Remote tag lists, reused for `content_max_age` (bounded: MAX_TAG_LISTS).
+    pub(super) tag_lists: BoundedMap<ImageName, Vec<String>>,
+    /// Blob fetches in progress: an entry lives as long as its fetch task, and each task waits
+    /// for a slot below, so the map holds at most one entry per digest some client is waiting
+    /// for. Locked only to find or register a fetch, never across I/O.
+    pub(super) inflight: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    /// Fetches talking to the remote at once (each holds up to 24 MiB of buffers).
+    pub(super) fetch_slots: tokio::sync::Semaphore,
 }
 
 /// A pull-through cache of one remote registry.
@@ -53,13 +67,9 @@ pub struct ProxyRepository {
     inner: Arc<Inner>,
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 pub(super) use super::client;
 
-/// The remote could not be asked: a 502 (or the remote's 429) that names it.
+/// The remote could not be asked: a remote failure that names it.
 pub(super) fn remote_failure(e: RemoteError) -> RepoError {
     RepoError::Remote(e.to_string())
 }
@@ -71,16 +81,22 @@ impl ProxyRepository {
         settings: ProxySettings,
     ) -> std::io::Result<Self> {
         let remote = Remote::new(&settings)?;
+        let local = Arc::new(HostedRepository::new(
+            name.clone(),
+            storage,
+            WritePolicy::AllowRedeploy,
+        ));
         Ok(ProxyRepository {
             inner: Arc::new(Inner {
                 name,
-                storage,
+                local,
                 remote,
+                tag_checked: BoundedMap::new(MAX_TAG_CHECKS, settings.metadata_max_age),
+                negative: BoundedMap::new(MAX_NEGATIVE, settings.negative_cache_ttl),
+                tag_lists: BoundedMap::new(MAX_TAG_LISTS, settings.content_max_age),
+                inflight: Mutex::new(HashMap::new()),
+                fetch_slots: tokio::sync::Semaphore::new(settings.max_concurrent_fetches.max(1)),
                 settings,
-                tag_checked: Mutex::new(HashMap::new()),
-                negative: Mutex::new(HashMap::new()),
-                tag_lists: Mutex::new(HashMap::new()),
-                inflight: tokio::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -91,9 +107,61 @@ impl ProxyRepository {
             format!(
                 "{} is a proxy of {}: it is read-only; push to a hosted repository",
                 self.inner.name,
-                self.inner.remote.url()
+                self.inner.url()
             ),
         )
+    }
+
+    fn blob_unknown(&self, digest: &Digest) -> RepoError {
+        client(
+            ErrorCode::BlobUnknown,
+            format!("blob {digest} is unknown (remote {})", self.inner.url()),
+        )
+    }
+
+    /// The size of an uncached blob, from a fetch in progress or a HEAD to the remote.
+    async fn remote_blob_size(&self, image: &ImageName, digest: &Digest) -> Result<u64> {
+        let i = &self.inner;
+        let running = i
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .and_then(|f| f.state.borrow().total);
+        if let Some(total) = running {
+            return Ok(total);
+        }
+        let neg = format!("b:{image}:{digest}");
+        if i.negative_hit(&neg) {
+            return Err(self.blob_unknown(digest));
+        }
+        let resp = i
+            .ask(Method::HEAD, image, &format!("blobs/{digest}"), None)
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => {
+                i.remember_missing(neg);
+                Err(self.blob_unknown(digest))
+            }
+            s if s.is_success() => resp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    RepoError::Remote(format!("remote {} gave no size for blob {digest}", i.url()))
+                }),
+            s => Err(i.refused(s, &format!("blob {digest}"))),
+        }
+    }
+}
+
+/// The local answer, or `None` where it says "not here".
+fn local<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -108,51 +176,9 @@ impl Repository for ProxyRepository {
     }
 
     async fn blob_size(&self, image: &ImageName, digest: &Digest) -> Result<u64> {
-        let i = &self.inner;
-        let ns = i.ns(image);
-        if i.storage.blob_linked(&ns, digest).await? {
-            if let Some(size) = i.storage.blob_size(digest).await? {
-                return Ok(size);
-            }
-        }
-        if let Some(f) = i.inflight.lock().await.get(digest) {
-            if let Some(total) = f.state.borrow().total {
-                return Ok(total);
-            }
-        }
-        let unknown = || {
-            client(
-                ErrorCode::BlobUnknown,
-                format!("blob {digest} is unknown (remote {})", i.remote.url()),
-            )
-        };
-        let neg = format!("b:{image}:{digest}");
-        if i.negative_hit(&neg) {
-            return Err(unknown());
-        }
-        let resp = i
-            .ask(Method::HEAD, image, &format!("blobs/{digest}"), None)
-            .await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => {
-                i.remember_missing(neg);
-                Err(unknown())
-            }
-            s if s.is_success() => resp
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| {
-                    RepoError::Remote(format!(
-                        "remote {} gave no size for blob {digest}",
-                        i.remote.url()
-                    ))
-                }),
-            s => Err(RepoError::Remote(format!(
-                "remote {} answered {s} for blob {digest}",
-                i.remote.url()
-            ))),
+        match local(self.inner.local.blob_size(image, digest).await)? {
+            Some(size) => Ok(size),
+            None => self.remote_blob_size(image, digest).await,
         }
     }
 
@@ -164,20 +190,21 @@ impl Repository for ProxyRepository {
         len: u64,
     ) -> Result<ByteStream> {
         let i = &self.inner;
-        let ns = i.ns(image);
-        if !i.storage.blob_linked(&ns, digest).await? {
-            match i.fetch_blob(image, digest).await? {
-                Some(f) => return Ok(fetch::follow(i.storage.clone(), f, start, start + len)),
-                None if i.storage.blob_linked(&ns, digest).await? => {}
-                None => {
-                    return Err(client(
-                        ErrorCode::BlobUnknown,
-                        format!("blob {digest} is unknown (remote {})", i.remote.url()),
-                    ))
-                }
-            }
+        if let Some(s) = local(i.local.blob_read(image, digest, start, len).await)? {
+            return Ok(s);
         }
-        Ok(i.storage.blob_read(digest, start, len).await?)
+        if i.negative_hit(&format!("b:{image}:{digest}")) {
+            return Err(self.blob_unknown(digest));
+        }
+        let f = i.fetch(image, digest);
+        let st = f.started().await;
+        match st.done {
+            None => Ok(i.follow(f, start, start + len)),
+            Some(Outcome::Cached) => i.local.blob_read(image, digest, start, len).await,
+            Some(Outcome::Missing) => Err(self.blob_unknown(digest)),
+            Some(Outcome::RateLimited(m)) => Err(client(ErrorCode::TooManyRequests, m)),
+            Some(Outcome::Failed(m)) => Err(RepoError::Remote(m)),
+        }
     }
 
     async fn blob_delete(&self, _image: &ImageName, _digest: &Digest) -> Result<()> {
@@ -220,34 +247,9 @@ impl Repository for ProxyRepository {
     }
 
     async fn manifest(&self, image: &ImageName, reference: &Reference) -> Result<Manifest> {
-        let i = &self.inner;
         match reference {
-            Reference::Tag(t) => i.manifest_by_tag(image, t).await,
-            Reference::Digest(d) => {
-                if let Some(m) = i.cached_manifest(&i.ns(image), d).await? {
-                    return Ok(m);
-                }
-                let unknown = || {
-                    client(
-                        ErrorCode::ManifestUnknown,
-                        format!(
-                            "manifest {d} is unknown in {image} (remote {})",
-                            i.remote.url()
-                        ),
-                    )
-                };
-                let neg = format!("m:{image}:{d}");
-                if i.negative_hit(&neg) {
-                    return Err(unknown());
-                }
-                match i.fetch_manifest(image, reference).await? {
-                    Some(m) => Ok(m),
-                    None => {
-                        i.remember_missing(neg);
-                        Err(unknown())
-                    }
-                }
-            }
+            Reference::Tag(t) => self.inner.manifest_by_tag(image, t).await,
+            Reference::Digest(d) => self.inner.manifest_by_digest(image, d).await,
         }
     }
 
@@ -267,90 +269,56 @@ impl Repository for ProxyRepository {
 
     async fn tags(&self, image: &ImageName) -> Result<Vec<String>> {
         let i = &self.inner;
-        if let Some((tags, at)) = lock(&i.tag_lists).get(image) {
-            if at.elapsed() < i.settings.content_max_age {
-                return Ok(tags.clone());
-            }
+        if let Some(tags) = i.tag_lists.get(image) {
+            return Ok(tags);
         }
-        let remote = async {
-            let resp = i.ask(Method::GET, image, "tags/list", None).await?;
-            if resp.status() == StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !resp.status().is_success() {
-                return Err(RepoError::Remote(format!(
-                    "remote {} answered {} for tags of {image}",
-                    i.remote.url(),
-                    resp.status()
-                )));
-            }
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| RepoError::Remote(e.to_string()))?
-                .to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| RepoError::Remote(format!("tag list: {e}")))?;
-            let mut tags: Vec<String> = v["tags"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|t| t.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            tags.sort();
-            Ok(Some(tags))
-        }
-        .await;
-        match remote {
-            Ok(Some(tags)) => {
-                lock(&i.tag_lists).insert(image.clone(), (tags.clone(), Instant::now()));
+        let path = i.path(image, "tags/list");
+        match i
+            .remote_json(&path, &i.scope(image), MAX_TAG_LIST_BODY)
+            .await
+        {
+            Ok(Some(v)) => {
+                let mut tags: Vec<String> = v["tags"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| t.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                tags.sort();
+                i.tag_lists.insert(image.clone(), tags.clone());
                 Ok(tags)
             }
             Ok(None) => Err(client(
                 ErrorCode::NameUnknown,
-                format!("repository {image} is unknown at remote {}", i.remote.url()),
+                format!("repository {image} is unknown at remote {}", i.url()),
             )),
-            Err(e) => {
-                // Remote down: what was pulled through before is still known.
-                match i.storage.tags(&i.ns(image)).await? {
-                    Some(t) if !t.is_empty() => Ok(t),
-                    _ => Err(e),
-                }
-            }
+            // Remote down: what was pulled through before is still known.
+            Err(e) => match local(i.local.tags(image).await)? {
+                Some(t) if !t.is_empty() => Ok(t),
+                _ => Err(e),
+            },
         }
     }
 
     async fn images(&self) -> Result<Vec<ImageName>> {
-        Ok(self.inner.storage.images(&self.inner.name).await?)
+        self.inner.local.images().await
     }
 
     async fn referrers(&self, image: &ImageName, subject: &Digest) -> Result<Vec<Descriptor>> {
         let i = &self.inner;
-        let remote = async {
-            let resp = i
-                .remote
-                .request(
-                    Method::GET,
-                    &i.path(image, &format!("referrers/{subject}")),
-                    None,
-                    &i.scope(image),
-                )
-                .await
-                .ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            let body = resp.into_body().collect().await.ok()?.to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-            serde_json::from_value::<Vec<Descriptor>>(v["manifests"].clone()).ok()
-        }
-        .await;
-        match remote {
+        let path = i.path(image, &format!("referrers/{subject}"));
+        let remote = i.remote_json(&path, &i.scope(image), MAX_SMALL_BODY).await;
+        let listed = match remote {
+            Ok(Some(v)) => serde_json::from_value::<Vec<Descriptor>>(v["manifests"].clone()).ok(),
+            _ => None,
+        };
+        match listed {
             Some(d) => Ok(d),
-            None => Ok(i.storage.referrers(&i.ns(image), subject).await?),
+            // The remote cannot say: the referrers of what was pulled through (recorded by the
+            // local store as it cached them).
+            None => i.local.referrers(image, subject).await,
         }
     }
 
@@ -360,44 +328,24 @@ impl Repository for ProxyRepository {
             .append_pair("q", term)
             .append_pair("n", &limit.to_string())
             .finish();
-        let remote = async {
-            let resp = i
-                .remote
-                .request(
-                    Method::GET,
-                    &format!("/v1/search?{q}"),
-                    None,
-                    "registry:catalog:*",
-                )
-                .await
-                .ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            let body = resp.into_body().collect().await.ok()?.to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-            Some(
-                v["results"]
-                    .as_array()?
+        let remote = i
+            .remote_json(
+                &format!("/v1/search?{q}"),
+                "registry:catalog:*",
+                MAX_SMALL_BODY,
+            )
+            .await;
+        if let Ok(Some(v)) = remote {
+            if let Some(results) = v["results"].as_array() {
+                return Ok(results
                     .iter()
                     .filter_map(|r| r["name"].as_str().map(str::to_owned))
                     .take(limit)
-                    .collect::<Vec<_>>(),
-            )
+                    .collect());
+            }
         }
-        .await;
-        match remote {
-            Some(names) => Ok(names),
-            // The remote has no V1 search (most do not): search what was pulled through.
-            None => Ok(self
-                .images()
-                .await?
-                .into_iter()
-                .map(|i| i.to_string())
-                .filter(|n| n.contains(term))
-                .take(limit)
-                .collect()),
-        }
+        // The remote has no V1 search (most do not): search what was pulled through.
+        self.inner.local.search(term, limit).await
     }
 
     fn status(&self) -> serde_json::Value {

@@ -1,23 +1,17 @@
-//! The pull-through logic of a proxy repository: asking the remote, caching what it answers,
-//! revalidating tags, remembering misses, and starting single-flight blob fetches.
+//! The pull-through logic of a proxy repository: asking the remote, caching what it answers in
+//! the local hosted store, revalidating tags and remembering misses.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use futures_util::StreamExt;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 
-use super::fetch::{self, Fetch, FetchState};
-use super::{client, lock, remote_failure, Inner, MANIFEST_ACCEPT, MAX_REMOTE_MANIFEST};
+use super::{client, remote_failure, Inner, MANIFEST_ACCEPT, MAX_REMOTE_MANIFEST};
 use crate::oci::{Digest, ErrorCode, ImageName, ManifestInfo, Reference, Tag};
-use crate::repo::{Manifest, RepoError, Result};
-use crate::storage::{ByteStream, Namespace, StorageError};
-
-/// The client recorded on the upload sessions a proxy fills from its remote.
-const PROXY_CLIENT: &str = "berth:proxy-fetch";
+use crate::repo::{Manifest, RepoError, Repository, Result};
 
 impl Inner {
+    pub(super) fn url(&self) -> &str {
+        self.remote.url()
+    }
+
     /// Asks the remote about `image` (`rest` follows `/v2/<remote name>/`), pull-scoped.
     pub(super) async fn ask(
         &self,
@@ -33,22 +27,18 @@ impl Inner {
     }
 
     /// What a client is told when the remote answered `status` for `what`: its 429 passes
-    /// through as TOOMANYREQUESTS, anything else is a 502 naming the remote.
+    /// through as TOOMANYREQUESTS, anything else is a remote failure naming it.
     pub(super) fn refused(&self, status: StatusCode, what: &str) -> RepoError {
         if status == StatusCode::TOO_MANY_REQUESTS {
             return client(
                 ErrorCode::TooManyRequests,
-                format!("remote {} rate-limits us", self.remote.url()),
+                format!("remote {} rate-limits us", self.url()),
             );
         }
         RepoError::Remote(format!(
             "remote {} answered {status} for {what}",
-            self.remote.url()
+            self.url()
         ))
-    }
-
-    pub(super) fn ns(&self, image: &ImageName) -> Namespace {
-        Namespace::new(self.name.clone(), image.clone())
     }
 
     pub(super) fn scope(&self, image: &ImageName) -> String {
@@ -60,38 +50,23 @@ impl Inner {
     }
 
     pub(super) fn negative_hit(&self, key: &str) -> bool {
-        let mut n = lock(&self.negative);
-        match n.get(key) {
-            Some(t) if t.elapsed() < self.settings.negative_cache_ttl => true,
-            Some(_) => {
-                n.remove(key);
-                false
-            }
-            None => false,
-        }
+        self.negative.get(&key.to_owned()).is_some()
     }
 
     pub(super) fn remember_missing(&self, key: String) {
-        lock(&self.negative).insert(key, Instant::now());
+        self.negative.insert(key, ());
     }
 
-    /// The cached manifest `digest` of `image`, if any.
-    pub(super) async fn cached_manifest(
+    /// The cached manifest, if the local store has it.
+    pub(super) async fn cached(
         &self,
-        ns: &Namespace,
-        digest: &Digest,
+        image: &ImageName,
+        reference: &Reference,
     ) -> Result<Option<Manifest>> {
-        let Some(media_type) = self.storage.manifest_media_type(ns, digest).await? else {
-            return Ok(None);
-        };
-        match self.storage.blob_bytes(digest).await {
-            Ok(bytes) => Ok(Some(Manifest {
-                digest: digest.clone(),
-                media_type,
-                bytes,
-            })),
-            Err(StorageError::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
+        match self.local.manifest(image, reference).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -101,7 +76,7 @@ impl Inner {
         image: &ImageName,
         reference: &Reference,
     ) -> Result<Option<Manifest>> {
-        let ns = self.ns(image);
+        let what = format!("manifest {reference}");
         let resp = self
             .ask(
                 Method::GET,
@@ -115,59 +90,46 @@ impl Inner {
             return Ok(None);
         }
         if !status.is_success() {
-            return Err(self.refused(status, &format!("manifest {reference}")));
+            return Err(self.refused(status, &what));
         }
         let content_type = resp
             .headers()
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_REMOTE_MANIFEST)
-            .collect()
+        let body = self
+            .remote
+            .read_body(resp, MAX_REMOTE_MANIFEST, &what)
             .await
-            .map_err(|e| {
-                RepoError::Remote(format!(
-                    "reading manifest {reference} from {}: {e}",
-                    self.remote.url()
-                ))
-            })?
-            .to_bytes();
+            .map_err(remote_failure)?;
         let digest = Digest::sha256_of(&body);
         if let Reference::Digest(d) = reference {
             if d != &digest {
                 return Err(RepoError::Remote(format!(
                     "remote {} sent manifest bytes with digest {digest} for {d}",
-                    self.remote.url()
+                    self.url()
                 )));
             }
         }
         let info = ManifestInfo::parse(&body, content_type.as_deref()).map_err(|e| {
             RepoError::Remote(format!(
                 "remote {} sent an unusable manifest: {e}",
-                self.remote.url()
+                self.url()
             ))
         })?;
-        self.storage.blob_put(body.clone()).await?;
-        self.storage
-            .manifest_link(&ns, &digest, &info.media_type)
-            .await?;
-        if let Reference::Tag(t) = reference {
-            self.storage.tag_set(&ns, t, &digest).await?;
-            lock(&self.tag_checked).insert((image.clone(), t.clone()), Instant::now());
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        let m = self.local.cache_manifest(image, tag, body, &info).await?;
+        if let Some(t) = tag {
+            self.tag_checked.insert((image.clone(), t.clone()), ());
         }
-        Ok(Some(Manifest {
-            digest,
-            media_type: info.media_type,
-            bytes: body,
-        }))
+        Ok(Some(m))
     }
 
     /// Asks the remote which digest a tag has now (HEAD: free under Docker Hub's limits).
-    pub(super) async fn remote_tag_digest(
-        &self,
-        image: &ImageName,
-        tag: &Tag,
-    ) -> std::result::Result<Option<Digest>, RepoError> {
+    async fn remote_tag_digest(&self, image: &ImageName, tag: &Tag) -> Result<Option<Digest>> {
         let resp = self
             .ask(
                 Method::HEAD,
@@ -183,32 +145,29 @@ impl Inner {
                 .get("docker-content-digest")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())),
-            s => Err(RepoError::Remote(format!(
-                "remote {} answered {s} for tag {tag}",
-                self.remote.url()
-            ))),
+            s => Err(self.refused(s, &format!("tag {tag}"))),
         }
     }
 
+    /// A tag: served from the cache while fresh, revalidated with a HEAD after
+    /// `metadata_max_age`, re-fetched only when it moved; the cached one when the remote fails.
     pub(super) async fn manifest_by_tag(&self, image: &ImageName, tag: &Tag) -> Result<Manifest> {
-        let ns = self.ns(image);
         let unknown = || {
             client(
                 ErrorCode::ManifestUnknown,
                 format!(
                     "manifest {tag} is unknown in {image} (remote {})",
-                    self.remote.url()
+                    self.url()
                 ),
             )
         };
-        let cached = match self.storage.tag_get(&ns, tag).await? {
-            Some(d) => self.cached_manifest(&ns, &d).await?,
-            None => None,
-        };
+        let reference = Reference::Tag(tag.clone());
+        let cached = self.cached(image, &reference).await?;
         let key = (image.clone(), tag.clone());
-        let fresh = lock(&self.tag_checked)
-            .get(&key)
-            .is_some_and(|t| t.elapsed() < self.settings.metadata_max_age);
+        let fresh = self
+            .tag_checked
+            .get_younger(&key, self.settings.metadata_max_age)
+            .is_some();
         if let (Some(m), true) = (&cached, fresh) {
             return Ok(m.clone());
         }
@@ -216,11 +175,10 @@ impl Inner {
         if cached.is_none() && self.negative_hit(&neg) {
             return Err(unknown());
         }
-        // Revalidate a cached tag with a HEAD; fetch only when it moved.
         if let Some(m) = &cached {
             match self.remote_tag_digest(image, tag).await {
                 Ok(Some(d)) if d == m.digest => {
-                    lock(&self.tag_checked).insert(key, Instant::now());
+                    self.tag_checked.insert(key, ());
                     return Ok(m.clone());
                 }
                 Ok(Some(_)) => {}
@@ -234,10 +192,7 @@ impl Inner {
                 }
             }
         }
-        match self
-            .fetch_manifest(image, &Reference::Tag(tag.clone()))
-            .await
-        {
+        match self.fetch_manifest(image, &reference).await {
             Ok(Some(m)) => Ok(m),
             Ok(None) => {
                 self.remember_missing(neg);
@@ -253,60 +208,74 @@ impl Inner {
         }
     }
 
-    /// Starts (or joins) the fetch of an uncached blob; `None` if the remote does not have it.
-    pub(super) async fn fetch_blob(
-        self: &Arc<Self>,
+    /// A manifest by digest: immutable, so cached forever once fetched.
+    pub(super) async fn manifest_by_digest(
+        &self,
         image: &ImageName,
         digest: &Digest,
-    ) -> Result<Option<Arc<Fetch>>> {
-        let ns = self.ns(image);
-        let mut inflight = self.inflight.lock().await;
-        if let Some(f) = inflight.get(digest) {
-            return Ok(Some(f.clone()));
+    ) -> Result<Manifest> {
+        let reference = Reference::Digest(digest.clone());
+        if let Some(m) = self.cached(image, &reference).await? {
+            return Ok(m);
         }
-        if self.storage.blob_linked(&ns, digest).await? {
-            return Ok(None);
-        }
-        let neg = format!("b:{image}:{digest}");
+        let unknown = || {
+            client(
+                ErrorCode::ManifestUnknown,
+                format!(
+                    "manifest {digest} is unknown in {image} (remote {})",
+                    self.url()
+                ),
+            )
+        };
+        let neg = format!("m:{image}:{digest}");
         if self.negative_hit(&neg) {
-            return Ok(None);
+            return Err(unknown());
         }
-        let resp = self
-            .ask(Method::GET, image, &format!("blobs/{digest}"), None)
-            .await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => {
+        match self.fetch_manifest(image, &reference).await? {
+            Some(m) => Ok(m),
+            None => {
                 self.remember_missing(neg);
-                return Ok(None);
+                Err(unknown())
             }
-            s if !s.is_success() => return Err(self.refused(s, &format!("blob {digest}"))),
+        }
+    }
+
+    /// A small JSON document from the remote (tag list, referrers, search), size-limited.
+    pub(super) async fn remote_json(
+        &self,
+        path: &str,
+        scope: &str,
+        limit: usize,
+    ) -> Result<Option<serde_json::Value>> {
+        let resp = self
+            .remote
+            .request(Method::GET, path, None, scope)
+            .await
+            .map_err(remote_failure)?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(self.refused(s, path)),
             _ => {}
         }
-        let total = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let upload = self.storage.upload_create(&ns, PROXY_CLIENT).await?;
-        let (tx, rx) = tokio::sync::watch::channel(FetchState {
-            total,
-            ..FetchState::default()
-        });
-        let f = Arc::new(Fetch::new(ns, upload, digest.clone(), rx));
-        inflight.insert(digest.clone(), f.clone());
-        drop(inflight);
-        let body: ByteStream = Box::pin(
-            resp.into_body()
-                .into_data_stream()
-                .map(|r| r.map_err(std::io::Error::other)),
-        );
-        let inner = self.clone();
-        let task_fetch = f.clone();
-        // The fetch runs on its own: a client that goes away does not cancel it for the others.
-        tokio::spawn(async move {
-            fetch::run(inner.storage.clone(), task_fetch.clone(), tx, body).await;
-            inner.inflight.lock().await.remove(&task_fetch.digest);
-        });
-        Ok(Some(f))
+        let body = self
+            .remote
+            .read_body(resp, limit, path)
+            .await
+            .map_err(remote_failure)?;
+        serde_json::from_slice(&body).map(Some).map_err(|e| {
+            RepoError::Remote(format!(
+                "remote {} sent bad JSON for {path}: {e}",
+                self.url()
+            ))
+        })
     }
 }
+
+/// Bounds of the proxy's memory of remote answers (keys come from clients).
+pub(super) const MAX_TAG_CHECKS: usize = 100_000;
+pub(super) const MAX_NEGATIVE: usize = 100_000;
+pub(super) const MAX_TAG_LISTS: usize = 1000;
+/// Largest remote tag list read (Docker Hub's biggest run to a few MiB).
+pub(super) const MAX_TAG_LIST_BODY: usize = 16 << 20;
+/// Largest remote referrers index or V1 search answer read.
+pub(super) const MAX_SMALL_BODY: usize = 4 << 20;

@@ -2,14 +2,19 @@
 //! Distribution auth dance (anonymous, basic, and the bearer-token challenge with tokens cached
 //! per scope until they expire), and that tracks the remote's health so a failing remote is
 //! blocked for a while instead of being hammered.
+//!
+//! Every call is bounded (`RemoteTimeouts`): connection set-up, the wait for response headers,
+//! and each pause inside a body; small bodies (tokens, tag lists, manifests) are read with a
+//! size limit. A timeout is a failure like any other and counts towards auto-blocking.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -17,8 +22,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio_rustls::rustls;
 
-use crate::config::ProxySettings;
+use super::bounded::BoundedMap;
+use super::settings::{ProxySettings, RemoteTimeouts};
 use crate::oci::ImageName;
+use crate::storage::ByteStream;
+
+/// Bound on cached bearer tokens: scopes are built from client-supplied image names.
+const MAX_TOKENS: usize = 4096;
+/// Longest a token is kept, whatever the realm says.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Largest token response read from a realm.
+const MAX_TOKEN_BODY: usize = 64 * 1024;
 
 /// Manifest types asked of the remote, so it never down-converts to schema 1.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -36,6 +50,12 @@ pub enum RemoteError {
     },
     #[error("remote {url} refused the credentials: {reason}")]
     Auth { url: String, reason: String },
+    #[error("reading {what} from remote {url} failed: {reason}")]
+    Body {
+        url: String,
+        what: String,
+        reason: String,
+    },
 }
 
 #[derive(Default)]
@@ -51,8 +71,9 @@ pub struct Remote {
     docker_hub: bool,
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     basic: Option<String>,
-    /// Bearer tokens by scope, with their expiry.
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Bearer tokens by scope, with their expiry (bounded: `MAX_TOKENS`, `MAX_TOKEN_TTL`).
+    tokens: BoundedMap<String, (String, Instant)>,
+    timeouts: RemoteTimeouts,
     health: Mutex<Health>,
     block_after: u32,
     block_for: Duration,
@@ -113,11 +134,15 @@ impl Remote {
         .map_err(std::io::Error::other)?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(settings.timeouts.connect));
+        http.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(https);
         let basic = match (&settings.username, &settings.password) {
             (Some(u), Some(p)) => {
@@ -142,7 +167,8 @@ impl Remote {
             base: settings.url.clone(),
             client,
             basic,
-            tokens: Mutex::new(HashMap::new()),
+            tokens: BoundedMap::new(MAX_TOKENS, MAX_TOKEN_TTL),
+            timeouts: settings.timeouts,
             health: Mutex::new(Health::default()),
             block_after: settings.auto_block_after,
             block_for: settings.auto_block_for,
@@ -226,10 +252,60 @@ impl Remote {
             b = b.header(header::AUTHORIZATION, a);
         }
         let req = b.body(Empty::new()).map_err(|e| e.to_string())?;
-        self.client
-            .request(req)
-            .await
-            .map_err(|e| format!("{e:?}").chars().take(300).collect())
+        let wait = self.timeouts.response;
+        match tokio::time::timeout(wait, self.client.request(req)).await {
+            Ok(r) => r.map_err(|e| format!("{e:?}").chars().take(300).collect()),
+            Err(_) => Err(format!(
+                "no response to {method} within {} s",
+                wait.as_secs_f32()
+            )),
+        }
+    }
+
+    /// Reads a small body whole: at most `limit` bytes, no pause longer than the idle timeout.
+    pub async fn read_body(
+        &self,
+        resp: Response<Incoming>,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes, RemoteError> {
+        let fail = |reason: String| RemoteError::Body {
+            url: self.base.clone(),
+            what: what.to_owned(),
+            reason,
+        };
+        let mut stream = self.body_stream(resp);
+        let mut out = BytesMut::new();
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| fail(e.to_string()))?;
+            if out.len() + piece.len() > limit {
+                return Err(fail(format!("larger than {limit} bytes")));
+            }
+            out.extend_from_slice(&piece);
+        }
+        Ok(out.freeze())
+    }
+
+    /// A body as a stream whose pieces must each arrive within the idle timeout.
+    pub fn body_stream(&self, resp: Response<Incoming>) -> ByteStream {
+        let idle = self.timeouts.idle;
+        let data = resp.into_body().into_data_stream();
+        let guarded = futures_util::stream::unfold(Some(data), move |state| async move {
+            let mut data = state?;
+            match tokio::time::timeout(idle, data.next()).await {
+                Ok(Some(Ok(b))) => Some((Ok(b), Some(data))),
+                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the remote paused for more than {} s", idle.as_secs_f32()),
+                    )),
+                    None,
+                )),
+            }
+        });
+        Box::pin(guarded)
     }
 
     /// Fetches a bearer token for `scope` from the challenge's realm.
@@ -270,12 +346,10 @@ impl Remote {
                 resp.status()
             )));
         }
-        let body = resp
-            .into_body()
-            .collect()
+        let body = self
+            .read_body(resp, MAX_TOKEN_BODY, "a token")
             .await
-            .map_err(|e| auth_err(e.to_string()))?
-            .to_bytes();
+            .map_err(|e| auth_err(e.to_string()))?;
         let v: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| auth_err(format!("token response: {e}")))?;
         let token = v["token"]
@@ -283,7 +357,7 @@ impl Remote {
             .or_else(|| v["access_token"].as_str())
             .ok_or_else(|| auth_err("no token in the realm's answer".into()))?;
         let ttl = v["expires_in"].as_u64().unwrap_or(60).max(10);
-        lock(&self.tokens).insert(
+        self.tokens.insert(
             scope.to_owned(),
             (
                 token.to_owned(),
@@ -304,8 +378,9 @@ impl Remote {
     ) -> Result<Response<Incoming>, RemoteError> {
         self.check_blocked()?;
         let url = format!("{}{path}", self.base);
-        let cached = lock(&self.tokens)
-            .get(scope)
+        let cached = self
+            .tokens
+            .get(&scope.to_owned())
             .filter(|(_, exp)| *exp > Instant::now())
             .map(|(t, _)| format!("Bearer {t}"));
         let mut auth = cached;
@@ -332,7 +407,7 @@ impl Remote {
                     .strip_prefix("Bearer ")
                     .or_else(|| challenge.strip_prefix("bearer "))
                 {
-                    lock(&self.tokens).remove(scope);
+                    self.tokens.remove(&scope.to_owned());
                     let token = self.token(&challenge_params(rest), scope).await?;
                     auth = Some(format!("Bearer {token}"));
                     continue;
@@ -361,17 +436,7 @@ mod tests {
     use super::*;
 
     fn settings(url: &str) -> ProxySettings {
-        ProxySettings {
-            url: url.into(),
-            username: None,
-            password: None,
-            ca_file: None,
-            content_max_age: Duration::from_secs(1),
-            metadata_max_age: Duration::from_secs(1),
-            negative_cache_ttl: Duration::from_secs(1),
-            auto_block_after: 5,
-            auto_block_for: Duration::from_secs(1),
-        }
+        ProxySettings::new(url)
     }
 
     #[test]

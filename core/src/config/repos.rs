@@ -1,0 +1,127 @@
+//! The `repositories` list: names, connectors (with port clashes named on both sides) and each
+//! kind's own settings.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::raw::{RawConnector, RawRepository, RepoKindRaw};
+use super::Source;
+use super::{kinds, ConfigError, ConnectorConfig, HttpsConfig, MainConfig, RepoConfig, RepoSpec};
+use crate::oci::RepoName;
+
+/// Who holds which port so far; port 0 means "any free port" and never collides.
+struct Ports(HashMap<SocketAddr, String>);
+
+impl Ports {
+    fn claim(&mut self, addr: SocketAddr, owner: &str, by: &RepoName) -> Result<(), String> {
+        let clash = self.0.iter().find(|(a, _)| {
+            a.port() == addr.port()
+                && (a.ip() == addr.ip() || a.ip().is_unspecified() || addr.ip().is_unspecified())
+        });
+        if let Some((a, holder)) = clash {
+            return Err(format!(
+                "repository {by} wants port {} ({addr}), which {holder} already uses ({a})",
+                addr.port()
+            ));
+        }
+        if addr.port() != 0 {
+            self.0.insert(addr, owner.to_owned());
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn repositories(
+    raw: Vec<RawRepository>,
+    main: &MainConfig,
+    source: &Source,
+) -> Result<Vec<RepoConfig>, ConfigError> {
+    let mut names = HashMap::new();
+    let mut ports = Ports(HashMap::new());
+    if main.listen.port() != 0 {
+        ports.0.insert(main.listen, "the main port".to_owned());
+    }
+    let mut out = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("repositories[{i}].{k}");
+        let name: RepoName = r.name.parse().map_err(|e| source.err(key("name"), e))?;
+        if let Some(first) = names.insert(name.clone(), i) {
+            return Err(source.err(
+                key("name"),
+                format!("repository name {name} is already used by repositories[{first}]"),
+            ));
+        }
+        let connector = r
+            .connector
+            .as_ref()
+            .map(|c| connector(c, &name, &mut ports, source))
+            .transpose()
+            .map_err(|(k, reason)| source.err(key(&k), reason))?;
+        let (v1_enabled, anonymous_pull) = (r.v1_enabled, r.anonymous_pull);
+        let spec = spec(r, &name, source).map_err(|(k, reason)| source.err(key(&k), reason))?;
+        out.push(RepoConfig {
+            name,
+            connector,
+            v1_enabled,
+            anonymous_pull,
+            spec,
+        });
+    }
+    Ok(out)
+}
+
+fn connector(
+    c: &RawConnector,
+    name: &RepoName,
+    ports: &mut Ports,
+    source: &Source,
+) -> Result<ConnectorConfig, (String, String)> {
+    if c.http.is_none() && c.https.is_none() {
+        return Err(("connector".into(), "needs http, https or both".into()));
+    }
+    let owner = format!("repository {name}");
+    if let Some(http) = c.http {
+        ports
+            .claim(http, &owner, name)
+            .map_err(|r| ("connector.http".to_owned(), r))?;
+    }
+    if let Some(h) = &c.https {
+        ports
+            .claim(h.listen, &owner, name)
+            .map_err(|r| ("connector.https.listen".to_owned(), r))?;
+    }
+    Ok(ConnectorConfig {
+        http: c.http,
+        https: c.https.as_ref().map(|h| HttpsConfig {
+            listen: h.listen,
+            files: berth_certs::CertFiles {
+                cert: source.resolve(&h.cert),
+                key: source.resolve(&h.key),
+            },
+        }),
+    })
+}
+
+/// The kind's own settings; keys of another kind are errors, not silently ignored.
+fn spec(r: RawRepository, name: &RepoName, source: &Source) -> Result<RepoSpec, (String, String)> {
+    let kind = r.kind;
+    let foreign = |k: &str, whose: &str| {
+        Err((
+            k.to_owned(),
+            format!("only {whose} have {k} ({name} is {kind})"),
+        ))
+    };
+    if kind != RepoKindRaw::Proxy && r.remote.is_some() {
+        return foreign("remote", "proxy repositories");
+    }
+    if kind != RepoKindRaw::Group && r.members.is_some() {
+        return foreign("members", "groups");
+    }
+    match kind {
+        RepoKindRaw::Hosted => Ok(RepoSpec::Hosted {
+            write_policy: r.write_policy,
+        }),
+        RepoKindRaw::Proxy => kinds::proxy_settings(r, source).map(RepoSpec::Proxy),
+        RepoKindRaw::Group => kinds::group_settings(r).map(RepoSpec::Group),
+    }
+}

@@ -1,0 +1,311 @@
+//! Sockets and connections: bind every port, serve HTTP/1.1 with hyper (plain or direct
+//! HTTPS), cap the connections per listener, and drain gracefully on shutdown.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_certs::Resolver;
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+
+use super::{tasks, ServeError};
+use crate::api::{Conn, Listener, Registry};
+use crate::config::{Config, Limits};
+use crate::oci::RepoName;
+use crate::storage::Storage;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A bound connector socket; `tls` is set for direct HTTPS.
+pub struct BoundConnector {
+    pub repo: RepoName,
+    pub socket: TcpListener,
+    pub tls: Option<Arc<Resolver>>,
+}
+
+/// Bound sockets, ready to serve.
+pub struct Bound {
+    pub main: TcpListener,
+    pub connectors: Vec<BoundConnector>,
+}
+
+impl Bound {
+    /// The actual addresses, as written to the ready file.
+    pub fn addresses(&self) -> serde_json::Value {
+        let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let pick = |tls: bool| -> BTreeMap<_, _> {
+            self.connectors
+                .iter()
+                .filter(|c| c.tls.is_some() == tls)
+                .map(|c| (c.repo.to_string(), addr(&c.socket)))
+                .collect()
+        };
+        serde_json::json!({
+            "main": addr(&self.main),
+            "connectors": pick(false),
+            "https_connectors": pick(true),
+        })
+    }
+}
+
+async fn bind_one(addr: SocketAddr, owner: String) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            owner,
+            addr,
+            source,
+        })
+}
+
+/// Binds the main port and every connector.
+pub async fn bind(config: &Config) -> Result<Bound, ServeError> {
+    let main = bind_one(config.main.listen, "main port".into()).await?;
+    let mut connectors = Vec::new();
+    for r in &config.repositories {
+        let Some(c) = &r.connector else { continue };
+        if let Some(http) = c.http {
+            let socket = bind_one(http, format!("repository {} (connector.http)", r.name)).await?;
+            connectors.push(BoundConnector {
+                repo: r.name.clone(),
+                socket,
+                tls: None,
+            });
+        }
+        if let Some(https) = &c.https {
+            let owner = format!("repository {} (connector.https)", r.name);
+            let resolver = Resolver::load(r.name.as_str(), https.files.clone(), Vec::new())
+                .map_err(|source| ServeError::Tls {
+                    owner: owner.clone(),
+                    source,
+                })?;
+            let socket = bind_one(https.listen, owner).await?;
+            connectors.push(BoundConnector {
+                repo: r.name.clone(),
+                socket,
+                tls: Some(Arc::new(resolver)),
+            });
+        }
+    }
+    Ok(Bound { main, connectors })
+}
+
+/// Writes the bound addresses as JSON, atomically, for whoever waits on the file.
+pub fn write_ready_file(path: &Path, bound: &Bound) -> Result<(), ServeError> {
+    let err = |source| ServeError::ReadyFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bound.addresses().to_string()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests (with a deadline) on every
+/// connection, plain and HTTPS alike.
+pub async fn run(
+    registry: Arc<Registry>,
+    bound: Bound,
+    storage: Arc<dyn Storage>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    // Shared by the accept loops only; each connection gets its own `Watcher`, so once the
+    // loops have stopped this is ours alone again (audit: connections once held clones of it,
+    // and with one HTTPS connection open the drain was skipped).
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut listeners = vec![(Listener::Main, bound.main, None)];
+    let mut resolvers = Vec::new();
+    for c in bound.connectors {
+        if let Some(entry) = registry.repos.get(&c.repo) {
+            let acceptor = c.tls.as_ref().map(|r| {
+                resolvers.push(r.clone());
+                tls_acceptor(r.clone())
+            });
+            listeners.push((Listener::Connector(entry.clone()), c.socket, acceptor));
+        }
+    }
+    for (listener, socket, tls) in listeners {
+        let accept = Accept {
+            registry: registry.clone(),
+            listener,
+            tls,
+            header_timeout: limits.header_read_timeout,
+            // Bounds open connections per listener; beyond it the kernel backlog holds them.
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            graceful: graceful.clone(),
+        };
+        tasks.push(tokio::spawn(accept.run(socket, stop_rx.clone())));
+    }
+    tasks.push(tokio::spawn(tasks::sweep_uploads(
+        storage,
+        limits.upload_expiry,
+        stop_rx.clone(),
+    )));
+    if !resolvers.is_empty() {
+        tasks.push(tokio::spawn(tasks::watch_certificates(
+            resolvers,
+            stop_rx.clone(),
+        )));
+    }
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        tracing::error!("accept loops still hold the shutdown handle; not draining");
+        return;
+    };
+    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed; closing remaining connections");
+    }
+}
+
+/// A rustls acceptor over a reloadable resolver. The core speaks HTTP/1.1 only.
+fn tls_acceptor(resolver: Arc<Resolver>) -> TlsAcceptor {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+    .map(|b| b.with_no_client_auth().with_cert_resolver(resolver.clone()))
+    .unwrap_or_else(|_| {
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver)
+    });
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// One listener's accept loop and what every connection on it shares.
+struct Accept {
+    registry: Arc<Registry>,
+    listener: Listener,
+    tls: Option<TlsAcceptor>,
+    header_timeout: Duration,
+    slots: Arc<Semaphore>,
+    graceful: Arc<GracefulShutdown>,
+}
+
+impl Accept {
+    async fn run(self, socket: TcpListener, mut stop: watch::Receiver<bool>) {
+        let local = match socket.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "listener has no local address");
+                return;
+            }
+        };
+        let mut saturated = false;
+        loop {
+            if self.slots.available_permits() == 0 && !saturated {
+                saturated = true;
+                tracing::warn!(%local, "connection limit reached (limits.max_connections); new connections wait");
+            }
+            let slot = tokio::select! {
+                s = self.slots.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => return,
+                },
+                _ = stop.changed() => return,
+            };
+            saturated = saturated && self.slots.available_permits() == 0;
+            let (stream, peer) = tokio::select! {
+                r = socket.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Conn {
+                peer,
+                local,
+                tls: self.tls.is_some(),
+            };
+            self.serve(stream, conn, slot);
+        }
+    }
+
+    /// Serves one connection on its own task, holding its slot until it closes.
+    fn serve(
+        &self,
+        stream: tokio::net::TcpStream,
+        conn: Conn,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let registry = self.registry.clone();
+        let listener = self.listener.clone();
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let registry = registry.clone();
+            let listener = listener.clone();
+            async move {
+                let req = req.map(|b| b.map_err(io::Error::other).boxed_unsync());
+                Ok::<_, Infallible>(registry.handle(&listener, conn, req).await)
+            }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let graceful = self.graceful.watcher();
+        let tls = self.tls.clone();
+        let header_timeout = self.header_timeout;
+        let peer = conn.peer;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let ended = match tls {
+                None => {
+                    let c = builder.serve_connection(TokioIo::new(stream), service);
+                    graceful.watch(c).await
+                }
+                Some(acceptor) => {
+                    // The handshake gets the same bound as the request headers. Plain HTTP
+                    // sent here fails the handshake and the connection is closed cleanly.
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let c = builder.serve_connection(TokioIo::new(stream), service);
+                    graceful.watch(c).await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,69 @@
+//! Background work of a running core: the sweeper of abandoned upload sessions, and reloads
+//! of direct-HTTPS certificates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_certs::Resolver;
+use tokio::sync::watch;
+
+use crate::storage::Storage;
+
+/// How often direct-HTTPS certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(2);
+
+/// Reloads direct-HTTPS certificates when their files change; a broken file keeps the old one.
+pub(super) async fn watch_certificates(
+    resolvers: Vec<Arc<Resolver>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(CERT_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for r in &resolvers {
+            if r.changed() {
+                if let Err(e) = r.reload() {
+                    tracing::error!(repository = %r.listener(), error = %e,
+                        "certificate reload failed; the previous certificate keeps serving");
+                }
+            }
+        }
+    }
+}
+
+/// Removes upload sessions nobody has touched for `expiry` (abandoned pushes would otherwise
+/// hold disk space and count against the per-repository cap forever).
+pub(super) async fn sweep_uploads(
+    storage: Arc<dyn Storage>,
+    expiry: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let period = (expiry / 4).clamp(Duration::from_millis(200), Duration::from_secs(300));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let uploads = match storage.uploads().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list upload sessions");
+                continue;
+            }
+        };
+        for u in uploads.into_iter().filter(|u| u.idle >= expiry) {
+            match storage.upload_cancel(&u.namespace, &u.id).await {
+                Ok(()) => {
+                    tracing::info!(session = %u.id, namespace = %u.namespace.path(), idle_s = u.idle.as_secs(), "removed an abandoned upload session")
+                }
+                Err(e) => {
+                    tracing::warn!(session = %u.id, error = %e, "cannot remove an abandoned upload session")
+                }
+            }
+        }
+    }
+}
