@@ -1,9 +1,9 @@
-//! In-process API tests: the real router and handlers over in-memory storage, no sockets.
+//! In-process API tests: the real router and handlers, wired from YAML exactly as the binary
+//! wires them, over in-memory storage, no sockets.
 
 // Helpers in a test crate panic on purpose when something is off.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,9 +11,9 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use berth_core::api::{response, Conn, Listener, Registry, RepoEntry};
+use berth_core::api::{response, Conn, Listener, Registry};
+use berth_core::config::{Config, Source};
 use berth_core::oci::Digest;
-use berth_core::repo::{HostedRepository, WritePolicy};
 use berth_core::storage::memory::MemoryStorage;
 use berth_core::storage::Storage;
 
@@ -47,41 +47,37 @@ impl Reply {
 struct Harness {
     registry: Registry,
     connector: Listener,
+    /// Holds the storage root (token keys) for the harness's lifetime.
+    _dir: tempfile::TempDir,
 }
 
-fn harness_with(policy: WritePolicy, v1: bool) -> Harness {
+/// Builds the registry exactly as the binary does: YAML through `Config::parse`, then
+/// `server::registry` (access control included), over in-memory storage.
+fn harness_from(yaml: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0, context_path: /berth }}\n{yaml}",
+        dir.path().display()
+    );
+    let config = Config::parse(&text, &Source::new("api-test.yaml", dir.path())).unwrap();
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    let mut repos = BTreeMap::new();
-    for (name, pol) in [("hosted", policy), ("other", WritePolicy::AllowRedeploy)] {
-        let repo = Arc::new(HostedRepository::new(
-            name.parse().unwrap(),
-            storage.clone(),
-            pol,
-        ));
-        repos.insert(
-            name.parse().unwrap(),
-            Arc::new(RepoEntry {
-                repo,
-                v1_enabled: v1,
-                write_repo: Some(name.parse().unwrap()),
-            }),
-        );
-    }
-    let connector = Listener::Connector(repos.values().next().unwrap().clone());
+    let registry = berth_core::server::registry(&config, storage).unwrap();
+    let connector = Listener::Connector(registry.repos.values().next().unwrap().clone());
     Harness {
-        registry: Registry {
-            repos,
-            context_path: "/berth".into(),
-            trusted_proxies: vec![],
-            body_idle_timeout: std::time::Duration::from_secs(60),
-            auth: None,
-        },
+        registry,
         connector,
+        _dir: dir,
     }
+}
+
+fn harness_with(policy: &str, v1: bool) -> Harness {
+    harness_from(&format!(
+        "repositories:\n  - {{ name: hosted, kind: hosted, write_policy: {policy}, v1_enabled: {v1} }}\n  - {{ name: other, kind: hosted, v1_enabled: {v1} }}\n"
+    ))
 }
 
 fn harness() -> Harness {
-    harness_with(WritePolicy::AllowRedeploy, false)
+    harness_with("allow_redeploy", false)
 }
 
 impl Harness {
@@ -704,7 +700,7 @@ async fn cross_repository_mount() {
 
 #[tokio::test]
 async fn write_policies() {
-    let h = harness_with(WritePolicy::DenyRedeploy, false);
+    let h = harness_with("deny_redeploy", false);
     h.push_image("app", "v1", "one").await;
     h.push_image("app", "v1", "one").await; // the same manifest again is fine
     let config = h.push_blob("app", b"{\"seed\":\"two\"}").await;
@@ -721,7 +717,7 @@ async fn write_policies() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.code(), "DENIED");
 
-    let ro = harness_with(WritePolicy::ReadOnly, false);
+    let ro = harness_with("read_only", false);
     let r = ro.call("POST", "/v2/app/blobs/uploads/", &[], "").await;
     assert_eq!(r.code(), "DENIED");
 }
@@ -736,7 +732,7 @@ async fn v1_toggle() {
         .unwrap()
         .contains("v1_enabled"));
     assert_eq!(r.header("x-docker-registry-version"), "");
-    let on = harness_with(WritePolicy::AllowRedeploy, true);
+    let on = harness_with("allow_redeploy", true);
     on.push_image("team/web", "v1", "x").await;
     on.push_image("team/db", "v1", "y").await;
     let r = on.call("GET", "/v1/_ping", &[], "").await;
@@ -745,4 +741,40 @@ async fn v1_toggle() {
     let r = on.call("GET", "/v1/search?q=web&n=25", &[], "").await;
     assert_eq!(r.json()["num_results"], 1);
     assert_eq!(r.json()["results"][0]["name"], "team/web");
+}
+
+#[tokio::test]
+async fn access_control_is_wired_as_in_the_binary() {
+    let hash = berth_core::auth::password::hash("pw").unwrap();
+    let h = harness_from(&format!(
+        "auth:\n  users: [{{ name: alice, password_hash: \"{hash}\", roles: [dev] }}]\n  roles: [{{ name: dev, privileges: [{{ repositories: \"*\", actions: [read, write] }}] }}]\nrepositories:\n  - {{ name: hosted, kind: hosted }}\n"
+    ));
+    let r = h.call("GET", "/v2/", &[], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.header("www-authenticate")
+            .starts_with("Bearer realm=\"http://registry.test:5000/v2/token\""),
+        "{}",
+        r.header("www-authenticate")
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:pw")
+    );
+    let r = h
+        .call("GET", "/v2/", &[("authorization", &basic)], "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = h
+        .call(
+            "DELETE",
+            "/v2/app/manifests/latest",
+            &[("authorization", &basic)],
+            "",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::FORBIDDEN, "DENIED")
+    );
 }

@@ -6,6 +6,7 @@
 //! - [`routing`]: local port → listener, `Host` → pool of core connectors (health-checked).
 //! - [`edge`]: the pingora `ProxyHttp` logic: forwarding headers, retries, access log.
 //! - [`lifecycle`]: health checks, certificate watching, ready file, draining shutdown.
+//! - [`plain_http`]: a readable 400 for plain HTTP sent to a TLS port.
 //!
 //! One pingora service carries every listener (a service per port would cost a runtime and its
 //! threads each); the connection's local port selects the route.
@@ -13,4 +14,5 @@
 pub mod config;
 pub mod edge;
 pub mod lifecycle;
+pub mod plain_http;
 pub mod routing;

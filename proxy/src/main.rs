@@ -172,6 +172,9 @@ fn serve(config: ProxyConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()>
     if let Some(app) = svc.app_logic_mut() {
         app.h2_options = Some(h2);
     }
+    svc.endpoints().set_pre_tls_callback(std::sync::Arc::new(
+        berth_proxy::plain_http::PlainHttpRefusal,
+    ));
     for (l, resolver) in config.listeners.iter().zip(&resolvers) {
         let mut tls = TlsSettings::intermediate("", "")
             .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;

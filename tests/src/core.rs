@@ -154,6 +154,34 @@ impl Core {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
+
+    /// Sends a signal by name (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            crate::tools::run(
+                Command::new("kill")
+                    .arg(format!("-{name}"))
+                    .arg(pid.to_string()),
+            );
+        }
+    }
+
+    /// Waits for the process to exit, up to `limit`; returns its status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 impl Drop for Core {

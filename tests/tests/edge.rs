@@ -922,3 +922,129 @@ fn without_certificates_the_edge_makes_a_development_ca_once() {
         & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// A core serving direct HTTPS with `cert`/`key` on its only connector.
+fn direct_https_core(pki: &Pki) -> (Core, u16) {
+    let (cert, key) = pki.issue("direct", &["registry.test", "localhost"], &["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nrepositories:\n  - name: hosted\n    kind: hosted\n    connector:\n      http: 127.0.0.1:0\n      https: {{ listen: 127.0.0.1:0, cert: {}, key: {} }}\n",
+        dir.path().join("data").display(),
+        cert.display(),
+        key.display()
+    );
+    let core = Core::start_in(dir, &config);
+    let addr = core
+        .https_connectors
+        .get("hosted")
+        .expect("https connector");
+    let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+    (core, port)
+}
+
+/// Sends `bytes` and reads until the peer closes.
+fn raw_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Audit: plain HTTP sent to a TLS port got TLS alert bytes back, which clients report as
+/// `malformed HTTP response "\x15\x03\x03..."`. Both TLS front ends now answer a readable 400.
+#[test]
+fn plain_http_to_a_tls_port_gets_a_readable_400() {
+    let pki = Pki::new();
+    let (core, https_port) = direct_https_core(&pki);
+    let edge = edge_for(&core, &pki, "");
+    let request = b"GET /v2/ HTTP/1.1\r\nHost: registry.test\r\nUser-Agent: plain\r\n\r\n";
+    for addr in [
+        format!("127.0.0.1:{}", edge.ports[0]),
+        format!("127.0.0.1:{https_port}"),
+    ] {
+        let out = String::from_utf8_lossy(&raw_exchange(&addr, request)).into_owned();
+        assert!(out.starts_with("HTTP/1.1 400 "), "{addr}: {out:?}");
+        assert!(out.contains("Use https://"), "{addr}: {out:?}");
+        // TLS clients on the same ports are served as before.
+        let ok = run(curl(
+            &pki.ca_cert(),
+            "registry.test",
+            "127.0.0.1",
+            addr.rsplit(':').next().unwrap().parse().unwrap(),
+        )
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!(
+            "https://registry.test:{}/v2/",
+            addr.rsplit(':').next().unwrap()
+        )));
+        assert_eq!(String::from_utf8_lossy(&ok.stdout), "200");
+    }
+}
+
+/// Audit: with a direct-HTTPS connection open, SIGTERM skipped the drain (the shutdown handle
+/// could not be reclaimed) and cut downloads in flight. Now an idle HTTPS keep-alive connection
+/// and an HTTPS download in flight: the download completes and the core exits soon after.
+#[test]
+fn core_sigterm_drains_with_https_connections_open() {
+    let pki = Pki::new();
+    let (mut core, port) = direct_https_core(&pki);
+    let blob = vec![7u8; 200 << 20];
+    let digest = berth_tests::http::digest(&blob);
+    let r = berth_tests::http::request(
+        core.connector("hosted"),
+        "POST",
+        &format!("/v2/slow/blobs/uploads/?digest={digest}"),
+        &[],
+        &blob,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let tls = berth_tests::tls::config(&pki.ca_cert());
+    let mut idle = berth_tests::tls::Conn::open(
+        &tls,
+        &format!("127.0.0.1:{port}"),
+        &format!("registry.test:{port}"),
+    )
+    .unwrap();
+    assert_eq!(idle.request("GET", "/v2/", &[], b"").unwrap().0, 200);
+    let download = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args([
+            "--fail",
+            "--limit-rate",
+            "50M",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+        ])
+        .arg(format!(
+            "https://registry.test:{port}/v2/slow/blobs/{digest}"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    core.signal("TERM");
+    let out = download.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "in-flight HTTPS download was cut: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        core.log()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        (200u64 << 20).to_string()
+    );
+    let status = core.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "core did not exit cleanly: {status:?}\n{}",
+        core.log()
+    );
+    drop(idle);
+}

@@ -438,3 +438,161 @@ fn distribution_as_a_remote_with_basic_auth() {
         );
     }
 }
+
+/// A remote that accepts connections and never answers (audit: one such remote wedged every
+/// uncached blob of the repository, and auto-block never tripped). Stops when dropped.
+struct SilentRemote {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentRemote {
+    fn start() -> SilentRemote {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        SilentRemote {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentRemote {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_remote_that_accepts_and_stays_silent_times_out_and_is_blocked() {
+    let silent = SilentRemote::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nrepositories:\n\
+         \x20 - name: hub\n    kind: proxy\n    connector: {{ http: 127.0.0.1:0 }}\n\
+         \x20   remote: {{ url: \"http://{}\", connect_timeout: 1s, response_timeout: 1s, idle_timeout: 1s }}\n\
+         \x20   auto_block_after: 3\n    auto_block_for: 1m\n",
+        dir.path().join("data").display(),
+        silent.addr
+    );
+    let core = Core::start_in(dir, &config);
+    let hub = core.connector("hub").to_owned();
+    // Five uncached blobs at once: each is answered (502 naming the remote) within the bound,
+    // none waits behind another.
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..5u8)
+        .map(|i| {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                let d = http::digest(&[i; 8]);
+                let r = request(&hub, "GET", &format!("/v2/app/blobs/{d}"), &[], b"").unwrap();
+                (r.status, String::from_utf8_lossy(&r.body).into_owned())
+            })
+        })
+        .collect();
+    for c in clients {
+        let (status, body) = c.join().unwrap();
+        assert_eq!(status, 502, "{body}");
+        assert!(
+            body.contains(&silent.addr),
+            "the error names the remote: {body}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "silent remote held clients for {:?}",
+        started.elapsed()
+    );
+    // Those failures tripped auto-block: the remote is left alone and misses fail at once.
+    let r = request(&core.main, "GET", "/api/v1/repositories", &[], b"").unwrap();
+    let status = &r.json()[0]["status"];
+    assert!(
+        status["consecutive_failures"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    assert!(
+        status["blocked_for_seconds"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let quick = std::time::Instant::now();
+    let r = request(&hub, "GET", "/v2/app/manifests/latest", &[], b"").unwrap();
+    assert_eq!(r.status, 502);
+    assert!(String::from_utf8_lossy(&r.body).contains("blocked"));
+    assert!(
+        quick.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        quick.elapsed()
+    );
+}
+
+/// Audit: a proxy never recorded the referrers of what it cached, so its offline fallback was
+/// always empty. Cached through the hosted store, they are recorded like any push.
+#[test]
+fn referrers_of_cached_manifests_are_served_while_the_remote_is_down() {
+    let mut remote = Core::start();
+    let r = remote.connector("hosted").to_owned();
+    let subject = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    let put = |reference: &str, body: &[u8]| {
+        let resp = request(
+            &r,
+            "PUT",
+            &format!("/v2/app/manifests/{reference}"),
+            &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+            body,
+        )
+        .unwrap();
+        assert_eq!(resp.status, 201, "{}", String::from_utf8_lossy(&resp.body));
+    };
+    put("v1", subject);
+    let subject_digest = http::digest(subject);
+    let signature = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","artifactType":"application/vnd.example.sig","manifests":[],"subject":{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{subject_digest}","size":{}}}}}"#,
+        subject.len()
+    );
+    let sig_digest = http::digest(signature.as_bytes());
+    put(&sig_digest, signature.as_bytes());
+    let local = local_core(&format!("http://{r}"), "");
+    let hub = local.connector("hub").to_owned();
+    // Pull both through the proxy.
+    for reference in [subject_digest.as_str(), sig_digest.as_str()] {
+        let resp = request(
+            &hub,
+            "GET",
+            &format!("/v2/app/manifests/{reference}"),
+            &[],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(resp.status, 200);
+    }
+    remote.kill9();
+    let resp = request(
+        &hub,
+        "GET",
+        &format!("/v2/app/referrers/{subject_digest}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    let listed = resp.json()["manifests"].clone();
+    assert_eq!(listed[0]["digest"], sig_digest.as_str(), "{listed}");
+    assert_eq!(listed[0]["artifactType"], "application/vnd.example.sig");
+}

@@ -285,8 +285,10 @@ impl Accept {
                     graceful.watch(c).await
                 }
                 Some(acceptor) => {
-                    // The handshake gets the same bound as the request headers. Plain HTTP
-                    // sent here fails the handshake and the connection is closed cleanly.
+                    let Some(stream) = refuse_plain_http(stream, header_timeout).await else {
+                        return;
+                    };
+                    // The handshake gets the same bound as the request headers.
                     let stream =
                         match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => s,
@@ -308,4 +310,37 @@ impl Accept {
             }
         });
     }
+}
+
+/// Plain HTTP sent to a direct-HTTPS connector gets a readable 400 and the connection closes;
+/// a TLS client (first byte 0x16) is handed back for the handshake.
+async fn refuse_plain_http(
+    mut stream: tokio::net::TcpStream,
+    wait: Duration,
+) -> Option<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if berth_certs::is_plain(first[0]) => {}
+        Ok(Ok(1)) => return Some(stream),
+        // Closed, failed or silent: nothing to answer.
+        _ => return None,
+    }
+    let _ = stream.write_all(berth_certs::PLAIN_HTTP_REFUSAL).await;
+    let _ = stream.shutdown().await;
+    // Read what the client still sends, briefly: closing with unread bytes would reset the
+    // connection and could destroy the answer before the client reads it.
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        use tokio::io::AsyncReadExt;
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    None
 }
