@@ -126,6 +126,45 @@ fn load_certs(config: &ProxyConfig, make_dev: bool) -> anyhow::Result<Vec<Arc<Re
     Ok(out)
 }
 
+/// The one pingora proxy service that carries every listener (TLS via each listener's
+/// resolver, h2 with wide windows, the plain-HTTP refusal before the handshake).
+fn edge_service(
+    server: &Server,
+    config: &ProxyConfig,
+    routes: &Arc<Routes>,
+    resolvers: &[Arc<Resolver>],
+    in_flight: &InFlight,
+) -> anyhow::Result<pingora::services::listening::Service<pingora::proxy::HttpProxy<Edge>>> {
+    let edge = Edge {
+        routes: routes.clone(),
+        timeouts: config.timeouts.clone(),
+        in_flight: in_flight.clone(),
+    };
+    let mut svc =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, edge, "berth-edge");
+    // Go clients (docker) speak h2 when offered; the default 64 KiB window makes uploads 3-5x
+    // slower, so open it wide.
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.initial_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(256 * 1024);
+    if let Some(app) = svc.app_logic_mut() {
+        app.h2_options = Some(h2);
+    }
+    svc.endpoints().set_pre_tls_callback(std::sync::Arc::new(
+        berth_proxy::plain_http::PlainHttpRefusal,
+    ));
+    for (l, resolver) in config.listeners.iter().zip(resolvers) {
+        let mut tls = TlsSettings::intermediate("", "")
+            .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
+        tls.set_cert_resolver(resolver.clone());
+        tls.enable_h2();
+        svc.add_tls_with_settings(&l.listen.to_string(), None, tls);
+        tracing::info!(listener = %l.name, listen = %l.listen, upstreams = ?l.upstreams, "listener configured");
+    }
+    Ok(svc)
+}
+
 fn serve(config: ProxyConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     // Pingora binds inside its service threads and a failure there does not stop the process;
     // check every port here so a busy one fails start-up with the listener's name.
@@ -156,33 +195,7 @@ fn serve(config: ProxyConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()>
     server.bootstrap();
 
     let in_flight = InFlight::default();
-    let edge = Edge {
-        routes: routes.clone(),
-        timeouts: config.timeouts.clone(),
-        in_flight: in_flight.clone(),
-    };
-    let mut svc =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, edge, "berth-edge");
-    // Go clients (docker) speak h2 when offered; the default 64 KiB window makes uploads 3-5x
-    // slower, so open it wide.
-    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
-    h2.initial_window_size(8 << 20)
-        .initial_connection_window_size(16 << 20)
-        .max_frame_size(256 * 1024);
-    if let Some(app) = svc.app_logic_mut() {
-        app.h2_options = Some(h2);
-    }
-    svc.endpoints().set_pre_tls_callback(std::sync::Arc::new(
-        berth_proxy::plain_http::PlainHttpRefusal,
-    ));
-    for (l, resolver) in config.listeners.iter().zip(&resolvers) {
-        let mut tls = TlsSettings::intermediate("", "")
-            .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
-        tls.set_cert_resolver(resolver.clone());
-        tls.enable_h2();
-        svc.add_tls_with_settings(&l.listen.to_string(), None, tls);
-        tracing::info!(listener = %l.name, listen = %l.listen, upstreams = ?l.upstreams, "listener configured");
-    }
+    let svc = edge_service(&server, &config, &routes, &resolvers, &in_flight)?;
     server.add_service(svc);
     let maintenance = Maintenance {
         routes,

@@ -268,6 +268,32 @@ pub async fn token(
             claims: None,
         },
     };
+    let access = grants(reg, auth, listener, &caller.identity, parts);
+    tracing::info!(
+        user = caller.identity.name(),
+        grants = access.len(),
+        "token issued"
+    );
+    let token = auth.issue(&caller.identity, access);
+    Ok(response::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": auth.token_ttl.as_secs(),
+        }),
+    ))
+}
+
+/// What `who` is granted of each `scope=repository:NAME:ACTIONS` the request asks for (only
+/// what the roles allow; a scope naming nothing on this listener is skipped).
+fn grants(
+    reg: &Registry,
+    auth: &Auth,
+    listener: &Listener,
+    who: &Identity,
+    parts: &Parts,
+) -> Vec<Grant> {
     let mut access = Vec::new();
     for (k, scope) in query(parts) {
         if k != "scope" {
@@ -295,9 +321,9 @@ pub async fn token(
                     other => vec![other],
                 })
                 .filter(|a| match *a {
-                    "pull" => auth.can(&caller.identity, &repo, Action::Read),
-                    "push" => auth.can(&caller.identity, &write_repo, Action::Write),
-                    "delete" => auth.can(&caller.identity, &write_repo, Action::Delete),
+                    "pull" => auth.can(who, &repo, Action::Read),
+                    "push" => auth.can(who, &write_repo, Action::Write),
+                    "delete" => auth.can(who, &write_repo, Action::Delete),
                     _ => false,
                 })
                 .map(str::to_owned)
@@ -310,20 +336,7 @@ pub async fn token(
             }
         }
     }
-    tracing::info!(
-        user = caller.identity.name(),
-        grants = access.len(),
-        "token issued"
-    );
-    let token = auth.issue(&caller.identity, access);
-    Ok(response::json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "token": token,
-            "access_token": token,
-            "expires_in": auth.token_ttl.as_secs(),
-        }),
-    ))
+    access
 }
 
 /// Maps a client-visible name on this listener to its repository and image.
