@@ -17,6 +17,7 @@
 
 pub mod fs;
 pub mod memory;
+pub mod metadata;
 #[cfg(test)]
 mod suite;
 

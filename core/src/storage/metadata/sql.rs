@@ -1,0 +1,614 @@
+//! The SQL MetadataStore: one implementation, the same statements on SQLite and PostgreSQL
+//! (through sqlx's `any` driver, runtime queries: no database is needed at build time).
+//!
+//! - **SQLite** (embedded default): one file, WAL journal, `synchronous=NORMAL`. Writes go
+//!   through a pool of one connection (SQLite has one writer at a time; queuing them here
+//!   avoids `SQLITE_BUSY` on lock upgrades), reads through a pool of several (WAL readers never
+//!   block on the writer).
+//! - **PostgreSQL** (shared by several cores): one pool. Text columns use the `C` collation, so
+//!   listings sort by bytes as on SQLite, whatever the database's default collation is.
+//!
+//! Migrations are the numbered files in `core/migrations/`, applied in order at start inside a
+//! transaction each, and recorded in `berth_schema` (on PostgreSQL under an advisory lock, so
+//! cores starting together do not race).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use super::{
+    now, Deleted, ManifestRecord, MetadataError, MetadataStore, Page, Result, UploadRecord,
+};
+use crate::oci::{Descriptor, Digest, ImageName, RepoName, Tag};
+use crate::storage::Namespace;
+
+/// The migrations, in order. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/0001_metadata.sql"))];
+
+/// Read connections to an SQLite file (WAL: they never wait for the writer).
+const SQLITE_READERS: u32 = 4;
+/// Connections to PostgreSQL per core.
+const POSTGRES_POOL: u32 = 16;
+/// How long an SQLite statement waits for another process's write lock.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
+/// The advisory lock id that serialises migrations on PostgreSQL.
+const MIGRATION_LOCK: i64 = 0x0062_6572_7468; // "berth"
+
+/// Where the metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file, created if missing.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL; the password, if any, is kept apart so it is never logged.
+    Postgres {
+        url: String,
+        password: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Metadata in SQLite or PostgreSQL.
+pub struct SqlMetadata {
+    read: AnyPool,
+    write: AnyPool,
+    kind: Kind,
+}
+
+fn db(e: sqlx::Error) -> MetadataError {
+    MetadataError::Database(e.to_string())
+}
+
+/// Percent-encodes a URL userinfo part (a password may contain anything).
+fn encode_userinfo(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `postgres://user@host/db` with the password put in.
+fn with_password(url: &str, password: &str) -> std::result::Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "the PostgreSQL URL needs a scheme (postgres://)".to_owned())?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (user.split(':').next().unwrap_or(user), host),
+        None => ("", authority),
+    };
+    Ok(format!(
+        "{scheme}://{user}:{}@{host}/{path}",
+        encode_userinfo(password)
+    ))
+}
+
+impl SqlMetadata {
+    /// Connects (creating an SQLite file if needed) and applies pending migrations.
+    pub async fn open(backend: &Backend) -> Result<SqlMetadata> {
+        sqlx::any::install_default_drivers();
+        let store = match backend {
+            Backend::Sqlite(path) => Self::open_sqlite(path).await?,
+            Backend::Postgres { url, password } => {
+                let url = match password {
+                    Some(p) => with_password(url, p).map_err(MetadataError::Database)?,
+                    None => url.clone(),
+                };
+                let pool = AnyPoolOptions::new()
+                    .max_connections(POSTGRES_POOL)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&url)
+                    .await
+                    .map_err(db)?;
+                SqlMetadata {
+                    read: pool.clone(),
+                    write: pool,
+                    kind: Kind::Postgres,
+                }
+            }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn open_sqlite(path: &Path) -> Result<SqlMetadata> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL".to_owned(),
+                            "PRAGMA synchronous = NORMAL".to_owned(),
+                            format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"),
+                        ] {
+                            sqlx::query(sqlx::AssertSqlSafe(pragma))
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        // The writer first: it creates the file and switches it to WAL.
+        let write = pool(1).connect(&url).await.map_err(db)?;
+        let read = pool(SQLITE_READERS).connect(&url).await.map_err(db)?;
+        Ok(SqlMetadata {
+            read,
+            write,
+            kind: Kind::Sqlite,
+        })
+    }
+
+    /// Applies the migrations not yet recorded, each in its own transaction.
+    async fn migrate(&self) -> Result<()> {
+        for (version, sql) in MIGRATIONS {
+            let fail = |e: sqlx::Error| MetadataError::Migration {
+                version: *version,
+                reason: e.to_string(),
+            };
+            let mut tx = self.write.begin().await.map_err(fail)?;
+            if self.kind == Kind::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+            }
+            // Under the lock: concurrent `IF NOT EXISTS` creations still collide on PostgreSQL.
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS berth_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+            let done: Option<i64> =
+                sqlx::query("SELECT version FROM berth_schema WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(fail)?
+                    .map(|r| r.try_get(0))
+                    .transpose()
+                    .map_err(fail)?;
+            if done.is_some() {
+                continue;
+            }
+            for statement in statements(sql) {
+                let statement = match self.kind {
+                    // Byte order for every text column, as SQLite sorts.
+                    Kind::Postgres => statement.replace(" TEXT", " TEXT COLLATE \"C\""),
+                    Kind::Sqlite => statement,
+                };
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+            }
+            sqlx::query("INSERT INTO berth_schema (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            tx.commit().await.map_err(fail)?;
+            tracing::info!(version, "metadata schema migrated");
+        }
+        Ok(())
+    }
+}
+
+/// The statements of a migration file: `;`-separated, `--` comments dropped.
+fn statements(sql: &str) -> Vec<String> {
+    let text: String = sql
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse<T: FromStr>(s: String, what: &str) -> Result<T> {
+    s.parse()
+        .map_err(|_| MetadataError::Corrupt(format!("{what} {s:?} in the database")))
+}
+
+fn text(row: &AnyRow, i: usize) -> Result<String> {
+    row.try_get(i).map_err(db)
+}
+
+fn limit(page: &Page) -> i64 {
+    page.limit
+        .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn upload_row(row: &AnyRow) -> Result<UploadRecord> {
+    let repo: RepoName = parse(text(row, 1)?, "repository name")?;
+    let image: ImageName = parse(text(row, 2)?, "image name")?;
+    let size: i64 = row.try_get(4).map_err(db)?;
+    Ok(UploadRecord {
+        id: text(row, 0)?,
+        namespace: Namespace::new(repo, image),
+        client: text(row, 3)?,
+        size: u64::try_from(size).unwrap_or(0),
+        updated_at: row.try_get(5).map_err(db)?,
+    })
+}
+
+const UPLOAD_COLUMNS: &str = "id, repo, image, client, size, updated_at";
+
+#[async_trait]
+impl MetadataStore for SqlMetadata {
+    async fn link_blob(&self, ns: &Namespace, digest: &Digest) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO blob_links (repo, image, digest, linked_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (repo, image, digest) DO NOTHING",
+        )
+        .bind(ns.repo.as_str())
+        .bind(ns.image.as_str())
+        .bind(digest.to_string())
+        .bind(now())
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn blob_linked(&self, ns: &Namespace, digest: &Digest) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 FROM blob_links WHERE repo = $1 AND image = $2 AND digest = $3")
+                .bind(ns.repo.as_str())
+                .bind(ns.image.as_str())
+                .bind(digest.to_string())
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn unlink_blob(&self, ns: &Namespace, digest: &Digest) -> Result<bool> {
+        let r =
+            sqlx::query("DELETE FROM blob_links WHERE repo = $1 AND image = $2 AND digest = $3")
+                .bind(ns.repo.as_str())
+                .bind(ns.image.as_str())
+                .bind(digest.to_string())
+                .execute(&self.write)
+                .await
+                .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn put_manifest(
+        &self,
+        ns: &Namespace,
+        m: &ManifestRecord,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let (repo, image, digest) = (ns.repo.as_str(), ns.image.as_str(), m.digest.to_string());
+        let annotations = m
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let at = now();
+        let mut tx = self.write.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO manifests (repo, image, digest, media_type, size, subject, artifact_type, annotations, pushed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (repo, image, digest) DO UPDATE SET media_type = excluded.media_type, \
+             size = excluded.size, subject = excluded.subject, artifact_type = excluded.artifact_type, \
+             annotations = excluded.annotations, pushed_at = excluded.pushed_at",
+        )
+        .bind(repo)
+        .bind(image)
+        .bind(&digest)
+        .bind(&m.media_type)
+        .bind(i64::try_from(m.size).unwrap_or(i64::MAX))
+        .bind(m.subject.as_ref().map(|s| s.to_string()))
+        .bind(m.artifact_type.clone())
+        .bind(annotations)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        for target in &m.references {
+            sqlx::query(
+                "INSERT INTO manifest_refs (repo, image, digest, target) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repo, image, digest, target) DO NOTHING",
+            )
+            .bind(repo)
+            .bind(image)
+            .bind(&digest)
+            .bind(target.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if let Some(t) = tag {
+            sqlx::query(
+                "INSERT INTO tags (repo, image, tag, digest, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (repo, image, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo)
+            .bind(image)
+            .bind(t.as_str())
+            .bind(&digest)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn manifest_media_type(&self, ns: &Namespace, digest: &Digest) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT media_type FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3",
+        )
+        .bind(ns.repo.as_str())
+        .bind(ns.image.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(|r| text(&r, 0)).transpose()
+    }
+
+    async fn delete_manifest(&self, ns: &Namespace, digest: &Digest) -> Result<Option<Deleted>> {
+        let (repo, image, digest) = (ns.repo.as_str(), ns.image.as_str(), digest.to_string());
+        let mut tx = self.write.begin().await.map_err(db)?;
+        let Some(row) = sqlx::query(
+            "SELECT subject FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3",
+        )
+        .bind(repo)
+        .bind(image)
+        .bind(&digest)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let subject: Option<String> = row.try_get(0).map_err(db)?;
+        let tags = sqlx::query(
+            "SELECT tag FROM tags WHERE repo = $1 AND image = $2 AND digest = $3 ORDER BY tag",
+        )
+        .bind(repo)
+        .bind(image)
+        .bind(&digest)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| text(r, 0))
+        .collect::<Result<Vec<_>>>()?;
+        for table in [
+            "DELETE FROM tags WHERE repo = $1 AND image = $2 AND digest = $3",
+            "DELETE FROM manifest_refs WHERE repo = $1 AND image = $2 AND digest = $3",
+            "DELETE FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3",
+        ] {
+            sqlx::query(table)
+                .bind(repo)
+                .bind(image)
+                .bind(&digest)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Some(Deleted {
+            tags,
+            subject: subject.map(|s| parse(s, "subject digest")).transpose()?,
+        }))
+    }
+
+    async fn tag(&self, ns: &Namespace, tag: &Tag) -> Result<Option<Digest>> {
+        let row =
+            sqlx::query("SELECT digest FROM tags WHERE repo = $1 AND image = $2 AND tag = $3")
+                .bind(ns.repo.as_str())
+                .bind(ns.image.as_str())
+                .bind(tag.as_str())
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db)?;
+        row.map(|r| parse(text(&r, 0)?, "tag digest")).transpose()
+    }
+
+    async fn delete_tag(&self, ns: &Namespace, tag: &Tag) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM tags WHERE repo = $1 AND image = $2 AND tag = $3")
+            .bind(ns.repo.as_str())
+            .bind(ns.image.as_str())
+            .bind(tag.as_str())
+            .execute(&self.write)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn tags(&self, ns: &Namespace, page: &Page) -> Result<Option<Vec<String>>> {
+        let (repo, image) = (ns.repo.as_str(), ns.image.as_str());
+        let exists = sqlx::query(
+            "SELECT 1 FROM manifests WHERE repo = $1 AND image = $2 \
+             UNION ALL SELECT 1 FROM blob_links WHERE repo = $1 AND image = $2 LIMIT 1",
+        )
+        .bind(repo)
+        .bind(image)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT tag FROM tags WHERE repo = $1 AND image = $2 AND tag > $3 ORDER BY tag LIMIT $4",
+        )
+        .bind(repo)
+        .bind(image)
+        .bind(page.after.clone().unwrap_or_default())
+        .bind(limit(page))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| text(r, 0))
+            .collect::<Result<_>>()
+            .map(Some)
+    }
+
+    async fn images(&self, repo: &RepoName, page: &Page) -> Result<Vec<ImageName>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT image FROM manifests WHERE repo = $1 AND image > $2 ORDER BY image LIMIT $3",
+        )
+        .bind(repo.as_str())
+        .bind(page.after.clone().unwrap_or_default())
+        .bind(limit(page))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| parse(text(r, 0)?, "image name"))
+            .collect()
+    }
+
+    async fn referrers(&self, ns: &Namespace, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+             WHERE repo = $1 AND image = $2 AND subject = $3 ORDER BY digest",
+        )
+        .bind(ns.repo.as_str())
+        .bind(ns.image.as_str())
+        .bind(subject.to_string())
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let annotations: Option<String> = r.try_get(4).map_err(db)?;
+                let annotations = annotations
+                    .map(|a| {
+                        serde_json::from_str(&a)
+                            .map_err(|e| MetadataError::Corrupt(format!("annotations: {e}")))
+                    })
+                    .transpose()?;
+                Ok(Descriptor {
+                    digest: text(r, 0)?,
+                    media_type: text(r, 1)?,
+                    size: r.try_get(2).map_err(db)?,
+                    artifact_type: r.try_get(3).map_err(db)?,
+                    annotations,
+                    urls: None,
+                    platform: None,
+                })
+            })
+            .collect()
+    }
+
+    async fn upload_open(&self, u: &UploadRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, repo, image, client, size, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&u.id)
+        .bind(u.namespace.repo.as_str())
+        .bind(u.namespace.image.as_str())
+        .bind(&u.client)
+        .bind(i64::try_from(u.size).unwrap_or(i64::MAX))
+        .bind(u.updated_at)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<UploadRecord>> {
+        let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db)?;
+        row.map(|r| upload_row(&r)).transpose()
+    }
+
+    async fn upload_progress(&self, id: &str, size: u64) -> Result<()> {
+        sqlx::query("UPDATE uploads SET size = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(i64::try_from(size).unwrap_or(i64::MAX))
+            .bind(now())
+            .execute(&self.write)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn upload_close(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn uploads(&self, repo: Option<&RepoName>) -> Result<Vec<UploadRecord>> {
+        let rows = match repo {
+            Some(r) => {
+                let sql =
+                    format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE repo = $1 ORDER BY id");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(r.as_str())
+                    .fetch_all(&self.read)
+                    .await
+            }
+            None => {
+                let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads ORDER BY id");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.read)
+                    .await
+            }
+        }
+        .map_err(db)?;
+        rows.iter().map(upload_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_encoded_into_the_url() {
+        assert_eq!(
+            with_password("postgres://berth@db:5432/berth", "p@ss:w/rd").unwrap(),
+            "postgres://berth:p%40ss%3Aw%2Frd@db:5432/berth"
+        );
+        assert!(with_password("db:5432", "x").is_err());
+    }
+
+    #[test]
+    fn migration_files_split_into_statements() {
+        let s = statements("-- c\nCREATE TABLE a (x TEXT); -- t\n\nCREATE INDEX i ON a (x);\n");
+        assert_eq!(
+            s,
+            vec!["CREATE TABLE a (x TEXT)", "CREATE INDEX i ON a (x)"]
+        );
+    }
+}

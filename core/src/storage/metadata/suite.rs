@@ -1,0 +1,298 @@
+//! The MetadataStore contract: what every backend (SQLite, PostgreSQL, later others) must do,
+//! including under concurrency. Public behind the `contract-suite` feature so each backend's
+//! tests — in this crate or elsewhere — run exactly these cases.
+//!
+//! Every case works in namespaces of its own (`<prefix>-<case>`), so one database can hold
+//! several runs.
+
+// The suite panics on purpose when a backend breaks the contract.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{now, Deleted, ManifestRecord, MetadataStore, Page, UploadRecord};
+use crate::oci::{Digest, Tag};
+use crate::storage::Namespace;
+
+fn ns(prefix: &str, case: &str, image: &str) -> Namespace {
+    Namespace::new(
+        format!("{prefix}-{case}").parse().unwrap(),
+        image.parse().unwrap(),
+    )
+}
+
+fn digest(seed: &str) -> Digest {
+    Digest::sha256_of(seed.as_bytes())
+}
+
+fn manifest(seed: &str, subject: Option<&Digest>) -> ManifestRecord {
+    ManifestRecord {
+        digest: digest(seed),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        size: 100 + seed.len() as u64,
+        subject: subject.cloned(),
+        artifact_type: subject.map(|_| "application/vnd.example.sig".to_owned()),
+        annotations: subject.map(|_| BTreeMap::from([("k".to_owned(), "v".to_owned())])),
+        references: vec![
+            digest(&format!("{seed}-config")),
+            digest(&format!("{seed}-layer")),
+        ],
+    }
+}
+
+fn tag(t: &str) -> Tag {
+    t.parse().unwrap()
+}
+
+/// Runs every case against `store`; `prefix` keeps this run's namespaces apart.
+pub async fn run(store: Arc<dyn MetadataStore>, prefix: &str) {
+    blob_links(store.as_ref(), prefix).await;
+    manifests_tags_and_referrers(store.as_ref(), prefix).await;
+    listings_page_in_the_store(store.as_ref(), prefix).await;
+    uploads(store.as_ref(), prefix).await;
+    concurrent_pushes_of_one_tag(store.clone(), prefix).await;
+    concurrent_pushes_of_many_images(store.clone(), prefix).await;
+    close_racing_progress(store, prefix).await;
+}
+
+async fn blob_links(s: &dyn MetadataStore, p: &str) {
+    let a = ns(p, "links", "app");
+    let b = ns(p, "links", "other");
+    let d = digest("blob");
+    assert!(!s.blob_linked(&a, &d).await.unwrap());
+    assert_eq!(
+        s.tags(&a, &Page::all()).await.unwrap(),
+        None,
+        "nothing there yet"
+    );
+    s.link_blob(&a, &d).await.unwrap();
+    s.link_blob(&a, &d).await.unwrap();
+    assert!(s.blob_linked(&a, &d).await.unwrap());
+    assert!(!s.blob_linked(&b, &d).await.unwrap(), "links are per image");
+    assert_eq!(
+        s.tags(&a, &Page::all()).await.unwrap(),
+        Some(vec![]),
+        "an image with a blob exists, without tags"
+    );
+    assert!(s.unlink_blob(&a, &d).await.unwrap());
+    assert!(!s.unlink_blob(&a, &d).await.unwrap());
+    assert!(!s.blob_linked(&a, &d).await.unwrap());
+}
+
+async fn manifests_tags_and_referrers(s: &dyn MetadataStore, p: &str) {
+    let a = ns(p, "manifests", "team/app");
+    let image = manifest("image", None);
+    s.put_manifest(&a, &image, Some(&tag("v1"))).await.unwrap();
+    assert_eq!(
+        s.manifest_media_type(&a, &image.digest)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
+    assert_eq!(
+        s.tag(&a, &tag("v1")).await.unwrap(),
+        Some(image.digest.clone())
+    );
+    assert_eq!(s.tag(&a, &tag("nope")).await.unwrap(), None);
+    // Pushing again (a second tag) is idempotent for the manifest.
+    s.put_manifest(&a, &image, Some(&tag("latest")))
+        .await
+        .unwrap();
+    let sig = manifest("signature", Some(&image.digest));
+    s.put_manifest(&a, &sig, None).await.unwrap();
+    let refs = s.referrers(&a, &image.digest).await.unwrap();
+    assert_eq!(refs, vec![sig.descriptor()]);
+    assert!(s
+        .referrers(&ns(p, "manifests", "elsewhere"), &image.digest)
+        .await
+        .unwrap()
+        .is_empty());
+    // Deleting the signature returns its subject; deleting the image, its tags.
+    assert_eq!(
+        s.delete_manifest(&a, &sig.digest).await.unwrap(),
+        Some(Deleted {
+            tags: vec![],
+            subject: Some(image.digest.clone())
+        })
+    );
+    assert!(s.referrers(&a, &image.digest).await.unwrap().is_empty());
+    assert_eq!(
+        s.delete_manifest(&a, &image.digest).await.unwrap(),
+        Some(Deleted {
+            tags: vec!["latest".into(), "v1".into()],
+            subject: None
+        })
+    );
+    assert_eq!(s.delete_manifest(&a, &image.digest).await.unwrap(), None);
+    assert_eq!(s.tag(&a, &tag("v1")).await.unwrap(), None);
+    assert_eq!(
+        s.manifest_media_type(&a, &image.digest).await.unwrap(),
+        None
+    );
+    // A tag alone can go, leaving its manifest.
+    s.put_manifest(&a, &image, Some(&tag("v2"))).await.unwrap();
+    assert!(s.delete_tag(&a, &tag("v2")).await.unwrap());
+    assert!(!s.delete_tag(&a, &tag("v2")).await.unwrap());
+    assert!(s
+        .manifest_media_type(&a, &image.digest)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn listings_page_in_the_store(s: &dyn MetadataStore, p: &str) {
+    let repo = ns(p, "listing", "x").repo;
+    let m = manifest("listed", None);
+    // Names chosen so byte order differs from case-insensitive or locale orders.
+    for image in ["b", "a/z", "a", "B-not-valid-upper"]
+        .iter()
+        .filter(|i| i.parse::<crate::oci::ImageName>().is_ok())
+    {
+        let n = Namespace::new(repo.clone(), image.parse().unwrap());
+        for t in ["v10", "v2", "latest", "V1", "_x"] {
+            s.put_manifest(&n, &m, Some(&tag(t))).await.unwrap();
+        }
+    }
+    let n = Namespace::new(repo.clone(), "a".parse().unwrap());
+    let all = s.tags(&n, &Page::all()).await.unwrap().unwrap();
+    assert_eq!(all, vec!["V1", "_x", "latest", "v10", "v2"], "byte order");
+    let first = s
+        .tags(
+            &n,
+            &Page {
+                after: None,
+                limit: Some(2),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, vec!["V1", "_x"]);
+    let next = s
+        .tags(
+            &n,
+            &Page {
+                after: Some("_x".into()),
+                limit: Some(2),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, vec!["latest", "v10"]);
+    let images: Vec<String> = s
+        .images(&repo, &Page::all())
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(images, vec!["a", "a/z", "b"]);
+    let after_a = s
+        .images(
+            &repo,
+            &Page {
+                after: Some("a".into()),
+                limit: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(after_a[0].as_str(), "a/z");
+}
+
+async fn uploads(s: &dyn MetadataStore, p: &str) {
+    let a = ns(p, "uploads", "app");
+    let u = UploadRecord {
+        id: format!("{p}-session-1"),
+        namespace: a.clone(),
+        client: "alice".into(),
+        size: 0,
+        updated_at: now(),
+    };
+    s.upload_open(&u).await.unwrap();
+    assert_eq!(s.upload(&u.id).await.unwrap().as_ref(), Some(&u));
+    s.upload_progress(&u.id, 4096).await.unwrap();
+    let got = s.upload(&u.id).await.unwrap().unwrap();
+    assert_eq!((got.size, got.client.as_str()), (4096, "alice"));
+    let listed = s.uploads(Some(&a.repo)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(s.uploads(None).await.unwrap().iter().any(|x| x.id == u.id));
+    assert!(s.upload_close(&u.id).await.unwrap());
+    assert!(!s.upload_close(&u.id).await.unwrap());
+    assert_eq!(s.upload(&u.id).await.unwrap(), None);
+}
+
+/// Two (here: eight) pushes of one tag at once: every push succeeds, and the tag ends on one
+/// of the pushed manifests, which is there.
+async fn concurrent_pushes_of_one_tag(s: Arc<dyn MetadataStore>, p: &str) {
+    let a = ns(p, "race", "app");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (s, a) = (s.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            let m = manifest(&format!("racer-{i}"), None);
+            s.put_manifest(&a, &m, Some(&tag("latest"))).await.unwrap();
+            m.digest
+        }));
+    }
+    let mut pushed = Vec::new();
+    for t in tasks {
+        pushed.push(t.await.unwrap());
+    }
+    let winner = s.tag(&a, &tag("latest")).await.unwrap().unwrap();
+    assert!(pushed.contains(&winner));
+    for d in &pushed {
+        assert!(s.manifest_media_type(&a, d).await.unwrap().is_some());
+    }
+}
+
+async fn concurrent_pushes_of_many_images(s: Arc<dyn MetadataStore>, p: &str) {
+    let repo = ns(p, "many", "x").repo;
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (s, repo) = (s.clone(), repo.clone());
+        tasks.push(tokio::spawn(async move {
+            let n = Namespace::new(repo, format!("img{i:02}").parse().unwrap());
+            s.link_blob(&n, &digest("shared")).await.unwrap();
+            s.put_manifest(&n, &manifest("m", None), Some(&tag("v1")))
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.images(&repo, &Page::all()).await.unwrap().len(), 32);
+}
+
+/// Closing a session while progress is recorded: exactly one close wins, nothing errors.
+async fn close_racing_progress(s: Arc<dyn MetadataStore>, p: &str) {
+    let a = ns(p, "close", "app");
+    let id = format!("{p}-session-race");
+    s.upload_open(&UploadRecord {
+        id: id.clone(),
+        namespace: a,
+        client: "bob".into(),
+        size: 0,
+        updated_at: now(),
+    })
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..4u64 {
+        let (s, id) = (s.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            s.upload_progress(&id, i * 10).await.unwrap();
+            s.upload_close(&id).await.unwrap()
+        }));
+    }
+    let mut closed = 0;
+    for t in tasks {
+        closed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(closed, 1);
+    assert_eq!(s.upload(&id).await.unwrap(), None);
+}
