@@ -49,6 +49,7 @@ CREATE TABLE tags (
 CREATE INDEX tags_digest ON tags (repo, image, digest);
 
 -- Upload sessions: any core can continue one (the data is in the BlobStore under its id).
+-- created_at and updated_at here are Unix milliseconds (idle sessions give way at the cap).
 CREATE TABLE uploads (
     id TEXT PRIMARY KEY,
     repo TEXT NOT NULL,

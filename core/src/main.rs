@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use berth_core::config::Config;
 use berth_core::server;
-use berth_core::storage::fs::FsStorage;
+use berth_core::storage::Stores;
 
 #[derive(Parser)]
 #[command(name = "berth-core", version, about = "Berth registry core")]
@@ -85,10 +85,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let storage = FsStorage::open(&config.storage_root)
-        .with_context(|| format!("opening storage at {}", config.storage_root.display()))?;
-    let storage: Arc<dyn berth_core::storage::Storage> = Arc::new(storage);
-    let registry = Arc::new(server::registry(&config, storage.clone())?);
+    let stores = Stores::open(&config.storage)
+        .await
+        .with_context(|| format!("opening storage at {}", config.storage.root.display()))?;
+    let registry = Arc::new(server::registry(&config, &stores)?);
     let bound = server::bind(&config).await?;
     tracing::info!(addresses = %bound.addresses(), "listening");
     if let Some(path) = &ready_file {
@@ -97,7 +97,7 @@ async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()
     server::run(
         registry,
         bound,
-        storage,
+        stores,
         config.limits.clone(),
         shutdown_signal(),
     )

@@ -4,8 +4,6 @@
 // Helpers in a test crate panic on purpose when something is off.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -14,8 +12,7 @@ use serde_json::{json, Value};
 use berth_core::api::{response, Conn, Listener, Registry};
 use berth_core::config::{Config, Source};
 use berth_core::oci::Digest;
-use berth_core::storage::memory::MemoryStorage;
-use berth_core::storage::Storage;
+use berth_core::storage::Stores;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -53,15 +50,15 @@ struct Harness {
 
 /// Builds the registry exactly as the binary does: YAML through `Config::parse`, then
 /// `server::registry` (access control included), over in-memory storage.
-fn harness_from(yaml: &str) -> Harness {
+async fn harness_from(yaml: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0, context_path: /berth }}\n{yaml}",
         dir.path().display()
     );
     let config = Config::parse(&text, &Source::new("api-test.yaml", dir.path())).unwrap();
-    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    let registry = berth_core::server::registry(&config, storage).unwrap();
+    let stores = Stores::memory().await.unwrap();
+    let registry = berth_core::server::registry(&config, &stores).unwrap();
     let connector = Listener::Connector(registry.repos.values().next().unwrap().clone());
     Harness {
         registry,
@@ -70,14 +67,15 @@ fn harness_from(yaml: &str) -> Harness {
     }
 }
 
-fn harness_with(policy: &str, v1: bool) -> Harness {
+async fn harness_with(policy: &str, v1: bool) -> Harness {
     harness_from(&format!(
         "repositories:\n  - {{ name: hosted, kind: hosted, write_policy: {policy}, v1_enabled: {v1} }}\n  - {{ name: other, kind: hosted, v1_enabled: {v1} }}\n"
     ))
+    .await
 }
 
-fn harness() -> Harness {
-    harness_with("allow_redeploy", false)
+async fn harness() -> Harness {
+    harness_with("allow_redeploy", false).await
 }
 
 impl Harness {
@@ -162,7 +160,7 @@ impl Harness {
 
 #[tokio::test]
 async fn base_endpoint_announces_the_api() {
-    let h = harness();
+    let h = harness().await;
     let r = h.call("GET", "/v2/", &[], "").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("docker-distribution-api-version"), "registry/2.0");
@@ -170,7 +168,7 @@ async fn base_endpoint_announces_the_api() {
 
 #[tokio::test]
 async fn monolithic_post_put_and_single_post() {
-    let h = harness();
+    let h = harness().await;
     let r = h.call("POST", "/v2/app/blobs/uploads/", &[], "").await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let loc = r.header("location").to_owned();
@@ -204,7 +202,7 @@ async fn monolithic_post_put_and_single_post() {
 
 #[tokio::test]
 async fn chunked_upload_with_out_of_order_chunk() {
-    let h = harness();
+    let h = harness().await;
     let r = h.call("POST", "/v2/app/blobs/uploads/", &[], "").await;
     let path = r
         .header("location")
@@ -253,7 +251,7 @@ async fn chunked_upload_with_out_of_order_chunk() {
 
 #[tokio::test]
 async fn docker_style_streamed_patch_and_cancel() {
-    let h = harness();
+    let h = harness().await;
     let r = h.call("POST", "/v2/app/blobs/uploads/", &[], "").await;
     let path = r
         .header("location")
@@ -270,7 +268,7 @@ async fn docker_style_streamed_patch_and_cancel() {
 
 #[tokio::test]
 async fn digest_mismatch_is_rejected_and_nothing_is_stored() {
-    let h = harness();
+    let h = harness().await;
     let wrong = Digest::sha256_of(b"something else");
     let r = h
         .call(
@@ -290,7 +288,7 @@ async fn digest_mismatch_is_rejected_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn malformed_input_is_a_4xx() {
-    let h = harness();
+    let h = harness().await;
     for (method, uri, code, status) in [
         // Reads of what cannot be spelled are 404 (conformance: `.INVALID_MANIFEST_NAME`).
         ("GET", "/v2/app/blobs/sha256:nothex", "BLOB_UNKNOWN", 404),
@@ -352,7 +350,7 @@ async fn malformed_input_is_a_4xx() {
 
 #[tokio::test]
 async fn blob_ranges() {
-    let h = harness();
+    let h = harness().await;
     let d = h.push_blob("app", b"0123456789").await;
     let uri = format!("/v2/app/blobs/{d}");
     let r = h.call("GET", &uri, &[("range", "bytes=2-4")], "").await;
@@ -375,7 +373,7 @@ async fn blob_ranges() {
 
 #[tokio::test]
 async fn manifests_round_trip_byte_exact() {
-    let h = harness();
+    let h = harness().await;
     let (d, bytes) = h.push_image("team/app", "v1", "a").await;
     for reference in ["v1".to_owned(), d.to_string()] {
         let r = h
@@ -422,7 +420,7 @@ async fn manifests_round_trip_byte_exact() {
 
 #[tokio::test]
 async fn manifest_rules() {
-    let h = harness();
+    let h = harness().await;
     let missing = Digest::sha256_of(b"never pushed");
     let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": missing.to_string(), "size": 1}, "layers": []});
@@ -469,7 +467,7 @@ async fn manifest_rules() {
 
 #[tokio::test]
 async fn index_with_attestation_and_negotiation() {
-    let h = harness();
+    let h = harness().await;
     let (amd64, amd_bytes) = h.push_image("app", "amd64", "amd").await;
     let (att, att_bytes) = h.push_image("app", "att", "att").await;
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
@@ -520,7 +518,7 @@ async fn index_with_attestation_and_negotiation() {
 
 #[tokio::test]
 async fn referrers_and_subject() {
-    let h = harness();
+    let h = harness().await;
     let (subject, subject_bytes) = h.push_image("app", "v1", "s").await;
     let empty = h.push_blob("app", b"{}").await;
     for (i, at) in [
@@ -576,7 +574,7 @@ async fn referrers_and_subject() {
 
 #[tokio::test]
 async fn tag_and_catalog_paging() {
-    let h = harness();
+    let h = harness().await;
     for t in ["c", "a", "b", "d"] {
         h.push_image("app", t, "p").await;
     }
@@ -615,7 +613,7 @@ async fn tag_and_catalog_paging() {
 
 #[tokio::test]
 async fn main_port_routes_by_first_component() {
-    let h = harness();
+    let h = harness().await;
     h.push_image("team/app", "v1", "m").await;
     let r = h
         .call_on(
@@ -661,7 +659,7 @@ async fn main_port_routes_by_first_component() {
 
 #[tokio::test]
 async fn cross_repository_mount() {
-    let h = harness();
+    let h = harness().await;
     let d = h.push_blob("src", b"shared layer").await;
     let r = h
         .call(
@@ -700,7 +698,7 @@ async fn cross_repository_mount() {
 
 #[tokio::test]
 async fn write_policies() {
-    let h = harness_with("deny_redeploy", false);
+    let h = harness_with("deny_redeploy", false).await;
     h.push_image("app", "v1", "one").await;
     h.push_image("app", "v1", "one").await; // the same manifest again is fine
     let config = h.push_blob("app", b"{\"seed\":\"two\"}").await;
@@ -717,14 +715,14 @@ async fn write_policies() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.code(), "DENIED");
 
-    let ro = harness_with("read_only", false);
+    let ro = harness_with("read_only", false).await;
     let r = ro.call("POST", "/v2/app/blobs/uploads/", &[], "").await;
     assert_eq!(r.code(), "DENIED");
 }
 
 #[tokio::test]
 async fn v1_toggle() {
-    let off = harness();
+    let off = harness().await;
     let r = off.call("GET", "/v1/_ping", &[], "").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.json()["errors"][0]["message"]
@@ -732,7 +730,7 @@ async fn v1_toggle() {
         .unwrap()
         .contains("v1_enabled"));
     assert_eq!(r.header("x-docker-registry-version"), "");
-    let on = harness_with("allow_redeploy", true);
+    let on = harness_with("allow_redeploy", true).await;
     on.push_image("team/web", "v1", "x").await;
     on.push_image("team/db", "v1", "y").await;
     let r = on.call("GET", "/v1/_ping", &[], "").await;
@@ -748,7 +746,8 @@ async fn access_control_is_wired_as_in_the_binary() {
     let hash = berth_core::auth::password::hash("pw").unwrap();
     let h = harness_from(&format!(
         "auth:\n  users: [{{ name: alice, password_hash: \"{hash}\", roles: [dev] }}]\n  roles: [{{ name: dev, privileges: [{{ repositories: \"*\", actions: [read, write] }}] }}]\nrepositories:\n  - {{ name: hosted, kind: hosted }}\n"
-    ));
+    ))
+    .await;
     let r = h.call("GET", "/v2/", &[], "").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(

@@ -11,8 +11,7 @@ use serde_json::json;
 
 use berth_core::oci::{Digest, ImageName, Reference};
 use berth_core::repo::{GroupRepository, HostedRepository, Repository, WritePolicy};
-use berth_core::storage::memory::MemoryStorage;
-use berth_core::storage::{ByteStream, Storage};
+use berth_core::storage::{ByteStream, Stores};
 
 const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -45,7 +44,7 @@ async fn push_artifact(
 
 #[tokio::test]
 async fn referrers_and_catalog_are_merged_and_writes_need_a_writable_member() {
-    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let storage = Stores::memory().await.unwrap();
     let a: Arc<dyn Repository> = Arc::new(HostedRepository::new(
         "a".parse().unwrap(),
         storage.clone(),

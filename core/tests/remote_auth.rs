@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use berth_core::oci::{Digest, ImageName, Reference};
 use berth_core::repo::ProxySettings;
 use berth_core::repo::{ProxyRepository, Repository};
-use berth_core::storage::memory::MemoryStorage;
+use berth_core::storage::Stores;
 
 const MANIFEST: &str =
     r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
@@ -127,7 +127,7 @@ async fn bearer_tokens_are_fetched_reused_and_refreshed() {
     let (mock, addr) = start_mock().await;
     let repo = ProxyRepository::new(
         "hub".parse().unwrap(),
-        Arc::new(MemoryStorage::new()),
+        Stores::memory().await.unwrap(),
         settings(format!("http://{addr}")),
     )
     .unwrap();
@@ -167,7 +167,7 @@ async fn a_failing_remote_is_blocked_and_says_so() {
         .port();
     let repo = ProxyRepository::new(
         "hub".parse().unwrap(),
-        Arc::new(MemoryStorage::new()),
+        Stores::memory().await.unwrap(),
         settings(format!("http://127.0.0.1:{port}")),
     )
     .unwrap();

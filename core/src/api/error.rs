@@ -21,7 +21,7 @@ pub enum ApiError {
         headers: Vec<(&'static str, String)>,
     },
     /// Ours: logged, and a 500 that carries only the request id.
-    Internal(StorageError),
+    Internal(String),
     /// A remote registry (behind a proxy repository) could not answer: a 502 naming it.
     Remote(String),
 }
@@ -90,7 +90,8 @@ impl From<RepoError> for ApiError {
                 message,
                 retry_after,
             } => ApiError::new(ErrorCode::TooManyRequests, message).retry_after(retry_after),
-            RepoError::Storage(e) => ApiError::Internal(e),
+            RepoError::Storage(e) => ApiError::Internal(e.to_string()),
+            RepoError::Metadata(e) => ApiError::Internal(e.to_string()),
             RepoError::Remote(m) => ApiError::Remote(m),
         }
     }

@@ -15,9 +15,10 @@ mod kinds;
 mod limits;
 mod raw;
 mod repos;
+mod storage;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use berth_config::{parse_duration, ConfigError, Source};
 
@@ -25,14 +26,14 @@ use crate::api::Cidr;
 use crate::auth::AuthConfig;
 use crate::oci::RepoName;
 use crate::repo::{GroupSettings, ProxySettings, WritePolicy};
+use crate::storage::StorageConfig;
 pub use limits::Limits;
 
 /// The validated configuration of a core.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Root directory of the filesystem storage (relative paths are taken from the config
-    /// file's directory).
-    pub storage_root: PathBuf,
+    /// Where blobs and metadata live.
+    pub storage: StorageConfig,
     pub main: MainConfig,
     /// Peers whose `X-Forwarded-*` headers are believed (the edge's addresses).
     pub trusted_proxies: Vec<Cidr>,
@@ -138,7 +139,7 @@ impl Config {
         kinds::check_groups(&repositories)
             .map_err(|(i, k, reason)| source.err(format!("repositories[{i}].{k}"), reason))?;
         Ok(Config {
-            storage_root: source.resolve(&raw.storage.root),
+            storage: storage::storage(raw.storage, source)?,
             main,
             trusted_proxies: trusted_proxies(raw.trusted_proxies, source)?,
             repositories,

@@ -105,8 +105,37 @@ pub struct RawLimits {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
-    /// Filesystem root; relative to the config file's directory.
+    /// Filesystem root of the blobs and, by default, of the SQLite metadata file; relative to
+    /// the config file's directory.
     pub root: String,
+    /// Where the metadata lives; absent: SQLite in `<root>/metadata.db`.
+    pub metadata: Option<RawMetadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetadata {
+    /// Shared metadata in PostgreSQL (several cores on one database).
+    pub postgres: Option<RawPostgres>,
+    /// The SQLite file, if not `<root>/metadata.db`.
+    pub sqlite: Option<RawSqlite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    /// `postgres://user@host:5432/database`; no password here (it would be logged and shown).
+    pub url: String,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSqlite {
+    pub path: String,
 }
 
 #[derive(Debug, Deserialize)]

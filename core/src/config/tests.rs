@@ -1,5 +1,7 @@
 //! Config parsing: the documented shape, and errors that name file, key and reason.
 
+use std::path::PathBuf;
+
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -30,7 +32,13 @@ repositories:
 #[test]
 fn parses_the_documented_shape() {
     let c = parse(GOOD).unwrap();
-    assert_eq!(c.storage_root, PathBuf::from("/etc/berth/./data"));
+    assert_eq!(c.storage.root, PathBuf::from("/etc/berth/./data"));
+    assert_eq!(
+        c.storage.metadata,
+        crate::storage::metadata::sql::Backend::Sqlite(PathBuf::from(
+            "/etc/berth/./data/metadata.db"
+        ))
+    );
     assert_eq!(c.main.context_path, "/berth");
     assert_eq!(write_policy(&c.repositories[0]), WritePolicy::DenyRedeploy);
     assert!(!c.repositories[0].v1_enabled);

@@ -37,6 +37,8 @@ pub enum RepoError {
     Client(#[from] RegistryError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("{0}")]
+    Metadata(#[from] crate::storage::metadata::MetadataError),
     /// A remote registry (behind a proxy repository) could not answer: a 502 naming it.
     #[error("{0}")]
     Remote(String),

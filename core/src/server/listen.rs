@@ -24,7 +24,7 @@ use super::{tasks, ServeError};
 use crate::api::{Conn, Listener, Registry};
 use crate::config::{Config, Limits};
 use crate::oci::RepoName;
-use crate::storage::Storage;
+use crate::storage::Stores;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -119,7 +119,7 @@ pub fn write_ready_file(path: &Path, bound: &Bound) -> Result<(), ServeError> {
 pub async fn run(
     registry: Arc<Registry>,
     bound: Bound,
-    storage: Arc<dyn Storage>,
+    stores: Stores,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -153,7 +153,7 @@ pub async fn run(
         tasks.push(tokio::spawn(accept.run(socket, stop_rx.clone())));
     }
     tasks.push(tokio::spawn(tasks::sweep_uploads(
-        storage,
+        stores,
         limits.upload_expiry,
         stop_rx.clone(),
     )));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use berth_certs::Resolver;
 use tokio::sync::watch;
 
-use crate::storage::Storage;
+use crate::storage::{Stores, UploadInfo};
 
 /// How often direct-HTTPS certificate files are checked for changes.
 const CERT_POLL: Duration = Duration::from_secs(2);
@@ -37,7 +37,7 @@ pub(super) async fn watch_certificates(
 /// Removes upload sessions nobody has touched for `expiry` (abandoned pushes would otherwise
 /// hold disk space and count against the per-repository cap forever).
 pub(super) async fn sweep_uploads(
-    storage: Arc<dyn Storage>,
+    stores: Stores,
     expiry: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -48,16 +48,33 @@ pub(super) async fn sweep_uploads(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let uploads = match storage.uploads().await {
+        let uploads = match stores.meta.uploads(None).await {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list upload sessions");
                 continue;
             }
         };
-        for u in uploads.into_iter().filter(|u| u.idle >= expiry) {
-            match storage.upload_cancel(&u.namespace, &u.id).await {
-                Ok(()) => {
+        for u in uploads
+            .into_iter()
+            .map(UploadInfo::from)
+            .filter(|u| u.idle >= expiry)
+        {
+            let removed = async {
+                stores
+                    .blobs
+                    .upload_cancel(&u.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stores
+                    .meta
+                    .upload_close(&u.id)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match removed {
+                Ok(_) => {
                     tracing::info!(session = %u.id, namespace = %u.namespace.path(), idle_s = u.idle.as_secs(), "removed an abandoned upload session")
                 }
                 Err(e) => {

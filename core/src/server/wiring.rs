@@ -10,11 +10,11 @@ use crate::auth::Auth;
 use crate::config::{Config, RepoConfig, RepoSpec};
 use crate::oci::RepoName;
 use crate::repo::{GroupRepository, HostedRepository, ProxyRepository, Repository};
-use crate::storage::Storage;
+use crate::storage::Stores;
 
 /// Builds the registry the binary serves.
-pub fn registry(config: &Config, storage: Arc<dyn Storage>) -> Result<Registry, ServeError> {
-    let built = repositories(config, &storage)?;
+pub fn registry(config: &Config, stores: &Stores) -> Result<Registry, ServeError> {
+    let built = repositories(config, stores)?;
     let repos = config
         .repositories
         .iter()
@@ -51,17 +51,17 @@ fn write_repo(r: &RepoConfig) -> Option<RepoName> {
 /// validation has ruled out cycles and missing members, so this terminates).
 fn repositories(
     config: &Config,
-    storage: &Arc<dyn Storage>,
+    stores: &Stores,
 ) -> Result<BTreeMap<RepoName, Arc<dyn Repository>>, ServeError> {
     let mut built: BTreeMap<RepoName, Arc<dyn Repository>> = BTreeMap::new();
     for r in &config.repositories {
         let repo: Arc<dyn Repository> = match &r.spec {
             RepoSpec::Hosted { write_policy } => Arc::new(
-                HostedRepository::new(r.name.clone(), storage.clone(), *write_policy)
+                HostedRepository::new(r.name.clone(), stores.clone(), *write_policy)
                     .with_upload_limits(config.limits.uploads),
             ),
             RepoSpec::Proxy(settings) => Arc::new(
-                ProxyRepository::new(r.name.clone(), storage.clone(), settings.clone()).map_err(
+                ProxyRepository::new(r.name.clone(), stores.clone(), settings.clone()).map_err(
                     |source| ServeError::Repository {
                         owner: format!("repository {}", r.name),
                         source,
@@ -116,7 +116,7 @@ fn auth(config: &Config) -> Result<Option<Arc<Auth>>, ServeError> {
         .filter(|r| r.anonymous_pull)
         .map(|r| r.name.clone())
         .collect();
-    let keys = config.storage_root.join("auth");
+    let keys = config.storage.root.join("auth");
     let auth = Auth::new(a, anonymous, &keys).map_err(|source| ServeError::Repository {
         owner: format!("auth (token key in {})", keys.display()),
         source,

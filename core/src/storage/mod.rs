@@ -1,34 +1,35 @@
-//! Storage: where bytes and metadata live, behind one trait.
+//! Storage: bytes in a [`BlobStore`], everything about them in a [`MetadataStore`].
 //!
-//! The registry logic above (repositories) speaks in digests, names and tags; a [`Storage`]
-//! backend turns those into files, objects or rows. Two backends exist now — [`fs::FsStorage`]
-//! for production and [`memory::MemoryStorage`] for tests — and the same suite (`suite.rs`) runs
-//! against both, so an S3 or database backend can be added later by passing that suite.
+//! The registry logic above (repositories) joins the two: a blob is stored once by digest in
+//! the BlobStore and visible to an image only through a link in the MetadataStore; an upload
+//! session is data in the BlobStore and a record (image, client, size) in the MetadataStore;
+//! a manifest is bytes in the BlobStore and one transaction in the MetadataStore (its row, its
+//! references, its tag, its place in the referrers list). Keeping them apart is what lets the
+//! metadata live in a database (SQLite embedded, PostgreSQL shared by several cores) while the
+//! bytes stay on a filesystem (and later in an object store), and what makes reachability a
+//! query instead of a walk of the disk.
 //!
-//! # Model
-//! - **Blobs** are global and content-addressed: pushed once, stored once.
-//! - A blob is visible to an image only through a **link** in that image's namespace.
-//! - **Uploads** are sessions that collect bytes; committing one verifies the digest and size,
-//!   makes the data durable, and only then makes it visible (moves it into the blob store and
-//!   links it). Sessions survive a restart of the process.
-//! - **Manifests** are blobs too (their bytes, byte-exact), linked as revisions of an image with
-//!   the media type they were pushed with; **tags** point at manifest digests; **referrers** index
-//!   manifests by their `subject`.
+//! # Layout
+//! - [`blob`]: the BlobStore trait, filesystem and in-memory backends, its contract suite.
+//! - [`metadata`]: the MetadataStore trait, the SQL backend, its contract suite.
+//! - [`import`]: a one-time import of the filesystem metadata older releases wrote.
 
-pub mod fs;
-pub mod memory;
+pub mod blob;
+pub mod import;
 pub mod metadata;
-#[cfg(test)]
-mod suite;
 
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::oci::{Descriptor, Digest, ImageName, RepoName, Tag};
+pub use blob::BlobStore;
+pub use metadata::MetadataStore;
+
+use crate::oci::{Digest, ImageName, RepoName};
 
 /// A stream of body bytes, in or out.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -45,9 +46,15 @@ impl Namespace {
         Namespace { repo, image }
     }
 
-    /// `repo/image`: a relative path made only of grammar-checked components.
+    /// `repo/image`.
     pub fn path(&self) -> String {
         format!("{}/{}", self.repo, self.image)
+    }
+
+    /// Parses `repo/image` as written by [`Namespace::path`].
+    pub fn parse(path: &str) -> Option<Namespace> {
+        let (repo, image) = path.split_once('/')?;
+        Some(Namespace::new(repo.parse().ok()?, image.parse().ok()?))
     }
 }
 
@@ -56,22 +63,26 @@ impl Namespace {
 pub struct UploadInfo {
     pub id: String,
     pub namespace: Namespace,
-    /// Who opened it (a user name or a client address), for per-client shares of the cap.
+    /// Who opened it (a user name or an address), for per-client shares of the cap.
     pub client: String,
     /// Time since bytes last arrived (or since it was opened).
     pub idle: std::time::Duration,
 }
 
-impl Namespace {
-    /// Parses `repo/image` as written by [`Namespace::path`].
-    pub fn parse(path: &str) -> Option<Namespace> {
-        let (repo, image) = path.split_once('/')?;
-        Some(Namespace::new(repo.parse().ok()?, image.parse().ok()?))
+impl From<metadata::UploadRecord> for UploadInfo {
+    fn from(r: metadata::UploadRecord) -> Self {
+        let idle_ms = u64::try_from(metadata::now_ms().saturating_sub(r.updated_at)).unwrap_or(0);
+        UploadInfo {
+            id: r.id,
+            namespace: r.namespace,
+            client: r.client,
+            idle: std::time::Duration::from_millis(idle_ms),
+        }
     }
 }
 
-/// Storage failures. `NotFound`, `OffsetMismatch`, `DigestMismatch` and `Body` are the caller's
-/// business; `Io` and `Corrupt` are ours and become a logged 500.
+/// BlobStore failures. `NotFound`, `OffsetMismatch`, `DigestMismatch` and `Body` are the
+/// caller's business; `Io` and `Corrupt` are ours and become a logged 500.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("not found")]
@@ -86,84 +97,75 @@ pub enum StorageError {
     Body(io::Error),
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
-    #[error("stored metadata is corrupt: {0}")]
+    #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-/// The storage contract every backend fulfils. All listings are sorted.
-#[async_trait]
-pub trait Storage: Send + Sync + 'static {
-    /// Size of a stored blob, `None` if absent.
-    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
-    /// Streams `len` bytes of a blob from `start`.
-    async fn blob_read(&self, digest: &Digest, start: u64, len: u64) -> Result<ByteStream>;
-    /// Reads a whole (small) blob, such as a manifest.
-    async fn blob_bytes(&self, digest: &Digest) -> Result<Bytes>;
-    /// Stores small content (a manifest) under its digest, durably. The digest is computed here.
-    async fn blob_put(&self, bytes: Bytes) -> Result<Digest>;
+/// The two stores a registry runs on.
+#[derive(Clone)]
+pub struct Stores {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetadataStore>,
+}
 
-    /// Makes a stored blob visible in `ns`.
-    async fn link_blob(&self, ns: &Namespace, digest: &Digest) -> Result<()>;
-    /// Whether `digest` is visible in `ns`.
-    async fn blob_linked(&self, ns: &Namespace, digest: &Digest) -> Result<bool>;
-    /// Hides a blob from `ns`; `false` if it was not linked.
-    async fn unlink_blob(&self, ns: &Namespace, digest: &Digest) -> Result<bool>;
+/// Where the stores are (the `storage` section of the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Filesystem root of the blobs and, by default, of the SQLite metadata file.
+    pub root: PathBuf,
+    pub metadata: metadata::sql::Backend,
+}
 
-    /// Opens an upload session in `ns` for `client` and returns its id.
-    async fn upload_create(&self, ns: &Namespace, client: &str) -> Result<String>;
-    /// Bytes received so far; `NotFound` for an unknown or finished session.
-    async fn upload_size(&self, ns: &Namespace, id: &str) -> Result<u64>;
-    /// Appends the stream. With `offset`, it must equal the current size (`OffsetMismatch`).
-    /// Bytes received before a broken body are kept, so the client can resume.
-    async fn upload_append(
-        &self,
-        ns: &Namespace,
-        id: &str,
-        offset: Option<u64>,
-        body: ByteStream,
-    ) -> Result<u64>;
-    /// Verifies the content against `expected`, makes it durable, moves it into the blob store
-    /// and links it into `ns`; returns its size. On a mismatch the session is discarded.
-    async fn upload_commit(&self, ns: &Namespace, id: &str, expected: &Digest) -> Result<u64>;
-    /// Discards a session.
-    async fn upload_cancel(&self, ns: &Namespace, id: &str) -> Result<()>;
-    /// Every open upload session.
-    async fn uploads(&self) -> Result<Vec<UploadInfo>>;
-    /// Reads back `len` bytes of a session's data from `offset` (a proxy serves a blob to
-    /// waiting clients while it is still arriving from the remote).
-    async fn upload_read(&self, ns: &Namespace, id: &str, offset: u64, len: u64) -> Result<Bytes>;
+impl StorageConfig {
+    /// The default: everything under `root`, metadata in `root/metadata.db`.
+    pub fn under(root: impl Into<PathBuf>) -> StorageConfig {
+        let root = root.into();
+        StorageConfig {
+            metadata: metadata::sql::Backend::Sqlite(root.join("metadata.db")),
+            root,
+        }
+    }
+}
 
-    /// Links a stored manifest into `ns` with its media type.
-    async fn manifest_link(&self, ns: &Namespace, digest: &Digest, media_type: &str) -> Result<()>;
-    /// The media type of a manifest linked in `ns`, `None` if not linked.
-    async fn manifest_media_type(&self, ns: &Namespace, digest: &Digest) -> Result<Option<String>>;
-    /// Removes a manifest link; `false` if it was not linked.
-    async fn manifest_unlink(&self, ns: &Namespace, digest: &Digest) -> Result<bool>;
+/// Why the stores could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("blob store at {path}: {source}")]
+    Blobs { path: String, source: io::Error },
+    #[error("{0}")]
+    Metadata(#[from] metadata::MetadataError),
+    #[error("importing the filesystem metadata of an older release: {0}")]
+    Import(String),
+}
 
-    async fn tag_get(&self, ns: &Namespace, tag: &Tag) -> Result<Option<Digest>>;
-    async fn tag_set(&self, ns: &Namespace, tag: &Tag, digest: &Digest) -> Result<()>;
-    async fn tag_delete(&self, ns: &Namespace, tag: &Tag) -> Result<bool>;
-    /// Tags of `ns`, sorted; `None` if the namespace holds nothing at all.
-    async fn tags(&self, ns: &Namespace) -> Result<Option<Vec<String>>>;
+impl Stores {
+    /// Opens both stores; on first start over a data directory of an older release, imports its
+    /// filesystem metadata (once).
+    pub async fn open(config: &StorageConfig) -> std::result::Result<Stores, OpenError> {
+        let blobs =
+            blob::fs::FsBlobStore::open(&config.root).map_err(|source| OpenError::Blobs {
+                path: config.root.display().to_string(),
+                source,
+            })?;
+        let meta = metadata::sql::SqlMetadata::open(&config.metadata).await?;
+        let stores = Stores {
+            blobs: Arc::new(blobs),
+            meta: Arc::new(meta),
+        };
+        import::if_needed(&config.root, &stores)
+            .await
+            .map_err(OpenError::Import)?;
+        Ok(stores)
+    }
 
-    /// Records that `descriptor` (a manifest in `ns`) has `subject` as its subject.
-    async fn referrer_add(
-        &self,
-        ns: &Namespace,
-        subject: &Digest,
-        descriptor: &Descriptor,
-    ) -> Result<()>;
-    async fn referrer_remove(
-        &self,
-        ns: &Namespace,
-        subject: &Digest,
-        referrer: &Digest,
-    ) -> Result<()>;
-    /// Descriptors of the manifests whose subject is `subject`, ordered by digest.
-    async fn referrers(&self, ns: &Namespace, subject: &Digest) -> Result<Vec<Descriptor>>;
-
-    /// Images of a Berth repository that hold at least one manifest, sorted.
-    async fn images(&self, repo: &RepoName) -> Result<Vec<ImageName>>;
+    /// In memory, for tests: memory blobs and an SQLite database of its own in memory.
+    pub async fn memory() -> std::result::Result<Stores, metadata::MetadataError> {
+        let meta = metadata::sql::SqlMetadata::open(&metadata::sql::Backend::Memory).await?;
+        Ok(Stores {
+            blobs: Arc::new(blob::memory::MemoryBlobStore::new()),
+            meta: Arc::new(meta),
+        })
+    }
 }

@@ -30,7 +30,7 @@ use http::{Method, StatusCode};
 use super::{Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
 use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, Reference, RepoName, Tag};
 use crate::repo::{HostedRepository, WritePolicy};
-use crate::storage::{ByteStream, Storage};
+use crate::storage::{ByteStream, Stores};
 use bounded::BoundedMap;
 use fetch::{Fetch, Outcome};
 use pull::{MAX_NEGATIVE, MAX_SMALL_BODY, MAX_TAG_CHECKS, MAX_TAG_LISTS, MAX_TAG_LIST_BODY};
@@ -75,15 +75,11 @@ pub(super) fn remote_failure(e: RemoteError) -> RepoError {
 }
 
 impl ProxyRepository {
-    pub fn new(
-        name: RepoName,
-        storage: Arc<dyn Storage>,
-        settings: ProxySettings,
-    ) -> std::io::Result<Self> {
+    pub fn new(name: RepoName, stores: Stores, settings: ProxySettings) -> std::io::Result<Self> {
         let remote = Remote::new(&settings)?;
         let local = Arc::new(HostedRepository::new(
             name.clone(),
-            storage,
+            stores,
             WritePolicy::AllowRedeploy,
         ));
         Ok(ProxyRepository {

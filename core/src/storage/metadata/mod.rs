@@ -66,6 +66,24 @@ pub struct ManifestRecord {
 }
 
 impl ManifestRecord {
+    /// The record of a parsed manifest of `size` bytes.
+    pub fn from_info(digest: Digest, size: u64, info: &crate::oci::ManifestInfo) -> Self {
+        ManifestRecord {
+            digest,
+            media_type: info.media_type.clone(),
+            size,
+            subject: info.subject.clone(),
+            artifact_type: info.artifact_type.clone(),
+            annotations: info.annotations.clone(),
+            references: info
+                .blobs
+                .iter()
+                .chain(&info.children)
+                .map(|r| r.digest.clone())
+                .collect(),
+        }
+    }
+
     /// The descriptor the referrers API lists for it.
     pub fn descriptor(&self) -> Descriptor {
         Descriptor {
@@ -98,7 +116,8 @@ pub struct UploadRecord {
     pub client: String,
     /// Bytes received so far.
     pub size: u64,
-    /// Unix seconds of the last bytes (or of the opening).
+    /// Unix milliseconds of the last bytes (or of the opening): idle sessions give way at the
+    /// upload cap, so this needs better than whole seconds.
     pub updated_at: i64,
 }
 
@@ -142,6 +161,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn upload_close(&self, id: &str) -> Result<bool>;
     /// Open sessions, of one repository or all, by id.
     async fn uploads(&self, repo: Option<&RepoName>) -> Result<Vec<UploadRecord>>;
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Unix seconds now.

@@ -21,7 +21,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use super::{
-    now, Deleted, ManifestRecord, MetadataError, MetadataStore, Page, Result, UploadRecord,
+    now, now_ms, Deleted, ManifestRecord, MetadataError, MetadataStore, Page, Result, UploadRecord,
 };
 use crate::oci::{Descriptor, Digest, ImageName, RepoName, Tag};
 use crate::storage::Namespace;
@@ -48,6 +48,8 @@ pub enum Backend {
         url: String,
         password: Option<String>,
     },
+    /// A private in-memory SQLite database (tests).
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,22 @@ impl SqlMetadata {
         sqlx::any::install_default_drivers();
         let store = match backend {
             Backend::Sqlite(path) => Self::open_sqlite(path).await?,
+            Backend::Memory => {
+                // One connection: every in-memory connection would be a database of its own.
+                let pool = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect("sqlite::memory:")
+                    .await
+                    .map_err(db)?;
+                SqlMetadata {
+                    read: pool.clone(),
+                    write: pool,
+                    kind: Kind::Sqlite,
+                }
+            }
             Backend::Postgres { url, password } => {
                 let url = match password {
                     Some(p) => with_password(url, p).map_err(MetadataError::Database)?,
@@ -552,7 +570,7 @@ impl MetadataStore for SqlMetadata {
         sqlx::query("UPDATE uploads SET size = $2, updated_at = $3 WHERE id = $1")
             .bind(id)
             .bind(i64::try_from(size).unwrap_or(i64::MAX))
-            .bind(now())
+            .bind(now_ms())
             .execute(&self.write)
             .await
             .map_err(db)?;

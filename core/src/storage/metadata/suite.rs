@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{now, Deleted, ManifestRecord, MetadataStore, Page, UploadRecord};
+use super::{now_ms, Deleted, ManifestRecord, MetadataStore, Page, UploadRecord};
 use crate::oci::{Digest, Tag};
 use crate::storage::Namespace;
 
@@ -210,7 +210,7 @@ async fn uploads(s: &dyn MetadataStore, p: &str) {
         namespace: a.clone(),
         client: "alice".into(),
         size: 0,
-        updated_at: now(),
+        updated_at: now_ms(),
     };
     s.upload_open(&u).await.unwrap();
     assert_eq!(s.upload(&u.id).await.unwrap().as_ref(), Some(&u));
@@ -277,7 +277,7 @@ async fn close_racing_progress(s: Arc<dyn MetadataStore>, p: &str) {
         namespace: a,
         client: "bob".into(),
         size: 0,
-        updated_at: now(),
+        updated_at: now_ms(),
     })
     .await
     .unwrap();

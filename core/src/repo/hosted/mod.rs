@@ -1,0 +1,225 @@
+//! Hosted repositories: content pushed by clients and kept in the stores.
+//!
+//! This is where the registry's rules live — a manifest must reference only blobs the image
+//! can see, with their true sizes; a digest reference must match the bytes; the write policy
+//! decides whether a tag may move — while the stores only keep what they are given. Bytes go
+//! to the BlobStore, everything about them to the MetadataStore; this module joins the two.
+//!
+//! # Layout
+//! - `mod.rs`: the repository, blob reads, links and mounts, listings.
+//! - `uploads.rs`: upload sessions (data in the BlobStore, the record in the MetadataStore)
+//!   and the session cap.
+//! - `manifests.rs`: manifest pushes (checked, then one metadata transaction), reads, deletes.
+
+mod manifests;
+mod uploads;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::upload_cap::UploadLimits;
+use super::{client, Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
+use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, Reference, RepoName};
+use crate::storage::metadata::Page;
+use crate::storage::{ByteStream, Namespace, StorageError, Stores};
+
+/// Whether and how clients may write, per repository (the names Nexus users know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WritePolicy {
+    /// Pushes may move tags to new manifests.
+    #[default]
+    AllowRedeploy,
+    /// A tag, once pushed, cannot be pointed at another manifest.
+    DenyRedeploy,
+    /// No pushes or deletes at all.
+    ReadOnly,
+}
+
+/// A repository whose content is pushed to it and kept in the [`Stores`].
+pub struct HostedRepository {
+    name: RepoName,
+    stores: Stores,
+    policy: WritePolicy,
+    /// The cap on open upload sessions (abandoned sessions are also swept separately).
+    upload_limits: UploadLimits,
+}
+
+impl HostedRepository {
+    pub fn new(name: RepoName, stores: Stores, policy: WritePolicy) -> Self {
+        HostedRepository {
+            name,
+            stores,
+            policy,
+            upload_limits: UploadLimits::unlimited(),
+        }
+    }
+
+    /// Caps the open upload sessions of this repository (see `upload_cap`).
+    pub fn with_upload_limits(mut self, limits: UploadLimits) -> Self {
+        self.upload_limits = limits;
+        self
+    }
+
+    fn ns(&self, image: &ImageName) -> Namespace {
+        Namespace::new(self.name.clone(), image.clone())
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.policy == WritePolicy::ReadOnly {
+            return Err(client(
+                ErrorCode::Denied,
+                format!("repository {} is read-only", self.name),
+            ));
+        }
+        Ok(())
+    }
+
+    fn blob_unknown(digest: &Digest) -> RepoError {
+        client(ErrorCode::BlobUnknown, format!("blob {digest} is unknown"))
+    }
+}
+
+#[async_trait]
+impl Repository for HostedRepository {
+    fn name(&self) -> &RepoName {
+        &self.name
+    }
+
+    fn kind(&self) -> RepoKind {
+        RepoKind::Hosted
+    }
+
+    async fn blob_size(&self, image: &ImageName, digest: &Digest) -> Result<u64> {
+        if !self
+            .stores
+            .meta
+            .blob_linked(&self.ns(image), digest)
+            .await?
+        {
+            return Err(Self::blob_unknown(digest));
+        }
+        self.stores
+            .blobs
+            .stat(digest)
+            .await?
+            .ok_or_else(|| Self::blob_unknown(digest))
+    }
+
+    async fn blob_read(
+        &self,
+        image: &ImageName,
+        digest: &Digest,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream> {
+        self.blob_size(image, digest).await?;
+        match self.stores.blobs.read(digest, start, len).await {
+            Err(StorageError::NotFound) => Err(Self::blob_unknown(digest)),
+            other => Ok(other?),
+        }
+    }
+
+    async fn blob_delete(&self, image: &ImageName, digest: &Digest) -> Result<()> {
+        self.writable()?;
+        if self
+            .stores
+            .meta
+            .unlink_blob(&self.ns(image), digest)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Self::blob_unknown(digest))
+        }
+    }
+
+    async fn blob_mount(
+        &self,
+        image: &ImageName,
+        digest: &Digest,
+        from: &ImageName,
+    ) -> Result<bool> {
+        self.writable()?;
+        if !self.stores.meta.blob_linked(&self.ns(from), digest).await?
+            || self.stores.blobs.stat(digest).await?.is_none()
+        {
+            return Ok(false);
+        }
+        self.stores.meta.link_blob(&self.ns(image), digest).await?;
+        Ok(true)
+    }
+
+    async fn upload_start(&self, image: &ImageName, client: &str) -> Result<String> {
+        self.start_upload(image, client).await
+    }
+
+    async fn upload_size(&self, image: &ImageName, id: &str) -> Result<u64> {
+        self.session(image, id).await?;
+        self.stores
+            .blobs
+            .upload_size(id)
+            .await
+            .map_err(uploads::upload_error)
+    }
+
+    async fn upload_append(
+        &self,
+        image: &ImageName,
+        id: &str,
+        offset: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        self.append_upload(image, id, offset, body).await
+    }
+
+    async fn upload_finish(&self, image: &ImageName, id: &str, digest: &Digest) -> Result<u64> {
+        self.finish_upload(image, id, digest).await
+    }
+
+    async fn upload_cancel(&self, image: &ImageName, id: &str) -> Result<()> {
+        self.session(image, id).await?;
+        self.cancel_upload(id).await
+    }
+
+    async fn manifest(&self, image: &ImageName, reference: &Reference) -> Result<Manifest> {
+        self.read_manifest(image, reference).await
+    }
+
+    async fn manifest_put(
+        &self,
+        image: &ImageName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PushedManifest> {
+        self.push_manifest(image, reference, content_type, bytes)
+            .await
+    }
+
+    async fn manifest_delete(&self, image: &ImageName, reference: &Reference) -> Result<()> {
+        self.delete_manifest(image, reference).await
+    }
+
+    async fn tags(&self, image: &ImageName) -> Result<Vec<String>> {
+        self.stores
+            .meta
+            .tags(&self.ns(image), &Page::all())
+            .await?
+            .ok_or_else(|| {
+                client(
+                    ErrorCode::NameUnknown,
+                    format!("repository {image} is not known to {}", self.name),
+                )
+            })
+    }
+
+    async fn images(&self) -> Result<Vec<ImageName>> {
+        Ok(self.stores.meta.images(&self.name, &Page::all()).await?)
+    }
+
+    async fn referrers(&self, image: &ImageName, subject: &Digest) -> Result<Vec<Descriptor>> {
+        Ok(self.stores.meta.referrers(&self.ns(image), subject).await?)
+    }
+}
