@@ -35,6 +35,13 @@ enum Command {
     },
     /// Print an argon2id hash of a password (read from standard input) for `auth.users`.
     HashPassword,
+    /// Open the configured stores, apply metadata schema migrations and import the filesystem
+    /// metadata of an older release (what `serve` does on its first start), then exit.
+    Migrate {
+        /// The YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +71,27 @@ fn main() -> anyhow::Result<()> {
                 berth_core::auth::password::hash(password).map_err(anyhow::Error::msg)?
             );
             Ok(())
+        }
+        Command::Migrate { config } => {
+            let config = Config::load(&config)?;
+            let root = config.storage.root.clone();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(async move {
+                    let legacy = root.join("repositories").is_dir();
+                    Stores::open(&config.storage)
+                        .await
+                        .with_context(|| format!("opening storage at {}", root.display()))?;
+                    let what = if legacy {
+                        "schema up to date; filesystem metadata imported (old copy kept as repositories.imported)"
+                    } else {
+                        "schema up to date; nothing to import"
+                    };
+                    println!("{}: {what}", root.display());
+                    anyhow::Ok(())
+                })
         }
         Command::Serve { config, ready_file } => {
             tracing_subscriber::fmt()

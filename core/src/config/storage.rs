@@ -19,7 +19,7 @@ pub(super) fn storage(raw: RawStorage, source: &Source) -> Result<StorageConfig,
         (Some(pg), None) => {
             let key = "storage.metadata.postgres.url";
             if !(pg.url.starts_with("postgres://") || pg.url.starts_with("postgresql://")) {
-                return Err(source.err(key, format!("{:?} must start with postgres://", pg.url)));
+                return Err(source.err(key, "must start with postgres:// or postgresql://"));
             }
             if password_in_url(&pg.url) {
                 return Err(source.err(
