@@ -14,6 +14,8 @@ const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// A running core. Killed (SIGKILL) on drop; its directory is removed with it.
 pub struct Core {
     pub dir: TempDir,
+    /// The `berth-core` executable this process runs (another build for benchmarks).
+    binary: PathBuf,
     child: Option<Child>,
     pub main: String,
     pub connectors: BTreeMap<String, String>,
@@ -39,8 +41,14 @@ impl Core {
 
     /// Starts a core in `dir` with `config`.
     pub fn start_in(dir: TempDir, config: &str) -> Core {
+        Core::start_binary(crate::bin("berth-core"), dir, config)
+    }
+
+    /// Starts `binary` (e.g. an older release, as a benchmark's reference) in `dir`.
+    pub fn start_binary(binary: PathBuf, dir: TempDir, config: &str) -> Core {
         fs::write(dir.path().join("core.yaml"), config).expect("write config");
         let mut core = Core {
+            binary,
             dir,
             child: None,
             main: String::new(),
@@ -64,7 +72,7 @@ impl Core {
     pub fn spawn(&mut self) -> Result<(), String> {
         let _ = fs::remove_file(self.ready_path());
         let log = fs::File::create(self.dir.path().join("core.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(crate::bin("berth-core"))
+        let child = Command::new(&self.binary)
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
