@@ -76,7 +76,7 @@ async fn referrers_and_catalog_are_merged_and_writes_need_a_writable_member() {
     assert_eq!(found, want);
 
     let images: Vec<String> = group
-        .images()
+        .images(&berth_core::repo::Page::all())
         .await
         .unwrap()
         .iter()

@@ -8,9 +8,11 @@ use super::response::{self, Body};
 use super::{err, ApiError};
 use super::{method_not_allowed, query, query_get, ApiResult, Listener, Registry, Target};
 use crate::oci::ErrorCode;
+use crate::repo::Page;
 
-/// Applies `n`/`last` to a sorted list; returns the page and whether more remain.
-fn page(all: Vec<String>, req: &Parts) -> Result<(Vec<String>, Option<usize>, bool), ApiError> {
+/// The page a request asks for (`n`, `last`), and the store page that answers it: one entry
+/// more than asked, to know whether a next page exists without counting the rest.
+fn requested(req: &Parts) -> Result<(Option<usize>, Page), ApiError> {
     let q = query(req);
     let n = match query_get(&q, "n") {
         None | Some("") => None,
@@ -22,14 +24,23 @@ fn page(all: Vec<String>, req: &Parts) -> Result<(Vec<String>, Option<usize>, bo
             .with_status(StatusCode::BAD_REQUEST)
         })?),
     };
-    let last = query_get(&q, "last").filter(|l| !l.is_empty());
-    let rest: Vec<String> = match last {
-        Some(l) => all.into_iter().filter(|x| x.as_str() > l).collect(),
-        None => all,
+    let page = Page {
+        after: query_get(&q, "last")
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned),
+        limit: n.map(|n| n.saturating_add(1)),
     };
+    Ok((n, page))
+}
+
+/// Cuts the one extra entry off; says whether more remain.
+fn cut(mut items: Vec<String>, n: Option<usize>) -> (Vec<String>, bool) {
     match n {
-        Some(n) if rest.len() > n => Ok((rest.into_iter().take(n).collect(), Some(n), true)),
-        n => Ok((rest, n, false)),
+        Some(n) if items.len() > n => {
+            items.truncate(n);
+            (items, true)
+        }
+        _ => (items, false),
     }
 }
 
@@ -55,8 +66,8 @@ pub async fn list(t: &Target<'_>, req: &Parts) -> ApiResult {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
-    let tags = t.repo().tags(&t.image).await?;
-    let (tags, n, more) = page(tags, req)?;
+    let (n, page) = requested(req)?;
+    let (tags, more) = cut(t.repo().tags(&t.image, &page).await?, n);
     let name = t.client_name();
     let r = response::json(
         StatusCode::OK,
@@ -82,31 +93,81 @@ pub async fn catalog(
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
+    let (n, page) = requested(req)?;
     let mut all = Vec::new();
     match listener {
         Listener::Connector(entry) => {
             if readable(entry.repo.name()) {
-                all.extend(entry.repo.images().await?.iter().map(|i| i.to_string()));
+                let images = entry.repo.images(&page).await?;
+                all.extend(images.iter().map(|i| i.to_string()));
             }
         }
         Listener::Main => {
             for (name, entry) in reg.repos.iter().filter(|(n, _)| readable(n)) {
-                all.extend(
-                    entry
-                        .repo
-                        .images()
-                        .await?
-                        .iter()
-                        .map(|i| i.prefixed(name.as_str())),
-                );
+                // Names are `<repository>/<image>`: translate `last` into this repository.
+                let Some(own) = repo_page(name.as_str(), &page) else {
+                    continue;
+                };
+                let images = entry.repo.images(&own).await?;
+                all.extend(images.iter().map(|i| i.prefixed(name.as_str())));
             }
+            // Each repository gave at most a page after `last`: merged, cut to a page.
+            all.sort();
+            all.truncate(page.limit.unwrap_or(usize::MAX));
         }
     }
-    all.sort();
-    let (repos, n, more) = page(all, req)?;
+    let (repos, more) = cut(all, n);
     let r = response::json(
         StatusCode::OK,
         &serde_json::json!({ "repositories": repos }),
     );
     Ok(with_link(r, "/v2/_catalog", n, more, &repos))
+}
+
+/// The page of repository `repo` whose `repo/<image>` names follow the catalog's `last`;
+/// `None` when every name of it sorts before `last`.
+fn repo_page(repo: &str, page: &Page) -> Option<Page> {
+    let prefix = format!("{repo}/");
+    let after = match page.after.as_deref() {
+        None => None,
+        Some(last) if last.starts_with(&prefix) => Some(last[prefix.len()..].to_owned()),
+        Some(last) if last < prefix.as_str() => None,
+        Some(_) => return None,
+    };
+    Some(Page {
+        after,
+        limit: page.limit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_pages_translate_into_each_repository() {
+        let page = |after: &str| Page {
+            after: Some(after.to_owned()),
+            limit: Some(3),
+        };
+        assert_eq!(
+            repo_page("hosted", &page("hosted/team/app"))
+                .unwrap()
+                .after
+                .as_deref(),
+            Some("team/app")
+        );
+        assert_eq!(
+            repo_page("hosted", &page("alpha/x")).unwrap().after,
+            None,
+            "all of hosted follows"
+        );
+        assert!(
+            repo_page("alpha", &page("hosted/x")).is_none(),
+            "all of alpha precedes"
+        );
+        // "a-b/" sorts before "a/": a repository whose names all precede `last` is skipped.
+        assert!(repo_page("a-b", &page("a/x")).is_none());
+        assert_eq!(repo_page("a", &page("a-b/x")).unwrap().after, None);
+    }
 }

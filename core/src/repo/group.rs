@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{client, Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
+use super::{client, Manifest, Page, PushedManifest, RepoError, RepoKind, Repository, Result};
 use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RepoName};
 use crate::storage::ByteStream;
 
@@ -293,12 +293,12 @@ impl Repository for GroupRepository {
         self.writable()?.manifest_delete(image, reference).await
     }
 
-    async fn tags(&self, image: &ImageName) -> Result<Vec<String>> {
+    async fn tags(&self, image: &ImageName, page: &Page) -> Result<Vec<String>> {
         let mut all = Vec::new();
         let mut known = false;
         let mut failure = None;
         for m in &self.members {
-            match m.tags(image).await {
+            match m.tags(image, page).await {
                 Ok(t) => {
                     known = true;
                     all.extend(t);
@@ -320,15 +320,18 @@ impl Repository for GroupRepository {
                 format!("repository {image} is not known to {}", self.name),
             ));
         }
+        // Each member gave at most a page after the same point: their merge, cut to a page,
+        // is the group's page.
         all.sort();
         all.dedup();
+        all.truncate(page.limit.unwrap_or(usize::MAX));
         Ok(all)
     }
 
-    async fn images(&self) -> Result<Vec<ImageName>> {
+    async fn images(&self, page: &Page) -> Result<Vec<ImageName>> {
         let mut all = Vec::new();
         for m in &self.members {
-            match m.images().await {
+            match m.images(page).await {
                 Ok(i) => all.extend(i),
                 Err(e) => {
                     tracing::warn!(group = %self.name, member = %m.name(), error = %e, "member failed")
@@ -337,6 +340,7 @@ impl Repository for GroupRepository {
         }
         all.sort();
         all.dedup();
+        all.truncate(page.limit.unwrap_or(usize::MAX));
         Ok(all)
     }
 

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::oci::{Descriptor, Digest, ImageName, Reference, RegistryError, RepoName};
+pub use crate::storage::metadata::Page;
 use crate::storage::{ByteStream, StorageError};
 
 pub use group::{GroupRepository, GroupSettings};
@@ -134,17 +135,18 @@ pub trait Repository: Send + Sync + 'static {
     ) -> Result<PushedManifest>;
     async fn manifest_delete(&self, image: &ImageName, reference: &Reference) -> Result<()>;
 
-    /// Tags of `image`, sorted (`NAME_UNKNOWN` if the image does not exist).
-    async fn tags(&self, image: &ImageName) -> Result<Vec<String>>;
-    /// Images in this repository, sorted.
-    async fn images(&self) -> Result<Vec<ImageName>>;
+    /// Tags of `image` in `page`, sorted (`NAME_UNKNOWN` if the image does not exist). The
+    /// store pages, so a listing never loads more than the page.
+    async fn tags(&self, image: &ImageName, page: &Page) -> Result<Vec<String>>;
+    /// Images in this repository in `page`, sorted.
+    async fn images(&self, page: &Page) -> Result<Vec<ImageName>>;
     /// Manifests whose subject is `subject`.
     async fn referrers(&self, image: &ImageName, subject: &Digest) -> Result<Vec<Descriptor>>;
 
     /// Image names matching a V1 search term, at most `limit`.
     async fn search(&self, term: &str, limit: usize) -> Result<Vec<String>> {
         Ok(self
-            .images()
+            .images(&Page::all())
             .await?
             .into_iter()
             .map(|i| i.to_string())

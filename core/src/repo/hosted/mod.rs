@@ -202,10 +202,10 @@ impl Repository for HostedRepository {
         self.delete_manifest(image, reference).await
     }
 
-    async fn tags(&self, image: &ImageName) -> Result<Vec<String>> {
+    async fn tags(&self, image: &ImageName, page: &Page) -> Result<Vec<String>> {
         self.stores
             .meta
-            .tags(&self.ns(image), &Page::all())
+            .tags(&self.ns(image), page)
             .await?
             .ok_or_else(|| {
                 client(
@@ -215,8 +215,8 @@ impl Repository for HostedRepository {
             })
     }
 
-    async fn images(&self) -> Result<Vec<ImageName>> {
-        Ok(self.stores.meta.images(&self.name, &Page::all()).await?)
+    async fn images(&self, page: &Page) -> Result<Vec<ImageName>> {
+        Ok(self.stores.meta.images(&self.name, page).await?)
     }
 
     async fn referrers(&self, image: &ImageName, subject: &Digest) -> Result<Vec<Descriptor>> {

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use super::{Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
+use super::{Manifest, Page, PushedManifest, RepoError, RepoKind, Repository, Result};
 use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, Reference, RepoName, Tag};
 use crate::repo::{HostedRepository, WritePolicy};
 use crate::storage::{ByteStream, Stores};
@@ -152,6 +152,14 @@ impl ProxyRepository {
     }
 }
 
+/// A page of a sorted list the remote sent whole.
+fn paged(all: Vec<String>, page: &Page) -> Vec<String> {
+    all.into_iter()
+        .filter(|t| page.after.as_ref().is_none_or(|a| t > a))
+        .take(page.limit.unwrap_or(usize::MAX))
+        .collect()
+}
+
 /// The local answer, or `None` where it says "not here".
 fn local<T>(r: Result<T>) -> Result<Option<T>> {
     match r {
@@ -263,10 +271,10 @@ impl Repository for ProxyRepository {
         Err(self.read_only())
     }
 
-    async fn tags(&self, image: &ImageName) -> Result<Vec<String>> {
+    async fn tags(&self, image: &ImageName, page: &Page) -> Result<Vec<String>> {
         let i = &self.inner;
         if let Some(tags) = i.tag_lists.get(image) {
-            return Ok(tags);
+            return Ok(paged(tags, page));
         }
         let path = i.path(image, "tags/list");
         match i
@@ -284,22 +292,22 @@ impl Repository for ProxyRepository {
                     .unwrap_or_default();
                 tags.sort();
                 i.tag_lists.insert(image.clone(), tags.clone());
-                Ok(tags)
+                Ok(paged(tags, page))
             }
             Ok(None) => Err(client(
                 ErrorCode::NameUnknown,
                 format!("repository {image} is unknown at remote {}", i.url()),
             )),
             // Remote down: what was pulled through before is still known.
-            Err(e) => match local(i.local.tags(image).await)? {
+            Err(e) => match local(i.local.tags(image, page).await)? {
                 Some(t) if !t.is_empty() => Ok(t),
                 _ => Err(e),
             },
         }
     }
 
-    async fn images(&self) -> Result<Vec<ImageName>> {
-        self.inner.local.images().await
+    async fn images(&self, page: &Page) -> Result<Vec<ImageName>> {
+        self.inner.local.images(page).await
     }
 
     async fn referrers(&self, image: &ImageName, subject: &Digest) -> Result<Vec<Descriptor>> {
