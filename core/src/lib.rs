@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`oci`]: the spec's vocabulary (digests, names, references, manifests, error codes); pure.
-//! - [`storage`]: the [`storage::Storage`] trait and its backends; knows paths and bytes.
+//! - [`storage`]: the [`storage::BlobStore`] (bytes) and [`storage::MetadataStore`] (everything
+//!   about them, in SQLite or PostgreSQL) traits and their backends.
 //! - [`repo`]: the [`repo::Repository`] trait and the hosted kind; knows the registry's rules.
 //! - [`api`]: HTTP routing and handlers; knows status codes and headers.
 //! - [`server`]: sockets, connections, shutdown.

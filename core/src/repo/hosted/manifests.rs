@@ -19,32 +19,25 @@ impl HostedRepository {
         )
     }
 
-    async fn resolve(&self, ns: &Namespace, reference: &Reference) -> Result<Digest> {
-        match reference {
-            Reference::Digest(d) => Ok(d.clone()),
-            Reference::Tag(t) => self.stores.meta.tag(ns, t).await?.ok_or_else(|| {
-                client(
-                    ErrorCode::ManifestUnknown,
-                    format!("tag {t} is unknown in {}", ns.image),
-                )
-            }),
-        }
-    }
-
     pub(super) async fn read_manifest(
         &self,
         image: &ImageName,
         reference: &Reference,
     ) -> Result<Manifest> {
         let ns = self.ns(image);
-        let digest = self.resolve(&ns, reference).await?;
         let unknown = || Self::manifest_unknown(image, reference);
-        let media_type = self
-            .stores
-            .meta
-            .manifest_media_type(&ns, &digest)
-            .await?
-            .ok_or_else(unknown)?;
+        let (digest, media_type) = match reference {
+            Reference::Tag(t) => self
+                .stores
+                .meta
+                .tagged_manifest(&ns, t)
+                .await?
+                .ok_or_else(unknown)?,
+            Reference::Digest(d) => {
+                let media_type = self.stores.meta.manifest_media_type(&ns, d).await?;
+                (d.clone(), media_type.ok_or_else(unknown)?)
+            }
+        };
         let bytes = match self.stores.blobs.bytes(&digest).await {
             Err(StorageError::NotFound) => return Err(unknown()),
             other => other?,

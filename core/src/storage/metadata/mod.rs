@@ -144,6 +144,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_manifest(&self, ns: &Namespace, digest: &Digest) -> Result<Option<Deleted>>;
 
     async fn tag(&self, ns: &Namespace, tag: &Tag) -> Result<Option<Digest>>;
+    /// The manifest a tag points at and its media type, in one query (the hot path of pulls).
+    async fn tagged_manifest(&self, ns: &Namespace, tag: &Tag) -> Result<Option<(Digest, String)>>;
     /// `false` if there was no such tag.
     async fn delete_tag(&self, ns: &Namespace, tag: &Tag) -> Result<bool>;
     /// Tags of `ns`, sorted and paged; `None` if the image holds nothing at all.

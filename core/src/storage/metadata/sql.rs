@@ -450,6 +450,26 @@ impl MetadataStore for SqlMetadata {
         row.map(|r| parse(text(&r, 0)?, "tag digest")).transpose()
     }
 
+    async fn tagged_manifest(
+        &self,
+        ns: &Namespace,
+        tag: &Tag,
+    ) -> Result<Option<(Digest, String)>> {
+        let row = sqlx::query(
+            "SELECT t.digest, m.media_type FROM tags t JOIN manifests m \
+             ON m.repo = t.repo AND m.image = t.image AND m.digest = t.digest \
+             WHERE t.repo = $1 AND t.image = $2 AND t.tag = $3",
+        )
+        .bind(ns.repo.as_str())
+        .bind(ns.image.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(|r| Ok((parse(text(&r, 0)?, "tag digest")?, text(&r, 1)?)))
+            .transpose()
+    }
+
     async fn delete_tag(&self, ns: &Namespace, tag: &Tag) -> Result<bool> {
         let r = sqlx::query("DELETE FROM tags WHERE repo = $1 AND image = $2 AND tag = $3")
             .bind(ns.repo.as_str())

@@ -96,6 +96,11 @@ async fn manifests_tags_and_referrers(s: &dyn MetadataStore, p: &str) {
         Some(image.digest.clone())
     );
     assert_eq!(s.tag(&a, &tag("nope")).await.unwrap(), None);
+    assert_eq!(
+        s.tagged_manifest(&a, &tag("v1")).await.unwrap(),
+        Some((image.digest.clone(), image.media_type.clone()))
+    );
+    assert_eq!(s.tagged_manifest(&a, &tag("nope")).await.unwrap(), None);
     // Pushing again (a second tag) is idempotent for the manifest.
     s.put_manifest(&a, &image, Some(&tag("latest")))
         .await
