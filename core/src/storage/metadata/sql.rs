@@ -450,11 +450,7 @@ impl MetadataStore for SqlMetadata {
         row.map(|r| parse(text(&r, 0)?, "tag digest")).transpose()
     }
 
-    async fn tagged_manifest(
-        &self,
-        ns: &Namespace,
-        tag: &Tag,
-    ) -> Result<Option<(Digest, String)>> {
+    async fn tagged_manifest(&self, ns: &Namespace, tag: &Tag) -> Result<Option<(Digest, String)>> {
         let row = sqlx::query(
             "SELECT t.digest, m.media_type FROM tags t JOIN manifests m \
              ON m.repo = t.repo AND m.image = t.image AND m.digest = t.digest \
