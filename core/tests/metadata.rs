@@ -51,3 +51,18 @@ async fn postgres_fulfils_the_contract() {
     drop(store);
     drop(pg);
 }
+
+/// run-local.sh's default config names the storage root as `deploy/../.berth/data`: a relative
+/// path with `..` (once refused as "unable to open database file").
+#[tokio::test]
+async fn sqlite_opens_under_a_relative_root_with_dot_dot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    std::env::set_current_dir(dir.path()).unwrap();
+    std::fs::create_dir_all("deploy").unwrap();
+    let opened =
+        SqlMetadata::open(&Backend::Sqlite("deploy/../.berth/data/metadata.db".into())).await;
+    std::env::set_current_dir(cwd).unwrap();
+    opened.unwrap();
+    assert!(dir.path().join(".berth/data/metadata.db").exists());
+}

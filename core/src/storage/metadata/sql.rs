@@ -143,7 +143,8 @@ impl SqlMetadata {
     }
 
     async fn open_sqlite(path: &Path) -> Result<SqlMetadata> {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let url = sqlite_url(path)
+            .map_err(|e| MetadataError::Database(format!("SQLite file {}: {e}", path.display())))?;
         let pool = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
@@ -229,6 +230,25 @@ impl SqlMetadata {
         }
         Ok(())
     }
+}
+
+/// `sqlite:///absolute/path?mode=rwc` for a file (created with its directory if missing): the
+/// URL form wants an absolute path (a relative `deploy/../data` would be read as a host), and
+/// the characters URLs reserve are escaped.
+fn sqlite_url(path: &Path) -> std::io::Result<String> {
+    let absolute = std::path::absolute(path)?;
+    if let Some(dir) = absolute.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = absolute.to_string_lossy();
+    let escaped: String = text
+        .chars()
+        .map(|c| match c {
+            '%' | '?' | '#' | ' ' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    Ok(format!("sqlite://{escaped}?mode=rwc"))
 }
 
 /// The statements of a migration file: `;`-separated, `--` comments dropped.
@@ -635,6 +655,29 @@ mod tests {
             "postgres://berth:p%40ss%3Aw%2Frd@db:5432/berth"
         );
         assert!(with_password("db:5432", "x").is_err());
+    }
+
+    #[test]
+    fn relative_sqlite_paths_become_absolute_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let rel = pathdiff(dir.path(), &cwd).join("sub dir/../meta#1.db");
+        let url = sqlite_url(&rel).unwrap();
+        assert!(url.starts_with("sqlite:///"), "{url}");
+        assert!(
+            url.contains("meta%231.db") && url.contains("sub%20dir"),
+            "{url}"
+        );
+    }
+
+    /// `target` relative to `base` (enough for a test: both absolute, no symlinks).
+    fn pathdiff(target: &Path, base: &Path) -> std::path::PathBuf {
+        let ups = base.components().count().saturating_sub(1);
+        let mut p = std::path::PathBuf::new();
+        for _ in 0..ups {
+            p.push("..");
+        }
+        p.join(target.strip_prefix("/").unwrap())
     }
 
     #[test]
