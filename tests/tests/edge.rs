@@ -503,34 +503,8 @@ fn sigterm_drains_in_flight_requests_then_exits() {
     let mut edge = edge_for(&core, &pki, "drain_timeout: 2m\n");
     let port = edge.ports[0];
     // A 200 MiB blob, downloaded slowly enough to be in flight when SIGTERM arrives.
-    let blob = vec![9u8; 200 << 20];
-    let digest = berth_tests::http::digest(&blob);
-    let r = berth_tests::http::request(
-        core.connector("hosted"),
-        "POST",
-        &format!("/v2/slow/blobs/uploads/?digest={digest}"),
-        &[],
-        &blob,
-    )
-    .unwrap();
-    assert_eq!(r.status, 201);
-    let download = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
-        .args([
-            "--fail",
-            "--limit-rate",
-            "50M",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download}",
-        ])
-        .arg(format!(
-            "https://registry.test:{port}/v2/slow/blobs/{digest}"
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let digest = push_200_mib(core.connector("hosted"));
+    let download = slow_download(&pki, port, &digest);
     std::thread::sleep(Duration::from_millis(1000));
     edge.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
@@ -991,17 +965,7 @@ fn plain_http_to_a_tls_port_gets_a_readable_400() {
 fn core_sigterm_drains_with_https_connections_open() {
     let pki = Pki::new();
     let (mut core, port) = direct_https_core(&pki);
-    let blob = vec![7u8; 200 << 20];
-    let digest = berth_tests::http::digest(&blob);
-    let r = berth_tests::http::request(
-        core.connector("hosted"),
-        "POST",
-        &format!("/v2/slow/blobs/uploads/?digest={digest}"),
-        &[],
-        &blob,
-    )
-    .unwrap();
-    assert_eq!(r.status, 201);
+    let digest = push_200_mib(core.connector("hosted"));
     let tls = berth_tests::tls::config(&pki.ca_cert());
     let mut idle = berth_tests::tls::Conn::open(
         &tls,
@@ -1010,23 +974,7 @@ fn core_sigterm_drains_with_https_connections_open() {
     )
     .unwrap();
     assert_eq!(idle.request("GET", "/v2/", &[], b"").unwrap().0, 200);
-    let download = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
-        .args([
-            "--fail",
-            "--limit-rate",
-            "50M",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download}",
-        ])
-        .arg(format!(
-            "https://registry.test:{port}/v2/slow/blobs/{digest}"
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let download = slow_download(&pki, port, &digest);
     std::thread::sleep(Duration::from_millis(1000));
     core.signal("TERM");
     let out = download.wait_with_output().unwrap();
@@ -1047,4 +995,34 @@ fn core_sigterm_drains_with_https_connections_open() {
         core.log()
     );
     drop(idle);
+}
+
+/// Pushes a 200 MiB blob to `slow/` on a plain connector; returns its digest.
+fn push_200_mib(connector: &str) -> String {
+    let blob = vec![9u8; 200 << 20];
+    let digest = berth_tests::http::digest(&blob);
+    let r = berth_tests::http::request(
+        connector,
+        "POST",
+        &format!("/v2/slow/blobs/uploads/?digest={digest}"),
+        &[],
+        &blob,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    digest
+}
+
+/// Downloads `slow/<digest>` over HTTPS at 50 MB/s (about 4 s); prints the size downloaded.
+fn slow_download(pki: &Pki, port: u16, digest: &str) -> std::process::Child {
+    curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["--fail", "--limit-rate", "50M", "-o", "/dev/null"])
+        .args(["-w", "%{size_download}"])
+        .arg(format!(
+            "https://registry.test:{port}/v2/slow/blobs/{digest}"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }

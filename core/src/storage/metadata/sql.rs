@@ -274,6 +274,15 @@ fn text(row: &AnyRow, i: usize) -> Result<String> {
     row.try_get(i).map_err(db)
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// A statement whose `$1` and `$2` are the namespace's repository and image (most are).
+fn in_ns<'q>(sql: &'static str, ns: &'q Namespace) -> AnyQuery<'q> {
+    sqlx::query(sql)
+        .bind(ns.repo.as_str())
+        .bind(ns.image.as_str())
+}
+
 fn limit(page: &Page) -> i64 {
     page.limit
         .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX))
@@ -297,12 +306,11 @@ const UPLOAD_COLUMNS: &str = "id, repo, image, client, size, updated_at";
 #[async_trait]
 impl MetadataStore for SqlMetadata {
     async fn link_blob(&self, ns: &Namespace, digest: &Digest) -> Result<()> {
-        sqlx::query(
+        in_ns(
             "INSERT INTO blob_links (repo, image, digest, linked_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (repo, image, digest) DO NOTHING",
+            ns,
         )
-        .bind(ns.repo.as_str())
-        .bind(ns.image.as_str())
         .bind(digest.to_string())
         .bind(now())
         .execute(&self.write)
@@ -312,26 +320,26 @@ impl MetadataStore for SqlMetadata {
     }
 
     async fn blob_linked(&self, ns: &Namespace, digest: &Digest) -> Result<bool> {
-        let row =
-            sqlx::query("SELECT 1 FROM blob_links WHERE repo = $1 AND image = $2 AND digest = $3")
-                .bind(ns.repo.as_str())
-                .bind(ns.image.as_str())
-                .bind(digest.to_string())
-                .fetch_optional(&self.read)
-                .await
-                .map_err(db)?;
+        let row = in_ns(
+            "SELECT 1 FROM blob_links WHERE repo = $1 AND image = $2 AND digest = $3",
+            ns,
+        )
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
         Ok(row.is_some())
     }
 
     async fn unlink_blob(&self, ns: &Namespace, digest: &Digest) -> Result<bool> {
-        let r =
-            sqlx::query("DELETE FROM blob_links WHERE repo = $1 AND image = $2 AND digest = $3")
-                .bind(ns.repo.as_str())
-                .bind(ns.image.as_str())
-                .bind(digest.to_string())
-                .execute(&self.write)
-                .await
-                .map_err(db)?;
+        let r = in_ns(
+            "DELETE FROM blob_links WHERE repo = $1 AND image = $2 AND digest = $3",
+            ns,
+        )
+        .bind(digest.to_string())
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -341,22 +349,21 @@ impl MetadataStore for SqlMetadata {
         m: &ManifestRecord,
         tag: Option<&Tag>,
     ) -> Result<()> {
-        let (repo, image, digest) = (ns.repo.as_str(), ns.image.as_str(), m.digest.to_string());
+        let digest = m.digest.to_string();
         let annotations = m
             .annotations
             .as_ref()
             .map(|a| serde_json::to_string(a).unwrap_or_default());
         let at = now();
         let mut tx = self.write.begin().await.map_err(db)?;
-        sqlx::query(
+        in_ns(
             "INSERT INTO manifests (repo, image, digest, media_type, size, subject, artifact_type, annotations, pushed_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (repo, image, digest) DO UPDATE SET media_type = excluded.media_type, \
              size = excluded.size, subject = excluded.subject, artifact_type = excluded.artifact_type, \
              annotations = excluded.annotations, pushed_at = excluded.pushed_at",
+            ns,
         )
-        .bind(repo)
-        .bind(image)
         .bind(&digest)
         .bind(&m.media_type)
         .bind(i64::try_from(m.size).unwrap_or(i64::MAX))
@@ -368,12 +375,11 @@ impl MetadataStore for SqlMetadata {
         .await
         .map_err(db)?;
         for target in &m.references {
-            sqlx::query(
+            in_ns(
                 "INSERT INTO manifest_refs (repo, image, digest, target) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (repo, image, digest, target) DO NOTHING",
+                ns,
             )
-            .bind(repo)
-            .bind(image)
             .bind(&digest)
             .bind(target.to_string())
             .execute(&mut *tx)
@@ -381,12 +387,11 @@ impl MetadataStore for SqlMetadata {
             .map_err(db)?;
         }
         if let Some(t) = tag {
-            sqlx::query(
-                "INSERT INTO tags (repo, image, tag, digest, updated_at) VALUES ($1, $2, $3, $4, $5) \
+            in_ns(
+            "INSERT INTO tags (repo, image, tag, digest, updated_at) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (repo, image, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo)
-            .bind(image)
+            ns,
+        )
             .bind(t.as_str())
             .bind(&digest)
             .bind(at)
@@ -398,11 +403,10 @@ impl MetadataStore for SqlMetadata {
     }
 
     async fn manifest_media_type(&self, ns: &Namespace, digest: &Digest) -> Result<Option<String>> {
-        let row = sqlx::query(
+        let row = in_ns(
             "SELECT media_type FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3",
+            ns,
         )
-        .bind(ns.repo.as_str())
-        .bind(ns.image.as_str())
         .bind(digest.to_string())
         .fetch_optional(&self.read)
         .await
@@ -411,13 +415,12 @@ impl MetadataStore for SqlMetadata {
     }
 
     async fn delete_manifest(&self, ns: &Namespace, digest: &Digest) -> Result<Option<Deleted>> {
-        let (repo, image, digest) = (ns.repo.as_str(), ns.image.as_str(), digest.to_string());
+        let digest = digest.to_string();
         let mut tx = self.write.begin().await.map_err(db)?;
-        let Some(row) = sqlx::query(
+        let Some(row) = in_ns(
             "SELECT subject FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3",
+            ns,
         )
-        .bind(repo)
-        .bind(image)
         .bind(&digest)
         .fetch_optional(&mut *tx)
         .await
@@ -426,11 +429,10 @@ impl MetadataStore for SqlMetadata {
             return Ok(None);
         };
         let subject: Option<String> = row.try_get(0).map_err(db)?;
-        let tags = sqlx::query(
+        let tags = in_ns(
             "SELECT tag FROM tags WHERE repo = $1 AND image = $2 AND digest = $3 ORDER BY tag",
+            ns,
         )
-        .bind(repo)
-        .bind(image)
         .bind(&digest)
         .fetch_all(&mut *tx)
         .await
@@ -443,9 +445,7 @@ impl MetadataStore for SqlMetadata {
             "DELETE FROM manifest_refs WHERE repo = $1 AND image = $2 AND digest = $3",
             "DELETE FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3",
         ] {
-            sqlx::query(table)
-                .bind(repo)
-                .bind(image)
+            in_ns(table, ns)
                 .bind(&digest)
                 .execute(&mut *tx)
                 .await
@@ -459,25 +459,24 @@ impl MetadataStore for SqlMetadata {
     }
 
     async fn tag(&self, ns: &Namespace, tag: &Tag) -> Result<Option<Digest>> {
-        let row =
-            sqlx::query("SELECT digest FROM tags WHERE repo = $1 AND image = $2 AND tag = $3")
-                .bind(ns.repo.as_str())
-                .bind(ns.image.as_str())
-                .bind(tag.as_str())
-                .fetch_optional(&self.read)
-                .await
-                .map_err(db)?;
+        let row = in_ns(
+            "SELECT digest FROM tags WHERE repo = $1 AND image = $2 AND tag = $3",
+            ns,
+        )
+        .bind(tag.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
         row.map(|r| parse(text(&r, 0)?, "tag digest")).transpose()
     }
 
     async fn tagged_manifest(&self, ns: &Namespace, tag: &Tag) -> Result<Option<(Digest, String)>> {
-        let row = sqlx::query(
+        let row = in_ns(
             "SELECT t.digest, m.media_type FROM tags t JOIN manifests m \
              ON m.repo = t.repo AND m.image = t.image AND m.digest = t.digest \
              WHERE t.repo = $1 AND t.image = $2 AND t.tag = $3",
+            ns,
         )
-        .bind(ns.repo.as_str())
-        .bind(ns.image.as_str())
         .bind(tag.as_str())
         .fetch_optional(&self.read)
         .await
@@ -487,35 +486,33 @@ impl MetadataStore for SqlMetadata {
     }
 
     async fn delete_tag(&self, ns: &Namespace, tag: &Tag) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM tags WHERE repo = $1 AND image = $2 AND tag = $3")
-            .bind(ns.repo.as_str())
-            .bind(ns.image.as_str())
-            .bind(tag.as_str())
-            .execute(&self.write)
-            .await
-            .map_err(db)?;
+        let r = in_ns(
+            "DELETE FROM tags WHERE repo = $1 AND image = $2 AND tag = $3",
+            ns,
+        )
+        .bind(tag.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
         Ok(r.rows_affected() > 0)
     }
 
     async fn tags(&self, ns: &Namespace, page: &Page) -> Result<Option<Vec<String>>> {
-        let (repo, image) = (ns.repo.as_str(), ns.image.as_str());
-        let exists = sqlx::query(
+        let exists = in_ns(
             "SELECT 1 FROM manifests WHERE repo = $1 AND image = $2 \
              UNION ALL SELECT 1 FROM blob_links WHERE repo = $1 AND image = $2 LIMIT 1",
+            ns,
         )
-        .bind(repo)
-        .bind(image)
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;
         if exists.is_none() {
             return Ok(None);
         }
-        let rows = sqlx::query(
+        let rows = in_ns(
             "SELECT tag FROM tags WHERE repo = $1 AND image = $2 AND tag > $3 ORDER BY tag LIMIT $4",
+            ns,
         )
-        .bind(repo)
-        .bind(image)
         .bind(page.after.clone().unwrap_or_default())
         .bind(limit(page))
         .fetch_all(&self.read)
@@ -543,12 +540,11 @@ impl MetadataStore for SqlMetadata {
     }
 
     async fn referrers(&self, ns: &Namespace, subject: &Digest) -> Result<Vec<Descriptor>> {
-        let rows = sqlx::query(
+        let rows = in_ns(
             "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
              WHERE repo = $1 AND image = $2 AND subject = $3 ORDER BY digest",
+            ns,
         )
-        .bind(ns.repo.as_str())
-        .bind(ns.image.as_str())
         .bind(subject.to_string())
         .fetch_all(&self.read)
         .await
