@@ -643,21 +643,7 @@ impl Drop for RemoveDir {
 #[test]
 fn core_serves_https_directly_without_the_edge() {
     let pki = Pki::new();
-    let (cert, key) = pki.issue("direct", &["registry.test", "localhost"], &["127.0.0.1"]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nrepositories:\n  - name: hosted\n    kind: hosted\n    connector:\n      https: {{ listen: 127.0.0.1:0, cert: {}, key: {} }}\n",
-        dir.path().join("data").display(),
-        cert.display(),
-        key.display()
-    );
-    let core = Core::start_in(dir, &config);
-    let addr = core
-        .https_connectors
-        .get("hosted")
-        .expect("https connector")
-        .clone();
-    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let (_core, port) = direct_https_core(&pki);
     let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
         .args(["-X", "POST", "-D", "-", "-o", "/dev/null"])
         .arg(format!(

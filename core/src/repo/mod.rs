@@ -59,6 +59,15 @@ pub enum RepoError {
 
 pub type Result<T> = std::result::Result<T, RepoError>;
 
+impl From<crate::storage::UploadEndError> for RepoError {
+    fn from(e: crate::storage::UploadEndError) -> Self {
+        match e {
+            crate::storage::UploadEndError::Blobs(e) => RepoError::Storage(e),
+            crate::storage::UploadEndError::Metadata(e) => RepoError::Metadata(e),
+        }
+    }
+}
+
 /// A spec error for the client: the one constructor every layer uses.
 pub fn client(code: crate::oci::ErrorCode, msg: impl Into<String>) -> RepoError {
     RepoError::Client(RegistryError::new(code, msg))

@@ -60,20 +60,7 @@ pub(super) async fn sweep_uploads(
             .map(UploadInfo::from)
             .filter(|u| u.idle >= expiry)
         {
-            let removed = async {
-                stores
-                    .blobs
-                    .upload_cancel(&u.id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                stores
-                    .meta
-                    .upload_close(&u.id)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            .await;
-            match removed {
+            match stores.end_upload(&u.id).await {
                 Ok(_) => {
                     tracing::info!(session = %u.id, namespace = %u.namespace.path(), idle_s = u.idle.as_secs(), "removed an abandoned upload session")
                 }

@@ -129,6 +129,15 @@ impl StorageConfig {
     }
 }
 
+/// Why an upload session could not be ended.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadEndError {
+    #[error(transparent)]
+    Blobs(#[from] StorageError),
+    #[error(transparent)]
+    Metadata(#[from] metadata::MetadataError),
+}
+
 /// Why the stores could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -158,6 +167,14 @@ impl Stores {
             .await
             .map_err(OpenError::Import)?;
         Ok(stores)
+    }
+
+    /// Ends an upload session: data first, then the record (a record without data is answered
+    /// as an unknown session; data without a record would be an orphan). `false` if there was
+    /// no record.
+    pub async fn end_upload(&self, id: &str) -> std::result::Result<bool, UploadEndError> {
+        self.blobs.upload_cancel(id).await?;
+        Ok(self.meta.upload_close(id).await?)
     }
 
     /// In memory, for tests: memory blobs and an SQLite database of its own in memory.

@@ -114,7 +114,15 @@ impl Repository for HostedRepository {
         start: u64,
         len: u64,
     ) -> Result<ByteStream> {
-        self.blob_size(image, digest).await?;
+        // The link decides visibility; a missing blob shows as NotFound from the read itself.
+        if !self
+            .stores
+            .meta
+            .blob_linked(&self.ns(image), digest)
+            .await?
+        {
+            return Err(Self::blob_unknown(digest));
+        }
         match self.stores.blobs.read(digest, start, len).await {
             Err(StorageError::NotFound) => Err(Self::blob_unknown(digest)),
             other => Ok(other?),

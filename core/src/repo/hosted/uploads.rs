@@ -82,7 +82,12 @@ impl HostedRepository {
         self.session(image, id).await?;
         let appended = self.stores.blobs.upload_append(id, offset, body).await;
         // Bytes received before a broken body are kept: record them either way.
-        if let Ok(size) = self.stores.blobs.upload_size(id).await {
+        let size = match &appended {
+            Ok(size) => Some(*size),
+            Err(StorageError::Body(_)) => self.stores.blobs.upload_size(id).await.ok(),
+            Err(_) => None,
+        };
+        if let Some(size) = size {
             self.stores.meta.upload_progress(id, size).await?;
         }
         appended.map_err(upload_error)
@@ -106,11 +111,8 @@ impl HostedRepository {
         Ok(size)
     }
 
-    /// Ends a session: data first, then the record (a record without data is answered as an
-    /// unknown session; data without a record would be an orphan for GC).
     pub(super) async fn cancel_upload(&self, id: &str) -> Result<()> {
-        self.stores.blobs.upload_cancel(id).await?;
-        self.stores.meta.upload_close(id).await?;
+        self.stores.end_upload(id).await?;
         Ok(())
     }
 
@@ -146,15 +148,14 @@ impl HostedRepository {
     }
 
     /// Reads back part of an upload session still being written (a proxy serves a blob to
-    /// waiting clients while it arrives from the remote).
+    /// waiting clients while it arrives from the remote). Crate-internal and called per chunk,
+    /// so the session's record is not looked up again: the caller opened the session itself.
     pub(crate) async fn upload_read(
         &self,
-        image: &ImageName,
         id: &str,
         offset: u64,
         len: u64,
     ) -> Result<bytes::Bytes> {
-        self.session(image, id).await?;
         self.stores
             .blobs
             .upload_read(id, offset, len)

@@ -309,12 +309,10 @@ impl Inner {
                 if let Some(b) = fetch.recent_at(offset, n) {
                     return Ok(b);
                 }
-                match self.local.upload_read(&fetch.image, id, offset, n).await {
-                    Ok(b) => return Ok(b),
-                    // Committed (moved into the blob store) or discarded meanwhile: the
-                    // outcome is about to be published; wait for it below.
-                    Err(_) if st.done.is_none() => {}
-                    Err(_) => {}
+                // An error means committed (moved into the blob store) or discarded meanwhile:
+                // the outcome is published, or about to be; it is handled below.
+                if let Ok(b) = self.local.upload_read(id, offset, n).await {
+                    return Ok(b);
                 }
             }
             match &st.done {
