@@ -16,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod lifecycle;
 pub mod oci;
 pub mod repo;
 pub mod server;

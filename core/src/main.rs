@@ -35,6 +35,19 @@ enum Command {
     },
     /// Print an argon2id hash of a password (read from standard input) for `auth.users`.
     HashPassword,
+    /// Run one garbage collection against the configured stores (safe while a server runs on
+    /// them) and print what it removed.
+    Gc {
+        /// The YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only list what would be removed and the bytes it would free.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Open the configured stores, apply metadata schema migrations and import the filesystem
     /// metadata of an older release (what `serve` does on its first start), then exit.
     Migrate {
@@ -93,23 +106,81 @@ fn main() -> anyhow::Result<()> {
                     anyhow::Ok(())
                 })
         }
-        Command::Serve { config, ready_file } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+        Command::Gc {
+            config,
+            dry_run,
+            json,
+        } => {
+            init_logging();
             let config = Config::load(&config)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(serve(config, ready_file))
+            runtime()?.block_on(gc(config, dry_run, json))
+        }
+        Command::Serve { config, ready_file } => {
+            init_logging();
+            let config = Config::load(&config)?;
+            runtime()?.block_on(serve(config, ready_file))
         }
     }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn gc(config: Config, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let stores = Stores::open(&config.storage)
+        .await
+        .with_context(|| format!("opening storage at {}", config.storage.root.display()))?;
+    let report = berth_core::lifecycle::gc::collect(&stores, &config.gc, dry_run)
+        .await
+        .context(
+            "garbage collection stopped (what it removed so far is consistent; run it again)",
+        )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if let Some(p) = &report.preview {
+        for m in &p.manifests {
+            println!("{verb} deleted manifest {m}");
+        }
+        for l in &p.links {
+            println!("{verb} blob link {l}");
+        }
+        for (d, size) in &p.blobs {
+            println!("{verb} blob {d} ({size} bytes)");
+        }
+        if p.truncated {
+            println!(
+                "(lists cut at {} entries each; totals below are complete)",
+                p.blobs.len().max(p.links.len()).max(p.manifests.len())
+            );
+        }
+    }
+    println!(
+        "{verb} {} manifests, {} blob links, {} blobs: {} bytes freed{} ({} ms)",
+        report.manifests_removed,
+        report.links_removed,
+        report.blobs_removed,
+        report.bytes_freed,
+        if dry_run { " (dry run)" } else { "" },
+        report.millis
+    );
+    Ok(())
 }
 
 async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {

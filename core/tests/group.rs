@@ -36,9 +36,15 @@ async fn push_artifact(
         "layers": [], "subject": {"mediaType": OCI, "digest": subject.to_string(), "size": 10}});
     let bytes = Bytes::from(m.to_string());
     let d = Digest::sha256_of(&bytes);
-    r.manifest_put(image, &Reference::Digest(d.clone()), Some(OCI), bytes)
-        .await
-        .unwrap();
+    r.manifest_put(
+        image,
+        &Reference::Digest(d.clone()),
+        Some(OCI),
+        bytes,
+        "tester",
+    )
+    .await
+    .unwrap();
     d
 }
 

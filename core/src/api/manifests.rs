@@ -46,7 +46,9 @@ pub async fn handle(t: &Target<'_>, reference: &str, req: &Parts, body: Body) ->
         Method::GET | Method::HEAD => get(t, &reference, req).await,
         Method::PUT => put(t, &reference, req, body).await,
         Method::DELETE => {
-            t.repo().manifest_delete(&t.image, &reference).await?;
+            t.repo()
+                .manifest_delete(&t.image, &reference, &t.actor)
+                .await?;
             Ok(response::status(StatusCode::ACCEPTED))
         }
         m => Err(method_not_allowed(&m)),
@@ -156,7 +158,13 @@ async fn put(t: &Target<'_>, reference: &Reference, req: &Parts, body: Body) -> 
     };
     let pushed = t
         .repo()
-        .manifest_put(&t.image, reference, content_type.as_deref(), bytes)
+        .manifest_put(
+            &t.image,
+            reference,
+            content_type.as_deref(),
+            bytes,
+            &t.actor,
+        )
         .await?;
     let mut r = response::status(StatusCode::CREATED);
     response::set(

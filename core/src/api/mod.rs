@@ -61,6 +61,8 @@ pub struct Registry {
     pub body_idle_timeout: std::time::Duration,
     /// Access control; `None` is open access (a config without `auth`).
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Garbage collection, undo, usage.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// Which listener a request arrived on.
@@ -89,6 +91,8 @@ pub struct Target<'a> {
     pub prefix: &'a str,
     /// `scheme://host[:port]` as the client sees it.
     pub base: String,
+    /// Who asks, for the tag history: a user name, or `anonymous`.
+    pub actor: String,
 }
 
 impl Target<'_> {
@@ -182,8 +186,8 @@ impl Registry {
             None => None,
         };
         if let Listener::Main = listener {
-            if let Some(r) = self.admin(&caller, &path, &req.method) {
-                return r;
+            if let Some(route) = admin::route(self, &path, &req.method) {
+                return self.admin(&caller, route, req, body).await;
             }
         }
         let route = route::parse(&path);
@@ -196,20 +200,27 @@ impl Registry {
     }
 
     /// The main port's own endpoints (health open, the admin API for admins only).
-    fn admin(&self, caller: &CallerOf<'_>, path: &str, method: &Method) -> Option<ApiResult> {
+    async fn admin(
+        &self,
+        caller: &CallerOf<'_>,
+        route: admin::AdminRoute,
+        req: &Parts,
+        body: Body,
+    ) -> ApiResult {
         if let Some((auth, c)) = caller {
-            if admin::protected(self, path) && !auth.is_admin(&c.identity) {
-                return Some(Err(err(
-                    ErrorCode::Unauthorized,
-                    "the admin API needs an admin user",
-                )
-                .with_header(
-                    "www-authenticate",
-                    format!("Basic realm=\"{}\"", access::SERVICE),
-                )));
+            if route.protected() && !auth.is_admin(&c.identity) {
+                return Err(
+                    err(ErrorCode::Unauthorized, "the admin API needs an admin user").with_header(
+                        "www-authenticate",
+                        format!("Basic realm=\"{}\"", access::SERVICE),
+                    ),
+                );
             }
         }
-        admin::handle(self, path, method)
+        let actor = caller
+            .as_ref()
+            .map_or("anonymous", |(_, c)| c.identity.name());
+        admin::serve(self, route, req, self.guard(body), actor).await
     }
 
     /// Serves a V1/V2 route once the method is known to fit it.
@@ -225,6 +236,9 @@ impl Registry {
         base: String,
     ) -> ApiResult {
         use crate::auth::Action;
+        let actor = caller
+            .as_ref()
+            .map_or("anonymous", |(_, c)| c.identity.name());
         let check = |t: &Target<'_>, action| match caller {
             Some((auth, c)) => access::authorize(auth, c, t, action),
             None => Ok(()),
@@ -248,37 +262,37 @@ impl Registry {
             )
             .with_status(StatusCode::NOT_FOUND)),
             Route::Tags { name } => {
-                let t = self.target(listener, name, base)?;
+                let t = self.target(listener, name, base, actor)?;
                 check(&t, Action::Read)?;
                 tags::list(&t, req).await
             }
             Route::Manifest { name, reference } => {
-                let t = self.target(listener, name, base)?;
+                let t = self.target(listener, name, base, actor)?;
                 check(&t, access::action_of(&req.method))?;
                 let r = manifests::handle(&t, reference, req, self.guard(body)).await;
                 self.audit(caller, conn, req, &t, reference, &r);
                 r
             }
             Route::Blob { name, digest } => {
-                let t = self.target(listener, name, base)?;
+                let t = self.target(listener, name, base, actor)?;
                 check(&t, access::action_of(&req.method))?;
                 let r = blobs::handle(&t, digest, req).await;
                 self.audit(caller, conn, req, &t, digest, &r);
                 r
             }
             Route::UploadStart { name } => {
-                let t = self.target(listener, name, base)?;
+                let t = self.target(listener, name, base, actor)?;
                 check(&t, Action::Write)?;
                 let who = access::client_key(self, caller, conn, req);
                 uploads::start(&t, req, self.guard(body), &who).await
             }
             Route::Upload { name, id } => {
-                let t = self.target(listener, name, base)?;
+                let t = self.target(listener, name, base, actor)?;
                 check(&t, Action::Write)?;
                 uploads::session(&t, id, req, self.guard(body)).await
             }
             Route::Referrers { name, digest } => {
-                let t = self.target(listener, name, base)?;
+                let t = self.target(listener, name, base, actor)?;
                 check(&t, Action::Read)?;
                 referrers::list(&t, digest, req).await
             }
@@ -326,6 +340,7 @@ impl Registry {
         listener: &'a Listener,
         name: &str,
         base: String,
+        actor: &str,
     ) -> Result<Target<'a>, ApiError> {
         let image: ImageName = name.parse().map_err(|e| {
             err(
@@ -339,6 +354,7 @@ impl Registry {
                 image,
                 prefix: "",
                 base,
+                actor: actor.to_owned(),
             }),
             Listener::Main => {
                 let (first, rest) = image.split_first();
@@ -359,6 +375,7 @@ impl Registry {
                     image,
                     prefix: repo_name.as_str(),
                     base,
+                    actor: actor.to_owned(),
                 })
             }
         }

@@ -12,6 +12,7 @@
 
 mod auth;
 mod kinds;
+mod lifecycle;
 mod limits;
 mod raw;
 mod repos;
@@ -24,6 +25,7 @@ pub use berth_config::{parse_duration, ConfigError, Source};
 
 use crate::api::Cidr;
 use crate::auth::AuthConfig;
+use crate::lifecycle::GcSettings;
 use crate::oci::RepoName;
 use crate::repo::{GroupSettings, ProxySettings, WritePolicy};
 use crate::storage::StorageConfig;
@@ -41,6 +43,7 @@ pub struct Config {
     pub limits: Limits,
     /// `None`: open access (development).
     pub auth: Option<AuthConfig>,
+    pub gc: GcSettings,
 }
 
 /// The main port: path routing for every repository, health, and later the admin API and UI.
@@ -144,6 +147,7 @@ impl Config {
             trusted_proxies: trusted_proxies(raw.trusted_proxies, source)?,
             repositories,
             limits: Limits::from_raw(raw.limits),
+            gc: lifecycle::gc_settings(raw.gc, source)?,
             auth: raw
                 .auth
                 .map(|a| auth::auth_config(a).map_err(|(k, r)| source.err(format!("auth.{k}"), r)))

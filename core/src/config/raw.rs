@@ -31,6 +31,24 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// Users, roles and tokens. Without it anyone may push and pull (development only).
     pub auth: Option<RawAuth>,
+    /// Garbage collection, undo and tag history.
+    #[serde(default)]
+    pub gc: RawGc,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGc {
+    /// How often a collection runs (default `24h`); `0s`: only on demand (`berth-core gc`,
+    /// `POST <context>/api/v1/gc`).
+    pub interval: Option<Duration>,
+    /// Content pushed or linked this recently is never collected (default `1h`): the longest a
+    /// push may take between uploading its blobs and putting its manifest.
+    pub grace: Option<Duration>,
+    /// Deleted tags and manifests can be restored for this long (default `7d`).
+    pub undo_window: Option<Duration>,
+    /// Tag history (what each tag pointed at, when, by whom) is kept this long (default `90d`).
+    pub history_retention: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,9 @@ use super::{client, Manifest, Page, PushedManifest, RepoError, RepoKind, Reposit
 use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RepoName};
 use crate::storage::ByteStream;
 
+/// Who copies a member's child manifests into the writable member, in the tag history.
+const GROUP_ACTOR: &str = "group";
+
 /// A group's members, in lookup order, and where pushes through it land.
 #[derive(Debug, Clone)]
 pub struct GroupSettings {
@@ -121,8 +124,14 @@ impl GroupRepository {
                 };
                 self.adopt_references(w, image, &found.bytes, Some(&found.media_type))
                     .await?;
-                w.manifest_put(image, &reference, Some(&found.media_type), found.bytes)
-                    .await?;
+                w.manifest_put(
+                    image,
+                    &reference,
+                    Some(&found.media_type),
+                    found.bytes,
+                    GROUP_ACTOR,
+                )
+                .await?;
                 return Ok(());
             }
             Ok(())
@@ -282,15 +291,24 @@ impl Repository for GroupRepository {
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
+        actor: &str,
     ) -> Result<PushedManifest> {
         let w = self.writable()?.clone();
         self.adopt_references(&w, image, &bytes, content_type)
             .await?;
-        w.manifest_put(image, reference, content_type, bytes).await
+        w.manifest_put(image, reference, content_type, bytes, actor)
+            .await
     }
 
-    async fn manifest_delete(&self, image: &ImageName, reference: &Reference) -> Result<()> {
-        self.writable()?.manifest_delete(image, reference).await
+    async fn manifest_delete(
+        &self,
+        image: &ImageName,
+        reference: &Reference,
+        actor: &str,
+    ) -> Result<()> {
+        self.writable()?
+            .manifest_delete(image, reference, actor)
+            .await
     }
 
     async fn tags(&self, image: &ImageName, page: &Page) -> Result<Vec<String>> {

@@ -39,7 +39,7 @@ pub enum RepoError {
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error("{0}")]
-    Metadata(#[from] crate::storage::metadata::MetadataError),
+    Metadata(crate::storage::metadata::MetadataError),
     /// A remote registry (behind a proxy repository) could not answer: a 502 naming it.
     #[error("{0}")]
     Remote(String),
@@ -63,7 +63,30 @@ impl From<crate::storage::UploadEndError> for RepoError {
     fn from(e: crate::storage::UploadEndError) -> Self {
         match e {
             crate::storage::UploadEndError::Blobs(e) => RepoError::Storage(e),
-            crate::storage::UploadEndError::Metadata(e) => RepoError::Metadata(e),
+            crate::storage::UploadEndError::Metadata(e) => e.into(),
+        }
+    }
+}
+
+/// What the store's transaction found on re-checking is the client's business; the rest is a
+/// logged 500.
+impl From<crate::storage::metadata::MetadataError> for RepoError {
+    fn from(e: crate::storage::metadata::MetadataError) -> Self {
+        use crate::oci::ErrorCode;
+        use crate::storage::metadata::MetadataError;
+        match e {
+            MetadataError::Missing(d) => RepoError::Client(
+                RegistryError::new(
+                    ErrorCode::ManifestBlobUnknown,
+                    format!("manifest references {d}, which is not in the image (any more)"),
+                )
+                .with_detail(serde_json::json!({ "digest": d.to_string() })),
+            ),
+            MetadataError::Collected(d) => client(
+                ErrorCode::BlobUploadInvalid,
+                format!("{d} was garbage-collected while it was being stored; push it again"),
+            ),
+            other => RepoError::Metadata(other),
         }
     }
 }
@@ -141,8 +164,15 @@ pub trait Repository: Send + Sync + 'static {
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
+        actor: &str,
     ) -> Result<PushedManifest>;
-    async fn manifest_delete(&self, image: &ImageName, reference: &Reference) -> Result<()>;
+    /// `actor` (a user name) goes into the tag history.
+    async fn manifest_delete(
+        &self,
+        image: &ImageName,
+        reference: &Reference,
+        actor: &str,
+    ) -> Result<()>;
 
     /// Tags of `image` in `page`, sorted (`NAME_UNKNOWN` if the image does not exist). The
     /// store pages, so a listing never loads more than the page.

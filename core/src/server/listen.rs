@@ -157,6 +157,9 @@ pub async fn run(
         limits.upload_expiry,
         stop_rx.clone(),
     )));
+    let lifecycle = registry.lifecycle.clone();
+    let stop = stop_rx.clone();
+    tasks.push(tokio::spawn(async move { lifecycle.schedule(stop).await }));
     if !resolvers.is_empty() {
         tasks.push(tokio::spawn(tasks::watch_certificates(
             resolvers,

@@ -34,6 +34,10 @@ pub fn registry(config: &Config, stores: &Stores) -> Result<Registry, ServeError
         trusted_proxies: config.trusted_proxies.clone(),
         body_idle_timeout: config.limits.body_idle_timeout,
         auth: auth(config)?,
+        lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
+            stores.clone(),
+            config.gc.clone(),
+        )),
     })
 }
 

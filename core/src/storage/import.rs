@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::metadata::{ManifestRecord, UploadRecord};
+use super::metadata::{Actor, ManifestRecord, Put, UploadRecord};
 use super::{Namespace, Stores};
 use crate::oci::{Digest, ImageName, ManifestInfo, RepoName, Tag};
 
@@ -119,6 +119,15 @@ fn sha256(hex: &str) -> Option<Digest> {
     format!("sha256:{hex}").parse().ok()
 }
 
+/// How an imported manifest is stored: as the old release had it, references unchecked.
+fn put(tag: Option<&Tag>) -> Put<'_> {
+    Put {
+        tag,
+        actor: Actor::new("berth", "import"),
+        check_references: false,
+    }
+}
+
 async fn import_image(
     ns: &Namespace,
     dir: &Path,
@@ -127,10 +136,18 @@ async fn import_image(
 ) -> Result<(), String> {
     let meta_err = |e: super::metadata::MetadataError| format!("{}: {e}", ns.path());
     for (hex, _) in files(&dir.join("_layers/sha256"))? {
-        if let Some(d) = sha256(&hex) {
-            stores.meta.link_blob(ns, &d).await.map_err(meta_err)?;
-            done.blob_links += 1;
-        }
+        let Some(d) = sha256(&hex) else { continue };
+        let Some(size) = stores.blobs.stat(&d).await.map_err(|e| e.to_string())? else {
+            tracing::warn!(namespace = %ns.path(), digest = %d, "blob bytes missing; link not imported");
+            continue;
+        };
+        stores.meta.blob_intent(&d).await.map_err(meta_err)?;
+        stores
+            .meta
+            .blob_placed(Some(ns), &d, size)
+            .await
+            .map_err(meta_err)?;
+        done.blob_links += 1;
     }
     let mut records: HashMap<Digest, ManifestRecord> = HashMap::new();
     for (hex, media_type) in files(&dir.join("_manifests/revisions/sha256"))? {
@@ -142,9 +159,10 @@ async fn import_image(
         let info = ManifestInfo::parse(&bytes, Some(media_type.trim()))
             .map_err(|e| format!("{} manifest {digest}: {e}", ns.path()))?;
         let record = ManifestRecord::from_info(digest.clone(), bytes.len() as u64, &info);
+        stores.meta.blob_intent(&digest).await.map_err(meta_err)?;
         stores
             .meta
-            .put_manifest(ns, &record, None)
+            .put_manifest(ns, &record, &put(None))
             .await
             .map_err(meta_err)?;
         records.insert(digest, record);
@@ -157,7 +175,7 @@ async fn import_image(
         if let Some(record) = records.get(&digest) {
             stores
                 .meta
-                .put_manifest(ns, record, Some(&tag))
+                .put_manifest(ns, record, &put(Some(&tag)))
                 .await
                 .map_err(meta_err)?;
             done.tags += 1;

@@ -13,7 +13,9 @@
 //! - [`blob`]: the BlobStore trait, filesystem and in-memory backends, its contract suite.
 //! - [`metadata`]: the MetadataStore trait, the SQL backend, its contract suite.
 //! - [`import`]: a one-time import of the filesystem metadata older releases wrote.
+//! - [`adopt`]: a one-time adoption of blob files metadata version 1 did not track.
 
+pub mod adopt;
 pub mod blob;
 pub mod import;
 pub mod metadata;
@@ -147,6 +149,8 @@ pub enum OpenError {
     Metadata(#[from] metadata::MetadataError),
     #[error("importing the filesystem metadata of an older release: {0}")]
     Import(String),
+    #[error("adopting the blob store's files: {0}")]
+    Adopt(#[from] adopt::AdoptError),
 }
 
 impl Stores {
@@ -166,6 +170,7 @@ impl Stores {
         import::if_needed(&config.root, &stores)
             .await
             .map_err(OpenError::Import)?;
+        adopt::if_needed(&stores).await?;
         Ok(stores)
     }
 

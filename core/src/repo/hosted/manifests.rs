@@ -8,7 +8,7 @@ use super::HostedRepository;
 use crate::oci::manifest::{Ref, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, ErrorCode, ImageName, ManifestInfo, Reference, RegistryError, Tag};
 use crate::repo::{client, Manifest, PushedManifest, RepoError, Result, WritePolicy};
-use crate::storage::metadata::ManifestRecord;
+use crate::storage::metadata::{Actor, ManifestRecord, Put};
 use crate::storage::{Namespace, StorageError};
 
 impl HostedRepository {
@@ -55,6 +55,7 @@ impl HostedRepository {
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
+        actor: &str,
     ) -> Result<PushedManifest> {
         self.writable()?;
         if bytes.len() > MAX_MANIFEST_BYTES {
@@ -73,7 +74,12 @@ impl HostedRepository {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
-        self.store_manifest(&ns, bytes, &info, tag).await?;
+        let put = Put {
+            tag,
+            actor: Actor::new(actor, "push"),
+            check_references: true,
+        };
+        self.store_manifest(&ns, bytes, &info, &put).await?;
         Ok(PushedManifest {
             digest,
             subject: info.subject,
@@ -134,19 +140,23 @@ impl HostedRepository {
         Ok(())
     }
 
-    /// The one place a manifest becomes visible, shared by pushes and a proxy's cache: bytes
-    /// into the BlobStore (durably), then one metadata transaction.
+    /// The one place a manifest becomes visible, shared by pushes and a proxy's cache: its
+    /// record first (so the collector leaves the bytes alone), bytes into the BlobStore
+    /// (durably), then one metadata transaction that re-checks the references.
     async fn store_manifest(
         &self,
         ns: &Namespace,
         bytes: Bytes,
         info: &ManifestInfo,
-        tag: Option<&Tag>,
+        put: &Put<'_>,
     ) -> Result<Digest> {
         let size = bytes.len() as u64;
-        let digest = self.stores.blobs.put(bytes).await?;
+        let digest = Digest::sha256_of(&bytes);
+        self.stores.meta.blob_intent(&digest).await?;
+        let stored = self.stores.blobs.put(bytes).await?;
+        debug_assert_eq!(stored, digest);
         let record = ManifestRecord::from_info(digest.clone(), size, info);
-        self.stores.meta.put_manifest(ns, &record, tag).await?;
+        self.stores.meta.put_manifest(ns, &record, put).await?;
         Ok(digest)
     }
 
@@ -160,8 +170,13 @@ impl HostedRepository {
         bytes: Bytes,
         info: &ManifestInfo,
     ) -> Result<Manifest> {
+        let put = Put {
+            tag,
+            actor: Actor::new("proxy", "cache"),
+            check_references: false,
+        };
         let digest = self
-            .store_manifest(&self.ns(image), bytes.clone(), info, tag)
+            .store_manifest(&self.ns(image), bytes.clone(), info, &put)
             .await?;
         Ok(Manifest {
             digest,
@@ -174,13 +189,24 @@ impl HostedRepository {
         &self,
         image: &ImageName,
         reference: &Reference,
+        actor: &str,
     ) -> Result<()> {
         self.writable()?;
         let ns = self.ns(image);
         let deleted = match reference {
-            Reference::Tag(t) => self.stores.meta.delete_tag(&ns, t).await?,
+            Reference::Tag(t) => {
+                let actor = Actor::new(actor, "delete");
+                self.stores.meta.delete_tag(&ns, t, actor).await?
+            }
             // Tags pointing at it go with it (they would dangle), in the same transaction.
-            Reference::Digest(d) => self.stores.meta.delete_manifest(&ns, d).await?.is_some(),
+            Reference::Digest(d) => {
+                let actor = Actor::new(actor, "manifest deleted");
+                self.stores
+                    .meta
+                    .delete_manifest(&ns, d, actor)
+                    .await?
+                    .is_some()
+            }
         };
         if deleted {
             Ok(())

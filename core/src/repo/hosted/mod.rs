@@ -150,13 +150,14 @@ impl Repository for HostedRepository {
         from: &ImageName,
     ) -> Result<bool> {
         self.writable()?;
+        // The bytes are checked too: a collection that crashed after deleting bytes but
+        // before committing leaves a record whose bytes are gone (its re-run removes it).
         if !self.stores.meta.blob_linked(&self.ns(from), digest).await?
             || self.stores.blobs.stat(digest).await?.is_none()
         {
             return Ok(false);
         }
-        self.stores.meta.link_blob(&self.ns(image), digest).await?;
-        Ok(true)
+        Ok(self.stores.meta.link_blob(&self.ns(image), digest).await?)
     }
 
     async fn upload_start(&self, image: &ImageName, client: &str) -> Result<String> {
@@ -201,13 +202,19 @@ impl Repository for HostedRepository {
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
+        actor: &str,
     ) -> Result<PushedManifest> {
-        self.push_manifest(image, reference, content_type, bytes)
+        self.push_manifest(image, reference, content_type, bytes, actor)
             .await
     }
 
-    async fn manifest_delete(&self, image: &ImageName, reference: &Reference) -> Result<()> {
-        self.delete_manifest(image, reference).await
+    async fn manifest_delete(
+        &self,
+        image: &ImageName,
+        reference: &Reference,
+        actor: &str,
+    ) -> Result<()> {
+        self.delete_manifest(image, reference, actor).await
     }
 
     async fn tags(&self, image: &ImageName, page: &Page) -> Result<Vec<String>> {

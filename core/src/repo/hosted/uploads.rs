@@ -101,13 +101,23 @@ impl HostedRepository {
     ) -> Result<u64> {
         self.writable()?;
         self.session(image, id).await?;
+        if !digest.is_storable() {
+            return Err(upload_error(StorageError::UnsupportedDigest(
+                digest.clone(),
+            )));
+        }
+        // The record first, so the collector leaves the bytes alone while they are placed.
+        self.stores.meta.blob_intent(digest).await?;
         let committed = self.stores.blobs.upload_commit(id, digest).await;
         // Committed or discarded (a digest mismatch): the session is over either way.
         if !matches!(committed, Err(StorageError::Io(_))) {
             self.stores.meta.upload_close(id).await?;
         }
         let size = committed.map_err(upload_error)?;
-        self.stores.meta.link_blob(&self.ns(image), digest).await?;
+        self.stores
+            .meta
+            .blob_placed(Some(&self.ns(image)), digest, size)
+            .await?;
         Ok(size)
     }
 

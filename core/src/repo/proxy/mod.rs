@@ -263,11 +263,17 @@ impl Repository for ProxyRepository {
         _reference: &Reference,
         _content_type: Option<&str>,
         _bytes: Bytes,
+        _actor: &str,
     ) -> Result<PushedManifest> {
         Err(self.read_only())
     }
 
-    async fn manifest_delete(&self, _image: &ImageName, _reference: &Reference) -> Result<()> {
+    async fn manifest_delete(
+        &self,
+        _image: &ImageName,
+        _reference: &Reference,
+        _actor: &str,
+    ) -> Result<()> {
         Err(self.read_only())
     }
 

@@ -80,6 +80,9 @@ fn random_id() -> String {
 }
 
 /// Writes `contents` to `dest` atomically and durably through `tmp`.
+/// Scratch files older than this are a crash's leftovers.
+const STALE_SCRATCH: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn write_atomic(tmp_dir: &Path, dest: &Path, contents: &[u8]) -> io::Result<()> {
     let tmp = tmp_dir.join(random_id());
     let mut f = File::create(&tmp)?;
@@ -119,9 +122,20 @@ impl FsBlobStore {
         for dir in ["blobs/sha256", "uploads", "tmp"] {
             fs::create_dir_all(root.join(dir))?;
         }
-        // Scratch files left by a crash are never referenced; clear them.
+        // Scratch files left by a crash are never referenced; clear them. Only old ones: another
+        // process on the same root (`berth-core gc` beside a server, or a second core) may be
+        // writing the young ones right now.
         for entry in fs::read_dir(root.join("tmp"))? {
-            let _ = fs::remove_file(entry?.path());
+            let entry = entry?;
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_SCRATCH);
+            if stale {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         Ok(FsBlobStore {
             root,

@@ -14,10 +14,19 @@
 //!   pushed and last pulled; `manifest_refs`: the blobs and child manifests it names.
 //! - `tags`: image, tag → manifest digest.
 //! - `uploads`: open sessions with their image, client and size, so any core can continue one.
+//! - `blobs`: every digest the BlobStore holds or is about to hold, with its size; written
+//!   before bytes are placed and touched on every link, so the collector (which deletes a row
+//!   and its bytes under one transaction, and only rows untouched for a grace period) never
+//!   takes bytes a push in flight relies on.
+//! - `manifests.deleted_at` and `tag_events`: deleted manifests stay, restorable, for the undo
+//!   window; every change of a tag is recorded (what, when, by whom). See [`lifecycle`].
 
+pub mod lifecycle;
 pub mod sql;
 #[cfg(any(test, feature = "contract-suite"))]
 pub mod suite;
+#[cfg(any(test, feature = "contract-suite"))]
+pub mod suite_lifecycle;
 
 use std::collections::BTreeMap;
 
@@ -25,6 +34,7 @@ use async_trait::async_trait;
 
 use super::Namespace;
 use crate::oci::{Descriptor, Digest, ImageName, RepoName, Tag};
+pub use lifecycle::LifecycleStore;
 
 /// Metadata failures: all ours (a logged 500), except what a caller maps from `None`/`false`.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +45,14 @@ pub enum MetadataError {
     Corrupt(String),
     #[error("metadata migration {version} failed: {reason}")]
     Migration { version: i64, reason: String },
+    /// A manifest names a blob not linked in its image, or a child manifest not present there
+    /// (found when the push's transaction re-checks what the repository checked before).
+    #[error("{0} is not in the image")]
+    Missing(Digest),
+    /// The collector removed the record of bytes being placed (the push stalled for longer
+    /// than the grace period): the bytes may be gone, so nothing was linked.
+    #[error("{0} was collected while it was being stored")]
+    Collected(Digest),
 }
 
 pub type Result<T> = std::result::Result<T, MetadataError>;
@@ -61,8 +79,10 @@ pub struct ManifestRecord {
     pub subject: Option<Digest>,
     pub artifact_type: Option<String>,
     pub annotations: Option<BTreeMap<String, String>>,
-    /// Blobs and child manifests it names.
-    pub references: Vec<Digest>,
+    /// Blobs it names (config, layers).
+    pub blobs: Vec<Digest>,
+    /// Child manifests it names (an index's entries).
+    pub children: Vec<Digest>,
 }
 
 impl ManifestRecord {
@@ -75,13 +95,14 @@ impl ManifestRecord {
             subject: info.subject.clone(),
             artifact_type: info.artifact_type.clone(),
             annotations: info.annotations.clone(),
-            references: info
-                .blobs
-                .iter()
-                .chain(&info.children)
-                .map(|r| r.digest.clone())
-                .collect(),
+            blobs: info.blobs.iter().map(|r| r.digest.clone()).collect(),
+            children: info.children.iter().map(|r| r.digest.clone()).collect(),
         }
+    }
+
+    /// Everything it names, blobs first.
+    pub fn references(&self) -> impl Iterator<Item = &Digest> {
+        self.blobs.iter().chain(&self.children)
     }
 
     /// The descriptor the referrers API lists for it.
@@ -101,10 +122,38 @@ impl ManifestRecord {
 /// What deleting a manifest removed with it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Deleted {
-    /// Tags that pointed at it.
+    /// Tags that pointed at it or at its referrers.
     pub tags: Vec<String>,
+    /// Its referrers, deleted with it.
+    pub referrers: Vec<Digest>,
     /// Its subject, whose referrers list lost it.
     pub subject: Option<Digest>,
+}
+
+/// Who changes a tag and why, for its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor<'a> {
+    /// A user name, `anonymous`, or the part of Berth that acted (`proxy`, `gc`).
+    pub name: &'a str,
+    /// `push`, `delete`, `manifest deleted`, `restore`, `policy <name>`, `cache`, `import`.
+    pub reason: &'a str,
+}
+
+impl<'a> Actor<'a> {
+    pub fn new(name: &'a str, reason: &'a str) -> Self {
+        Actor { name, reason }
+    }
+}
+
+/// How a manifest is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Put<'a> {
+    /// A tag to point at it.
+    pub tag: Option<&'a Tag>,
+    pub actor: Actor<'a>,
+    /// Re-check inside the transaction that every blob is linked in the image and every child
+    /// manifest is there (a push); a proxy's cache stores manifests before their blobs.
+    pub check_references: bool,
 }
 
 /// An open upload session.
@@ -123,31 +172,42 @@ pub struct UploadRecord {
 
 /// The metadata contract every backend fulfils. Listings are sorted.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
-    /// Makes a blob visible in `ns` (idempotent).
-    async fn link_blob(&self, ns: &Namespace, digest: &Digest) -> Result<()>;
+pub trait MetadataStore: LifecycleStore + Send + Sync + 'static {
+    /// Records that the bytes of `digest` are about to be placed in the BlobStore: call it
+    /// before placing them, so the collector leaves them alone for the grace period.
+    async fn blob_intent(&self, digest: &Digest) -> Result<()>;
+    /// Records that the bytes are durably placed, with their size, and (with `ns`) links them
+    /// there, in one transaction. [`MetadataError::Collected`] if the collector took the record
+    /// meanwhile: nothing is linked, and the caller must place the bytes again.
+    async fn blob_placed(&self, ns: Option<&Namespace>, digest: &Digest, size: u64) -> Result<()>;
+    /// Links a blob the store holds into `ns` (a mount; idempotent, refreshes the link's age);
+    /// `false` if no stored blob has that digest.
+    async fn link_blob(&self, ns: &Namespace, digest: &Digest) -> Result<bool>;
     async fn blob_linked(&self, ns: &Namespace, digest: &Digest) -> Result<bool>;
     /// `false` if it was not linked.
     async fn unlink_blob(&self, ns: &Namespace, digest: &Digest) -> Result<bool>;
 
-    /// Stores a manifest, its references and (optionally) a tag pointing at it, in one
-    /// transaction: a concurrent reader sees all of it or none.
-    async fn put_manifest(
+    /// Stores a manifest whose bytes were placed after [`MetadataStore::blob_intent`], its
+    /// references and (optionally) a tag pointing at it, in one transaction: a concurrent
+    /// reader sees all of it or none. Re-pushing a deleted manifest brings it back.
+    async fn put_manifest(&self, ns: &Namespace, m: &ManifestRecord, put: &Put<'_>) -> Result<()>;
+    /// The media type of a manifest linked in `ns` (not deleted).
+    async fn manifest_media_type(&self, ns: &Namespace, digest: &Digest) -> Result<Option<String>>;
+    /// Deletes a manifest, its referrers (signatures, SBOMs: they go with their subject) and
+    /// the tags pointing at any of them, in one transaction; `None` if it was not there. The
+    /// manifests stay restorable until the undo window has passed.
+    async fn delete_manifest(
         &self,
         ns: &Namespace,
-        m: &ManifestRecord,
-        tag: Option<&Tag>,
-    ) -> Result<()>;
-    /// The media type of a manifest linked in `ns`.
-    async fn manifest_media_type(&self, ns: &Namespace, digest: &Digest) -> Result<Option<String>>;
-    /// Removes a manifest with the tags pointing at it; `None` if it was not there.
-    async fn delete_manifest(&self, ns: &Namespace, digest: &Digest) -> Result<Option<Deleted>>;
+        digest: &Digest,
+        actor: Actor<'_>,
+    ) -> Result<Option<Deleted>>;
 
     async fn tag(&self, ns: &Namespace, tag: &Tag) -> Result<Option<Digest>>;
     /// The manifest a tag points at and its media type, in one query (the hot path of pulls).
     async fn tagged_manifest(&self, ns: &Namespace, tag: &Tag) -> Result<Option<(Digest, String)>>;
     /// `false` if there was no such tag.
-    async fn delete_tag(&self, ns: &Namespace, tag: &Tag) -> Result<bool>;
+    async fn delete_tag(&self, ns: &Namespace, tag: &Tag, actor: Actor<'_>) -> Result<bool>;
     /// Tags of `ns`, sorted and paged; `None` if the image holds nothing at all.
     async fn tags(&self, ns: &Namespace, page: &Page) -> Result<Option<Vec<String>>>;
     /// Images of a repository that hold at least one manifest, sorted and paged.

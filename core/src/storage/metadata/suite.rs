@@ -11,22 +11,22 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{now_ms, Deleted, ManifestRecord, MetadataStore, Page, UploadRecord};
+use super::{now_ms, Actor, Deleted, ManifestRecord, MetadataStore, Page, Put, UploadRecord};
 use crate::oci::{Digest, Tag};
 use crate::storage::Namespace;
 
-fn ns(prefix: &str, case: &str, image: &str) -> Namespace {
+pub(super) fn ns(prefix: &str, case: &str, image: &str) -> Namespace {
     Namespace::new(
         format!("{prefix}-{case}").parse().unwrap(),
         image.parse().unwrap(),
     )
 }
 
-fn digest(seed: &str) -> Digest {
+pub(super) fn digest(seed: &str) -> Digest {
     Digest::sha256_of(seed.as_bytes())
 }
 
-fn manifest(seed: &str, subject: Option<&Digest>) -> ManifestRecord {
+pub(super) fn manifest(seed: &str, subject: Option<&Digest>) -> ManifestRecord {
     ManifestRecord {
         digest: digest(seed),
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
@@ -34,14 +34,37 @@ fn manifest(seed: &str, subject: Option<&Digest>) -> ManifestRecord {
         subject: subject.cloned(),
         artifact_type: subject.map(|_| "application/vnd.example.sig".to_owned()),
         annotations: subject.map(|_| BTreeMap::from([("k".to_owned(), "v".to_owned())])),
-        references: vec![
+        blobs: vec![
             digest(&format!("{seed}-config")),
             digest(&format!("{seed}-layer")),
         ],
+        children: vec![],
     }
 }
 
-fn tag(t: &str) -> Tag {
+/// Stores a manifest as a repository does: its record first, then the put (references are
+/// not checked: these cases are about the store's bookkeeping).
+pub(super) async fn put(s: &dyn MetadataStore, n: &Namespace, m: &ManifestRecord, t: Option<&Tag>) {
+    s.blob_intent(&m.digest).await.unwrap();
+    let put = Put {
+        tag: t,
+        actor: Actor::new("tester", "push"),
+        check_references: false,
+    };
+    s.put_manifest(n, m, &put).await.unwrap();
+}
+
+/// Stores and links a blob as a finished upload does.
+pub(super) async fn place(s: &dyn MetadataStore, n: &Namespace, d: &Digest, size: u64) {
+    s.blob_intent(d).await.unwrap();
+    s.blob_placed(Some(n), d, size).await.unwrap();
+}
+
+pub(super) fn actor() -> Actor<'static> {
+    Actor::new("tester", "delete")
+}
+
+pub(super) fn tag(t: &str) -> Tag {
     t.parse().unwrap()
 }
 
@@ -53,7 +76,8 @@ pub async fn run(store: Arc<dyn MetadataStore>, prefix: &str) {
     uploads(store.as_ref(), prefix).await;
     concurrent_pushes_of_one_tag(store.clone(), prefix).await;
     concurrent_pushes_of_many_images(store.clone(), prefix).await;
-    close_racing_progress(store, prefix).await;
+    close_racing_progress(store.clone(), prefix).await;
+    super::suite_lifecycle::run(store, prefix).await;
 }
 
 async fn blob_links(s: &dyn MetadataStore, p: &str) {
@@ -66,8 +90,14 @@ async fn blob_links(s: &dyn MetadataStore, p: &str) {
         None,
         "nothing there yet"
     );
-    s.link_blob(&a, &d).await.unwrap();
-    s.link_blob(&a, &d).await.unwrap();
+    assert!(
+        !s.link_blob(&a, &d).await.unwrap(),
+        "no stored blob to mount"
+    );
+    place(s, &a, &d, 10).await;
+    place(s, &a, &d, 10).await;
+    assert!(s.link_blob(&b, &d).await.unwrap(), "a stored blob mounts");
+    assert!(s.unlink_blob(&b, &d).await.unwrap());
     assert!(s.blob_linked(&a, &d).await.unwrap());
     assert!(!s.blob_linked(&b, &d).await.unwrap(), "links are per image");
     assert_eq!(
@@ -83,7 +113,7 @@ async fn blob_links(s: &dyn MetadataStore, p: &str) {
 async fn manifests_tags_and_referrers(s: &dyn MetadataStore, p: &str) {
     let a = ns(p, "manifests", "team/app");
     let image = manifest("image", None);
-    s.put_manifest(&a, &image, Some(&tag("v1"))).await.unwrap();
+    put(s, &a, &image, Some(&tag("v1"))).await;
     assert_eq!(
         s.manifest_media_type(&a, &image.digest)
             .await
@@ -102,11 +132,9 @@ async fn manifests_tags_and_referrers(s: &dyn MetadataStore, p: &str) {
     );
     assert_eq!(s.tagged_manifest(&a, &tag("nope")).await.unwrap(), None);
     // Pushing again (a second tag) is idempotent for the manifest.
-    s.put_manifest(&a, &image, Some(&tag("latest")))
-        .await
-        .unwrap();
+    put(s, &a, &image, Some(&tag("latest"))).await;
     let sig = manifest("signature", Some(&image.digest));
-    s.put_manifest(&a, &sig, None).await.unwrap();
+    put(s, &a, &sig, None).await;
     let refs = s.referrers(&a, &image.digest).await.unwrap();
     assert_eq!(refs, vec![sig.descriptor()]);
     assert!(s
@@ -116,30 +144,35 @@ async fn manifests_tags_and_referrers(s: &dyn MetadataStore, p: &str) {
         .is_empty());
     // Deleting the signature returns its subject; deleting the image, its tags.
     assert_eq!(
-        s.delete_manifest(&a, &sig.digest).await.unwrap(),
+        s.delete_manifest(&a, &sig.digest, actor()).await.unwrap(),
         Some(Deleted {
             tags: vec![],
+            referrers: vec![],
             subject: Some(image.digest.clone())
         })
     );
     assert!(s.referrers(&a, &image.digest).await.unwrap().is_empty());
     assert_eq!(
-        s.delete_manifest(&a, &image.digest).await.unwrap(),
+        s.delete_manifest(&a, &image.digest, actor()).await.unwrap(),
         Some(Deleted {
             tags: vec!["latest".into(), "v1".into()],
+            referrers: vec![],
             subject: None
         })
     );
-    assert_eq!(s.delete_manifest(&a, &image.digest).await.unwrap(), None);
+    assert_eq!(
+        s.delete_manifest(&a, &image.digest, actor()).await.unwrap(),
+        None
+    );
     assert_eq!(s.tag(&a, &tag("v1")).await.unwrap(), None);
     assert_eq!(
         s.manifest_media_type(&a, &image.digest).await.unwrap(),
         None
     );
     // A tag alone can go, leaving its manifest.
-    s.put_manifest(&a, &image, Some(&tag("v2"))).await.unwrap();
-    assert!(s.delete_tag(&a, &tag("v2")).await.unwrap());
-    assert!(!s.delete_tag(&a, &tag("v2")).await.unwrap());
+    put(s, &a, &image, Some(&tag("v2"))).await;
+    assert!(s.delete_tag(&a, &tag("v2"), actor()).await.unwrap());
+    assert!(!s.delete_tag(&a, &tag("v2"), actor()).await.unwrap());
     assert!(s
         .manifest_media_type(&a, &image.digest)
         .await
@@ -157,7 +190,7 @@ async fn listings_page_in_the_store(s: &dyn MetadataStore, p: &str) {
     {
         let n = Namespace::new(repo.clone(), image.parse().unwrap());
         for t in ["v10", "v2", "latest", "V1", "_x"] {
-            s.put_manifest(&n, &m, Some(&tag(t))).await.unwrap();
+            put(s, &n, &m, Some(&tag(t))).await;
         }
     }
     let n = Namespace::new(repo.clone(), "a".parse().unwrap());
@@ -239,7 +272,7 @@ async fn concurrent_pushes_of_one_tag(s: Arc<dyn MetadataStore>, p: &str) {
         let (s, a) = (s.clone(), a.clone());
         tasks.push(tokio::spawn(async move {
             let m = manifest(&format!("racer-{i}"), None);
-            s.put_manifest(&a, &m, Some(&tag("latest"))).await.unwrap();
+            put(s.as_ref(), &a, &m, Some(&tag("latest"))).await;
             m.digest
         }));
     }
@@ -261,10 +294,8 @@ async fn concurrent_pushes_of_many_images(s: Arc<dyn MetadataStore>, p: &str) {
         let (s, repo) = (s.clone(), repo.clone());
         tasks.push(tokio::spawn(async move {
             let n = Namespace::new(repo, format!("img{i:02}").parse().unwrap());
-            s.link_blob(&n, &digest("shared")).await.unwrap();
-            s.put_manifest(&n, &manifest("m", None), Some(&tag("v1")))
-                .await
-                .unwrap();
+            place(s.as_ref(), &n, &digest("shared"), 10).await;
+            put(s.as_ref(), &n, &manifest("m", None), Some(&tag("v1"))).await;
         }));
     }
     for t in tasks {

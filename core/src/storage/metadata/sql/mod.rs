@@ -10,7 +10,10 @@
 //!
 //! `open.rs` connects and migrates; this file is the store's statements.
 
+mod gc;
+mod lifecycle;
 mod open;
+mod writes;
 
 use std::str::FromStr;
 
@@ -19,7 +22,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::{
-    now, now_ms, Deleted, ManifestRecord, MetadataError, MetadataStore, Page, Result, UploadRecord,
+    now, now_ms, Actor, Deleted, ManifestRecord, MetadataError, MetadataStore, Page, Put, Result,
+    UploadRecord,
 };
 use crate::oci::{Descriptor, Digest, ImageName, RepoName, Tag};
 use crate::storage::Namespace;
@@ -50,6 +54,21 @@ pub struct SqlMetadata {
     write: AnyPool,
     kind: Kind,
 }
+
+impl SqlMetadata {
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// a transaction that reads first and writes later could otherwise fail with
+    /// `SQLITE_BUSY` when another process (`berth-core gc`) wrote in between.
+    async fn write_tx(&self) -> Result<Tx> {
+        match self.kind {
+            Kind::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Kind::Postgres => self.write.begin().await,
+        }
+        .map_err(db)
+    }
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 fn db(e: sqlx::Error) -> MetadataError {
     MetadataError::Database(e.to_string())
@@ -95,11 +114,10 @@ const UPLOAD_COLUMNS: &str = "id, repo, image, client, size, updated_at";
 
 #[async_trait]
 impl MetadataStore for SqlMetadata {
-    async fn link_blob(&self, ns: &Namespace, digest: &Digest) -> Result<()> {
-        in_ns(
-            "INSERT INTO blob_links (repo, image, digest, linked_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (repo, image, digest) DO NOTHING",
-            ns,
+    async fn blob_intent(&self, digest: &Digest) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, stored, touched_at) VALUES ($1, NULL, 0, $2) \
+             ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at",
         )
         .bind(digest.to_string())
         .bind(now())
@@ -107,6 +125,39 @@ impl MetadataStore for SqlMetadata {
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    async fn blob_placed(&self, ns: Option<&Namespace>, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let at = now();
+        if !writes::mark_stored(&mut tx, digest, size, at).await? {
+            drop(tx);
+            // Keep the bytes tracked, so the collector removes them if nothing links them.
+            self.blob_intent(digest).await?;
+            return Err(MetadataError::Collected(digest.clone()));
+        }
+        if let Some(ns) = ns {
+            writes::link(&mut tx, ns, digest, at).await?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn link_blob(&self, ns: &Namespace, digest: &Digest) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let at = now();
+        let touched =
+            sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND stored = 1")
+                .bind(digest.to_string())
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        if touched.rows_affected() == 0 {
+            return Ok(false);
+        }
+        writes::link(&mut tx, ns, digest, at).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     async fn blob_linked(&self, ns: &Namespace, digest: &Digest) -> Result<bool> {
@@ -133,68 +184,16 @@ impl MetadataStore for SqlMetadata {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn put_manifest(
-        &self,
-        ns: &Namespace,
-        m: &ManifestRecord,
-        tag: Option<&Tag>,
-    ) -> Result<()> {
-        let digest = m.digest.to_string();
-        let annotations = m
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).unwrap_or_default());
-        let at = now();
-        let mut tx = self.write.begin().await.map_err(db)?;
-        in_ns(
-            "INSERT INTO manifests (repo, image, digest, media_type, size, subject, artifact_type, annotations, pushed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (repo, image, digest) DO UPDATE SET media_type = excluded.media_type, \
-             size = excluded.size, subject = excluded.subject, artifact_type = excluded.artifact_type, \
-             annotations = excluded.annotations, pushed_at = excluded.pushed_at",
-            ns,
-        )
-        .bind(&digest)
-        .bind(&m.media_type)
-        .bind(i64::try_from(m.size).unwrap_or(i64::MAX))
-        .bind(m.subject.as_ref().map(|s| s.to_string()))
-        .bind(m.artifact_type.clone())
-        .bind(annotations)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        for target in &m.references {
-            in_ns(
-                "INSERT INTO manifest_refs (repo, image, digest, target) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (repo, image, digest, target) DO NOTHING",
-                ns,
-            )
-            .bind(&digest)
-            .bind(target.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        if let Some(t) = tag {
-            in_ns(
-            "INSERT INTO tags (repo, image, tag, digest, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (repo, image, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            ns,
-        )
-            .bind(t.as_str())
-            .bind(&digest)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
+    async fn put_manifest(&self, ns: &Namespace, m: &ManifestRecord, put: &Put<'_>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        writes::put_manifest(&mut tx, ns, m, put).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn manifest_media_type(&self, ns: &Namespace, digest: &Digest) -> Result<Option<String>> {
         let row = in_ns(
-            "SELECT media_type FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3",
+            "SELECT media_type FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3 \
+             AND deleted_at IS NULL",
             ns,
         )
         .bind(digest.to_string())
@@ -204,48 +203,16 @@ impl MetadataStore for SqlMetadata {
         row.map(|r| text(&r, 0)).transpose()
     }
 
-    async fn delete_manifest(&self, ns: &Namespace, digest: &Digest) -> Result<Option<Deleted>> {
-        let digest = digest.to_string();
-        let mut tx = self.write.begin().await.map_err(db)?;
-        let Some(row) = in_ns(
-            "SELECT subject FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3",
-            ns,
-        )
-        .bind(&digest)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?
-        else {
-            return Ok(None);
-        };
-        let subject: Option<String> = row.try_get(0).map_err(db)?;
-        let tags = in_ns(
-            "SELECT tag FROM tags WHERE repo = $1 AND image = $2 AND digest = $3 ORDER BY tag",
-            ns,
-        )
-        .bind(&digest)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|r| text(r, 0))
-        .collect::<Result<Vec<_>>>()?;
-        for table in [
-            "DELETE FROM tags WHERE repo = $1 AND image = $2 AND digest = $3",
-            "DELETE FROM manifest_refs WHERE repo = $1 AND image = $2 AND digest = $3",
-            "DELETE FROM manifests WHERE repo = $1 AND image = $2 AND digest = $3",
-        ] {
-            in_ns(table, ns)
-                .bind(&digest)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
+    async fn delete_manifest(
+        &self,
+        ns: &Namespace,
+        digest: &Digest,
+        actor: Actor<'_>,
+    ) -> Result<Option<Deleted>> {
+        let mut tx = self.write_tx().await?;
+        let deleted = writes::trash_manifest(&mut tx, ns, digest, actor).await?;
         tx.commit().await.map_err(db)?;
-        Ok(Some(Deleted {
-            tags,
-            subject: subject.map(|s| parse(s, "subject digest")).transpose()?,
-        }))
+        Ok(deleted)
     }
 
     async fn tag(&self, ns: &Namespace, tag: &Tag) -> Result<Option<Digest>> {
@@ -264,7 +231,7 @@ impl MetadataStore for SqlMetadata {
         let row = in_ns(
             "SELECT t.digest, m.media_type FROM tags t JOIN manifests m \
              ON m.repo = t.repo AND m.image = t.image AND m.digest = t.digest \
-             WHERE t.repo = $1 AND t.image = $2 AND t.tag = $3",
+             WHERE t.repo = $1 AND t.image = $2 AND t.tag = $3 AND m.deleted_at IS NULL",
             ns,
         )
         .bind(tag.as_str())
@@ -275,21 +242,16 @@ impl MetadataStore for SqlMetadata {
             .transpose()
     }
 
-    async fn delete_tag(&self, ns: &Namespace, tag: &Tag) -> Result<bool> {
-        let r = in_ns(
-            "DELETE FROM tags WHERE repo = $1 AND image = $2 AND tag = $3",
-            ns,
-        )
-        .bind(tag.as_str())
-        .execute(&self.write)
-        .await
-        .map_err(db)?;
-        Ok(r.rows_affected() > 0)
+    async fn delete_tag(&self, ns: &Namespace, tag: &Tag, actor: Actor<'_>) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let removed = writes::remove_tag(&mut tx, ns, tag.as_str(), actor).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(removed)
     }
 
     async fn tags(&self, ns: &Namespace, page: &Page) -> Result<Option<Vec<String>>> {
         let exists = in_ns(
-            "SELECT 1 FROM manifests WHERE repo = $1 AND image = $2 \
+            "SELECT 1 FROM manifests WHERE repo = $1 AND image = $2 AND deleted_at IS NULL \
              UNION ALL SELECT 1 FROM blob_links WHERE repo = $1 AND image = $2 LIMIT 1",
             ns,
         )
@@ -316,7 +278,8 @@ impl MetadataStore for SqlMetadata {
 
     async fn images(&self, repo: &RepoName, page: &Page) -> Result<Vec<ImageName>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT image FROM manifests WHERE repo = $1 AND image > $2 ORDER BY image LIMIT $3",
+            "SELECT DISTINCT image FROM manifests WHERE repo = $1 AND image > $2 AND deleted_at IS NULL \
+             ORDER BY image LIMIT $3",
         )
         .bind(repo.as_str())
         .bind(page.after.clone().unwrap_or_default())
@@ -332,7 +295,7 @@ impl MetadataStore for SqlMetadata {
     async fn referrers(&self, ns: &Namespace, subject: &Digest) -> Result<Vec<Descriptor>> {
         let rows = in_ns(
             "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
-             WHERE repo = $1 AND image = $2 AND subject = $3 ORDER BY digest",
+             WHERE repo = $1 AND image = $2 AND subject = $3 AND deleted_at IS NULL ORDER BY digest",
             ns,
         )
         .bind(subject.to_string())

@@ -12,7 +12,10 @@ use super::{db, Backend, Kind, SqlMetadata};
 use crate::storage::metadata::{now, MetadataError, Result};
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../../migrations/0001_metadata.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../../migrations/0001_metadata.sql")),
+    (2, include_str!("../../../../migrations/0002_lifecycle.sql")),
+];
 
 /// Read connections to an SQLite file (WAL: they never wait for the writer).
 const SQLITE_READERS: u32 = 4;

@@ -1,0 +1,210 @@
+//! Admin endpoints of the life-cycle: run or preview a garbage collection, see the last runs,
+//! a repository's storage usage, tag history, and restore a deleted or moved tag or manifest.
+
+use http::request::Parts;
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::super::{err, query, query_get, response, ApiError, ApiResult, Registry};
+use crate::lifecycle::RunError;
+use crate::oci::{Digest, ErrorCode, ImageName, RepoName, Tag};
+use crate::storage::metadata::lifecycle::Restore;
+use crate::storage::metadata::Actor;
+use crate::storage::Namespace;
+
+/// Events a history request returns unless it asks for fewer.
+const HISTORY_LIMIT: usize = 100;
+const HISTORY_MAX: usize = 10_000;
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+fn flag(req: &Parts, key: &str) -> bool {
+    let q = query(req);
+    matches!(query_get(&q, key), Some("" | "true" | "1" | "yes"))
+}
+
+/// `POST /api/v1/gc[?dry_run=true]`: runs one collection and answers its report. The run goes
+/// on in its own task, so a client that hangs up does not stop it halfway.
+pub(super) async fn run_gc(reg: &Registry, req: &Parts, actor: &str) -> ApiResult {
+    let dry_run = flag(req, "dry_run");
+    tracing::info!(target: "berth_core::audit", who = actor, action = "gc", dry_run, "audit");
+    let lifecycle = reg.lifecycle.clone();
+    let run = tokio::spawn(async move { lifecycle.collect(dry_run).await });
+    match run.await.map_err(internal)? {
+        Ok(report) => Ok(response::json(StatusCode::OK, &serde_json::json!(report))),
+        Err(RunError::Running) => Err(err(
+            ErrorCode::Denied,
+            "a garbage collection is already running in this core; try again when it is done",
+        )
+        .with_status(StatusCode::CONFLICT)),
+        Err(RunError::Gc(e)) => Err(internal(e)),
+    }
+}
+
+/// `GET /api/v1/gc`: settings, whether a run is going on, the latest reports.
+pub(super) fn gc_status(reg: &Registry) -> http::Response<super::Body> {
+    let s = &reg.lifecycle.gc;
+    response::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "running": reg.lifecycle.collecting(),
+            "interval_seconds": s.interval.map(|i| i.as_secs()),
+            "grace_seconds": s.grace.as_secs(),
+            "undo_window_seconds": s.undo_window.as_secs(),
+            "history_retention_seconds": s.history.as_secs(),
+            "reports": reg.lifecycle.reports(),
+        }),
+    )
+}
+
+/// `GET /api/v1/repositories/{repo}/usage`.
+pub(super) async fn usage(reg: &Registry, repo: &RepoName) -> ApiResult {
+    let usage = reg
+        .lifecycle
+        .stores()
+        .meta
+        .usage(repo)
+        .await
+        .map_err(internal)?;
+    Ok(response::json(StatusCode::OK, &serde_json::json!(usage)))
+}
+
+fn image_param(q: &[(String, String)]) -> Result<ImageName, ApiError> {
+    let image = query_get(q, "image").ok_or_else(|| {
+        err(
+            ErrorCode::NameInvalid,
+            "the image query parameter is required",
+        )
+    })?;
+    image
+        .parse()
+        .map_err(|e| err(ErrorCode::NameInvalid, format!("image {image:?}: {e}")))
+}
+
+/// `GET /api/v1/repositories/{repo}/history?image=I[&tag=T][&limit=N]`: newest first.
+pub(super) async fn history(reg: &Registry, repo: &RepoName, req: &Parts) -> ApiResult {
+    let q = query(req);
+    let ns = Namespace::new(repo.clone(), image_param(&q)?);
+    let tag = query_get(&q, "tag")
+        .map(|t| {
+            t.parse::<Tag>()
+                .map_err(|e| err(ErrorCode::NameInvalid, format!("tag {t:?}: {e}")))
+        })
+        .transpose()?;
+    let limit = match query_get(&q, "limit") {
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| {
+                err(
+                    ErrorCode::Unsupported,
+                    format!("limit {n:?} is not a number"),
+                )
+            })?
+            .min(HISTORY_MAX),
+        None => HISTORY_LIMIT,
+    };
+    let events = reg
+        .lifecycle
+        .stores()
+        .meta
+        .tag_history(&ns, tag.as_ref(), limit)
+        .await
+        .map_err(internal)?;
+    Ok(response::json(StatusCode::OK, &serde_json::json!(events)))
+}
+
+/// What to restore: a tag (to what it pointed at before its last change, or to `digest`), or
+/// a manifest by digest (with the tags its deletion removed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RestoreRequest {
+    image: String,
+    tag: Option<String>,
+    digest: Option<String>,
+}
+
+/// `POST /api/v1/repositories/{repo}/restore`.
+pub(super) async fn restore(
+    reg: &Registry,
+    repo: &RepoName,
+    body: RestoreRequest,
+    actor: &str,
+) -> ApiResult {
+    let image: ImageName = body.image.parse().map_err(|e| {
+        err(
+            ErrorCode::NameInvalid,
+            format!("image {:?}: {e}", body.image),
+        )
+    })?;
+    let tag = body
+        .tag
+        .as_deref()
+        .map(|t| {
+            t.parse::<Tag>()
+                .map_err(|e| err(ErrorCode::NameInvalid, format!("tag {t:?}: {e}")))
+        })
+        .transpose()?;
+    let digest = body
+        .digest
+        .as_deref()
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|e| err(ErrorCode::DigestInvalid, format!("digest {d:?}: {e}")))
+        })
+        .transpose()?;
+    if tag.is_none() && digest.is_none() {
+        return Err(err(
+            ErrorCode::Unsupported,
+            "name a tag, a digest or both to restore",
+        )
+        .with_status(StatusCode::BAD_REQUEST));
+    }
+    let ns = Namespace::new(repo.clone(), image);
+    let done = reg
+        .lifecycle
+        .stores()
+        .meta
+        .restore(
+            &ns,
+            tag.as_ref(),
+            digest.as_ref(),
+            Actor::new(actor, "restore"),
+        )
+        .await
+        .map_err(internal)?;
+    match done {
+        Restore::Done {
+            digest,
+            manifests,
+            tags,
+        } => {
+            tracing::info!(target: "berth_core::audit", who = actor, action = "restore",
+                namespace = %ns.path(), %digest, tags = ?tags, manifests, "audit");
+            Ok(response::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "digest": digest.to_string(),
+                    "tags": tags,
+                    "manifests_restored": manifests,
+                }),
+            ))
+        }
+        Restore::NoHistory => Err(err(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "{}: no earlier state of {} to restore",
+                ns.path(),
+                tag.map_or("that manifest".to_owned(), |t| format!("tag {t}"))
+            ),
+        )),
+        Restore::Collected(d) => Err(err(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "{}@{d} is gone: garbage collection removed it after the undo window",
+                ns.path()
+            ),
+        )),
+    }
+}

@@ -1,0 +1,163 @@
+//! The main port's own endpoints, under the context path: health, and the admin API (admins
+//! only) — repositories, garbage collection, tag history and restore, storage usage.
+//!
+//! Routing is decided from the path and method alone ([`route`]), before the body is read, so
+//! that a request that is not an admin one keeps its body for the registry API.
+//!
+//! # Layout
+//! - this file: routes, JSON bodies, errors.
+//! - `lifecycle.rs`: garbage collection, history, restore, usage.
+
+mod lifecycle;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+use super::{err, response, ApiError, ApiResult, Body, Registry};
+use crate::oci::{ErrorCode, RepoName};
+
+/// Admin request bodies are small JSON documents.
+const MAX_BODY: usize = 64 * 1024;
+
+/// An admin endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRoute {
+    Health,
+    Repositories,
+    Gc,
+    Usage(String),
+    History(String),
+    Restore(String),
+    /// Under `/api/` but no such endpoint (or method).
+    Unknown {
+        allowed: &'static [&'static str],
+    },
+}
+
+impl AdminRoute {
+    /// Whether it needs an admin user (everything but health).
+    pub fn protected(&self) -> bool {
+        !matches!(self, AdminRoute::Health)
+    }
+}
+
+/// The admin endpoint `path` names, if any.
+pub fn route(reg: &Registry, path: &str, method: &Method) -> Option<AdminRoute> {
+    let rest = path.strip_prefix(reg.context_path.as_str())?;
+    let read = method == Method::GET || method == Method::HEAD;
+    let post = method == Method::POST;
+    let repo_path = |suffix: &str| {
+        rest.strip_prefix("/api/v1/repositories/")
+            .and_then(|r| r.strip_suffix(suffix))
+            .filter(|r| !r.contains('/'))
+            .map(str::to_owned)
+    };
+    let (r, ok, allowed): (AdminRoute, bool, &'static [&'static str]) = match rest {
+        "/health" | "/health/" => (AdminRoute::Health, read, &["GET", "HEAD"]),
+        "/api/v1/repositories" => (AdminRoute::Repositories, read, &["GET", "HEAD"]),
+        "/api/v1/gc" => (AdminRoute::Gc, read || post, &["GET", "HEAD", "POST"]),
+        _ => {
+            if let Some(repo) = repo_path("/usage") {
+                (AdminRoute::Usage(repo), read, &["GET", "HEAD"])
+            } else if let Some(repo) = repo_path("/history") {
+                (AdminRoute::History(repo), read, &["GET", "HEAD"])
+            } else if let Some(repo) = repo_path("/restore") {
+                (AdminRoute::Restore(repo), post, &["POST"])
+            } else if rest.starts_with("/api/") {
+                return Some(AdminRoute::Unknown { allowed: &[] });
+            } else {
+                return None;
+            }
+        }
+    };
+    Some(if ok {
+        r
+    } else {
+        AdminRoute::Unknown { allowed }
+    })
+}
+
+/// Serves an admin endpoint; `actor` is the admin's name for audit lines and tag history.
+pub async fn serve(
+    reg: &Registry,
+    route: AdminRoute,
+    req: &Parts,
+    body: Body,
+    actor: &str,
+) -> ApiResult {
+    match route {
+        AdminRoute::Health => Ok(response::json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ok" }),
+        )),
+        AdminRoute::Repositories => Ok(repositories(reg)),
+        AdminRoute::Gc if req.method == Method::POST => lifecycle::run_gc(reg, req, actor).await,
+        AdminRoute::Gc => Ok(lifecycle::gc_status(reg)),
+        AdminRoute::Usage(repo) => lifecycle::usage(reg, &repo_name(reg, &repo)?).await,
+        AdminRoute::History(repo) => lifecycle::history(reg, &repo_name(reg, &repo)?, req).await,
+        AdminRoute::Restore(repo) => {
+            let repo = repo_name(reg, &repo)?;
+            lifecycle::restore(reg, &repo, json_body(body).await?, actor).await
+        }
+        AdminRoute::Unknown { allowed: [] } => Err(err(
+            ErrorCode::NameUnknown,
+            format!("no admin endpoint at {}", req.uri.path()),
+        )
+        .with_status(StatusCode::NOT_FOUND)),
+        AdminRoute::Unknown { allowed } => {
+            Err(super::method_not_allowed(&req.method).with_header("allow", allowed.join(", ")))
+        }
+    }
+}
+
+fn repositories(reg: &Registry) -> http::Response<Body> {
+    let repos: Vec<_> = reg
+        .repos
+        .values()
+        .map(|e| {
+            serde_json::json!({
+                "name": e.repo.name().as_str(),
+                "kind": e.repo.kind(),
+                "v1_enabled": e.v1_enabled,
+                "status": e.repo.status(),
+            })
+        })
+        .collect();
+    response::json(StatusCode::OK, &serde_json::json!(repos))
+}
+
+/// A configured repository by name (`NAME_UNKNOWN` otherwise).
+fn repo_name(reg: &Registry, name: &str) -> Result<RepoName, ApiError> {
+    name.parse::<RepoName>()
+        .ok()
+        .filter(|n| reg.repos.contains_key(n))
+        .ok_or_else(|| {
+            err(
+                ErrorCode::NameUnknown,
+                format!("no repository named {name:?}"),
+            )
+        })
+}
+
+/// A JSON request body of at most [`MAX_BODY`] bytes.
+async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes: Bytes = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            err(
+                ErrorCode::Unsupported,
+                format!("reading the request body: {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        err(
+            ErrorCode::Unsupported,
+            format!("request body is not the JSON expected: {e}"),
+        )
+        .with_status(StatusCode::BAD_REQUEST)
+    })
+}
