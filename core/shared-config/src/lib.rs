@@ -5,12 +5,14 @@
 //! - [`Duration`]: durations written the same way in both files — `90s`, `30m`, `24h`, `7d`,
 //!   `250ms`, or a bare number of seconds.
 
+mod bytesize;
 mod duration;
 
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+pub use bytesize::{parse_bytes, ByteSize};
 pub use duration::{parse_duration, Duration};
 
 /// A configuration error: `<file>: <key>: <reason>`.

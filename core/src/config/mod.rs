@@ -14,6 +14,7 @@ mod auth;
 mod kinds;
 mod lifecycle;
 mod limits;
+mod policy;
 mod raw;
 mod repos;
 mod storage;
@@ -63,6 +64,8 @@ pub struct RepoConfig {
     /// With `auth`: unauthenticated clients may pull.
     pub anonymous_pull: bool,
     pub spec: RepoSpec,
+    /// Cleanup policies, immutable tags, quota, cache eviction.
+    pub lifecycle: crate::lifecycle::policy::RepoLifecycle,
 }
 
 /// What kind of repository, with the settings of that kind only.

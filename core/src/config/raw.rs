@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use berth_config::Duration;
+use berth_config::{ByteSize, Duration};
 
 use crate::repo::WritePolicy;
 
@@ -233,6 +233,52 @@ pub struct RawRepository {
     /// With an `auth` section: let unauthenticated clients pull (never push).
     #[serde(default)]
     pub anonymous_pull: bool,
+    /// hosted: tags matching any of these regexes can never be moved or deleted, e.g.
+    /// `["^v[0-9]"]` (cleanup policies leave them alone too).
+    #[serde(default)]
+    pub immutable_tags: Vec<String>,
+    /// hosted: the most the repository may hold, e.g. `50GiB`; a push beyond it is refused
+    /// with DENIED.
+    pub quota: Option<ByteSize>,
+    /// Cleanup policies, run before each scheduled collection (see `gc.interval`).
+    #[serde(default)]
+    pub cleanup: Vec<RawPolicy>,
+    /// proxy: evict cached images nobody pulled for `max_age`, and the least recently pulled
+    /// beyond `max_size`.
+    pub cache: Option<RawCache>,
+}
+
+/// One cleanup policy. A tag goes when it matches `images`/`tags`, not `exclude_tags`, is not
+/// among the `keep_last` most recently pushed matching tags of its image, and meets every age
+/// criterion given. A manifest left without tags goes with its last tag.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// For reports and tag history (`policy <name>`).
+    pub name: String,
+    /// Regex on the image name (default: every image).
+    pub images: Option<String>,
+    /// Regex on the tag (default: every tag).
+    pub tags: Option<String>,
+    /// Regex of tags never removed, e.g. `^(latest|v.*)$`.
+    pub exclude_tags: Option<String>,
+    /// Keep this many of the most recently pushed matching tags per image.
+    pub keep_last: Option<usize>,
+    /// Only tags pushed more than this long ago, e.g. `30d`.
+    pub older_than: Option<Duration>,
+    /// Only what nobody pulled for this long (never pulled: counted from the push), e.g. `90d`.
+    pub not_pulled_for: Option<Duration>,
+    /// Also remove untagged manifests (not an index's children, not referrers of a kept
+    /// image), subject to the age criteria.
+    #[serde(default)]
+    pub untagged: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_age: Option<Duration>,
+    pub max_size: Option<ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]

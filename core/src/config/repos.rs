@@ -58,6 +58,8 @@ pub(super) fn repositories(
             .transpose()
             .map_err(|(k, reason)| source.err(key(&k), reason))?;
         let (v1_enabled, anonymous_pull) = (r.v1_enabled, r.anonymous_pull);
+        let lifecycle =
+            super::policy::repo_lifecycle(&r).map_err(|(k, reason)| source.err(key(&k), reason))?;
         let spec = spec(r, &name, source).map_err(|(k, reason)| source.err(key(&k), reason))?;
         out.push(RepoConfig {
             name,
@@ -65,6 +67,7 @@ pub(super) fn repositories(
             v1_enabled,
             anonymous_pull,
             spec,
+            lifecycle,
         });
     }
     Ok(out)

@@ -146,3 +146,53 @@ fn duplicate_names_are_rejected() {
     let e = parse(&text).unwrap_err();
     assert!(e.reason.contains("already used"), "{e}");
 }
+
+#[test]
+fn lifecycle_keys_parse_and_bad_ones_name_the_key() {
+    let base = "storage: { root: /d }\nmain: { listen: 127.0.0.1:8081 }\n";
+    let c = parse(&format!(
+        "{base}gc: {{ interval: 0s, grace: 10m, undo_window: 2d }}\nrepositories:\n  - name: h\n    kind: hosted\n    quota: 10GiB\n    immutable_tags: ['^v']\n    cleanup:\n      - {{ name: builds, tags: '^b-', keep_last: 3, older_than: 30d }}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.gc.interval, None);
+    assert_eq!(c.gc.grace, std::time::Duration::from_secs(600));
+    let l = &c.repositories[0].lifecycle;
+    assert_eq!(l.quota, Some(10 << 30));
+    assert!(l.immutable("v1").is_some() && l.immutable("latest").is_none());
+    assert_eq!(l.cleanup[0].keep_last, Some(3));
+    for (yaml, key, reason) in [
+        (
+            "cleanup: [{ name: all }]",
+            "repositories[0].cleanup[0].name",
+            "no criterion",
+        ),
+        (
+            "cleanup: [{ name: x, tags: '(', keep_last: 1 }]",
+            "repositories[0].cleanup[0].tags",
+            "not a regex",
+        ),
+        ("quota: 10 parsecs", "repositories[0].quota", "unknown unit"),
+        (
+            "cache: { max_age: 1d }",
+            "repositories[0].cache",
+            "only proxy",
+        ),
+    ] {
+        let e = parse(&format!(
+            "{base}repositories:\n  - {{ name: h, kind: hosted, {} }}\n",
+            yaml.trim_start_matches('{')
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(key) && e.contains(reason) && e.contains("core.yaml"),
+            "{yaml}: {e}"
+        );
+    }
+    let e = parse(&format!(
+        "{base}gc: {{ undo_window: 30d, history_retention: 7d }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("gc.history_retention"), "{e}");
+}

@@ -5,18 +5,23 @@
 //!
 //! # Layout
 //! - `gc.rs`: the online collector (CLI `berth-core gc`, `POST /api/v1/gc`, a schedule).
+//! - `policy.rs`: cleanup policies and a proxy's cache eviction, with exact dry runs.
 //! - this file: [`Lifecycle`], what a running core holds — one collection at a time in this
-//!   process, the last reports for the admin API, the schedule.
+//!   process, the last reports for the admin API, the schedule (policies, then a collection).
 
 pub mod gc;
+pub mod policy;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use tokio::sync::watch;
 
 pub use gc::{GcError, GcReport, GcSettings};
+pub use policy::{CleanupReport, RepoLifecycle};
 
+use crate::oci::RepoName;
+use crate::storage::metadata::MetadataError;
 use crate::storage::Stores;
 
 /// Reports kept for the admin API.
@@ -35,18 +40,67 @@ pub enum RunError {
 pub struct Lifecycle {
     stores: Stores,
     pub gc: GcSettings,
+    repos: BTreeMap<RepoName, RepoLifecycle>,
     running: tokio::sync::Mutex<()>,
     reports: Mutex<VecDeque<GcReport>>,
+    cleanups: Mutex<BTreeMap<RepoName, CleanupReport>>,
 }
 
 impl Lifecycle {
-    pub fn new(stores: Stores, gc: GcSettings) -> Self {
+    pub fn new(stores: Stores, gc: GcSettings, repos: BTreeMap<RepoName, RepoLifecycle>) -> Self {
         Lifecycle {
             stores,
             gc,
+            repos,
             running: tokio::sync::Mutex::new(()),
             reports: Mutex::new(VecDeque::new()),
+            cleanups: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// A repository's life-cycle settings.
+    pub fn repo(&self, name: &RepoName) -> Option<&RepoLifecycle> {
+        self.repos.get(name)
+    }
+
+    /// Runs (or previews) one repository's cleanup policies and cache eviction; a real run's
+    /// report is kept for the admin API.
+    pub async fn cleanup(
+        &self,
+        name: &RepoName,
+        dry_run: bool,
+    ) -> Result<CleanupReport, MetadataError> {
+        let Some(life) = self.repos.get(name) else {
+            return Ok(CleanupReport::default());
+        };
+        self.stores.pulls.flush(self.stores.meta.as_ref()).await?;
+        let mut report = policy::cleanup(&self.stores, name, life, dry_run).await?;
+        if let Some(cache) = &life.cache {
+            let evicted = policy::evict(&self.stores, name, cache, dry_run).await?;
+            report.manifests.extend(evicted.manifests);
+            report.bytes += evicted.bytes;
+        }
+        if !dry_run {
+            if let Ok(mut c) = self.cleanups.lock() {
+                c.insert(name.clone(), report.clone());
+            }
+        }
+        Ok(report)
+    }
+
+    /// The last real cleanup run of a repository.
+    pub fn last_cleanup(&self, name: &RepoName) -> Option<CleanupReport> {
+        self.cleanups.lock().ok()?.get(name).cloned()
+    }
+
+    /// Every repository's policies, then a collection (what the schedule runs).
+    async fn scheduled(&self) -> Result<GcReport, RunError> {
+        for name in self.repos.keys() {
+            if let Err(e) = self.cleanup(name, false).await {
+                tracing::error!(repository = %name, error = %e, "cleanup policies failed");
+            }
+        }
+        self.collect(false).await
     }
 
     pub fn stores(&self) -> &Stores {
@@ -93,7 +147,7 @@ impl Lifecycle {
             }
             // Stopping halfway is safe: a dropped claim gives its records back.
             let outcome = tokio::select! {
-                r = self.collect(false) => r,
+                r = self.scheduled() => r,
                 _ = stop.changed() => return,
             };
             match outcome {

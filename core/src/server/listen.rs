@@ -152,6 +152,10 @@ pub async fn run(
         };
         tasks.push(tokio::spawn(accept.run(socket, stop_rx.clone())));
     }
+    tasks.push(tokio::spawn(tasks::flush_pulls(
+        stores.clone(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(tasks::sweep_uploads(
         stores,
         limits.upload_expiry,

@@ -34,6 +34,26 @@ pub(super) async fn watch_certificates(
     }
 }
 
+/// How often noted pull times are written.
+const PULL_FLUSH: Duration = Duration::from_secs(30);
+
+/// Writes noted pull times every [`PULL_FLUSH`], and once more on shutdown.
+pub(super) async fn flush_pulls(stores: Stores, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PULL_FLUSH);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.changed() => true,
+        };
+        if let Err(e) = stores.pulls.flush(stores.meta.as_ref()).await {
+            tracing::warn!(error = %e, "cannot record pull times");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 /// Removes upload sessions nobody has touched for `expiry` (abandoned pushes would otherwise
 /// hold disk space and count against the per-repository cap forever).
 pub(super) async fn sweep_uploads(

@@ -37,6 +37,11 @@ pub fn registry(config: &Config, stores: &Stores) -> Result<Registry, ServeError
         lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
             stores.clone(),
             config.gc.clone(),
+            config
+                .repositories
+                .iter()
+                .map(|r| (r.name.clone(), r.lifecycle.clone()))
+                .collect(),
         )),
     })
 }
@@ -62,7 +67,8 @@ fn repositories(
         let repo: Arc<dyn Repository> = match &r.spec {
             RepoSpec::Hosted { write_policy } => Arc::new(
                 HostedRepository::new(r.name.clone(), stores.clone(), *write_policy)
-                    .with_upload_limits(config.limits.uploads),
+                    .with_upload_limits(config.limits.uploads)
+                    .with_lifecycle(r.lifecycle.clone()),
             ),
             RepoSpec::Proxy(settings) => Arc::new(
                 ProxyRepository::new(r.name.clone(), stores.clone(), settings.clone()).map_err(

@@ -19,6 +19,7 @@ pub mod adopt;
 pub mod blob;
 pub mod import;
 pub mod metadata;
+pub mod pulls;
 
 use std::io;
 use std::path::PathBuf;
@@ -110,6 +111,8 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetadataStore>,
+    /// Pull times waiting to be written (see [`pulls`]).
+    pub pulls: Arc<pulls::PullLog>,
 }
 
 /// Where the stores are (the `storage` section of the config).
@@ -166,6 +169,7 @@ impl Stores {
         let stores = Stores {
             blobs: Arc::new(blobs),
             meta: Arc::new(meta),
+            pulls: Arc::default(),
         };
         import::if_needed(&config.root, &stores)
             .await
@@ -188,6 +192,7 @@ impl Stores {
         Ok(Stores {
             blobs: Arc::new(blob::memory::MemoryBlobStore::new()),
             meta: Arc::new(meta),
+            pulls: Arc::default(),
         })
     }
 }

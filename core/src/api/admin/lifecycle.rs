@@ -59,6 +59,56 @@ pub(super) fn gc_status(reg: &Registry) -> http::Response<super::Body> {
     )
 }
 
+/// `GET /api/v1/repositories/{repo}/cleanup`: the policies and the last run;
+/// `POST ...[?dry_run=true]`: runs them now (or lists exactly what they would remove).
+pub(super) async fn cleanup(
+    reg: &Registry,
+    repo: &RepoName,
+    req: &Parts,
+    actor: &str,
+) -> ApiResult {
+    let life = reg.lifecycle.repo(repo);
+    if req.method != http::Method::POST {
+        let policies: Vec<serde_json::Value> = life
+            .map(|l| {
+                l.cleanup
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "name": p.name,
+                            "images": p.images.as_ref().map(|r| r.as_str()),
+                            "tags": p.tags.as_ref().map(|r| r.as_str()),
+                            "exclude_tags": p.exclude_tags.as_ref().map(|r| r.as_str()),
+                            "keep_last": p.keep_last,
+                            "older_than_seconds": p.older_than.map(|d| d.as_secs()),
+                            "not_pulled_for_seconds": p.not_pulled_for.map(|d| d.as_secs()),
+                            "untagged": p.untagged,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Ok(response::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "policies": policies,
+                "immutable_tags": life.map(|l| l.immutable_tags.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>()),
+                "quota": life.and_then(|l| l.quota),
+                "last_run": reg.lifecycle.last_cleanup(repo),
+            }),
+        ));
+    }
+    let dry_run = flag(req, "dry_run");
+    tracing::info!(target: "berth_core::audit", who = actor, action = "cleanup",
+        repository = %repo, dry_run, "audit");
+    let report = reg
+        .lifecycle
+        .cleanup(repo, dry_run)
+        .await
+        .map_err(internal)?;
+    Ok(response::json(StatusCode::OK, &serde_json::json!(report)))
+}
+
 /// `GET /api/v1/repositories/{repo}/usage`.
 pub(super) async fn usage(reg: &Registry, repo: &RepoName) -> ApiResult {
     let usage = reg

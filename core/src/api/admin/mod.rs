@@ -30,6 +30,7 @@ pub enum AdminRoute {
     Usage(String),
     History(String),
     Restore(String),
+    Cleanup(String),
     /// Under `/api/` but no such endpoint (or method).
     Unknown {
         allowed: &'static [&'static str],
@@ -63,6 +64,12 @@ pub fn route(reg: &Registry, path: &str, method: &Method) -> Option<AdminRoute> 
                 (AdminRoute::Usage(repo), read, &["GET", "HEAD"])
             } else if let Some(repo) = repo_path("/history") {
                 (AdminRoute::History(repo), read, &["GET", "HEAD"])
+            } else if let Some(repo) = repo_path("/cleanup") {
+                (
+                    AdminRoute::Cleanup(repo),
+                    read || post,
+                    &["GET", "HEAD", "POST"],
+                )
             } else if let Some(repo) = repo_path("/restore") {
                 (AdminRoute::Restore(repo), post, &["POST"])
             } else if rest.starts_with("/api/") {
@@ -97,6 +104,9 @@ pub async fn serve(
         AdminRoute::Gc => Ok(lifecycle::gc_status(reg)),
         AdminRoute::Usage(repo) => lifecycle::usage(reg, &repo_name(reg, &repo)?).await,
         AdminRoute::History(repo) => lifecycle::history(reg, &repo_name(reg, &repo)?, req).await,
+        AdminRoute::Cleanup(repo) => {
+            lifecycle::cleanup(reg, &repo_name(reg, &repo)?, req, actor).await
+        }
         AdminRoute::Restore(repo) => {
             let repo = repo_name(reg, &repo)?;
             lifecycle::restore(reg, &repo, json_body(body).await?, actor).await

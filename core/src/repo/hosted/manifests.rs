@@ -42,6 +42,7 @@ impl HostedRepository {
             Err(StorageError::NotFound) => return Err(unknown()),
             other => other?,
         };
+        self.stores.pulls.record(&ns, &digest);
         Ok(Manifest {
             digest,
             media_type,
@@ -98,14 +99,20 @@ impl HostedRepository {
                 ErrorCode::DigestInvalid,
                 format!("manifest bytes have digest {digest}, not {d}"),
             )),
-            Reference::Tag(t) if self.policy == WritePolicy::DenyRedeploy => {
+            Reference::Tag(t) if self.policy == WritePolicy::DenyRedeploy || self.immutable(t).is_some() => {
                 match self.stores.meta.tag(ns, t).await? {
                     Some(old) if &old != digest => Err(client(
                         ErrorCode::Denied,
-                        format!(
-                            "tag {t} already points at {old} and repository {} denies redeploy",
-                            self.name
-                        ),
+                        match self.immutable(t) {
+                            Some(rule) => format!(
+                                "tag {t} is immutable in repository {} (immutable_tags: {rule}); it already points at {old}",
+                                self.name
+                            ),
+                            None => format!(
+                                "tag {t} already points at {old} and repository {} denies redeploy",
+                                self.name
+                            ),
+                        },
                     )),
                     _ => Ok(()),
                 }
@@ -193,6 +200,7 @@ impl HostedRepository {
     ) -> Result<()> {
         self.writable()?;
         let ns = self.ns(image);
+        self.check_not_immutable(&ns, reference).await?;
         let deleted = match reference {
             Reference::Tag(t) => {
                 let actor = Actor::new(actor, "delete");
@@ -212,6 +220,36 @@ impl HostedRepository {
             Ok(())
         } else {
             Err(Self::manifest_unknown(image, reference))
+        }
+    }
+}
+
+impl HostedRepository {
+    /// Immutable tags are never deleted, nor the manifests they point at.
+    async fn check_not_immutable(&self, ns: &Namespace, reference: &Reference) -> Result<()> {
+        if self.lifecycle.immutable_tags.is_empty() {
+            return Ok(());
+        }
+        let held = match reference {
+            Reference::Tag(t) => self.immutable(t).map(|r| (t.to_string(), r.to_string())),
+            Reference::Digest(d) => self
+                .stores
+                .meta
+                .tag_infos(ns)
+                .await?
+                .into_iter()
+                .filter(|t| &t.digest == d)
+                .find_map(|t| {
+                    self.immutable_str(&t.tag)
+                        .map(|r| (t.tag.clone(), r.to_string()))
+                }),
+        };
+        match held {
+            Some((tag, rule)) => Err(client(
+                ErrorCode::Denied,
+                format!("tag {tag} is immutable in repository {} (immutable_tags: {rule}); it cannot be deleted", self.name),
+            )),
+            None => Ok(()),
         }
     }
 }

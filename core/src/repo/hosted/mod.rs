@@ -19,6 +19,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::upload_cap::UploadLimits;
+use crate::lifecycle::RepoLifecycle;
+
+/// How long a measured usage is trusted by the quota check.
+const USAGE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 use super::{client, Manifest, PushedManifest, RepoError, RepoKind, Repository, Result};
 use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, Reference, RepoName};
 use crate::storage::metadata::Page;
@@ -44,6 +48,10 @@ pub struct HostedRepository {
     policy: WritePolicy,
     /// The cap on open upload sessions (abandoned sessions are also swept separately).
     upload_limits: UploadLimits,
+    /// Immutable tags and the quota.
+    lifecycle: RepoLifecycle,
+    /// Usage as last measured, and when (the quota check must not query per chunk).
+    usage: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 impl HostedRepository {
@@ -53,6 +61,61 @@ impl HostedRepository {
             stores,
             policy,
             upload_limits: UploadLimits::unlimited(),
+            lifecycle: RepoLifecycle::default(),
+            usage: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Applies immutable tags and the quota.
+    pub fn with_lifecycle(mut self, lifecycle: RepoLifecycle) -> Self {
+        self.lifecycle = lifecycle;
+        self
+    }
+
+    fn immutable(&self, tag: &crate::oci::Tag) -> Option<&regex::Regex> {
+        self.lifecycle.immutable(tag.as_str())
+    }
+
+    fn immutable_str(&self, tag: &str) -> Option<&regex::Regex> {
+        self.lifecycle.immutable(tag)
+    }
+
+    /// Refuses to take `adding` more bytes beyond the quota (`DENIED`, naming it). Usage is
+    /// measured at most every few seconds; bytes stored since are added as they come.
+    async fn check_quota(&self, adding: u64) -> Result<()> {
+        let Some(quota) = self.lifecycle.quota else {
+            return Ok(());
+        };
+        let cached = self.usage.lock().ok().and_then(|u| *u);
+        let used = match cached {
+            Some((at, bytes)) if at.elapsed() < USAGE_TTL => bytes,
+            _ => {
+                let bytes = self.stores.meta.usage(&self.name).await?.bytes;
+                if let Ok(mut u) = self.usage.lock() {
+                    *u = Some((std::time::Instant::now(), bytes));
+                }
+                bytes
+            }
+        };
+        if used.saturating_add(adding) > quota {
+            return Err(client(
+                ErrorCode::Denied,
+                format!(
+                    "repository {} is over its quota of {} ({used} bytes used, this needs {adding} more); delete images or ask for a larger quota",
+                    self.name,
+                    berth_config::ByteSize(quota)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts bytes just stored against the quota until usage is measured again.
+    fn note_stored(&self, bytes: u64) {
+        if let Ok(mut u) = self.usage.lock() {
+            if let Some((_, used)) = u.as_mut() {
+                *used = used.saturating_add(bytes);
+            }
         }
     }
 

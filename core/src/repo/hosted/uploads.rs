@@ -52,6 +52,7 @@ impl HostedRepository {
 
     pub(super) async fn start_upload(&self, image: &ImageName, client: &str) -> Result<String> {
         self.writable()?;
+        self.check_quota(0).await?;
         if self.upload_limits.max_sessions != usize::MAX {
             self.make_room(client).await?;
         }
@@ -106,6 +107,18 @@ impl HostedRepository {
                 digest.clone(),
             )));
         }
+        if self.lifecycle.quota.is_some() {
+            let size = self
+                .stores
+                .blobs
+                .upload_size(id)
+                .await
+                .map_err(upload_error)?;
+            if let Err(e) = self.check_quota(size).await {
+                self.cancel_upload(id).await?;
+                return Err(e);
+            }
+        }
         // The record first, so the collector leaves the bytes alone while they are placed.
         self.stores.meta.blob_intent(digest).await?;
         let committed = self.stores.blobs.upload_commit(id, digest).await;
@@ -118,6 +131,7 @@ impl HostedRepository {
             .meta
             .blob_placed(Some(&self.ns(image)), digest, size)
             .await?;
+        self.note_stored(size);
         Ok(size)
     }
 

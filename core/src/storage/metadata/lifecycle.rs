@@ -71,6 +71,38 @@ pub struct Usage {
     pub deleted_manifests: u64,
 }
 
+/// A tag as cleanup policies judge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagInfo {
+    pub tag: String,
+    pub digest: Digest,
+    /// When the tag last moved here (Unix seconds).
+    pub pushed_at: i64,
+    /// When its manifest was last pulled, if ever (Unix seconds).
+    pub pulled_at: Option<i64>,
+}
+
+/// A live manifest as cleanup policies and cache eviction judge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestAge {
+    pub digest: Digest,
+    pub size: u64,
+    pub pushed_at: i64,
+    pub pulled_at: Option<i64>,
+    pub tagged: bool,
+    /// Named by another live manifest of the image (an index's child).
+    pub child: bool,
+    /// A referrer (its subject decides its fate).
+    pub subject: Option<Digest>,
+}
+
+impl ManifestAge {
+    /// When it was last used: pulled, or else pushed.
+    pub fn last_used(&self) -> i64 {
+        self.pulled_at.unwrap_or(self.pushed_at).max(self.pushed_at)
+    }
+}
+
 /// Cut-off times for a collection (Unix seconds): content older than them may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cutoffs {
@@ -146,6 +178,24 @@ pub trait LifecycleStore: Send + Sync + 'static {
         actor: Actor<'_>,
     ) -> Result<Restore>;
     async fn usage(&self, repo: &RepoName) -> Result<Usage>;
+
+    /// Tags of `ns` with their ages.
+    async fn tag_infos(&self, ns: &Namespace) -> Result<Vec<TagInfo>>;
+    /// Live manifests of `ns` with their ages and standing.
+    async fn manifest_ages(&self, ns: &Namespace) -> Result<Vec<ManifestAge>>;
+    /// Bytes that removing these manifests of `ns` would free once collected: their own and
+    /// those of the blobs they name, unless something else still holds them.
+    async fn freed_bytes(&self, ns: &Namespace, manifests: &[Digest]) -> Result<u64>;
+    /// Records when manifests were last pulled (batched by the caller: not a write per pull).
+    async fn record_pulls(&self, pulls: &[(Namespace, Digest, i64)]) -> Result<()>;
+    /// Deletes a manifest for good at the next collection, skipping the undo window (a proxy's
+    /// cache eviction: the remote still has it).
+    async fn evict_manifest(
+        &self,
+        ns: &Namespace,
+        digest: &Digest,
+        actor: Actor<'_>,
+    ) -> Result<bool>;
 
     /// Removes deleted manifests past the undo window (never one a live manifest names),
     /// looking at up to `limit` candidates after `after`.

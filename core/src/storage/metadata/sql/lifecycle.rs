@@ -5,10 +5,11 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::writes::{self, placeholders};
-use super::{db, gc, in_ns, parse, text, SqlMetadata, Tx};
+use super::{db, gc, in_ns, parse, policy, text, SqlMetadata, Tx};
 use crate::oci::{Digest, RepoName, Tag};
 use crate::storage::metadata::lifecycle::{
-    BlobClaim, Cursor, Cutoffs, LifecycleStore, Preview, Restore, Step, TagEvent, Usage,
+    BlobClaim, Cursor, Cutoffs, LifecycleStore, ManifestAge, Preview, Restore, Step, TagEvent,
+    TagInfo, Usage,
 };
 use crate::storage::metadata::{now, Actor, Result};
 use crate::storage::Namespace;
@@ -289,6 +290,31 @@ impl LifecycleStore for SqlMetadata {
             deleted_manifests: count(&counts, 1)?,
             tags: count(&counts, 2)?,
         })
+    }
+
+    async fn tag_infos(&self, ns: &Namespace) -> Result<Vec<TagInfo>> {
+        policy::tag_infos(self, ns).await
+    }
+
+    async fn manifest_ages(&self, ns: &Namespace) -> Result<Vec<ManifestAge>> {
+        policy::manifest_ages(self, ns).await
+    }
+
+    async fn freed_bytes(&self, ns: &Namespace, manifests: &[Digest]) -> Result<u64> {
+        policy::freed_bytes(self, ns, manifests).await
+    }
+
+    async fn record_pulls(&self, pulls: &[(Namespace, Digest, i64)]) -> Result<()> {
+        policy::record_pulls(self, pulls).await
+    }
+
+    async fn evict_manifest(
+        &self,
+        ns: &Namespace,
+        digest: &Digest,
+        actor: Actor<'_>,
+    ) -> Result<bool> {
+        policy::evict(self, ns, digest, actor).await
     }
 
     async fn gc_expire_manifests(

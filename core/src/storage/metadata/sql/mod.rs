@@ -13,6 +13,7 @@
 mod gc;
 mod lifecycle;
 mod open;
+mod policy;
 mod writes;
 
 use std::str::FromStr;
@@ -210,7 +211,7 @@ impl MetadataStore for SqlMetadata {
         actor: Actor<'_>,
     ) -> Result<Option<Deleted>> {
         let mut tx = self.write_tx().await?;
-        let deleted = writes::trash_manifest(&mut tx, ns, digest, actor).await?;
+        let deleted = writes::trash_manifest(&mut tx, ns, digest, actor, now()).await?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)
     }

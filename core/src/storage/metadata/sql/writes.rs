@@ -296,8 +296,8 @@ pub(super) async fn trash_manifest(
     ns: &Namespace,
     digest: &Digest,
     actor: Actor<'_>,
+    at: i64,
 ) -> Result<Option<Deleted>> {
-    let at = now();
     let Some(row) = in_ns(
         "UPDATE manifests SET deleted_at = $4 WHERE repo = $1 AND image = $2 AND digest = $3 \
          AND deleted_at IS NULL RETURNING subject",
