@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::storage::metadata::lifecycle::{Cursor, Cutoffs, Preview};
+use crate::oci::Digest;
+use crate::storage::metadata::lifecycle::{Cursor, Cutoffs, Preview, Step};
 use crate::storage::metadata::{now, now_ms, MetadataError};
-use crate::storage::{StorageError, Stores};
+use crate::storage::{Namespace, StorageError, Stores};
 
 /// Rows per transaction: small enough that a push waiting on SQLite's writer waits
 /// milliseconds, large enough that 100 000 blobs take a few hundred transactions.
@@ -115,8 +116,15 @@ pub async fn collect(
         report.bytes_freed = preview.bytes;
         report.preview = Some(preview);
     } else {
-        expire_manifests(stores, cutoffs, &mut report).await?;
-        unlink_blobs(stores, cutoffs, &mut report).await?;
+        let meta = &stores.meta;
+        report.manifests_removed = drain("remove manifest", |c| async move {
+            meta.gc_expire_manifests(cutoffs, c.as_ref(), BATCH).await
+        })
+        .await?;
+        report.links_removed = drain("unlink blob", |c| async move {
+            meta.gc_unlink_blobs(cutoffs, c.as_ref(), BATCH).await
+        })
+        .await?;
         delete_blobs(stores, cutoffs, &mut report).await?;
         let history_ms = i64::try_from(settings.history.as_millis()).unwrap_or(i64::MAX);
         report.history_events_removed = stores
@@ -139,48 +147,24 @@ pub async fn collect(
     Ok(report)
 }
 
-async fn expire_manifests(
-    stores: &Stores,
-    cutoffs: Cutoffs,
-    report: &mut GcReport,
-) -> Result<(), GcError> {
-    let mut cursor: Option<Cursor> = None;
+/// Runs a keyed step (expiry or unlinking) batch after batch until it is done; audits each
+/// removal as `action` and returns how many there were.
+async fn drain<F, Fut>(action: &'static str, mut step: F) -> Result<u64, GcError>
+where
+    F: FnMut(Option<Cursor>) -> Fut,
+    Fut: std::future::Future<Output = Result<Step<(Namespace, Digest)>, MetadataError>>,
+{
+    let (mut cursor, mut removed) = (None, 0);
     loop {
-        let step = stores
-            .meta
-            .gc_expire_manifests(cutoffs, cursor.as_ref(), BATCH)
-            .await?;
+        let step = step(cursor.take()).await?;
         for (ns, digest) in &step.removed {
-            tracing::info!(target: "berth_core::audit", who = "gc", action = "remove manifest",
+            tracing::info!(target: "berth_core::audit", who = "gc", action,
                 namespace = %ns.path(), %digest, "audit");
         }
-        report.manifests_removed += step.removed.len() as u64;
+        removed += step.removed.len() as u64;
         match step.next {
             Some(c) => cursor = Some(c),
-            None => return Ok(()),
-        }
-    }
-}
-
-async fn unlink_blobs(
-    stores: &Stores,
-    cutoffs: Cutoffs,
-    report: &mut GcReport,
-) -> Result<(), GcError> {
-    let mut cursor: Option<Cursor> = None;
-    loop {
-        let step = stores
-            .meta
-            .gc_unlink_blobs(cutoffs, cursor.as_ref(), BATCH)
-            .await?;
-        for (ns, digest) in &step.removed {
-            tracing::info!(target: "berth_core::audit", who = "gc", action = "unlink blob",
-                namespace = %ns.path(), %digest, "audit");
-        }
-        report.links_removed += step.removed.len() as u64;
-        match step.next {
-            Some(c) => cursor = Some(c),
-            None => return Ok(()),
+            None => return Ok(removed),
         }
     }
 }

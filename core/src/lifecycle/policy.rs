@@ -82,6 +82,17 @@ pub struct CleanupReport {
     pub bytes: u64,
 }
 
+impl CleanupReport {
+    fn new(repo: &RepoName, dry_run: bool, at: i64) -> Self {
+        CleanupReport {
+            repository: repo.to_string(),
+            dry_run,
+            at,
+            ..CleanupReport::default()
+        }
+    }
+}
+
 fn older(at: i64, than: Option<Duration>, now: i64) -> bool {
     than.is_none_or(|d| at < now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
 }
@@ -211,12 +222,7 @@ pub async fn cleanup(
     dry_run: bool,
 ) -> Result<CleanupReport, MetadataError> {
     let now = now();
-    let mut report = CleanupReport {
-        repository: repo.to_string(),
-        dry_run,
-        at: now,
-        ..CleanupReport::default()
-    };
+    let mut report = CleanupReport::new(repo, dry_run, now);
     if life.cleanup.is_empty() {
         return Ok(report);
     }
@@ -259,12 +265,7 @@ pub async fn evict(
     dry_run: bool,
 ) -> Result<CleanupReport, MetadataError> {
     let now = now();
-    let mut report = CleanupReport {
-        repository: repo.to_string(),
-        dry_run,
-        at: now,
-        ..CleanupReport::default()
-    };
+    let mut report = CleanupReport::new(repo, dry_run, now);
     let mut candidates: Vec<(i64, Namespace, ManifestAge)> = Vec::new();
     for image in all_images(stores, repo).await? {
         let ns = Namespace::new(repo.clone(), image);

@@ -105,31 +105,20 @@ fn next_cursor(found: &[(String, String, String)], limit: usize) -> Option<Curso
         .map(|(r, i, d)| Cursor(vec![r.clone(), i.clone(), d.clone()]))
 }
 
-pub(super) async fn expire_manifests(
+/// Deletes each candidate with `delete` (binding the cut-off, then repo, image, digest), and
+/// with `and_then` what belongs to it, in one transaction; what was deleted.
+async fn delete_keyed(
     s: &SqlMetadata,
-    cutoffs: Cutoffs,
-    after: Option<&Cursor>,
-    limit: usize,
-) -> Result<Step<(Namespace, Digest)>> {
-    let found = keyed_candidates(
-        s,
-        "manifests",
-        "m",
-        &expired("m", "$1"),
-        cutoffs.deleted_before,
-        after,
-        limit,
-    )
-    .await?;
+    found: &[(String, String, String)],
+    cutoff: i64,
+    delete: &str,
+    and_then: Option<&'static str>,
+) -> Result<Vec<(Namespace, Digest)>> {
     let mut tx = s.write_tx().await?;
     let mut removed = Vec::new();
-    let gone = format!(
-        "DELETE FROM manifests WHERE repo = $2 AND image = $3 AND digest = $4 AND {}",
-        expired("manifests", "$1")
-    );
-    for (repo, image, digest) in &found {
-        let r = sqlx::query(sqlx::AssertSqlSafe(gone.clone()))
-            .bind(cutoffs.deleted_before)
+    for (repo, image, digest) in found {
+        let r = sqlx::query(sqlx::AssertSqlSafe(delete.to_owned()))
+            .bind(cutoff)
             .bind(repo)
             .bind(image)
             .bind(digest)
@@ -139,19 +128,46 @@ pub(super) async fn expire_manifests(
         if r.rows_affected() == 0 {
             continue;
         }
-        sqlx::query("DELETE FROM manifest_refs WHERE repo = $1 AND image = $2 AND digest = $3")
-            .bind(repo)
-            .bind(image)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        if let Some(sql) = and_then {
+            sqlx::query(sql)
+                .bind(repo)
+                .bind(image)
+                .bind(digest)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
         removed.push(ns_digest(repo.clone(), image.clone(), digest.clone())?);
     }
     tx.commit().await.map_err(db)?;
+    Ok(removed)
+}
+
+pub(super) async fn expire_manifests(
+    s: &SqlMetadata,
+    cutoffs: Cutoffs,
+    after: Option<&Cursor>,
+    limit: usize,
+) -> Result<Step<(Namespace, Digest)>> {
+    let pred = expired("m", "$1");
+    let found = keyed_candidates(
+        s,
+        "manifests",
+        "m",
+        &pred,
+        cutoffs.deleted_before,
+        after,
+        limit,
+    )
+    .await?;
+    let delete = format!(
+        "DELETE FROM manifests WHERE repo = $2 AND image = $3 AND digest = $4 AND {}",
+        expired("manifests", "$1")
+    );
+    let refs = "DELETE FROM manifest_refs WHERE repo = $1 AND image = $2 AND digest = $3";
     Ok(Step {
+        removed: delete_keyed(s, &found, cutoffs.deleted_before, &delete, Some(refs)).await?,
         next: next_cursor(&found, limit),
-        removed,
     })
 }
 
@@ -161,39 +177,24 @@ pub(super) async fn unlink_blobs(
     after: Option<&Cursor>,
     limit: usize,
 ) -> Result<Step<(Namespace, Digest)>> {
+    let pred = unreferenced_link("l", "$1", None);
     let found = keyed_candidates(
         s,
         "blob_links",
         "l",
-        &unreferenced_link("l", "$1", None),
+        &pred,
         cutoffs.touched_before,
         after,
         limit,
     )
     .await?;
-    let gone = format!(
+    let delete = format!(
         "DELETE FROM blob_links WHERE repo = $2 AND image = $3 AND digest = $4 AND {}",
         unreferenced_link("blob_links", "$1", None)
     );
-    let mut tx = s.write_tx().await?;
-    let mut removed = Vec::new();
-    for (repo, image, digest) in &found {
-        let r = sqlx::query(sqlx::AssertSqlSafe(gone.clone()))
-            .bind(cutoffs.touched_before)
-            .bind(repo)
-            .bind(image)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if r.rows_affected() > 0 {
-            removed.push(ns_digest(repo.clone(), image.clone(), digest.clone())?);
-        }
-    }
-    tx.commit().await.map_err(db)?;
     Ok(Step {
+        removed: delete_keyed(s, &found, cutoffs.touched_before, &delete, None).await?,
         next: next_cursor(&found, limit),
-        removed,
     })
 }
 
