@@ -24,6 +24,9 @@ use crate::storage::{Namespace, StorageError, Stores};
 /// Rows per transaction: small enough that a push waiting on SQLite's writer waits
 /// milliseconds, large enough that 100 000 blobs take a few hundred transactions.
 const BATCH: usize = 500;
+/// Blobs per claim: a claim holds its rows (on SQLite, the one writer) while their bytes are
+/// deleted, so it is kept smaller than a batch of row deletions.
+const CLAIM_BATCH: usize = 100;
 /// Blob deletions in flight at once (an object store answers each with a round trip).
 const DELETES_IN_FLIGHT: usize = 16;
 /// Entries a dry run lists of each kind (the counts cover everything).
@@ -178,7 +181,7 @@ async fn delete_blobs(
     loop {
         let (claim, next) = stores
             .meta
-            .gc_claim_blobs(cutoffs, cursor.as_ref(), BATCH)
+            .gc_claim_blobs(cutoffs, cursor.as_ref(), CLAIM_BATCH)
             .await?;
         let outcomes: Vec<_> = futures_util::stream::iter(claim.blobs().to_vec())
             .map(|(digest, size)| async move {
