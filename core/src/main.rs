@@ -187,7 +187,10 @@ async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()
     let stores = Stores::open(&config.storage)
         .await
         .with_context(|| format!("opening storage at {}", config.storage.root.display()))?;
-    let registry = Arc::new(server::registry(&config, &stores)?);
+    let (config, control) = server::Control::start(config, stores.clone())
+        .await
+        .context("applying the settings changed at run time to the config file's")?;
+    let registry = Arc::new(server::registry(&config, &stores, control)?);
     let bound = server::bind(&config).await?;
     tracing::info!(addresses = %bound.addresses(), "listening");
     if let Some(path) = &ready_file {

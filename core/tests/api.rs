@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use berth_core::api::{response, Conn, Listener, Registry};
+use berth_core::api::{response, Conn, Port, Registry};
 use berth_core::config::{Config, Source};
 use berth_core::oci::Digest;
 use berth_core::storage::Stores;
@@ -43,7 +43,7 @@ impl Reply {
 
 struct Harness {
     registry: Registry,
-    connector: Listener,
+    connector: Port,
     /// Holds the storage root (token keys) for the harness's lifetime.
     _dir: tempfile::TempDir,
 }
@@ -58,8 +58,11 @@ async fn harness_from(yaml: &str) -> Harness {
     );
     let config = Config::parse(&text, &Source::new("api-test.yaml", dir.path())).unwrap();
     let stores = Stores::memory().await.unwrap();
-    let registry = berth_core::server::registry(&config, &stores).unwrap();
-    let connector = Listener::Connector(registry.repos.values().next().unwrap().clone());
+    let (config, control) = berth_core::server::Control::start(config, stores.clone())
+        .await
+        .unwrap();
+    let registry = berth_core::server::registry(&config, &stores, control).unwrap();
+    let connector = Port::Connector(registry.repos().keys().next().unwrap().clone());
     Harness {
         registry,
         connector,
@@ -81,7 +84,7 @@ async fn harness() -> Harness {
 impl Harness {
     async fn call_on(
         &self,
-        l: &Listener,
+        l: &Port,
         method: &str,
         uri: &str,
         headers: &[(&str, &str)],
@@ -602,9 +605,7 @@ async fn tag_and_catalog_paging() {
         "</v2/_catalog?n=1&last=app>; rel=\"next\""
     );
     // The main port prefixes each image with its repository.
-    let r = h
-        .call_on(&Listener::Main, "GET", "/v2/_catalog", &[], "")
-        .await;
+    let r = h.call_on(&Port::Main, "GET", "/v2/_catalog", &[], "").await;
     assert_eq!(
         r.json()["repositories"],
         json!(["hosted/app", "hosted/zzz"])
@@ -617,7 +618,7 @@ async fn main_port_routes_by_first_component() {
     h.push_image("team/app", "v1", "m").await;
     let r = h
         .call_on(
-            &Listener::Main,
+            &Port::Main,
             "GET",
             "/v2/hosted/team/app/manifests/v1",
             &[],
@@ -627,7 +628,7 @@ async fn main_port_routes_by_first_component() {
     assert_eq!(r.status, StatusCode::OK);
     let r = h
         .call_on(
-            &Listener::Main,
+            &Port::Main,
             "POST",
             "/v2/hosted/team/app/blobs/uploads/",
             &[],
@@ -638,12 +639,12 @@ async fn main_port_routes_by_first_component() {
         .header("location")
         .contains("/v2/hosted/team/app/blobs/uploads/"));
     let r = h
-        .call_on(&Listener::Main, "GET", "/v2/nosuch/app/tags/list", &[], "")
+        .call_on(&Port::Main, "GET", "/v2/nosuch/app/tags/list", &[], "")
         .await;
     assert_eq!(r.code(), "NAME_UNKNOWN");
     let r = h
         .call_on(
-            &Listener::Main,
+            &Port::Main,
             "GET",
             "/v2/other/team/app/manifests/v1",
             &[],
@@ -652,7 +653,7 @@ async fn main_port_routes_by_first_component() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "repositories are separate");
     let r = h
-        .call_on(&Listener::Main, "GET", "/berth/health", &[], "")
+        .call_on(&Port::Main, "GET", "/berth/health", &[], "")
         .await;
     assert_eq!(r.json()["status"], "ok");
 }

@@ -3,6 +3,7 @@
 //! Docker clients to the token realm, and the realm itself (`GET /v2/token`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -193,7 +194,7 @@ fn scope_actions(action: Action) -> &'static str {
 }
 
 /// The repository whose privileges a write needs: a group's writable member.
-fn privilege_repo(t: &Target<'_>, action: Action) -> RepoName {
+fn privilege_repo(t: &Target, action: Action) -> RepoName {
     match action {
         Action::Write | Action::Delete => t
             .entry
@@ -205,12 +206,7 @@ fn privilege_repo(t: &Target<'_>, action: Action) -> RepoName {
 }
 
 /// Whether the caller may do `action` on the target; a 401 challenge (or 403) if not.
-pub fn authorize(
-    auth: &Auth,
-    caller: &Caller,
-    t: &Target<'_>,
-    action: Action,
-) -> Result<(), ApiError> {
+pub fn authorize(auth: &Auth, caller: &Caller, t: &Target, action: Action) -> Result<(), ApiError> {
     let internal = format!("{}/{}", t.entry.repo.name(), t.image);
     let allowed = match &caller.claims {
         Some(claims) => claims.access.iter().any(|g| {
@@ -340,18 +336,18 @@ fn grants(
 }
 
 /// Maps a client-visible name on this listener to its repository and image.
-fn resolve<'a>(
-    reg: &'a Registry,
-    listener: &'a Listener,
+fn resolve(
+    reg: &Registry,
+    listener: &Listener,
     name: &str,
-) -> Option<(&'a super::RepoEntry, RepoName, ImageName)> {
+) -> Option<(Arc<super::RepoEntry>, RepoName, ImageName)> {
     let image: ImageName = name.parse().ok()?;
     match listener {
-        Listener::Connector(entry) => Some((entry.as_ref(), entry.repo.name().clone(), image)),
+        Listener::Connector(entry) => Some((entry.clone(), entry.repo.name().clone(), image)),
         Listener::Main => {
             let (first, rest) = image.split_first();
-            let (repo, entry) = reg.repos.get_key_value(first)?;
-            Some((entry.as_ref(), repo.clone(), rest?))
+            let entry = reg.repos().get(first).cloned()?;
+            Some((entry.clone(), entry.repo.name().clone(), rest?))
         }
     }
 }

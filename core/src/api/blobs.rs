@@ -16,7 +16,7 @@ pub fn parse_digest(s: &str) -> Result<Digest, super::ApiError> {
         .map_err(|e| err(ErrorCode::DigestInvalid, format!("{e}")))
 }
 
-pub async fn handle(t: &Target<'_>, digest: &str, req: &Parts) -> ApiResult {
+pub async fn handle(t: &Target, digest: &str, req: &Parts) -> ApiResult {
     let digest = match parse_digest(digest) {
         Ok(d) => d,
         // As for manifests: what cannot be spelled is not there (404); a DELETE keeps the 400.
@@ -38,7 +38,7 @@ pub async fn handle(t: &Target<'_>, digest: &str, req: &Parts) -> ApiResult {
     }
 }
 
-async fn get(t: &Target<'_>, digest: &Digest, req: &Parts) -> ApiResult {
+async fn get(t: &Target, digest: &Digest, req: &Parts) -> ApiResult {
     let size = t.repo().blob_size(&t.image, digest).await?;
     let range = req
         .headers

@@ -28,7 +28,7 @@ fn parse_reference(s: &str) -> Result<Reference, ApiError> {
     })
 }
 
-pub async fn handle(t: &Target<'_>, reference: &str, req: &Parts, body: Body) -> ApiResult {
+pub async fn handle(t: &Target, reference: &str, req: &Parts, body: Body) -> ApiResult {
     let reading = matches!(req.method, Method::GET | Method::HEAD);
     let reference = match parse_reference(reference) {
         Ok(r) => r,
@@ -89,7 +89,7 @@ fn default_platform_child(index: &Manifest, accept: &[String]) -> Option<crate::
     })
 }
 
-async fn get(t: &Target<'_>, reference: &Reference, req: &Parts) -> ApiResult {
+async fn get(t: &Target, reference: &Reference, req: &Parts) -> ApiResult {
     let mut m = t.repo().manifest(&t.image, reference).await?;
     if let Some(accept) = accepted(req) {
         if !accept.contains(&m.media_type) {
@@ -125,7 +125,7 @@ async fn get(t: &Target<'_>, reference: &Reference, req: &Parts) -> ApiResult {
     Ok(r)
 }
 
-async fn put(t: &Target<'_>, reference: &Reference, req: &Parts, body: Body) -> ApiResult {
+async fn put(t: &Target, reference: &Reference, req: &Parts, body: Body) -> ApiResult {
     let too_big = || {
         err(
             ErrorCode::ManifestInvalid,

@@ -50,11 +50,18 @@ pub struct RepoEntry {
     /// Where writes land, for privilege checks: the repository itself if hosted, a group's
     /// writable member, `None` for a proxy.
     pub write_repo: Option<RepoName>,
+    /// Mirror mode (groups): the repository serving each upstream named in `?ns=`.
+    pub mirrors: BTreeMap<String, RepoName>,
+    /// The settings it was built from.
+    pub config: crate::config::RepoConfig,
 }
+
+/// The repositories served, by name; replaced whole when one changes at run time.
+pub type RepoMap = BTreeMap<RepoName, Arc<RepoEntry>>;
 
 /// Everything the API layer serves.
 pub struct Registry {
-    pub repos: BTreeMap<RepoName, Arc<RepoEntry>>,
+    pub(crate) repos: std::sync::RwLock<Arc<RepoMap>>,
     pub context_path: String,
     pub trusted_proxies: Vec<Cidr>,
     /// A request body that stalls this long is abandoned (slowloris bodies).
@@ -63,9 +70,19 @@ pub struct Registry {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Garbage collection, undo, usage.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// Changes at run time: repositories, users, roles, tokens.
+    pub control: Arc<crate::server::Control>,
 }
 
-/// Which listener a request arrived on.
+/// Which socket a request arrived on.
+#[derive(Clone)]
+pub enum Port {
+    Main,
+    /// A repository's connector, resolved to the repository's current entry per request.
+    Connector(RepoName),
+}
+
+/// Which listener a request arrived on, resolved to the repository it serves.
 #[derive(Clone)]
 pub enum Listener {
     /// The main port: `/v2/<repository>/<image>/...` plus admin endpoints.
@@ -84,25 +101,29 @@ pub struct Conn {
 }
 
 /// The resolved target of a V2 request.
-pub struct Target<'a> {
-    pub entry: &'a RepoEntry,
+pub struct Target {
+    /// The repository the client named: privileges are checked against it.
+    pub entry: Arc<RepoEntry>,
+    /// Mirror mode: the repository a group hands an `?ns=` request to.
+    pub mirror: Option<Arc<RepoEntry>>,
     pub image: ImageName,
     /// The path prefix the client used for this repository (`""` on a connector).
-    pub prefix: &'a str,
+    pub prefix: String,
     /// `scheme://host[:port]` as the client sees it.
     pub base: String,
     /// Who asks, for the tag history: a user name, or `anonymous`.
     pub actor: String,
 }
 
-impl Target<'_> {
+impl Target {
+    /// The repository that serves the request.
     pub fn repo(&self) -> &dyn Repository {
-        self.entry.repo.as_ref()
+        self.mirror.as_ref().unwrap_or(&self.entry).repo.as_ref()
     }
 
     /// The name as the client spells it.
     pub fn client_name(&self) -> String {
-        self.image.prefixed(self.prefix)
+        self.image.prefixed(&self.prefix)
     }
 
     /// An absolute URL under this image: `base/v2/<name>/<suffix>`.
@@ -126,12 +147,7 @@ type CallerOf<'a> = Option<(&'a crate::auth::Auth, access::Caller)>;
 
 impl Registry {
     /// Serves one request, inside a tracing span that logs its outcome.
-    pub async fn handle(
-        &self,
-        listener: &Listener,
-        conn: Conn,
-        req: Request<Body>,
-    ) -> Response<Body> {
+    pub async fn handle(&self, port: &Port, conn: Conn, req: Request<Body>) -> Response<Body> {
         let id = format!("{:x}", REQUEST_IDS.fetch_add(1, Ordering::Relaxed));
         let span = tracing::info_span!(
             "request",
@@ -143,10 +159,14 @@ impl Registry {
         let started = Instant::now();
         async move {
             let v1 = req.uri().path().starts_with("/v1");
-            let mut resp = match self.dispatch(listener, conn, req).await {
-                Ok(r) => r,
-                Err(e) => error_response(e, &id),
+            let outcome = match self.listener(port) {
+                Some(listener) => self.dispatch(&listener, conn, req).await,
+                None => Err(
+                    err(ErrorCode::NameUnknown, "this repository has been deleted")
+                        .with_status(StatusCode::NOT_FOUND),
+                ),
             };
+            let mut resp = outcome.unwrap_or_else(|e| error_response(e, &id));
             if !v1 {
                 resp.headers_mut().insert(
                     response::API_VERSION,
@@ -162,6 +182,28 @@ impl Registry {
         }
         .instrument(span)
         .await
+    }
+
+    /// The repositories served now.
+    pub fn repos(&self) -> Arc<RepoMap> {
+        self.repos
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |r| r.clone())
+    }
+
+    /// Serves `repos` from now on (requests in flight finish with what they resolved).
+    pub fn install(&self, repos: RepoMap) {
+        let mut r = self.repos.write().unwrap_or_else(|p| p.into_inner());
+        *r = Arc::new(repos);
+    }
+
+    /// What a port serves now; a connector whose repository is gone serves nothing (its socket
+    /// is being closed).
+    fn listener(&self, port: &Port) -> Option<Listener> {
+        match port {
+            Port::Main => Some(Listener::Main),
+            Port::Connector(name) => self.repos().get(name).cloned().map(Listener::Connector),
+        }
     }
 
     async fn dispatch(&self, listener: &Listener, conn: Conn, req: Request<Body>) -> ApiResult {
@@ -239,7 +281,7 @@ impl Registry {
         let actor = caller
             .as_ref()
             .map_or("anonymous", |(_, c)| c.identity.name());
-        let check = |t: &Target<'_>, action| match caller {
+        let check = |t: &Target, action| match caller {
             Some((auth, c)) => access::authorize(auth, c, t, action),
             None => Ok(()),
         };
@@ -262,37 +304,37 @@ impl Registry {
             )
             .with_status(StatusCode::NOT_FOUND)),
             Route::Tags { name } => {
-                let t = self.target(listener, name, base, actor)?;
+                let t = self.target(listener, name, base, actor, req)?;
                 check(&t, Action::Read)?;
                 tags::list(&t, req).await
             }
             Route::Manifest { name, reference } => {
-                let t = self.target(listener, name, base, actor)?;
+                let t = self.target(listener, name, base, actor, req)?;
                 check(&t, access::action_of(&req.method))?;
                 let r = manifests::handle(&t, reference, req, self.guard(body)).await;
                 self.audit(caller, conn, req, &t, reference, &r);
                 r
             }
             Route::Blob { name, digest } => {
-                let t = self.target(listener, name, base, actor)?;
+                let t = self.target(listener, name, base, actor, req)?;
                 check(&t, access::action_of(&req.method))?;
                 let r = blobs::handle(&t, digest, req).await;
                 self.audit(caller, conn, req, &t, digest, &r);
                 r
             }
             Route::UploadStart { name } => {
-                let t = self.target(listener, name, base, actor)?;
+                let t = self.target(listener, name, base, actor, req)?;
                 check(&t, Action::Write)?;
                 let who = access::client_key(self, caller, conn, req);
                 uploads::start(&t, req, self.guard(body), &who).await
             }
             Route::Upload { name, id } => {
-                let t = self.target(listener, name, base, actor)?;
+                let t = self.target(listener, name, base, actor, req)?;
                 check(&t, Action::Write)?;
                 uploads::session(&t, id, req, self.guard(body)).await
             }
             Route::Referrers { name, digest } => {
-                let t = self.target(listener, name, base, actor)?;
+                let t = self.target(listener, name, base, actor, req)?;
                 check(&t, Action::Read)?;
                 referrers::list(&t, digest, req).await
             }
@@ -305,7 +347,7 @@ impl Registry {
         caller: &CallerOf<'_>,
         conn: Conn,
         req: &Parts,
-        t: &Target<'_>,
+        t: &Target,
         what: &str,
         r: &ApiResult,
     ) {
@@ -335,30 +377,25 @@ impl Registry {
     }
 
     /// Resolves a client-supplied name to a repository and image.
-    fn target<'a>(
-        &'a self,
-        listener: &'a Listener,
+    fn target(
+        &self,
+        listener: &Listener,
         name: &str,
         base: String,
         actor: &str,
-    ) -> Result<Target<'a>, ApiError> {
+        req: &Parts,
+    ) -> Result<Target, ApiError> {
         let image: ImageName = name.parse().map_err(|e| {
             err(
                 ErrorCode::NameInvalid,
                 format!("invalid repository name {name:?}: {e}"),
             )
         })?;
-        match listener {
-            Listener::Connector(entry) => Ok(Target {
-                entry,
-                image,
-                prefix: "",
-                base,
-                actor: actor.to_owned(),
-            }),
+        let (entry, image, prefix) = match listener {
+            Listener::Connector(entry) => (entry.clone(), image, String::new()),
             Listener::Main => {
                 let (first, rest) = image.split_first();
-                let (repo_name, entry) = self.repos.get_key_value(first).ok_or_else(|| {
+                let entry = self.repos().get(first).cloned().ok_or_else(|| {
                     err(
                         ErrorCode::NameUnknown,
                         format!("no repository named {first:?}"),
@@ -370,15 +407,47 @@ impl Registry {
                         format!("on the main port, names are <repository>/<image>; {name:?} has no image part"),
                     )
                 })?;
-                Ok(Target {
-                    entry,
-                    image,
-                    prefix: repo_name.as_str(),
-                    base,
-                    actor: actor.to_owned(),
-                })
+                let prefix = entry.repo.name().to_string();
+                (entry, image, prefix)
             }
+        };
+        let mirror = self.mirror(&entry, req)?;
+        Ok(Target {
+            entry,
+            mirror,
+            image,
+            prefix,
+            base,
+            actor: actor.to_owned(),
+        })
+    }
+
+    /// Mirror mode: containerd and CRI-O name the upstream a pull is for in `?ns=`; on a group
+    /// with `mirrors` the mapped repository serves it. An upstream the group does not mirror
+    /// is a 404, so the node falls back to the upstream itself instead of getting another
+    /// registry's image of the same name.
+    fn mirror(&self, entry: &RepoEntry, req: &Parts) -> Result<Option<Arc<RepoEntry>>, ApiError> {
+        if entry.mirrors.is_empty() {
+            return Ok(None);
         }
+        let q = query(req);
+        let Some(ns) = query_get(&q, "ns") else {
+            return Ok(None);
+        };
+        let unknown = |m: String| err(ErrorCode::NameUnknown, m).with_status(StatusCode::NOT_FOUND);
+        let Some(serving) = entry.mirrors.get(&ns.to_ascii_lowercase()) else {
+            let known: Vec<&str> = entry.mirrors.keys().map(String::as_str).collect();
+            return Err(unknown(format!(
+                "{} does not mirror {ns:?} (it mirrors {})",
+                entry.repo.name(),
+                known.join(", ")
+            )));
+        };
+        self.repos()
+            .get(serving)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| unknown(format!("mirror {serving} for {ns} is not served")))
     }
 }
 

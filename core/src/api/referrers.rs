@@ -9,7 +9,7 @@ use super::response;
 use super::{method_not_allowed, query, query_get, ApiResult, Target};
 use crate::oci::manifest::OCI_INDEX;
 
-pub async fn list(t: &Target<'_>, digest: &str, req: &Parts) -> ApiResult {
+pub async fn list(t: &Target, digest: &str, req: &Parts) -> ApiResult {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }

@@ -62,7 +62,7 @@ fn with_link(
     r
 }
 
-pub async fn list(t: &Target<'_>, req: &Parts) -> ApiResult {
+pub async fn list(t: &Target, req: &Parts) -> ApiResult {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(method_not_allowed(&req.method));
     }
@@ -103,7 +103,8 @@ pub async fn catalog(
             }
         }
         Listener::Main => {
-            for (name, entry) in reg.repos.iter().filter(|(n, _)| readable(n)) {
+            let repos = reg.repos();
+            for (name, entry) in repos.iter().filter(|(n, _)| readable(n)) {
                 // Names are `<repository>/<image>`: translate `last` into this repository.
                 let Some(own) = repo_page(name.as_str(), &page) else {
                     continue;

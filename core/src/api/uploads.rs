@@ -32,7 +32,7 @@ fn range_value(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
 }
 
-fn session_response(t: &Target<'_>, id: &str, size: u64, status: StatusCode) -> Response<Body> {
+fn session_response(t: &Target, id: &str, size: u64, status: StatusCode) -> Response<Body> {
     let mut r = response::status(status);
     response::set(&mut r, "location", &t.url(&format!("blobs/uploads/{id}")));
     response::set(&mut r, "range", &range_value(size));
@@ -40,7 +40,7 @@ fn session_response(t: &Target<'_>, id: &str, size: u64, status: StatusCode) -> 
     r
 }
 
-fn created(t: &Target<'_>, digest: &crate::oci::Digest) -> Response<Body> {
+fn created(t: &Target, digest: &crate::oci::Digest) -> Response<Body> {
     let mut r = response::status(StatusCode::CREATED);
     response::set(&mut r, "location", &t.url(&format!("blobs/{digest}")));
     response::set(&mut r, "docker-content-digest", &digest.to_string());
@@ -80,7 +80,7 @@ fn chunk_offset(req: &Parts) -> Result<Option<u64>, ApiError> {
 
 /// `POST /v2/<name>/blobs/uploads/`.
 /// `POST /v2/<name>/blobs/uploads/`; `client` is who the session is counted against.
-pub async fn start(t: &Target<'_>, req: &Parts, body: Body, client: &str) -> ApiResult {
+pub async fn start(t: &Target, req: &Parts, body: Body, client: &str) -> ApiResult {
     if req.method != Method::POST {
         return Err(method_not_allowed(&req.method));
     }
@@ -112,7 +112,7 @@ pub async fn start(t: &Target<'_>, req: &Parts, body: Body, client: &str) -> Api
 
 /// Mounts `digest` from `from` if it is there; `None` means "fall back to an upload".
 async fn try_mount(
-    t: &Target<'_>,
+    t: &Target,
     mount: &str,
     from: &str,
 ) -> Result<Option<Response<Body>>, ApiError> {
@@ -143,7 +143,7 @@ async fn try_mount(
 }
 
 /// The session URL.
-pub async fn session(t: &Target<'_>, id: &str, req: &Parts, body: Body) -> ApiResult {
+pub async fn session(t: &Target, id: &str, req: &Parts, body: Body) -> ApiResult {
     let repo = t.repo();
     match req.method.clone() {
         Method::GET => {

@@ -115,7 +115,7 @@ struct User {
 pub struct Auth {
     users: HashMap<String, User>,
     roles: HashMap<String, Vec<Privilege>>,
-    anonymous_pull: HashSet<RepoName>,
+    anonymous_pull: std::sync::RwLock<HashSet<RepoName>>,
     signer: Signer,
     pub token_ttl: Duration,
     limiter: Limiter,
@@ -173,7 +173,7 @@ impl Auth {
         Ok(Auth {
             users,
             roles,
-            anonymous_pull,
+            anonymous_pull: std::sync::RwLock::new(anonymous_pull),
             signer: Signer::load_or_create(key_dir)?,
             token_ttl: config.token_ttl,
             limiter: Limiter::new(config.limiter.clone()),
@@ -244,12 +244,27 @@ impl Auth {
             .map_err(|_| LoginError::Busy)
     }
 
+    /// The repositories unauthenticated clients may pull from, from now on.
+    pub fn set_anonymous(&self, repos: HashSet<RepoName>) {
+        *self
+            .anonymous_pull
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = repos;
+    }
+
+    fn anonymous_may_pull(&self, repo: &RepoName) -> bool {
+        self.anonymous_pull
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(repo)
+    }
+
     /// Whether `who` may do `action` on `repo`.
     pub fn can(&self, who: &Identity, repo: &RepoName, action: Action) -> bool {
         match who {
-            Identity::Anonymous => action == Action::Read && self.anonymous_pull.contains(repo),
+            Identity::Anonymous => action == Action::Read && self.anonymous_may_pull(repo),
             Identity::User(name) => {
-                if action == Action::Read && self.anonymous_pull.contains(repo) {
+                if action == Action::Read && self.anonymous_may_pull(repo) {
                     return true;
                 }
                 let Some(user) = self.users.get(name) else {

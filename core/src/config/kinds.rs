@@ -91,10 +91,33 @@ pub(super) fn group_settings(r: RawRepository) -> Result<GroupSettings, (String,
             ));
         }
     }
+    let mirrors = r
+        .mirrors
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(ns, repo)| {
+            let key = format!("mirrors.{ns}");
+            if !valid_upstream(&ns) {
+                return Err((key, format!("{ns:?} is not a registry host like docker.io")));
+            }
+            let repo = repo.parse::<RepoName>().map_err(|e| (key, e.to_string()))?;
+            Ok((ns.to_ascii_lowercase(), repo))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(GroupSettings {
         members,
         writable_member,
+        mirrors,
     })
+}
+
+/// A registry host as containerd sends it in `ns`: `docker.io`, `registry.k8s.io:443`.
+fn valid_upstream(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 253
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
 }
 
 /// Group members must exist, and groups must not contain themselves (directly or through
@@ -114,6 +137,11 @@ pub(super) fn check_groups(repos: &[RepoConfig]) -> Result<(), (usize, &'static 
         for m in &g.members {
             if !index.contains_key(m) {
                 return Err((i, "members", format!("no repository named {m}")));
+            }
+        }
+        for (ns, m) in &g.mirrors {
+            if !index.contains_key(m) || m == &r.name {
+                return Err((i, "mirrors", format!("{ns}: no other repository named {m}")));
             }
         }
         if let Some(w) = &g.writable_member {

@@ -31,6 +31,7 @@ use crate::oci::RepoName;
 use crate::repo::{GroupSettings, ProxySettings, WritePolicy};
 use crate::storage::StorageConfig;
 pub use limits::Limits;
+pub use repos::{validate as validate_repositories, EntryError};
 
 /// The validated configuration of a core.
 #[derive(Debug, Clone)]
@@ -45,6 +46,11 @@ pub struct Config {
     /// `None`: open access (development).
     pub auth: Option<AuthConfig>,
     pub gc: GcSettings,
+    /// The config file's `repositories` entries as written: the bootstrap that settings
+    /// changed at run time are merged with (see [`crate::server::control`]).
+    pub repository_entries: Vec<serde_json::Value>,
+    /// The file, for errors and relative paths of entries created at run time.
+    pub source: Source,
 }
 
 /// The main port: path routing for every repository, health, and later the admin API and UI.
@@ -66,6 +72,9 @@ pub struct RepoConfig {
     pub spec: RepoSpec,
     /// Cleanup policies, immutable tags, quota, cache eviction.
     pub lifecycle: crate::lifecycle::policy::RepoLifecycle,
+    /// The entry as written (JSON in the config file's shape): what the admin API shows, and
+    /// how a change at run time tells which repositories it leaves as they are.
+    pub entry: serde_json::Value,
 }
 
 /// What kind of repository, with the settings of that kind only.
@@ -141,7 +150,11 @@ impl Config {
             listen: raw.main.listen,
             context_path,
         };
-        let repositories = repos::repositories(raw.repositories, &main, source)?;
+        let repository_entries = source.parse::<EntriesOnly>(text)?.repositories;
+        let mut repositories = repos::repositories(raw.repositories, &main, source)?;
+        for (r, v) in repositories.iter_mut().zip(&repository_entries) {
+            r.entry = v.clone();
+        }
         kinds::check_groups(&repositories)
             .map_err(|(i, k, reason)| source.err(format!("repositories[{i}].{k}"), reason))?;
         Ok(Config {
@@ -155,8 +168,17 @@ impl Config {
                 .auth
                 .map(|a| auth::auth_config(a).map_err(|(k, r)| source.err(format!("auth.{k}"), r)))
                 .transpose()?,
+            repository_entries,
+            source: source.clone(),
         })
     }
+}
+
+/// The `repositories` list alone, entries kept as JSON.
+#[derive(serde::Deserialize)]
+struct EntriesOnly {
+    #[serde(default)]
+    repositories: Vec<serde_json::Value>,
 }
 
 /// Absent means an edge on the same host, the documented setup (Tomcat's RemoteIpValve and

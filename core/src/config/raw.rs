@@ -230,6 +230,11 @@ pub struct RawRepository {
     pub members: Option<Vec<String>>,
     /// group: the hosted member that receives pushes made through the group.
     pub writable_member: Option<String>,
+    /// group: mirror mode for Kubernetes nodes. containerd and CRI-O name the upstream a pull
+    /// is for in the `ns` query parameter; a request with `?ns=docker.io` is served by the
+    /// repository mapped to `docker.io` here, e.g. `{ docker.io: docker-hub, ghcr.io: ghcr }`.
+    /// An `ns` not listed is a 404 (the node then falls back to the upstream itself).
+    pub mirrors: Option<std::collections::BTreeMap<String, String>>,
     /// With an `auth` section: let unauthenticated clients pull (never push).
     #[serde(default)]
     pub anonymous_pull: bool,

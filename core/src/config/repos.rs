@@ -20,7 +20,7 @@ impl Ports {
         });
         if let Some((a, holder)) = clash {
             return Err(format!(
-                "repository {by} wants port {} ({addr}), which {holder} already uses ({a})",
+                "repository {by} wants port {} ({addr}), which {holder} {PORT_CLASH} ({a})",
                 addr.port()
             ));
         }
@@ -31,11 +31,78 @@ impl Ports {
     }
 }
 
+/// A repository entry that does not validate: its index in the list, the key, the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    pub index: usize,
+    pub key: String,
+    pub reason: String,
+    /// The entry is fine on its own but clashes with another (a port another entry holds).
+    pub conflict: bool,
+}
+
+impl EntryError {
+    fn new(index: usize, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        EntryError {
+            index,
+            key: key.into(),
+            reason: reason.into(),
+            conflict: false,
+        }
+    }
+}
+
 pub(super) fn repositories(
     raw: Vec<RawRepository>,
     main: &MainConfig,
     source: &Source,
 ) -> Result<Vec<RepoConfig>, ConfigError> {
+    build(raw, main, source)
+        .map_err(|e| source.err(format!("repositories[{}].{}", e.index, e.key), e.reason))
+}
+
+/// Port clashes are the one error of an entry that is fine on its own.
+const PORT_CLASH: &str = "already uses";
+
+/// Validates a whole list of repository entries given as JSON in the config file's shape —
+/// the config file's entries merged with those changed at run time — with every check
+/// `Config::parse` makes, including those across entries (ports, group members, cycles).
+pub fn validate(
+    values: &[serde_json::Value],
+    main: &MainConfig,
+    source: &Source,
+) -> Result<Vec<RepoConfig>, EntryError> {
+    let raw = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_entry(v).map_err(|(key, reason)| EntryError::new(i, key, reason)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut repos = build(raw, main, source)?;
+    for (r, v) in repos.iter_mut().zip(values) {
+        r.entry = v.clone();
+    }
+    kinds::check_groups(&repos).map_err(|(i, k, reason)| EntryError::new(i, k, reason))?;
+    Ok(repos)
+}
+
+/// One entry from JSON; an error names the key serde was at.
+fn parse_entry(v: &serde_json::Value) -> Result<RawRepository, (String, String)> {
+    serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." {
+            "(entry)".to_owned()
+        } else {
+            path
+        };
+        (key, e.into_inner().to_string())
+    })
+}
+
+fn build(
+    raw: Vec<RawRepository>,
+    main: &MainConfig,
+    source: &Source,
+) -> Result<Vec<RepoConfig>, EntryError> {
     let mut names = HashMap::new();
     let mut ports = Ports(HashMap::new());
     if main.listen.port() != 0 {
@@ -43,11 +110,15 @@ pub(super) fn repositories(
     }
     let mut out = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
-        let key = |k: &str| format!("repositories[{i}].{k}");
-        let name: RepoName = r.name.parse().map_err(|e| source.err(key("name"), e))?;
+        let fail = |(key, reason): (String, String)| EntryError::new(i, key, reason);
+        let name: RepoName = r
+            .name
+            .parse()
+            .map_err(|e| EntryError::new(i, "name", format!("{e}")))?;
         if let Some(first) = names.insert(name.clone(), i) {
-            return Err(source.err(
-                key("name"),
+            return Err(EntryError::new(
+                i,
+                "name",
                 format!("repository name {name} is already used by repositories[{first}]"),
             ));
         }
@@ -56,11 +127,13 @@ pub(super) fn repositories(
             .as_ref()
             .map(|c| connector(c, &name, &mut ports, source))
             .transpose()
-            .map_err(|(k, reason)| source.err(key(&k), reason))?;
+            .map_err(|(key, reason)| EntryError {
+                conflict: reason.contains(PORT_CLASH),
+                ..EntryError::new(i, key, reason)
+            })?;
         let (v1_enabled, anonymous_pull) = (r.v1_enabled, r.anonymous_pull);
-        let lifecycle =
-            super::policy::repo_lifecycle(&r).map_err(|(k, reason)| source.err(key(&k), reason))?;
-        let spec = spec(r, &name, source).map_err(|(k, reason)| source.err(key(&k), reason))?;
+        let lifecycle = super::policy::repo_lifecycle(&r).map_err(fail)?;
+        let spec = spec(r, &name, source).map_err(fail)?;
         out.push(RepoConfig {
             name,
             connector,
@@ -68,6 +141,7 @@ pub(super) fn repositories(
             anonymous_pull,
             spec,
             lifecycle,
+            entry: serde_json::Value::Null,
         });
     }
     Ok(out)
@@ -119,6 +193,9 @@ fn spec(r: RawRepository, name: &RepoName, source: &Source) -> Result<RepoSpec, 
     }
     if kind != RepoKindRaw::Group && r.members.is_some() {
         return foreign("members", "groups");
+    }
+    if kind != RepoKindRaw::Group && r.mirrors.is_some() {
+        return foreign("mirrors", "groups");
     }
     match kind {
         RepoKindRaw::Hosted => Ok(RepoSpec::Hosted {

@@ -13,7 +13,7 @@ pub mod gc;
 pub mod policy;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
@@ -40,7 +40,8 @@ pub enum RunError {
 pub struct Lifecycle {
     stores: Stores,
     pub gc: GcSettings,
-    repos: BTreeMap<RepoName, RepoLifecycle>,
+    /// Replaced whole when repositories change at run time.
+    repos: std::sync::RwLock<Arc<BTreeMap<RepoName, RepoLifecycle>>>,
     running: tokio::sync::Mutex<()>,
     reports: Mutex<VecDeque<GcReport>>,
     cleanups: Mutex<BTreeMap<RepoName, CleanupReport>>,
@@ -51,7 +52,7 @@ impl Lifecycle {
         Lifecycle {
             stores,
             gc,
-            repos,
+            repos: std::sync::RwLock::new(Arc::new(repos)),
             running: tokio::sync::Mutex::new(()),
             reports: Mutex::new(VecDeque::new()),
             cleanups: Mutex::new(BTreeMap::new()),
@@ -59,8 +60,20 @@ impl Lifecycle {
     }
 
     /// A repository's life-cycle settings.
-    pub fn repo(&self, name: &RepoName) -> Option<&RepoLifecycle> {
-        self.repos.get(name)
+    pub fn repo(&self, name: &RepoName) -> Option<RepoLifecycle> {
+        self.all().get(name).cloned()
+    }
+
+    fn all(&self) -> Arc<BTreeMap<RepoName, RepoLifecycle>> {
+        self.repos
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |r| r.clone())
+    }
+
+    /// Takes the settings of the repositories served from now on.
+    pub fn replace(&self, repos: BTreeMap<RepoName, RepoLifecycle>) {
+        let mut r = self.repos.write().unwrap_or_else(|p| p.into_inner());
+        *r = Arc::new(repos);
     }
 
     /// Runs (or previews) one repository's cleanup policies and cache eviction; a real run's
@@ -70,11 +83,11 @@ impl Lifecycle {
         name: &RepoName,
         dry_run: bool,
     ) -> Result<CleanupReport, MetadataError> {
-        let Some(life) = self.repos.get(name) else {
+        let Some(life) = self.repo(name) else {
             return Ok(CleanupReport::default());
         };
         self.stores.pulls.flush(self.stores.meta.as_ref()).await?;
-        let mut report = policy::cleanup(&self.stores, name, life, dry_run).await?;
+        let mut report = policy::cleanup(&self.stores, name, &life, dry_run).await?;
         if let Some(cache) = &life.cache {
             let evicted = policy::evict(&self.stores, name, cache, dry_run).await?;
             report.manifests.extend(evicted.manifests);
@@ -95,7 +108,7 @@ impl Lifecycle {
 
     /// Every repository's policies, then a collection (what the schedule runs).
     async fn scheduled(&self) -> Result<GcReport, RunError> {
-        for name in self.repos.keys() {
+        for name in self.all().keys() {
             if let Err(e) = self.cleanup(name, false).await {
                 tracing::error!(repository = %name, error = %e, "cleanup policies failed");
             }

@@ -24,6 +24,8 @@ pub struct GroupSettings {
     pub members: Vec<RepoName>,
     /// A hosted member.
     pub writable_member: Option<RepoName>,
+    /// Mirror mode: the repository serving each upstream a node names in `ns`.
+    pub mirrors: std::collections::BTreeMap<String, RepoName>,
 }
 
 pub struct GroupRepository {

@@ -20,21 +20,14 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
+use super::connectors::{BoundConnector, ConnectorSet, Listen};
 use super::{tasks, ServeError};
-use crate::api::{Conn, Listener, Registry};
+use crate::api::{Conn, Port, Registry};
 use crate::config::{Config, Limits};
-use crate::oci::RepoName;
 use crate::storage::Stores;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-
-/// A bound connector socket; `tls` is set for direct HTTPS.
-pub struct BoundConnector {
-    pub repo: RepoName,
-    pub socket: TcpListener,
-    pub tls: Option<Arc<Resolver>>,
-}
 
 /// Bound sockets, ready to serve.
 pub struct Bound {
@@ -76,28 +69,8 @@ pub async fn bind(config: &Config) -> Result<Bound, ServeError> {
     let main = bind_one(config.main.listen, "main port".into()).await?;
     let mut connectors = Vec::new();
     for r in &config.repositories {
-        let Some(c) = &r.connector else { continue };
-        if let Some(http) = c.http {
-            let socket = bind_one(http, format!("repository {} (connector.http)", r.name)).await?;
-            connectors.push(BoundConnector {
-                repo: r.name.clone(),
-                socket,
-                tls: None,
-            });
-        }
-        if let Some(https) = &c.https {
-            let owner = format!("repository {} (connector.https)", r.name);
-            let resolver = Resolver::load(r.name.as_str(), https.files.clone(), Vec::new())
-                .map_err(|source| ServeError::Tls {
-                    owner: owner.clone(),
-                    source,
-                })?;
-            let socket = bind_one(https.listen, owner).await?;
-            connectors.push(BoundConnector {
-                repo: r.name.clone(),
-                socket,
-                tls: Some(Arc::new(resolver)),
-            });
+        for wanted in Listen::of(r.connector.as_ref()) {
+            connectors.push(BoundConnector::bind(&r.name, wanted).await?);
         }
     }
     Ok(Bound { main, connectors })
@@ -128,30 +101,22 @@ pub async fn run(
     // and with one HTTPS connection open the drain was skipped).
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut listeners = vec![(Listener::Main, bound.main, None)];
-    let mut resolvers = Vec::new();
-    for c in bound.connectors {
-        if let Some(entry) = registry.repos.get(&c.repo) {
-            let acceptor = c.tls.as_ref().map(|r| {
-                resolvers.push(r.clone());
-                tls_acceptor(r.clone())
-            });
-            listeners.push((Listener::Connector(entry.clone()), c.socket, acceptor));
-        }
-    }
-    for (listener, socket, tls) in listeners {
-        let accept = Accept {
-            registry: registry.clone(),
-            listener,
-            tls,
-            header_timeout: limits.header_read_timeout,
-            // Bounds open connections per listener; beyond it the kernel backlog holds them.
-            slots: Arc::new(Semaphore::new(limits.max_connections)),
-            graceful: graceful.clone(),
-        };
-        tasks.push(tokio::spawn(accept.run(socket, stop_rx.clone())));
-    }
+    let connectors = Arc::new(ConnectorSet::new(
+        &registry,
+        limits.clone(),
+        graceful.clone(),
+    ));
+    connectors.serve(bound.connectors).await;
+    registry.control.attach(connectors.clone());
+    let main = Accept {
+        registry: registry.clone(),
+        port: Port::Main,
+        tls: None,
+        header_timeout: limits.header_read_timeout,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        graceful,
+    };
+    let mut tasks = vec![tokio::spawn(main.run(bound.main, stop_rx.clone()))];
     tasks.push(tokio::spawn(tasks::flush_pulls(
         stores.clone(),
         stop_rx.clone(),
@@ -164,19 +129,22 @@ pub async fn run(
     let lifecycle = registry.lifecycle.clone();
     let stop = stop_rx.clone();
     tasks.push(tokio::spawn(async move { lifecycle.schedule(stop).await }));
-    if !resolvers.is_empty() {
-        tasks.push(tokio::spawn(tasks::watch_certificates(
-            resolvers,
-            stop_rx.clone(),
-        )));
-    }
+    tasks.push(tokio::spawn(tasks::watch_certificates(
+        connectors.clone(),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(tasks::follow_settings(
+        registry.clone(),
+        stop_rx.clone(),
+    )));
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
     }
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+    let graceful = connectors.close_all().await;
+    let Some(Ok(graceful)) = graceful.map(Arc::try_unwrap) else {
         tracing::error!("accept loops still hold the shutdown handle; not draining");
         return;
     };
@@ -189,7 +157,7 @@ pub async fn run(
 }
 
 /// A rustls acceptor over a reloadable resolver. The core speaks HTTP/1.1 only.
-fn tls_acceptor(resolver: Arc<Resolver>) -> TlsAcceptor {
+pub(super) fn tls_acceptor(resolver: Arc<Resolver>) -> TlsAcceptor {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -205,17 +173,17 @@ fn tls_acceptor(resolver: Arc<Resolver>) -> TlsAcceptor {
 }
 
 /// One listener's accept loop and what every connection on it shares.
-struct Accept {
-    registry: Arc<Registry>,
-    listener: Listener,
-    tls: Option<TlsAcceptor>,
-    header_timeout: Duration,
-    slots: Arc<Semaphore>,
-    graceful: Arc<GracefulShutdown>,
+pub(super) struct Accept {
+    pub registry: Arc<Registry>,
+    pub port: Port,
+    pub tls: Option<TlsAcceptor>,
+    pub header_timeout: Duration,
+    pub slots: Arc<Semaphore>,
+    pub graceful: Arc<GracefulShutdown>,
 }
 
 impl Accept {
-    async fn run(self, socket: TcpListener, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, socket: TcpListener, mut stop: watch::Receiver<bool>) {
         let local = match socket.local_addr() {
             Ok(a) => a,
             Err(e) => {
@@ -267,13 +235,13 @@ impl Accept {
         slot: tokio::sync::OwnedSemaphorePermit,
     ) {
         let registry = self.registry.clone();
-        let listener = self.listener.clone();
+        let port = self.port.clone();
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let registry = registry.clone();
-            let listener = listener.clone();
+            let port = port.clone();
             async move {
                 let req = req.map(|b| b.map_err(io::Error::other).boxed_unsync());
-                Ok::<_, Infallible>(registry.handle(&listener, conn, req).await)
+                Ok::<_, Infallible>(registry.handle(&port, conn, req).await)
             }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();

@@ -12,6 +12,8 @@
 //! repository that wanted it, and so that tests can bind port 0 and learn the real addresses
 //! (`--ready-file`) before any request is made.
 
+mod connectors;
+pub mod control;
 mod listen;
 mod tasks;
 mod wiring;
@@ -19,7 +21,9 @@ mod wiring;
 use std::io;
 use std::net::SocketAddr;
 
-pub use listen::{bind, run, write_ready_file, Bound, BoundConnector};
+pub use connectors::{BoundConnector, Listen};
+pub use control::Control;
+pub use listen::{bind, run, write_ready_file, Bound};
 pub use wiring::registry;
 
 /// A start-up failure that names who wanted what.

@@ -4,17 +4,36 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_certs::Resolver;
 use tokio::sync::watch;
 
+use super::connectors::ConnectorSet;
+use crate::api::Registry;
 use crate::storage::{Stores, UploadInfo};
+
+/// How often the settings version is read, to follow changes other cores made.
+const SETTINGS_POLL: Duration = Duration::from_secs(5);
+
+/// Applies settings another core changed (several cores on one database): one cheap read of
+/// the settings version per poll, a full reload only when it moved.
+pub(super) async fn follow_settings(registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SETTINGS_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = registry.control.refresh(&registry).await {
+            tracing::warn!(error = %e, "cannot apply settings changed by another core");
+        }
+    }
+}
 
 /// How often direct-HTTPS certificate files are checked for changes.
 const CERT_POLL: Duration = Duration::from_secs(2);
 
 /// Reloads direct-HTTPS certificates when their files change; a broken file keeps the old one.
 pub(super) async fn watch_certificates(
-    resolvers: Vec<Arc<Resolver>>,
+    connectors: Arc<ConnectorSet>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(CERT_POLL);
@@ -23,7 +42,7 @@ pub(super) async fn watch_certificates(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        for r in &resolvers {
+        for (_, r) in connectors.resolvers().await {
             if r.changed() {
                 if let Err(e) = r.reload() {
                     tracing::error!(repository = %r.listener(), error = %e,

@@ -1,35 +1,34 @@
 //! Builds the API layer's view of a config: every repository over the storage, groups once
-//! their members exist, and access control.
+//! their members exist, and access control. At start-up from the config file merged with the
+//! settings changed at run time; on every later change again, reusing each repository whose
+//! entry did not change (a proxy keeps its caches and remote state, a hosted repository its
+//! upload sessions).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::ServeError;
-use crate::api::{Registry, RepoEntry};
+use super::{Control, ServeError};
+use crate::api::{Registry, RepoEntry, RepoMap};
 use crate::auth::Auth;
-use crate::config::{Config, RepoConfig, RepoSpec};
+use crate::config::{Config, Limits, RepoConfig, RepoSpec};
 use crate::oci::RepoName;
 use crate::repo::{GroupRepository, HostedRepository, ProxyRepository, Repository};
 use crate::storage::Stores;
 
-/// Builds the registry the binary serves.
-pub fn registry(config: &Config, stores: &Stores) -> Result<Registry, ServeError> {
-    let built = repositories(config, stores)?;
-    let repos = config
-        .repositories
-        .iter()
-        .filter_map(|r| {
-            let repo = built.get(&r.name)?.clone();
-            let entry = RepoEntry {
-                repo,
-                v1_enabled: r.v1_enabled,
-                write_repo: write_repo(r),
-            };
-            Some((r.name.clone(), Arc::new(entry)))
-        })
-        .collect();
+/// Builds the registry the binary serves; `config.repositories` is the merged list.
+pub fn registry(
+    config: &Config,
+    stores: &Stores,
+    control: Control,
+) -> Result<Registry, ServeError> {
+    let repos = entries(
+        &config.repositories,
+        stores,
+        &config.limits,
+        &RepoMap::new(),
+    )?;
     Ok(Registry {
-        repos,
+        repos: std::sync::RwLock::new(Arc::new(repos)),
         context_path: config.main.context_path.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         body_idle_timeout: config.limits.body_idle_timeout,
@@ -37,13 +36,49 @@ pub fn registry(config: &Config, stores: &Stores) -> Result<Registry, ServeError
         lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
             stores.clone(),
             config.gc.clone(),
-            config
-                .repositories
-                .iter()
-                .map(|r| (r.name.clone(), r.lifecycle.clone()))
-                .collect(),
+            lifecycles(&config.repositories),
         )),
+        control: Arc::new(control),
     })
+}
+
+/// Every repository's life-cycle settings.
+pub(super) fn lifecycles(
+    repos: &[RepoConfig],
+) -> BTreeMap<RepoName, crate::lifecycle::RepoLifecycle> {
+    repos
+        .iter()
+        .map(|r| (r.name.clone(), r.lifecycle.clone()))
+        .collect()
+}
+
+/// The API layer's entries for `configs`, reusing those of `previous` whose settings are the
+/// same (groups are always rebuilt: they hold their members).
+pub(super) fn entries(
+    configs: &[RepoConfig],
+    stores: &Stores,
+    limits: &Limits,
+    previous: &RepoMap,
+) -> Result<RepoMap, ServeError> {
+    let built = repositories(configs, stores, limits, previous)?;
+    Ok(configs
+        .iter()
+        .filter_map(|r| {
+            let repo = built.get(&r.name)?.clone();
+            let mirrors = match &r.spec {
+                RepoSpec::Group(g) => g.mirrors.clone(),
+                _ => BTreeMap::new(),
+            };
+            let entry = RepoEntry {
+                repo,
+                v1_enabled: r.v1_enabled,
+                write_repo: write_repo(r),
+                mirrors,
+                config: r.clone(),
+            };
+            Some((r.name.clone(), Arc::new(entry)))
+        })
+        .collect())
 }
 
 /// Where writes to `r` land, for privilege checks: itself if hosted, a group's writable
@@ -56,34 +91,52 @@ fn write_repo(r: &RepoConfig) -> Option<RepoName> {
     }
 }
 
+/// One hosted or proxy repository (groups are built by [`repositories`]).
+fn leaf(
+    r: &RepoConfig,
+    stores: &Stores,
+    limits: &Limits,
+) -> Result<Option<Arc<dyn Repository>>, ServeError> {
+    Ok(Some(match &r.spec {
+        RepoSpec::Hosted { write_policy } => Arc::new(
+            HostedRepository::new(r.name.clone(), stores.clone(), *write_policy)
+                .with_upload_limits(limits.uploads)
+                .with_lifecycle(r.lifecycle.clone()),
+        ),
+        RepoSpec::Proxy(settings) => Arc::new(
+            ProxyRepository::new(r.name.clone(), stores.clone(), settings.clone()).map_err(
+                |source| ServeError::Repository {
+                    owner: format!("repository {}", r.name),
+                    source,
+                },
+            )?,
+        ),
+        RepoSpec::Group(_) => return Ok(None),
+    }))
+}
+
 /// Hosted and proxy repositories first; then groups, each once all its members exist (config
 /// validation has ruled out cycles and missing members, so this terminates).
 fn repositories(
-    config: &Config,
+    configs: &[RepoConfig],
     stores: &Stores,
+    limits: &Limits,
+    previous: &RepoMap,
 ) -> Result<BTreeMap<RepoName, Arc<dyn Repository>>, ServeError> {
     let mut built: BTreeMap<RepoName, Arc<dyn Repository>> = BTreeMap::new();
-    for r in &config.repositories {
-        let repo: Arc<dyn Repository> = match &r.spec {
-            RepoSpec::Hosted { write_policy } => Arc::new(
-                HostedRepository::new(r.name.clone(), stores.clone(), *write_policy)
-                    .with_upload_limits(config.limits.uploads)
-                    .with_lifecycle(r.lifecycle.clone()),
-            ),
-            RepoSpec::Proxy(settings) => Arc::new(
-                ProxyRepository::new(r.name.clone(), stores.clone(), settings.clone()).map_err(
-                    |source| ServeError::Repository {
-                        owner: format!("repository {}", r.name),
-                        source,
-                    },
-                )?,
-            ),
-            RepoSpec::Group(_) => continue,
+    for r in configs {
+        let same = previous
+            .get(&r.name)
+            .filter(|p| p.config.entry == r.entry && !matches!(r.spec, RepoSpec::Group(_)));
+        let repo = match same {
+            Some(p) => Some(p.repo.clone()),
+            None => leaf(r, stores, limits)?,
         };
-        built.insert(r.name.clone(), repo);
+        if let Some(repo) = repo {
+            built.insert(r.name.clone(), repo);
+        }
     }
-    let mut pending: Vec<_> = config
-        .repositories
+    let mut pending: Vec<_> = configs
         .iter()
         .filter_map(|r| match &r.spec {
             RepoSpec::Group(g) => Some((r, g)),
@@ -112,6 +165,15 @@ fn repositories(
     Ok(built)
 }
 
+/// The repositories unauthenticated clients may pull from.
+pub(super) fn anonymous(repos: &[RepoConfig]) -> std::collections::HashSet<RepoName> {
+    repos
+        .iter()
+        .filter(|r| r.anonymous_pull)
+        .map(|r| r.name.clone())
+        .collect()
+}
+
 /// Access control from the `auth` section; without one, open access (and a warning).
 fn auth(config: &Config) -> Result<Option<Arc<Auth>>, ServeError> {
     let Some(a) = &config.auth else {
@@ -120,16 +182,12 @@ fn auth(config: &Config) -> Result<Option<Arc<Auth>>, ServeError> {
         );
         return Ok(None);
     };
-    let anonymous = config
-        .repositories
-        .iter()
-        .filter(|r| r.anonymous_pull)
-        .map(|r| r.name.clone())
-        .collect();
     let keys = config.storage.root.join("auth");
-    let auth = Auth::new(a, anonymous, &keys).map_err(|source| ServeError::Repository {
-        owner: format!("auth (token key in {})", keys.display()),
-        source,
+    let auth = Auth::new(a, anonymous(&config.repositories), &keys).map_err(|source| {
+        ServeError::Repository {
+            owner: format!("auth (token key in {})", keys.display()),
+            source,
+        }
     })?;
     Ok(Some(Arc::new(auth)))
 }

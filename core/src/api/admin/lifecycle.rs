@@ -70,6 +70,7 @@ pub(super) async fn cleanup(
     let life = reg.lifecycle.repo(repo);
     if req.method != http::Method::POST {
         let policies: Vec<serde_json::Value> = life
+            .as_ref()
             .map(|l| {
                 l.cleanup
                     .iter()
@@ -92,8 +93,8 @@ pub(super) async fn cleanup(
             StatusCode::OK,
             &serde_json::json!({
                 "policies": policies,
-                "immutable_tags": life.map(|l| l.immutable_tags.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>()),
-                "quota": life.and_then(|l| l.quota),
+                "immutable_tags": life.as_ref().map(|l| l.immutable_tags.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>()),
+                "quota": life.as_ref().and_then(|l| l.quota),
                 "last_run": reg.lifecycle.last_cleanup(repo),
             }),
         ));

@@ -9,6 +9,7 @@
 //! - `lifecycle.rs`: garbage collection, history, restore, usage.
 
 mod lifecycle;
+mod repos;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -26,6 +27,9 @@ const MAX_BODY: usize = 64 * 1024;
 pub enum AdminRoute {
     Health,
     Repositories,
+    /// One repository's settings: `GET`, `PUT`, `DELETE`.
+    Repository(String),
+    Certificates,
     Gc,
     Usage(String),
     History(String),
@@ -57,7 +61,12 @@ pub fn route(reg: &Registry, path: &str, method: &Method) -> Option<AdminRoute> 
     };
     let (r, ok, allowed): (AdminRoute, bool, &'static [&'static str]) = match rest {
         "/health" | "/health/" => (AdminRoute::Health, read, &["GET", "HEAD"]),
-        "/api/v1/repositories" => (AdminRoute::Repositories, read, &["GET", "HEAD"]),
+        "/api/v1/repositories" => (
+            AdminRoute::Repositories,
+            read || post,
+            &["GET", "HEAD", "POST"],
+        ),
+        "/api/v1/certificates" => (AdminRoute::Certificates, read, &["GET", "HEAD"]),
         "/api/v1/gc" => (AdminRoute::Gc, read || post, &["GET", "HEAD", "POST"]),
         _ => {
             if let Some(repo) = repo_path("/usage") {
@@ -72,6 +81,13 @@ pub fn route(reg: &Registry, path: &str, method: &Method) -> Option<AdminRoute> 
                 )
             } else if let Some(repo) = repo_path("/restore") {
                 (AdminRoute::Restore(repo), post, &["POST"])
+            } else if let Some(repo) = repo_path("") {
+                let ok = read || method == Method::PUT || method == Method::DELETE;
+                (
+                    AdminRoute::Repository(repo),
+                    ok,
+                    &["GET", "HEAD", "PUT", "DELETE"],
+                )
             } else if rest.starts_with("/api/") {
                 return Some(AdminRoute::Unknown { allowed: &[] });
             } else {
@@ -99,7 +115,18 @@ pub async fn serve(
             StatusCode::OK,
             &serde_json::json!({ "status": "ok" }),
         )),
-        AdminRoute::Repositories => Ok(repositories(reg)),
+        AdminRoute::Repositories if req.method == Method::POST => {
+            repos::change(reg, None, req, Some(json_body(body).await?), actor).await
+        }
+        AdminRoute::Repositories => repos::list(reg).await,
+        AdminRoute::Repository(name) => {
+            let body = match req.method {
+                Method::PUT => Some(json_body(body).await?),
+                _ => None,
+            };
+            repos::change(reg, Some(name), req, body, actor).await
+        }
+        AdminRoute::Certificates => repos::certificates(reg).await,
         AdminRoute::Gc if req.method == Method::POST => lifecycle::run_gc(reg, req, actor).await,
         AdminRoute::Gc => Ok(lifecycle::gc_status(reg)),
         AdminRoute::Usage(repo) => lifecycle::usage(reg, &repo_name(reg, &repo)?).await,
@@ -122,27 +149,11 @@ pub async fn serve(
     }
 }
 
-fn repositories(reg: &Registry) -> http::Response<Body> {
-    let repos: Vec<_> = reg
-        .repos
-        .values()
-        .map(|e| {
-            serde_json::json!({
-                "name": e.repo.name().as_str(),
-                "kind": e.repo.kind(),
-                "v1_enabled": e.v1_enabled,
-                "status": e.repo.status(),
-            })
-        })
-        .collect();
-    response::json(StatusCode::OK, &serde_json::json!(repos))
-}
-
 /// A configured repository by name (`NAME_UNKNOWN` otherwise).
 fn repo_name(reg: &Registry, name: &str) -> Result<RepoName, ApiError> {
     name.parse::<RepoName>()
         .ok()
-        .filter(|n| reg.repos.contains_key(n))
+        .filter(|n| reg.repos().contains_key(n))
         .ok_or_else(|| {
             err(
                 ErrorCode::NameUnknown,

@@ -22,6 +22,7 @@
 //!   window; every change of a tag is recorded (what, when, by whom). See [`lifecycle`].
 
 pub mod lifecycle;
+pub mod settings;
 pub mod sql;
 #[cfg(any(test, feature = "contract-suite"))]
 pub mod suite;
@@ -172,7 +173,7 @@ pub struct UploadRecord {
 
 /// The metadata contract every backend fulfils. Listings are sorted.
 #[async_trait]
-pub trait MetadataStore: LifecycleStore + Send + Sync + 'static {
+pub trait MetadataStore: LifecycleStore + settings::SettingsStore + Send + Sync + 'static {
     /// Records that the bytes of `digest` are about to be placed in the BlobStore: call it
     /// before placing them, so the collector leaves them alone for the grace period.
     async fn blob_intent(&self, digest: &Digest) -> Result<()>;

@@ -14,6 +14,7 @@ mod gc;
 mod lifecycle;
 mod open;
 mod policy;
+mod settings;
 mod writes;
 
 use std::str::FromStr;

@@ -1,0 +1,152 @@
+//! `/api/v1/repositories[/NAME]`: repositories of every kind created, changed and deleted at
+//! run time (bodies in the shape of one `repositories:` entry of the config file), each shown
+//! with where its settings come from, the addresses it listens on and, for a proxy, the
+//! remote's health; `/api/v1/certificates`: what direct-HTTPS connectors serve.
+
+use http::request::Parts;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::super::{err, response, ApiError, ApiResult, Registry};
+use crate::oci::{ErrorCode, RepoName};
+use crate::server::control::{ChangeError, RepoChange};
+
+/// One repository as the admin API shows it.
+async fn view(reg: &Registry, name: &RepoName) -> Option<Value> {
+    let entry = reg.repos().get(name).cloned()?;
+    let listening = reg.control.listening().await;
+    let addrs: Vec<Value> = listening
+        .get(name)
+        .map(|v| {
+            v.iter()
+                .map(|(a, tls)| json!({ "address": a.to_string(), "https": tls }))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(json!({
+        "name": name.as_str(),
+        "kind": entry.repo.kind(),
+        "v1_enabled": entry.v1_enabled,
+        "origin": reg.control.origin(name),
+        "settings": entry.config.entry,
+        "listening": addrs,
+        "status": entry.repo.status(),
+    }))
+}
+
+/// `GET /api/v1/repositories`.
+pub(super) async fn list(reg: &Registry) -> ApiResult {
+    let mut out = Vec::new();
+    for name in reg.repos().keys() {
+        if let Some(v) = view(reg, name).await {
+            out.push(v);
+        }
+    }
+    Ok(response::json(StatusCode::OK, &Value::Array(out)))
+}
+
+/// `GET`, `PUT`, `DELETE /api/v1/repositories/NAME` and `POST /api/v1/repositories`.
+pub(super) async fn change(
+    reg: &Registry,
+    name: Option<String>,
+    req: &Parts,
+    body: Option<Value>,
+    actor: &str,
+) -> ApiResult {
+    let change = match (&req.method, name, body) {
+        (&Method::POST, None, Some(v)) => RepoChange::Create(v),
+        (&Method::PUT, Some(n), Some(v)) => RepoChange::Replace(n, v),
+        (&Method::DELETE, Some(n), _) => RepoChange::Delete(n),
+        (_, Some(n), _) => {
+            let name = known(reg, &n)?;
+            let v = view(reg, &name).await.ok_or_else(|| unknown(&n))?;
+            return Ok(response::json(StatusCode::OK, &v));
+        }
+        _ => return Err(err(ErrorCode::Unsupported, "a JSON body is needed")),
+    };
+    let deleting = matches!(change, RepoChange::Delete(_));
+    let created = matches!(change, RepoChange::Create(_));
+    let name = reg
+        .control
+        .change(reg, change, actor)
+        .await
+        .map_err(change_error)?;
+    if deleting {
+        return Ok(response::status(StatusCode::NO_CONTENT));
+    }
+    let v = view(reg, &name).await.unwrap_or(Value::Null);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(response::json(status, &v))
+}
+
+/// A change refused, as the API says it: `400` for a bad entry (naming the key), `409` for a
+/// clash with another repository or a process holding the port, `404` for no such name.
+pub(super) fn change_error(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::Invalid { .. } => {
+            err(ErrorCode::Unsupported, e.to_string()).with_status(StatusCode::BAD_REQUEST)
+        }
+        ChangeError::Conflict(m) => err(ErrorCode::Denied, m).with_status(StatusCode::CONFLICT),
+        ChangeError::NotFound(n) => unknown(&n),
+        ChangeError::Store(e) => ApiError::Internal(e.to_string()),
+        ChangeError::Serve(e) => {
+            err(ErrorCode::Unsupported, e.to_string()).with_status(StatusCode::BAD_REQUEST)
+        }
+    }
+}
+
+fn unknown(name: &str) -> ApiError {
+    err(
+        ErrorCode::NameUnknown,
+        format!("no repository named {name:?}"),
+    )
+}
+
+fn known(reg: &Registry, name: &str) -> Result<RepoName, ApiError> {
+    name.parse::<RepoName>()
+        .ok()
+        .filter(|n| reg.repos().contains_key(n))
+        .ok_or_else(|| unknown(name))
+}
+
+/// `GET /api/v1/certificates`: each direct-HTTPS connector's certificate, read from its file
+/// (subject, names, validity, days left), or why it cannot be read.
+pub(super) async fn certificates(reg: &Registry) -> ApiResult {
+    let mut out = Vec::new();
+    for (name, entry) in reg.repos().iter() {
+        let Some(https) = entry
+            .config
+            .connector
+            .as_ref()
+            .and_then(|c| c.https.as_ref())
+        else {
+            continue;
+        };
+        let cert = &https.files.cert;
+        let info = std::fs::read_to_string(cert)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| berth_certs::describe(&pem).map_err(|e| e.to_string()));
+        let mut v = json!({
+            "repository": name.as_str(),
+            "listen": https.listen.to_string(),
+            "cert_file": cert.display().to_string(),
+        });
+        match info {
+            Ok(i) => {
+                v["subject"] = json!(i.subject);
+                v["issuer"] = json!(i.issuer);
+                v["names"] = json!(i.sans);
+                v["not_before"] = json!(i.not_before);
+                v["not_after"] = json!(i.not_after);
+                v["days_left"] = json!(i.days_left);
+            }
+            Err(e) => v["error"] = json!(e),
+        }
+        out.push(v);
+    }
+    Ok(response::json(StatusCode::OK, &Value::Array(out)))
+}

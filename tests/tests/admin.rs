@@ -1,0 +1,176 @@
+//! The admin API changing a running core: repositories of every kind created, changed and
+//! deleted with their ports opened and closed live, errors that name the key or the holder of
+//! a port, and every change still there after a restart.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+
+use berth_tests::core::Core;
+use berth_tests::edge::free_port;
+use berth_tests::http::{request, Response};
+use berth_tests::registry::{get, oci_manifest, push_blob, put_manifest};
+
+const API: &str = "/berth/api/v1";
+
+fn call(core: &Core, method: &str, path: &str, body: Option<Value>) -> Response {
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    request(
+        &core.main,
+        method,
+        &format!("{API}{path}"),
+        &[("Content-Type", "application/json")],
+        bytes.as_bytes(),
+    )
+    .unwrap()
+}
+
+fn hosted(name: &str, port: u16) -> Value {
+    json!({ "name": name, "kind": "hosted", "connector": { "http": format!("127.0.0.1:{port}") } })
+}
+
+/// Pushes a one-layer image and returns its manifest digest.
+fn push_image(addr: &str, image: &str, tag: &str) -> String {
+    let config = format!("{{\"for\":\"{image}:{tag}\"}}").into_bytes();
+    let layer = format!("layer of {image}:{tag}").into_bytes();
+    for b in [&config, &layer] {
+        assert_eq!(push_blob(addr, image, b).unwrap().status, 201);
+    }
+    let m = oci_manifest(&config, &[&layer]);
+    let r = put_manifest(addr, image, tag, &m).unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    berth_tests::http::digest(&m)
+}
+
+fn refused(addr: &str) -> bool {
+    std::net::TcpStream::connect(addr).is_err()
+}
+
+#[test]
+fn repositories_are_created_changed_and_deleted_live_and_survive_a_restart() {
+    let mut core = Core::start();
+    let (p1, p2) = (free_port(), free_port());
+    let a1 = format!("127.0.0.1:{p1}");
+    let a2 = format!("127.0.0.1:{p2}");
+
+    // Created: its port answers at once, and it takes pushes.
+    assert!(refused(&a1));
+    let r = call(&core, "POST", "/repositories", Some(hosted("live", p1)));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["origin"]["source"], "api");
+    assert_eq!(r.json()["listening"][0]["address"], a1);
+    let digest = push_image(&a1, "app", "v1");
+    assert_eq!(get(&a1, "app", "manifests", "v1").unwrap().status, 200);
+
+    // Refused, naming why; nothing changes.
+    let r = call(&core, "POST", "/repositories", Some(hosted("live", p2)));
+    assert_eq!(r.status, 409, "same name");
+    let r = call(&core, "POST", "/repositories", Some(hosted("other", p1)));
+    assert_eq!(r.status, 409, "port of another repository");
+    let msg = String::from_utf8_lossy(&r.body).to_string();
+    assert!(msg.contains("live"), "names the holder: {msg}");
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = squatter.local_addr().unwrap().port();
+    let r = call(&core, "POST", "/repositories", Some(hosted("other", busy)));
+    assert_eq!(r.status, 409, "port held by another process");
+    let msg = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        msg.contains(&busy.to_string()) && msg.contains("other"),
+        "{msg}"
+    );
+    let bad = json!({ "name": "bad", "kind": "hosted", "connector": { "http": "nope" } });
+    let r = call(&core, "POST", "/repositories", Some(bad));
+    assert_eq!(r.status, 400);
+    let msg = String::from_utf8_lossy(&r.body).to_string();
+    assert!(msg.contains("connector.http"), "names the key: {msg}");
+    let r = call(
+        &core,
+        "POST",
+        "/repositories",
+        Some(json!({ "name": "x", "kind": "cellar" })),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(call(&core, "GET", "/repositories/other", None).status, 404);
+
+    // Changed: it moves to another port and keeps its content; the old port closes.
+    let mut moved = hosted("live", p2);
+    moved["immutable_tags"] = json!(["^v"]);
+    let r = call(&core, "PUT", "/repositories/live", Some(moved));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(refused(&a1), "the old port is closed");
+    let r = get(&a2, "app", "manifests", &digest).unwrap();
+    assert_eq!(r.status, 200);
+    // The new settings apply at once: v1 is now immutable.
+    let again = oci_manifest(b"{}", &[]);
+    assert_eq!(push_blob(&a2, "app", b"{}").unwrap().status, 201);
+    assert_eq!(put_manifest(&a2, "app", "v1", &again).unwrap().status, 403);
+
+    // A config-file repository changed at run time says so.
+    let hosted_addr = core.connector("hosted").to_owned();
+    let over = json!({ "kind": "hosted", "v1_enabled": true,
+        "connector": { "http": hosted_addr } });
+    let r = call(&core, "PUT", "/repositories/hosted", Some(over));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["origin"]["source"], "api_overrides_config");
+    assert_eq!(
+        request(&hosted_addr, "GET", "/v1/_ping", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+
+    // A group over it: the member cannot go while the group lists it.
+    let p3 = free_port();
+    let group = json!({ "name": "all", "kind": "group", "members": ["live", "hosted"],
+        "connector": { "http": format!("127.0.0.1:{p3}") } });
+    assert_eq!(
+        call(&core, "POST", "/repositories", Some(group)).status,
+        201
+    );
+    let through = format!("127.0.0.1:{p3}");
+    assert_eq!(get(&through, "app", "manifests", "v1").unwrap().status, 200);
+    let r = call(&core, "DELETE", "/repositories/live", None);
+    assert_eq!(r.status, 409);
+    assert!(String::from_utf8_lossy(&r.body).contains("all"));
+
+    // Restart: every change is still there, with the ports it had.
+    core.restart_same_ports();
+    let list = call(&core, "GET", "/repositories", None).json();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["all", "hosted", "live"]);
+    assert_eq!(get(&a2, "app", "manifests", "v1").unwrap().status, 200);
+    assert_eq!(get(&through, "app", "manifests", "v1").unwrap().status, 200);
+    assert_eq!(
+        request(&hosted_addr, "GET", "/v1/_ping", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+
+    // Deleted: the group first, then the member; their ports close.
+    assert_eq!(call(&core, "DELETE", "/repositories/all", None).status, 204);
+    assert!(refused(&through));
+    assert_eq!(
+        call(&core, "DELETE", "/repositories/live", None).status,
+        204
+    );
+    assert!(refused(&a2));
+    assert_eq!(call(&core, "GET", "/repositories/live", None).status, 404);
+    // The config file's repository deleted at run time stays deleted after a restart.
+    assert_eq!(
+        call(&core, "DELETE", "/repositories/hosted", None).status,
+        204
+    );
+    core.restart_same_ports();
+    assert_eq!(call(&core, "GET", "/repositories", None).json(), json!([]));
+    // Re-created under the same name, it starts empty: the old content went to the trash.
+    let r = call(&core, "POST", "/repositories", Some(hosted("live", p1)));
+    assert_eq!(r.status, 201);
+    assert_eq!(get(&a1, "app", "manifests", "v1").unwrap().status, 404);
+    drop(squatter);
+}
