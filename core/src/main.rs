@@ -191,6 +191,11 @@ async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()
         .await
         .context("applying the settings changed at run time to the config file's")?;
     let registry = Arc::new(server::registry(&config, &stores, control)?);
+    registry
+        .control
+        .apply_directory(&registry)
+        .await
+        .context("loading the users, roles and tokens changed at run time")?;
     let bound = server::bind(&config).await?;
     tracing::info!(addresses = %bound.addresses(), "listening");
     if let Some(path) = &ready_file {

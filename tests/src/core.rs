@@ -22,6 +22,26 @@ pub struct Core {
     pub https_connectors: BTreeMap<String, String>,
 }
 
+/// An argon2 hash of `password` for a config file, from `berth-core hash-password`.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(crate::bin("berth-core"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("berth-core hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write password");
+    let out = child.wait_with_output().expect("hash-password output");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// One hosted repository named `hosted` with a connector, all on port 0.
 pub fn default_config(data: &Path) -> String {
     format!(

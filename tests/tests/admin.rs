@@ -174,3 +174,159 @@ fn repositories_are_created_changed_and_deleted_live_and_survive_a_restart() {
     assert_eq!(get(&a1, "app", "manifests", "v1").unwrap().status, 404);
     drop(squatter);
 }
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    format!("Basic {b}")
+}
+
+fn as_user(core: &Core, auth: &str, method: &str, path: &str, body: Option<Value>) -> Response {
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    request(
+        &core.main,
+        method,
+        &format!("{API}{path}"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", auth),
+        ],
+        bytes.as_bytes(),
+    )
+    .unwrap()
+}
+
+/// A blob push with credentials; the status.
+fn push_as(addr: &str, auth: &str, data: &[u8]) -> u16 {
+    let path = format!(
+        "/v2/app/blobs/uploads/?digest={}",
+        berth_tests::http::digest(data)
+    );
+    request(addr, "POST", &path, &[("Authorization", auth)], data)
+        .unwrap()
+        .status
+}
+
+fn pull_as(addr: &str, auth: &str, data: &[u8]) -> u16 {
+    let path = format!("/v2/app/blobs/{}", berth_tests::http::digest(data));
+    request(addr, "GET", &path, &[("Authorization", auth)], b"")
+        .unwrap()
+        .status
+}
+
+#[test]
+fn users_roles_and_scoped_tokens_change_live_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0, context_path: /berth }}\n\
+         auth:\n  users:\n    - {{ name: root, password_hash: \"{}\", roles: [admins] }}\n\
+         \x20 roles:\n    - {{ name: admins, privileges: [{{ repositories: \"*\", actions: [admin] }}] }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        dir.path().join("data").display(),
+        berth_tests::core::hash_password("root-password"),
+    );
+    let mut core = Core::start_in(dir, &config);
+    let root = basic("root", "root-password");
+    let repo = core.connector("hosted").to_owned();
+
+    // Not without an admin.
+    assert_eq!(call(&core, "GET", "/users", None).status, 401);
+
+    let ci = json!({ "name": "ci", "privileges": [{ "repositories": "hosted", "actions": ["read", "write"] }] });
+    assert_eq!(
+        as_user(&core, &root, "POST", "/roles", Some(ci)).status,
+        201
+    );
+    let carol = json!({ "name": "carol", "password": "carol-pass-1", "roles": ["ci"] });
+    let r = as_user(&core, &root, "POST", "/users", Some(carol));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("argon2"),
+        "no hash shown"
+    );
+    let nobody = json!({ "name": "eve", "password": "eve-pass-12", "roles": ["nosuch"] });
+    assert_eq!(
+        as_user(&core, &root, "POST", "/users", Some(nobody)).status,
+        409
+    );
+    let short = json!({ "name": "eve", "password": "short" });
+    assert_eq!(
+        as_user(&core, &root, "POST", "/users", Some(short)).status,
+        400
+    );
+
+    // carol pushes with her password at once.
+    let carol_pw = basic("carol", "carol-pass-1");
+    assert_eq!(push_as(&repo, &carol_pw, b"first"), 201);
+
+    // A pull-only token, shown once.
+    let t = json!({ "name": "ci-pull", "privileges": [{ "repositories": "hosted", "actions": ["read"] }] });
+    let r = as_user(&core, &root, "POST", "/users/carol/tokens", Some(t));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("berth_"));
+    let listed = as_user(&core, &root, "GET", "/users/carol/tokens", None);
+    assert_eq!(listed.json()[0]["id"], id.as_str());
+    assert!(
+        !String::from_utf8_lossy(&listed.body).contains(&token),
+        "never shown again"
+    );
+    let with_token = basic("carol", &token);
+    assert_eq!(pull_as(&repo, &with_token, b"first"), 200);
+    assert_eq!(
+        push_as(&repo, &with_token, b"second"),
+        403,
+        "the token is pull-only"
+    );
+    assert_eq!(
+        pull_as(&repo, &basic("root", &token), b"first"),
+        401,
+        "not root's token"
+    );
+    assert_eq!(
+        as_user(&core, &with_token, "GET", "/users", None).status,
+        401
+    );
+
+    // A role in use cannot go; a password change applies at once.
+    assert_eq!(
+        as_user(&core, &root, "DELETE", "/roles/ci", None).status,
+        409
+    );
+    let pw = json!({ "password": "carol-pass-2" });
+    assert_eq!(
+        as_user(&core, &root, "PUT", "/users/carol/password", Some(pw)).status,
+        204
+    );
+    assert_eq!(pull_as(&repo, &carol_pw, b"first"), 401, "old password");
+    let carol_pw2 = basic("carol", "carol-pass-2");
+    assert_eq!(pull_as(&repo, &carol_pw2, b"first"), 200);
+
+    // Everything survives a restart.
+    core.restart_same_ports();
+    let repo = core.connector("hosted").to_owned();
+    assert_eq!(pull_as(&repo, &carol_pw2, b"first"), 200);
+    assert_eq!(pull_as(&repo, &with_token, b"first"), 200);
+    let users = as_user(&core, &root, "GET", "/users", None).json();
+    assert_eq!(users[0]["name"], "root");
+    assert_eq!(users[0]["origin"]["source"], "config");
+    assert_eq!(users[1]["name"], "carol");
+    assert_eq!(users[1]["origin"]["source"], "api");
+
+    // Revoked, the token stops working on the next request; a deleted user takes its tokens.
+    let path = format!("/users/carol/tokens/{id}");
+    assert_eq!(as_user(&core, &root, "DELETE", &path, None).status, 204);
+    assert_eq!(pull_as(&repo, &with_token, b"first"), 401);
+    assert_eq!(
+        as_user(&core, &root, "DELETE", "/users/carol", None).status,
+        204
+    );
+    assert_eq!(pull_as(&repo, &carol_pw2, b"first"), 401);
+    assert_eq!(
+        as_user(&core, &root, "DELETE", "/roles/ci", None).status,
+        204
+    );
+    let log = core.log();
+    assert!(log.contains("revoke token"), "audit lines: {log}");
+}

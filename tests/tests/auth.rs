@@ -14,21 +14,7 @@ use berth_tests::image::write_layout;
 use berth_tests::tools::{podman, run, skopeo, Dockerd};
 
 fn hash(password: &str) -> String {
-    let mut child = Command::new(berth_tests::bin("berth-core"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    berth_tests::core::hash_password(password)
 }
 
 /// alice may read/write/delete everywhere, bob may read, root administers; `public` allows

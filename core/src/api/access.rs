@@ -223,7 +223,7 @@ pub fn authorize(auth: &Auth, caller: &Caller, t: &Target, action: Action) -> Re
     let scope = format!("repository:{}:{}", t.client_name(), scope_actions(action));
     match (&caller.identity, &caller.claims) {
         // Known user, password given, not allowed: no token will change that.
-        (Identity::User(u), None) => Err(err(
+        (Identity::User(u) | Identity::Token { user: u, .. }, None) => Err(err(
             ErrorCode::Denied,
             format!("{u} may not {} {}", scope_actions(action), t.client_name()),
         )),

@@ -8,25 +8,29 @@
 //! passwords, failed logins are rate-limited per client address and user name, and neither
 //! passwords nor tokens are ever logged.
 
+mod directory;
 mod limiter;
 pub mod password;
 mod settings;
 pub mod token;
 
 use std::collections::{HashMap, HashSet};
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::oci::RepoName;
+use directory::Directory;
+pub use directory::{parse_token, ApiToken, TOKEN_PREFIX};
 use limiter::Limiter;
 pub use limiter::LimiterConfig;
 pub use settings::{AuthConfig, RoleConfig, UserConfig};
 pub use token::{Claims, Grant, Signer};
 
 /// What a request wants to do to a repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Read,
@@ -52,13 +56,19 @@ impl Action {
 pub enum Identity {
     Anonymous,
     User(String),
+    /// A user signed in with one of their API tokens (`id`): the token's privileges narrow
+    /// the user's.
+    Token {
+        user: String,
+        id: String,
+    },
 }
 
 impl Identity {
     pub fn name(&self) -> &str {
         match self {
             Identity::Anonymous => "anonymous",
-            Identity::User(u) => u,
+            Identity::User(u) | Identity::Token { user: u, .. } => u,
         }
     }
 }
@@ -75,8 +85,10 @@ pub enum LoginError {
 }
 
 /// A privilege: actions on repositories whose names match a pattern (`*` matches anything).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Privilege {
+    #[serde(rename = "repositories")]
     pub pattern: String,
     pub actions: Vec<Action>,
 }
@@ -106,15 +118,9 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     true
 }
 
-struct User {
-    hash: Arc<str>,
-    roles: Vec<String>,
-}
-
 /// The access-control state of a core.
 pub struct Auth {
-    users: HashMap<String, User>,
-    roles: HashMap<String, Vec<Privilege>>,
+    directory: std::sync::RwLock<Arc<Directory>>,
     anonymous_pull: std::sync::RwLock<HashSet<RepoName>>,
     signer: Signer,
     pub token_ttl: Duration,
@@ -152,27 +158,9 @@ impl Auth {
         anonymous_pull: HashSet<RepoName>,
         key_dir: &Path,
     ) -> std::io::Result<Auth> {
-        let users = config
-            .users
-            .iter()
-            .map(|u| {
-                (
-                    u.name.clone(),
-                    User {
-                        hash: u.password_hash.as_str().into(),
-                        roles: u.roles.clone(),
-                    },
-                )
-            })
-            .collect();
-        let roles = config
-            .roles
-            .iter()
-            .map(|r| (r.name.clone(), r.privileges.clone()))
-            .collect();
+        let directory = Directory::new(&config.users, &config.roles, Vec::new());
         Ok(Auth {
-            users,
-            roles,
+            directory: std::sync::RwLock::new(Arc::new(directory)),
             anonymous_pull: std::sync::RwLock::new(anonymous_pull),
             signer: Signer::load_or_create(key_dir)?,
             token_ttl: config.token_ttl,
@@ -196,6 +184,9 @@ impl Auth {
         pass: &str,
         client: IpAddr,
     ) -> Result<Identity, LoginError> {
+        if let Some((id, secret)) = parse_token(pass) {
+            return self.token_login(user, id, secret, client);
+        }
         let cred = credential_key(user, pass);
         if self.recently_verified(&cred, user) {
             return Ok(Identity::User(user.to_owned()));
@@ -203,13 +194,11 @@ impl Auth {
         self.limiter
             .check(client, user)
             .map_err(LoginError::TooMany)?;
-        let hash = match self.users.get(user) {
-            Some(u) => u.hash.clone(),
-            None => self.dummy_hash.clone(),
-        };
+        let known = self.dir().users.get(user).map(|u| u.hash.clone());
         // Always verify (unknown users against the dummy hash): both failures cost the same.
+        let hash = known.clone().unwrap_or_else(|| self.dummy_hash.clone());
         let verified = self.verify_password(pass, hash).await?;
-        let ok = verified && self.users.contains_key(user);
+        let ok = verified && known.is_some();
         if ok {
             let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= VERIFIED_MAX {
@@ -224,10 +213,67 @@ impl Auth {
         }
     }
 
+    /// An API token given as the password: checked by its digest, no argon2.
+    fn token_login(
+        &self,
+        user: &str,
+        id: &str,
+        secret: &str,
+        client: IpAddr,
+    ) -> Result<Identity, LoginError> {
+        self.limiter
+            .check(client, user)
+            .map_err(LoginError::TooMany)?;
+        let dir = self.dir();
+        match dir.token_user(id, secret, token::now() as i64) {
+            Some(t) if t.user == user => Ok(Identity::Token {
+                user: user.to_owned(),
+                id: id.to_owned(),
+            }),
+            _ => {
+                self.limiter.failed(client, user);
+                tracing::warn!(user, %client, token = id, "failed token login");
+                Err(LoginError::Invalid)
+            }
+        }
+    }
+
+    fn dir(&self) -> Arc<Directory> {
+        self.directory
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |d| d.clone())
+    }
+
+    /// Serves these users, roles and tokens from now on. Remembered logins of users whose
+    /// password changed or who are gone are forgotten.
+    pub fn replace_directory(
+        &self,
+        users: &[UserConfig],
+        roles: &[RoleConfig],
+        tokens: Vec<ApiToken>,
+    ) {
+        let fresh = Directory::new(users, roles, tokens);
+        let old = std::mem::replace(
+            &mut *self.directory.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(fresh),
+        );
+        let now = self.dir();
+        let changed = old
+            .users
+            .iter()
+            .any(|(name, u)| now.users.get(name).is_none_or(|n| n.hash != u.hash));
+        if changed {
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+    }
+
     fn recently_verified(&self, cred: &[u8; 32], user: &str) -> bool {
         let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         cache.get(cred).is_some_and(|(name, at)| {
-            at.elapsed() < VERIFIED_TTL && name == user && self.users.contains_key(user)
+            at.elapsed() < VERIFIED_TTL && name == user && self.dir().users.contains_key(user)
         })
     }
 
@@ -264,36 +310,38 @@ impl Auth {
         match who {
             Identity::Anonymous => action == Action::Read && self.anonymous_may_pull(repo),
             Identity::User(name) => {
+                (action == Action::Read && self.anonymous_may_pull(repo))
+                    || self.user_can(&self.dir(), name, repo, action)
+            }
+            Identity::Token { user, id } => {
                 if action == Action::Read && self.anonymous_may_pull(repo) {
                     return true;
                 }
-                let Some(user) = self.users.get(name) else {
+                let dir = self.dir();
+                let Some(t) = dir.tokens.get(id).filter(|t| &t.user == user) else {
+                    // Revoked since the login.
                     return false;
                 };
-                user.roles
-                    .iter()
-                    .filter_map(|r| self.roles.get(r))
-                    .flatten()
-                    .any(|p| {
-                        glob(&p.pattern, repo.as_str())
-                            && (p.actions.contains(&action) || p.actions.contains(&Action::Admin))
-                    })
+                t.allows(repo.as_str(), action) && self.user_can(&dir, user, repo, action)
             }
         }
     }
 
-    /// Whether `who` administers every repository (the main port's admin API).
+    fn user_can(&self, dir: &Directory, user: &str, repo: &RepoName, action: Action) -> bool {
+        dir.privileges(user).any(|p| {
+            glob(&p.pattern, repo.as_str())
+                && (p.actions.contains(&action) || p.actions.contains(&Action::Admin))
+        })
+    }
+
+    /// Whether `who` administers every repository (the main port's admin API). API tokens
+    /// never do: they are for pushing and pulling.
     pub fn is_admin(&self, who: &Identity) -> bool {
         let Identity::User(name) = who else {
             return false;
         };
-        let Some(user) = self.users.get(name) else {
-            return false;
-        };
-        user.roles
-            .iter()
-            .filter_map(|r| self.roles.get(r))
-            .flatten()
+        self.dir()
+            .privileges(name)
             .any(|p| p.pattern == "*" && p.actions.contains(&Action::Admin))
     }
 
@@ -301,7 +349,7 @@ impl Auth {
     pub fn issue(&self, who: &Identity, access: Vec<Grant>) -> String {
         let sub = match who {
             Identity::Anonymous => String::new(),
-            Identity::User(u) => u.clone(),
+            Identity::User(u) | Identity::Token { user: u, .. } => u.clone(),
         };
         self.signer.sign(&Claims {
             sub,

@@ -15,16 +15,22 @@ pub struct AuthConfig {
     pub limiter: LimiterConfig,
 }
 
-#[derive(Debug, Clone)]
+/// One user, in the config file's shape (`auth.users` entries; run-time settings too).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
     /// An argon2 PHC string.
     pub password_hash: String,
+    #[serde(default)]
     pub roles: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+/// One role, in the config file's shape.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoleConfig {
     pub name: String,
+    #[serde(default)]
     pub privileges: Vec<Privilege>,
 }

@@ -66,9 +66,9 @@ pub enum ChangeError {
 
 /// The merged list: entries in order, with their origins.
 #[derive(Debug, Clone, Default)]
-struct Merged {
-    values: Vec<Value>,
-    origins: Vec<Origin>,
+pub(super) struct Merged {
+    pub values: Vec<Value>,
+    pub origins: Vec<Origin>,
 }
 
 impl Merged {
@@ -83,7 +83,7 @@ fn entry_name(v: &Value) -> Option<&str> {
 
 /// The file's entries, each overridden or removed by a stored setting of its name, then the
 /// entries created at run time, oldest first.
-fn merge(file: &[Value], rows: &[Setting]) -> Result<Merged, MetadataError> {
+pub(super) fn merge(file: &[Value], rows: &[Setting]) -> Result<Merged, MetadataError> {
     let by_name: BTreeMap<&str, &Setting> = rows.iter().map(|r| (r.name.as_str(), r)).collect();
     let parse = |r: &Setting, body: &str| {
         serde_json::from_str::<Value>(body).map_err(|e| {
@@ -124,10 +124,10 @@ fn merge(file: &[Value], rows: &[Setting]) -> Result<Merged, MetadataError> {
 
 /// Run-time changes of a core.
 pub struct Control {
-    stores: Stores,
-    bootstrap: Config,
+    pub(super) stores: Stores,
+    pub(super) bootstrap: Config,
     /// One change at a time in this core.
-    changing: tokio::sync::Mutex<()>,
+    pub(super) changing: tokio::sync::Mutex<()>,
     connectors: OnceLock<Arc<ConnectorSet>>,
     origins: std::sync::RwLock<BTreeMap<RepoName, Origin>>,
     /// The settings version last applied.
@@ -280,8 +280,13 @@ impl Control {
             }
             (_, None) => {}
         }
-        self.version
-            .store(meta.settings_version().await?, Ordering::SeqCst);
+        self.note_version().await
+    }
+
+    /// Remembers the settings version this core has applied.
+    pub(super) async fn note_version(&self) -> Result<(), ChangeError> {
+        let v = self.stores.meta.settings_version().await?;
+        self.version.store(v, Ordering::SeqCst);
         Ok(())
     }
 
@@ -324,6 +329,7 @@ impl Control {
             self.sync(name, &[]).await?;
         }
         self.install(reg, repos, &merged)?;
+        self.apply_directory(reg).await?;
         self.version.store(version, Ordering::SeqCst);
         tracing::info!(version, "applied settings changed by another core");
         Ok(())

@@ -14,6 +14,7 @@
 
 mod connectors;
 pub mod control;
+pub mod directory;
 mod listen;
 mod tasks;
 mod wiring;

@@ -10,6 +10,7 @@
 
 mod lifecycle;
 mod repos;
+mod users;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -30,6 +31,8 @@ pub enum AdminRoute {
     /// One repository's settings: `GET`, `PUT`, `DELETE`.
     Repository(String),
     Certificates,
+    /// Users, roles, tokens.
+    Directory(users::DirRoute),
     Gc,
     Usage(String),
     History(String),
@@ -59,6 +62,14 @@ pub fn route(reg: &Registry, path: &str, method: &Method) -> Option<AdminRoute> 
             .filter(|r| !r.contains('/'))
             .map(str::to_owned)
     };
+    if let Some((r, allowed)) = users::route(rest) {
+        let ok = allowed.contains(&method.as_str());
+        return Some(if ok {
+            AdminRoute::Directory(r)
+        } else {
+            AdminRoute::Unknown { allowed }
+        });
+    }
     let (r, ok, allowed): (AdminRoute, bool, &'static [&'static str]) = match rest {
         "/health" | "/health/" => (AdminRoute::Health, read, &["GET", "HEAD"]),
         "/api/v1/repositories" => (
@@ -127,6 +138,13 @@ pub async fn serve(
             repos::change(reg, Some(name), req, body, actor).await
         }
         AdminRoute::Certificates => repos::certificates(reg).await,
+        AdminRoute::Directory(r) => {
+            let body = match req.method {
+                Method::POST | Method::PUT => Some(json_body(body).await?),
+                _ => None,
+            };
+            users::serve(reg, r, req, body, actor).await
+        }
         AdminRoute::Gc if req.method == Method::POST => lifecycle::run_gc(reg, req, actor).await,
         AdminRoute::Gc => Ok(lifecycle::gc_status(reg)),
         AdminRoute::Usage(repo) => lifecycle::usage(reg, &repo_name(reg, &repo)?).await,

@@ -1,0 +1,328 @@
+//! `/api/v1/users`, `/api/v1/roles` and per-user API tokens: access control changed at run
+//! time. Passwords arrive in the clear over the admin API and are hashed here (argon2id);
+//! hashes are never shown, and a token's secret is shown once, in the answer that creates it.
+
+use http::request::Parts;
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::super::{err, response, ApiError, ApiResult, Registry};
+use super::repos::change_error;
+use crate::auth::{password, ApiToken, Privilege};
+use crate::oci::ErrorCode;
+use crate::server::directory::EntryChange;
+use crate::storage::metadata::settings::SettingKind;
+
+/// A users/roles/tokens endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirRoute {
+    Users,
+    User(String),
+    Password(String),
+    Tokens(String),
+    Token(String, String),
+    Roles,
+    Role(String),
+}
+
+/// The route and the methods it takes, for `rest` (the path under the context path).
+pub fn route(rest: &str) -> Option<(DirRoute, &'static [&'static str])> {
+    const LIST: &[&str] = &["GET", "HEAD", "POST"];
+    const ONE: &[&str] = &["GET", "HEAD", "PUT", "DELETE"];
+    let segs: Vec<&str> = rest.strip_prefix("/api/v1/")?.split('/').collect();
+    let s = |x: &str| x.to_owned();
+    Some(match segs.as_slice() {
+        ["users"] => (DirRoute::Users, LIST),
+        ["users", u] if !u.is_empty() => (DirRoute::User(s(u)), ONE),
+        ["users", u, "password"] => (DirRoute::Password(s(u)), &["PUT"]),
+        ["users", u, "tokens"] => (DirRoute::Tokens(s(u)), LIST),
+        ["users", u, "tokens", id] => (DirRoute::Token(s(u), s(id)), &["DELETE"]),
+        ["roles"] => (DirRoute::Roles, LIST),
+        ["roles", r] if !r.is_empty() => (DirRoute::Role(s(r)), ONE),
+        _ => return None,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    name: Option<String>,
+    password: Option<String>,
+    password_hash: Option<String>,
+    roles: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+    #[serde(default)]
+    privileges: Vec<Privilege>,
+    /// `90d`, `12h`; absent: until revoked.
+    expires_in: Option<String>,
+}
+
+fn bad(reason: impl Into<String>) -> ApiError {
+    err(ErrorCode::Unsupported, reason).with_status(StatusCode::BAD_REQUEST)
+}
+
+fn not_found(what: &str, name: &str) -> ApiError {
+    err(ErrorCode::NameUnknown, format!("no {what} named {name:?}"))
+        .with_status(StatusCode::NOT_FOUND)
+}
+
+fn body<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, ApiError> {
+    serde_json::from_value(v.unwrap_or(Value::Null)).map_err(|e| bad(format!("request body: {e}")))
+}
+
+fn hash(p: &str) -> Result<String, ApiError> {
+    if p.len() < 8 {
+        return Err(bad("password: at least 8 characters"));
+    }
+    password::hash(p).map_err(ApiError::Internal)
+}
+
+/// Serves one users/roles/tokens request.
+pub async fn serve(
+    reg: &Registry,
+    route: DirRoute,
+    req: &Parts,
+    v: Option<Value>,
+    actor: &str,
+) -> ApiResult {
+    let m = &req.method;
+    match route {
+        DirRoute::Users if m == Method::POST => {
+            let b: UserBody = body(v)?;
+            let name = b.name.clone().ok_or_else(|| bad("name: missing"))?;
+            let entry = user_entry(&name, b, None)?;
+            set(reg, SettingKind::User, &name, Some(entry), true, actor).await?;
+            Ok(response::json(
+                StatusCode::CREATED,
+                &user_view(reg, &name).await?,
+            ))
+        }
+        DirRoute::Users => users(reg).await,
+        DirRoute::User(name) if m == Method::PUT => {
+            let current = current_user(reg, &name).await?;
+            let entry = user_entry(&name, body(v)?, Some(current))?;
+            set(reg, SettingKind::User, &name, Some(entry), false, actor).await?;
+            Ok(response::json(
+                StatusCode::OK,
+                &user_view(reg, &name).await?,
+            ))
+        }
+        DirRoute::User(name) if m == Method::DELETE => {
+            set(reg, SettingKind::User, &name, None, false, actor).await?;
+            Ok(response::status(StatusCode::NO_CONTENT))
+        }
+        DirRoute::User(name) => Ok(response::json(
+            StatusCode::OK,
+            &user_view(reg, &name).await?,
+        )),
+        DirRoute::Password(name) => {
+            let mut current = current_user(reg, &name).await?;
+            current.password_hash = hash(&body::<PasswordBody>(v)?.password)?;
+            let entry =
+                serde_json::to_value(current).map_err(|e| ApiError::Internal(e.to_string()))?;
+            set(reg, SettingKind::User, &name, Some(entry), false, actor).await?;
+            Ok(response::status(StatusCode::NO_CONTENT))
+        }
+        DirRoute::Tokens(user) if m == Method::POST => {
+            create_token(reg, &user, body(v)?, actor).await
+        }
+        DirRoute::Tokens(user) => tokens(reg, &user).await,
+        DirRoute::Token(user, id) => {
+            let gone = reg
+                .control
+                .revoke_token(reg, &user, &id, actor)
+                .await
+                .map_err(change_error)?;
+            if !gone {
+                return Err(not_found("token", &id));
+            }
+            Ok(response::status(StatusCode::NO_CONTENT))
+        }
+        DirRoute::Roles if m == Method::POST => {
+            let v = v.unwrap_or(Value::Null);
+            let name = v["name"]
+                .as_str()
+                .ok_or_else(|| bad("name: missing"))?
+                .to_owned();
+            set(reg, SettingKind::Role, &name, Some(v), true, actor).await?;
+            Ok(response::json(
+                StatusCode::CREATED,
+                &role_view(reg, &name).await?,
+            ))
+        }
+        DirRoute::Roles => roles(reg).await,
+        DirRoute::Role(name) if m == Method::PUT => {
+            let mut v = v.unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("name".into(), json!(name));
+            }
+            set(reg, SettingKind::Role, &name, Some(v), false, actor).await?;
+            Ok(response::json(
+                StatusCode::OK,
+                &role_view(reg, &name).await?,
+            ))
+        }
+        DirRoute::Role(name) if m == Method::DELETE => {
+            set(reg, SettingKind::Role, &name, None, false, actor).await?;
+            Ok(response::status(StatusCode::NO_CONTENT))
+        }
+        DirRoute::Role(name) => Ok(response::json(
+            StatusCode::OK,
+            &role_view(reg, &name).await?,
+        )),
+    }
+}
+
+/// A user entry in the config file's shape from a body (and the user as it was).
+fn user_entry(
+    name: &str,
+    b: UserBody,
+    current: Option<crate::auth::UserConfig>,
+) -> Result<Value, ApiError> {
+    if b.name.as_deref().is_some_and(|n| n != name) {
+        return Err(bad(
+            "name: differs from the user in the URL; renaming is not supported",
+        ));
+    }
+    let password_hash = match (b.password, b.password_hash, &current) {
+        (Some(p), None, _) => hash(&p)?,
+        (None, Some(h), _) => h,
+        (None, None, Some(c)) => c.password_hash.clone(),
+        (None, None, None) => return Err(bad("password: missing")),
+        (Some(_), Some(_), _) => return Err(bad("give password or password_hash, not both")),
+    };
+    let roles = b
+        .roles
+        .or_else(|| current.map(|c| c.roles))
+        .unwrap_or_default();
+    Ok(json!({ "name": name, "password_hash": password_hash, "roles": roles }))
+}
+
+async fn set(
+    reg: &Registry,
+    kind: SettingKind,
+    name: &str,
+    entry: Option<Value>,
+    create: bool,
+    actor: &str,
+) -> Result<(), ApiError> {
+    let change = EntryChange {
+        kind,
+        name: name.to_owned(),
+        entry,
+        create,
+    };
+    reg.control
+        .change_entry(reg, change, actor)
+        .await
+        .map_err(change_error)
+}
+
+async fn current_user(reg: &Registry, name: &str) -> Result<crate::auth::UserConfig, ApiError> {
+    let d = reg.control.directory().await.map_err(change_error)?;
+    d.users
+        .into_iter()
+        .find(|(u, _)| u.name == name)
+        .map(|(u, _)| u)
+        .ok_or_else(|| not_found("user", name))
+}
+
+async fn users(reg: &Registry) -> ApiResult {
+    let d = reg.control.directory().await.map_err(change_error)?;
+    let out: Vec<Value> = d
+        .users
+        .iter()
+        .map(|(u, o)| {
+            let tokens = d.tokens.iter().filter(|t| t.user == u.name).count();
+            json!({ "name": u.name, "roles": u.roles, "origin": o, "tokens": tokens })
+        })
+        .collect();
+    Ok(response::json(StatusCode::OK, &Value::Array(out)))
+}
+
+async fn user_view(reg: &Registry, name: &str) -> Result<Value, ApiError> {
+    let d = reg.control.directory().await.map_err(change_error)?;
+    let (u, o) = d
+        .users
+        .iter()
+        .find(|(u, _)| u.name == name)
+        .ok_or_else(|| not_found("user", name))?;
+    let tokens = d.tokens.iter().filter(|t| t.user == u.name).count();
+    Ok(json!({ "name": u.name, "roles": u.roles, "origin": o, "tokens": tokens }))
+}
+
+async fn roles(reg: &Registry) -> ApiResult {
+    let d = reg.control.directory().await.map_err(change_error)?;
+    let out: Vec<Value> = d
+        .roles
+        .iter()
+        .map(|(r, o)| json!({ "name": r.name, "privileges": r.privileges, "origin": o }))
+        .collect();
+    Ok(response::json(StatusCode::OK, &Value::Array(out)))
+}
+
+async fn role_view(reg: &Registry, name: &str) -> Result<Value, ApiError> {
+    let d = reg.control.directory().await.map_err(change_error)?;
+    d.roles
+        .iter()
+        .find(|(r, _)| r.name == name)
+        .map(|(r, o)| json!({ "name": r.name, "privileges": r.privileges, "origin": o }))
+        .ok_or_else(|| not_found("role", name))
+}
+
+fn token_view(t: &ApiToken) -> Value {
+    json!({
+        "id": t.id, "user": t.user, "name": t.name, "privileges": t.privileges,
+        "created_at": t.created_at, "expires_at": t.expires_at,
+    })
+}
+
+async fn tokens(reg: &Registry, user: &str) -> ApiResult {
+    current_user(reg, user).await?;
+    let d = reg.control.directory().await.map_err(change_error)?;
+    let out: Vec<Value> = d
+        .tokens
+        .iter()
+        .filter(|t| t.user == user)
+        .map(token_view)
+        .collect();
+    Ok(response::json(StatusCode::OK, &Value::Array(out)))
+}
+
+async fn create_token(reg: &Registry, user: &str, b: TokenBody, actor: &str) -> ApiResult {
+    let expires_at = b
+        .expires_in
+        .as_deref()
+        .map(|e| {
+            berth_config::parse_duration(e)
+                .map(|d| {
+                    crate::storage::metadata::now()
+                        + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)
+                })
+                .map_err(|r| bad(format!("expires_in: {r}")))
+        })
+        .transpose()?;
+    if b.name.is_empty() {
+        return Err(bad("name: missing"));
+    }
+    let (token, secret) = ApiToken::generate(user, &b.name, b.privileges, expires_at);
+    reg.control
+        .add_token(reg, &token, actor)
+        .await
+        .map_err(change_error)?;
+    let mut v = token_view(&token);
+    v["token"] = json!(secret);
+    Ok(response::json(StatusCode::CREATED, &v))
+}
