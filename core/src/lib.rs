@@ -6,7 +6,8 @@
 //!   about them, in SQLite or PostgreSQL) traits and their backends.
 //! - [`repo`]: the [`repo::Repository`] trait and the hosted kind; knows the registry's rules.
 //! - [`api`]: HTTP routing and handlers; knows status codes and headers.
-//! - [`server`]: sockets, connections, shutdown.
+//! - [`server`]: sockets, connections, shutdown, and changes at run time (`server::control`).
+//! - [`ui`]: the web UI on the main port, server-rendered.
 //! - [`auth`]: users, roles, passwords and bearer tokens.
 //! - [`config`]: the YAML file, parsed into types.
 //!
@@ -21,3 +22,4 @@ pub mod oci;
 pub mod repo;
 pub mod server;
 pub mod storage;
+pub mod ui;

@@ -110,8 +110,19 @@ fn read_response(s: TcpStream, head_only: bool) -> std::io::Result<Response> {
         }
     }
     let mut body = Vec::new();
-    if !head_only {
-        r.read_to_end(&mut body)?;
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    match (head_only, length) {
+        (true, _) => {}
+        // Some servers (chromedriver) keep the connection open despite `Connection: close`.
+        (false, Some(n)) => {
+            r.take(n).read_to_end(&mut body)?;
+        }
+        (false, None) => {
+            r.read_to_end(&mut body)?;
+        }
     }
     Ok(Response {
         status,

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod relay;
 pub mod tls;
 pub mod tools;
+pub mod webdriver;
 
 use std::path::PathBuf;
 

@@ -214,6 +214,11 @@ impl Registry {
         url::warn_untrusted_forwarding(&req.headers, conn, &self.trusted_proxies);
         let base = || url::external_base(&req.headers, conn, &self.trusted_proxies);
         // Without an auth section everyone may do everything (development).
+        if let (Listener::Main, Some(page)) = (listener, crate::ui::route(self, &path)) {
+            let client = access::client_ip(self, conn, req);
+            let body = self.guard(body);
+            return Ok(crate::ui::serve(self, page, req, body, base(), client).await);
+        }
         let caller = match &self.auth {
             Some(auth) if path == "/v2/token" => {
                 return access::token(self, auth, listener, conn, req, &base()).await;

@@ -135,6 +135,8 @@ pub struct Auth {
     verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
 }
 
+/// How long a web UI login lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// How long a verified Basic credential is trusted without argon2.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
 /// Bound on remembered credentials; the cache is cleared when it is exceeded.
@@ -356,6 +358,25 @@ impl Auth {
             exp: token::now() + self.token_ttl.as_secs(),
             access,
         })
+    }
+
+    /// A web UI session for a signed-in user: a signed token that grants no registry access,
+    /// valid for [`SESSION_TTL`].
+    pub fn session(&self, user: &str) -> String {
+        self.signer.sign(&Claims {
+            sub: user.to_owned(),
+            exp: token::now() + SESSION_TTL.as_secs(),
+            access: Vec::new(),
+        })
+    }
+
+    /// The user of a valid UI session who still exists.
+    pub fn session_user(&self, session: &str) -> Option<Identity> {
+        let claims = self.verify(session)?;
+        self.dir()
+            .users
+            .contains_key(&claims.sub)
+            .then_some(Identity::User(claims.sub))
     }
 
     pub fn verify(&self, token: &str) -> Option<Claims> {

@@ -100,6 +100,8 @@ impl RepoSpec {
 pub struct ConnectorConfig {
     pub http: Option<SocketAddr>,
     pub https: Option<HttpsConfig>,
+    /// `scheme://host[:port]` clients use for this port, if given.
+    pub external_url: Option<String>,
 }
 
 /// A direct HTTPS connector.

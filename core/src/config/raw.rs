@@ -293,6 +293,10 @@ pub struct RawConnector {
     pub http: Option<SocketAddr>,
     /// Direct HTTPS, for running the core without the edge.
     pub https: Option<RawHttps>,
+    /// How clients reach this port, e.g. `https://registry.example.com:5443` (the edge's
+    /// listener): the web UI's `docker pull` lines use it. Absent: the UI's own host name with
+    /// this connector's port.
+    pub external_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

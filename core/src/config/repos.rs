@@ -167,7 +167,26 @@ fn connector(
             .claim(h.listen, &owner, name)
             .map_err(|r| ("connector.https.listen".to_owned(), r))?;
     }
+    let external_url = c
+        .external_url
+        .as_ref()
+        .map(|u| {
+            let u = u.trim_end_matches('/');
+            let lower = u.to_ascii_lowercase();
+            let rest = lower
+                .strip_prefix("https://")
+                .or_else(|| lower.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains('/') => Ok(u.to_owned()),
+                _ => Err((
+                    "connector.external_url".to_owned(),
+                    format!("{u:?} must be like https://registry.example.com:5443"),
+                )),
+            }
+        })
+        .transpose()?;
     Ok(ConnectorConfig {
+        external_url,
         http: c.http,
         https: c.https.as_ref().map(|h| HttpsConfig {
             listen: h.listen,

@@ -1,0 +1,294 @@
+//! Browsing: repositories, images, tags, one manifest (platforms of an index; config and
+//! layers of an image; referrers such as signatures and SBOMs), search. Every read is the
+//! registry API's own call on the repository, with the viewer's read privilege checked.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use super::{Ctx, PageError, PageResult};
+use crate::api::RepoEntry;
+use crate::oci::{Digest, ImageName, Reference, RepoName};
+use crate::storage::metadata::Page;
+
+/// Lists are cut here; search narrows them.
+const LIST_LIMIT: usize = 200;
+/// Tags shown on an image page, each resolved to its digest.
+const TAG_LIMIT: usize = 100;
+/// An image config larger than this is not read for the manifest page.
+const CONFIG_LIMIT: u64 = 1 << 20;
+
+/// `1.2 MiB`-style sizes.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `host[:port]` of the base URL the client used.
+fn client_host(ctx: &Ctx<'_>) -> String {
+    let b = ctx.base.as_str();
+    b.split_once("://").map_or(b, |(_, h)| h).to_owned()
+}
+
+/// The ports each repository listens on now (a configured port 0 is a real one here).
+type Ports = std::collections::BTreeMap<RepoName, Vec<(std::net::SocketAddr, bool)>>;
+
+/// How clients name this repository in `docker pull`: its connector's external URL, or this
+/// host with the connector's port, or the main port's `host/repository` path.
+fn pull_prefix(ctx: &Ctx<'_>, entry: &RepoEntry, ports: &Ports) -> String {
+    let Some(c) = entry.config.connector.as_ref() else {
+        return format!("{}/{}", client_host(ctx), entry.repo.name());
+    };
+    if let Some(u) = &c.external_url {
+        return u
+            .split_once("://")
+            .map_or(u.as_str(), |(_, h)| h)
+            .to_owned();
+    }
+    let port = ports
+        .get(entry.repo.name())
+        .and_then(|v| v.first())
+        .map(|(a, _)| a.port());
+    let host = client_host(ctx);
+    let bare = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
+        _ => host,
+    };
+    match port {
+        Some(p) => format!("{bare}:{p}"),
+        None => bare,
+    }
+}
+
+/// The repository `name`, if the viewer may read it.
+fn readable(ctx: &Ctx<'_>, name: &str) -> Result<Arc<RepoEntry>, PageError> {
+    let missing = || PageError::not_found(format!("no repository named {name:?} you may read"));
+    let repo: RepoName = name.parse().map_err(|_| missing())?;
+    if !ctx.viewer.may_read(ctx.reg, &repo) {
+        return Err(missing());
+    }
+    ctx.reg.repos().get(&repo).cloned().ok_or_else(missing)
+}
+
+fn image_param(ctx: &Ctx<'_>) -> Result<ImageName, PageError> {
+    let i = ctx.required("image")?;
+    i.parse()
+        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, format!("image {i:?}: {e}")))
+}
+
+pub async fn home(ctx: &Ctx<'_>) -> PageResult {
+    let ports = ctx.reg.control.listening().await;
+    let repos: Vec<Value> = ctx
+        .reg
+        .repos()
+        .values()
+        .filter(|e| ctx.viewer.may_read(ctx.reg, e.repo.name()))
+        .map(|e| {
+            let host = e
+                .config
+                .connector
+                .as_ref()
+                .map(|_| pull_prefix(ctx, e, &ports));
+            json!({ "name": e.repo.name().as_str(), "kind": e.repo.kind(), "host": host })
+        })
+        .collect();
+    ctx.render(
+        "home.html",
+        json!({ "repos": repos, "main_host": client_host(ctx) }),
+    )
+}
+
+pub async fn repository(ctx: &Ctx<'_>) -> PageResult {
+    let entry = readable(ctx, ctx.required("name")?)?;
+    let page = Page {
+        after: None,
+        limit: Some(LIST_LIMIT + 1),
+    };
+    let mut images: Vec<String> = entry
+        .repo
+        .images(&page)
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let more = images.len() > LIST_LIMIT;
+    images.truncate(LIST_LIMIT);
+    ctx.render(
+        "repository.html",
+        json!({
+            "repo": { "name": entry.repo.name().as_str(), "kind": entry.repo.kind() },
+            "images": images, "more": more,
+        }),
+    )
+}
+
+pub async fn image(ctx: &Ctx<'_>) -> PageResult {
+    let entry = readable(ctx, ctx.required("repo")?)?;
+    let image = image_param(ctx)?;
+    let page = Page {
+        after: None,
+        limit: Some(TAG_LIMIT + 1),
+    };
+    let mut names = entry.repo.tags(&image, &page).await?;
+    let more = names.len() > TAG_LIMIT;
+    names.truncate(TAG_LIMIT);
+    let mut tags = Vec::new();
+    for t in names {
+        let Ok(reference) = t.parse::<Reference>() else {
+            continue;
+        };
+        if let Ok(m) = entry.repo.manifest(&image, &reference).await {
+            tags.push(
+                json!({ "tag": t, "digest": m.digest.to_string(), "kind": kind_of(&m.media_type) }),
+            );
+        }
+    }
+    ctx.render(
+        "image.html",
+        json!({
+            "repo": entry.repo.name().as_str(), "image": image.to_string(), "tags": tags,
+            "more": more,
+            "pull": format!("{}/{image}", pull_prefix(ctx, &entry, &ctx.reg.control.listening().await)),
+        }),
+    )
+}
+
+fn kind_of(media_type: &str) -> &'static str {
+    if media_type.contains("index") || media_type.contains("list") {
+        "index"
+    } else {
+        "image"
+    }
+}
+
+pub async fn manifest(ctx: &Ctx<'_>) -> PageResult {
+    let entry = readable(ctx, ctx.required("repo")?)?;
+    let image = image_param(ctx)?;
+    let r = ctx.required("ref")?;
+    let reference: Reference = r
+        .parse()
+        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, format!("reference {r:?}: {e}")))?;
+    let m = entry.repo.manifest(&image, &reference).await?;
+    let doc: Value = serde_json::from_slice(&m.bytes).unwrap_or(Value::Null);
+    let referrers: Vec<Value> = entry
+        .repo
+        .referrers(&image, &m.digest)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            json!({
+                "artifact_type": d.artifact_type.clone().unwrap_or_else(|| d.media_type.clone()),
+                "digest": d.digest, "size": human(u64::try_from(d.size).unwrap_or(0)),
+            })
+        })
+        .collect();
+    let sep = if matches!(reference, Reference::Digest(_)) {
+        "@"
+    } else {
+        ":"
+    };
+    let mut data = json!({
+        "repo": entry.repo.name().as_str(), "image": image.to_string(),
+        "reference": r, "sep": sep, "digest": m.digest.to_string(),
+        "media_type": m.media_type, "referrers": referrers,
+        "pull": format!("{}/{image}", pull_prefix(ctx, &entry, &ctx.reg.control.listening().await)),
+    });
+    if let Some(list) = doc["manifests"].as_array() {
+        data["platforms"] = json!(list.iter().map(platform).collect::<Vec<_>>());
+    }
+    if let Some(layers) = doc["layers"].as_array() {
+        let sizes: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
+        let config_size = doc["config"]["size"].as_u64().unwrap_or(0);
+        data["total"] = json!(human(sizes + config_size + m.bytes.len() as u64));
+        data["layers"] = json!(layers
+            .iter()
+            .map(|l| json!({
+                "digest": l["digest"], "media_type": l["mediaType"],
+                "size": human(l["size"].as_u64().unwrap_or(0)),
+            }))
+            .collect::<Vec<_>>());
+        data["config"] = config(&entry, &image, &doc["config"]).await;
+    }
+    ctx.render("manifest.html", data)
+}
+
+fn platform(d: &Value) -> Value {
+    let p = &d["platform"];
+    let mut name = format!(
+        "{}/{}",
+        p["os"].as_str().unwrap_or("?"),
+        p["architecture"].as_str().unwrap_or("?")
+    );
+    if let Some(v) = p["variant"].as_str() {
+        name = format!("{name}/{v}");
+    }
+    if p.is_null() {
+        name = d["artifactType"]
+            .as_str()
+            .unwrap_or("(no platform)")
+            .to_owned();
+    }
+    json!({ "platform": name, "digest": d["digest"], "size": human(d["size"].as_u64().unwrap_or(0)) })
+}
+
+/// The image config's facts (platform, creation time, command), read from the blob.
+async fn config(entry: &RepoEntry, image: &ImageName, desc: &Value) -> Value {
+    let size = desc["size"].as_u64().unwrap_or(0);
+    let mut v = json!({ "digest": desc["digest"], "size": human(size) });
+    let Some(digest) = desc["digest"]
+        .as_str()
+        .and_then(|d| d.parse::<Digest>().ok())
+    else {
+        return v;
+    };
+    if size > CONFIG_LIMIT {
+        return v;
+    }
+    let Ok(mut stream) = entry.repo.blob_read(image, &digest, 0, size).await else {
+        return v;
+    };
+    let mut bytes = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        bytes.extend_from_slice(&chunk);
+    }
+    let c: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if let (Some(os), Some(arch)) = (c["os"].as_str(), c["architecture"].as_str()) {
+        v["platform"] = json!(format!("{os}/{arch}"));
+    }
+    v["created"] = c["created"].clone();
+    if let Some(cmd) = c["config"]["Cmd"].as_array() {
+        let words: Vec<&str> = cmd.iter().filter_map(Value::as_str).collect();
+        v["cmd"] = json!(words.join(" "));
+    }
+    v
+}
+
+pub async fn search(ctx: &Ctx<'_>) -> PageResult {
+    let q = ctx.param("q").unwrap_or_default().trim().to_owned();
+    let mut hits = Vec::new();
+    if !q.is_empty() {
+        for e in ctx.reg.repos().values() {
+            if !ctx.viewer.may_read(ctx.reg, e.repo.name()) {
+                continue;
+            }
+            for image in e.repo.search(&q, LIST_LIMIT).await.unwrap_or_default() {
+                hits.push(json!({ "repo": e.repo.name().as_str(), "image": image }));
+            }
+        }
+    }
+    hits.truncate(LIST_LIMIT);
+    ctx.render("search.html", json!({ "q": q, "hits": hits }))
+}

@@ -1,0 +1,419 @@
+//! The web UI, served by the core on the main port at the context path itself
+//! (`http://host:8081/berth/`): browse repositories, images, tags and manifests (platforms,
+//! layers, config, referrers, the exact pull lines), search; admins also see and create
+//! repositories, users, cleanup previews and garbage collection runs.
+//!
+//! Server-rendered HTML from templates compiled into the binary (minijinja, autoescaped), one
+//! stylesheet, no scripts and no external assets: it works on an air-gapped network and
+//! needs no Node build. Reads go through the same [`Repository`](crate::repo::Repository)
+//! calls and privilege checks as the registry API; changes through the same
+//! [`Control`](crate::server::Control) as the admin API.
+//!
+//! # Layout
+//! - this file: routes, the viewer (session cookie), rendering, forms.
+//! - `browse.rs`: repositories, images, tags, manifests, search.
+//! - `manage.rs`: the admin pages and their forms.
+
+mod browse;
+mod manage;
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{json, Value};
+
+use crate::api::{response, Body, Registry};
+use crate::auth::{Action, Identity};
+use crate::oci::RepoName;
+
+/// The session cookie's name.
+const COOKIE: &str = "berth_session";
+/// Form bodies are small.
+const MAX_FORM: usize = 64 * 1024;
+
+/// A UI page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Home,
+    Style,
+    Login,
+    Logout,
+    Repository,
+    Image,
+    Manifest,
+    Search,
+    Admin,
+    AdminCreate,
+    AdminGc,
+    AdminCleanup,
+}
+
+/// The UI page `path` names, if any (the context path itself and `<context>/ui/...`).
+pub fn route(reg: &Registry, path: &str) -> Option<Page> {
+    let rest = path.strip_prefix(reg.context_path.as_str())?;
+    Some(match rest {
+        "" | "/" => Page::Home,
+        "/ui/style.css" => Page::Style,
+        "/ui/login" => Page::Login,
+        "/ui/logout" => Page::Logout,
+        "/ui/repository" => Page::Repository,
+        "/ui/image" => Page::Image,
+        "/ui/manifest" => Page::Manifest,
+        "/ui/search" => Page::Search,
+        "/ui/admin" => Page::Admin,
+        "/ui/admin/repositories" => Page::AdminCreate,
+        "/ui/admin/gc" => Page::AdminGc,
+        "/ui/admin/cleanup" => Page::AdminCleanup,
+        _ => return None,
+    })
+}
+
+/// Who looks at the UI.
+pub struct Viewer {
+    /// `None` for anonymous.
+    pub identity: Option<Identity>,
+    /// Access control is on.
+    pub auth: bool,
+    pub admin: bool,
+}
+
+impl Viewer {
+    fn of(reg: &Registry, req: &Parts) -> Viewer {
+        let Some(auth) = &reg.auth else {
+            // No auth section: open access, as on the registry API (development).
+            return Viewer {
+                identity: None,
+                auth: false,
+                admin: true,
+            };
+        };
+        let identity = cookie(req, COOKIE).and_then(|s| auth.session_user(&s));
+        let admin = identity.as_ref().is_some_and(|i| auth.is_admin(i));
+        Viewer {
+            identity,
+            auth: true,
+            admin,
+        }
+    }
+
+    /// Whether the viewer may read `repo`, as on the registry API.
+    pub fn may_read(&self, reg: &Registry, repo: &RepoName) -> bool {
+        match &reg.auth {
+            None => true,
+            Some(auth) => {
+                let who = self.identity.clone().unwrap_or(Identity::Anonymous);
+                auth.can(&who, repo, Action::Read)
+            }
+        }
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.identity.as_ref().map(Identity::name)
+    }
+
+    /// The admin API's actor name for changes made from the UI.
+    fn actor(&self) -> &str {
+        self.name().unwrap_or("anonymous")
+    }
+}
+
+/// What a page handler returns.
+pub type PageResult = Result<Response<Body>, PageError>;
+
+/// A page that cannot be shown: status and message, rendered in the layout.
+#[derive(Debug)]
+pub struct PageError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        PageError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        PageError::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<crate::repo::RepoError> for PageError {
+    fn from(e: crate::repo::RepoError) -> Self {
+        if e.is_not_found() {
+            return PageError::not_found(e.to_string());
+        }
+        tracing::error!(error = %e, "UI page failed");
+        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error (logged)")
+    }
+}
+
+/// One request for the UI, with what every page needs.
+pub struct Ctx<'a> {
+    pub reg: &'a Registry,
+    pub req: &'a Parts,
+    pub viewer: Viewer,
+    pub query: Vec<(String, String)>,
+    /// `scheme://host[:port]` as the browser sees it.
+    pub base: String,
+    /// The client's address, for the login back-off.
+    pub client: std::net::IpAddr,
+}
+
+impl Ctx<'_> {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        crate::api::query_get(&self.query, key)
+    }
+
+    fn required(&self, key: &str) -> Result<&str, PageError> {
+        self.param(key)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, format!("{key} is missing")))
+    }
+
+    /// Renders `template` in the layout with `data` plus what the layout needs.
+    pub fn render(&self, template: &str, mut data: Value) -> PageResult {
+        self.render_status(StatusCode::OK, template, &mut data)
+    }
+
+    fn render_status(&self, status: StatusCode, template: &str, data: &mut Value) -> PageResult {
+        data["ctx"] = json!(self.reg.context_path);
+        data["viewer"] = json!({
+            "user": self.viewer.name(),
+            "auth": self.viewer.auth,
+            "admin": self.viewer.admin,
+        });
+        if data.get("message").is_none() {
+            data["message"] = json!(self.param("message"));
+        }
+        let html = templates()
+            .get_template(template)
+            .and_then(|t| t.render(&*data))
+            .map_err(|e| {
+                tracing::error!(error = %e, template, "UI template failed");
+                PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error (logged)")
+            })?;
+        Ok(html_response(status, html))
+    }
+
+    /// A redirect to a page of the UI (`path` under the context path).
+    fn redirect(&self, path: &str) -> Response<Body> {
+        let mut r = response::status(StatusCode::SEE_OTHER);
+        let to = format!("{}{path}", self.reg.context_path);
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r
+    }
+
+    fn admin_only(&self) -> Result<(), PageError> {
+        if self.viewer.admin {
+            Ok(())
+        } else {
+            Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                "this page is for administrators; log in as one",
+            ))
+        }
+    }
+}
+
+fn html_response(status: StatusCode, html: String) -> Response<Body> {
+    let mut r = Response::new(response::full(html));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // Nothing external is ever loaded, and no page may be framed.
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The templates, parsed once.
+fn templates() -> &'static minijinja::Environment<'static> {
+    static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = minijinja::Environment::new();
+        for (name, text) in [
+            ("base.html", include_str!("templates/base.html")),
+            ("home.html", include_str!("templates/home.html")),
+            ("repository.html", include_str!("templates/repository.html")),
+            ("image.html", include_str!("templates/image.html")),
+            ("manifest.html", include_str!("templates/manifest.html")),
+            ("search.html", include_str!("templates/search.html")),
+            ("login.html", include_str!("templates/login.html")),
+            ("admin.html", include_str!("templates/admin.html")),
+            ("report.html", include_str!("templates/report.html")),
+        ] {
+            if let Err(e) = env.add_template(name, text) {
+                tracing::error!(template = name, error = %e, "UI template does not parse");
+            }
+        }
+        env
+    })
+}
+
+fn cookie(req: &Parts, name: &str) -> Option<String> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A urlencoded form body.
+async fn form(body: Body) -> Result<Vec<(String, String)>, PageError> {
+    let bytes: Bytes = Limited::new(body, MAX_FORM)
+        .collect()
+        .await
+        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, format!("form: {e}")))?
+        .to_bytes();
+    Ok(form_urlencoded::parse(&bytes).into_owned().collect())
+}
+
+/// A form must come from the UI itself: browsers say where a request comes from, and a
+/// request from another site is refused (with the SameSite=Strict cookie, the CSRF guard).
+fn same_origin(req: &Parts) -> Result<(), PageError> {
+    let site = req
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    match site {
+        None | Some("same-origin") | Some("none") => Ok(()),
+        Some(other) => Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            format!("a form from another site ({other}) is refused"),
+        )),
+    }
+}
+
+/// Serves a UI page.
+pub async fn serve(
+    reg: &Registry,
+    page: Page,
+    req: &Parts,
+    body: Body,
+    base: String,
+    client: std::net::IpAddr,
+) -> Response<Body> {
+    let ctx = Ctx {
+        reg,
+        req,
+        viewer: Viewer::of(reg, req),
+        query: crate::api::query(req),
+        base,
+        client,
+    };
+    let post = req.method == Method::POST;
+    if post {
+        if let Err(e) = same_origin(req) {
+            return error_page(&ctx, e);
+        }
+    }
+    let result = match (page, post) {
+        (Page::Style, _) => Ok(style()),
+        (Page::Login, false) => ctx.render("login.html", json!({})),
+        (Page::Login, true) => login(&ctx, body).await,
+        (Page::Logout, _) => Ok(logout(&ctx)),
+        (Page::Home, _) => browse::home(&ctx).await,
+        (Page::Repository, _) => browse::repository(&ctx).await,
+        (Page::Image, _) => browse::image(&ctx).await,
+        (Page::Manifest, _) => browse::manifest(&ctx).await,
+        (Page::Search, _) => browse::search(&ctx).await,
+        (Page::Admin, _) => manage::admin(&ctx).await,
+        (Page::AdminCreate, true) => manage::create(&ctx, body).await,
+        (Page::AdminGc, true) => manage::gc(&ctx).await,
+        (Page::AdminCleanup, true) => manage::cleanup(&ctx, body).await,
+        (_, false) => Err(PageError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this page takes a form (POST)",
+        )),
+    };
+    result.unwrap_or_else(|e| error_page(&ctx, e))
+}
+
+fn error_page(ctx: &Ctx<'_>, e: PageError) -> Response<Body> {
+    let mut data = json!({ "error": e.message });
+    ctx.render_status(e.status, "report.html", &mut data)
+        .unwrap_or_else(|_| response::status(e.status))
+}
+
+fn style() -> Response<Body> {
+    let mut r = Response::new(response::full(include_str!("style.css")));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    r
+}
+
+async fn login(ctx: &Ctx<'_>, body: Body) -> PageResult {
+    let https = ctx.base.starts_with("https://");
+    let Some(auth) = &ctx.reg.auth else {
+        return Ok(ctx.redirect("/"));
+    };
+    let f = form(body).await?;
+    let get = |k: &str| crate::api::query_get(&f, k).unwrap_or_default().to_owned();
+    let (user, password) = (get("user"), get("password"));
+    match auth.login(&user, &password, ctx.client).await {
+        Ok(Identity::User(name)) => {
+            let mut r = ctx.redirect("/");
+            let secure = if https { "; Secure" } else { "" };
+            let c = format!(
+                "{COOKIE}={}; Path={}/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                auth.session(&name),
+                ctx.reg.context_path,
+                crate::auth::SESSION_TTL.as_secs()
+            );
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            tracing::info!(target: "berth_core::audit", who = %name, action = "ui login", "audit");
+            Ok(r)
+        }
+        Ok(_) => Err(PageError::new(
+            StatusCode::UNAUTHORIZED,
+            "API tokens are for clients; log in with your password",
+        )),
+        Err(e) => {
+            let mut data = json!({ "error": e.to_string() });
+            ctx.render_status(StatusCode::UNAUTHORIZED, "login.html", &mut data)
+        }
+    }
+}
+
+fn logout(ctx: &Ctx<'_>) -> Response<Body> {
+    let mut r = ctx.redirect("/");
+    let c = format!(
+        "{COOKIE}=; Path={}/; HttpOnly; SameSite=Strict; Max-Age=0",
+        ctx.reg.context_path
+    );
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
