@@ -20,6 +20,10 @@ use http_body_util::{BodyExt, Limited};
 use super::{err, response, ApiError, ApiResult, Body, Registry};
 use crate::oci::{ErrorCode, RepoName};
 
+/// The OpenAPI 3.1 document of this API, served at `<context>/api/v1/openapi.json` and checked
+/// against the real responses by `tests/tests/openapi.rs`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -27,6 +31,8 @@ const MAX_BODY: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminRoute {
     Health,
+    /// The OpenAPI document of this API.
+    OpenApi,
     Repositories,
     /// One repository's settings: `GET`, `PUT`, `DELETE`.
     Repository(String),
@@ -47,13 +53,17 @@ pub enum AdminRoute {
 impl AdminRoute {
     /// Whether it needs an admin user (everything but health).
     pub fn protected(&self) -> bool {
-        !matches!(self, AdminRoute::Health)
+        !matches!(self, AdminRoute::Health | AdminRoute::OpenApi)
     }
 }
 
 /// The admin endpoint `path` names, if any.
 pub fn route(reg: &Registry, path: &str, method: &Method) -> Option<AdminRoute> {
-    let rest = path.strip_prefix(reg.context_path.as_str())?;
+    route_under(path.strip_prefix(reg.context_path.as_str())?, method)
+}
+
+/// The admin endpoint of `rest`, the path under the context path.
+fn route_under(rest: &str, method: &Method) -> Option<AdminRoute> {
     let read = method == Method::GET || method == Method::HEAD;
     let post = method == Method::POST;
     let repo_path = |suffix: &str| {
@@ -72,6 +82,7 @@ pub fn route(reg: &Registry, path: &str, method: &Method) -> Option<AdminRoute> 
     }
     let (r, ok, allowed): (AdminRoute, bool, &'static [&'static str]) = match rest {
         "/health" | "/health/" => (AdminRoute::Health, read, &["GET", "HEAD"]),
+        "/api/v1/openapi.json" => (AdminRoute::OpenApi, read, &["GET", "HEAD"]),
         "/api/v1/repositories" => (
             AdminRoute::Repositories,
             read || post,
@@ -125,6 +136,11 @@ pub async fn serve(
         AdminRoute::Health => Ok(response::json(
             StatusCode::OK,
             &serde_json::json!({ "status": "ok" }),
+        )),
+        AdminRoute::OpenApi => Ok(response::json_bytes(
+            StatusCode::OK,
+            OPENAPI.as_bytes().to_vec(),
+            "application/json",
         )),
         AdminRoute::Repositories if req.method == Method::POST => {
             repos::change(reg, None, req, Some(json_body(body).await?), actor).await
@@ -199,4 +215,37 @@ async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiE
         )
         .with_status(StatusCode::BAD_REQUEST)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every operation the document lists is one this module routes (the black-box test then
+    /// checks each answers as documented).
+    #[test]
+    fn every_documented_operation_is_routed() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for (template, ops) in paths {
+            let path = template
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x1" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            for method in ops
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+            {
+                let m: Method = method.to_uppercase().parse().unwrap();
+                let r = route_under(&path, &m);
+                assert!(
+                    matches!(r, Some(ref x) if !matches!(x, AdminRoute::Unknown { .. })),
+                    "{method} {template} is documented but routes to {r:?}"
+                );
+            }
+        }
+    }
 }
