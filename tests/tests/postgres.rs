@@ -117,3 +117,47 @@ fn a_password_in_the_url_is_refused_with_the_key_named() {
         "the password is never printed: {err}"
     );
 }
+
+/// Settings changed on one core reach every core on the database: a repository created on A
+/// is served by B within a few seconds (B polls the settings version), and deleted again.
+#[test]
+fn a_repository_created_on_one_core_is_served_by_the_other() {
+    let pg = Postgres::start();
+    let blobs = tempfile::tempdir().unwrap();
+    let a = core_on(&pg.url, blobs.path());
+    let b = core_on(&pg.url, blobs.path());
+    let body = br#"{"name":"shared","kind":"hosted"}"#;
+    let r = request(&a.main, "POST", "/api/v1/repositories", &[], body).unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let config = b"{}";
+    assert_eq!(
+        berth_tests::registry::push_blob(&a.main, "shared/app", config)
+            .unwrap()
+            .status,
+        201
+    );
+    let path = format!("/v2/shared/app/blobs/{}", http::digest(config));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let r = request(&b.main, "GET", &path, &[], b"").unwrap();
+        if r.status == 200 {
+            assert_eq!(r.body, config);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never served it: {}",
+            r.status
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let r = request(&b.main, "GET", "/api/v1/repositories/shared", &[], b"").unwrap();
+    assert_eq!(r.json()["origin"]["source"], "api");
+    let r = request(&a.main, "DELETE", "/api/v1/repositories/shared", &[], b"").unwrap();
+    assert_eq!(r.status, 204);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while request(&b.main, "GET", &path, &[], b"").unwrap().status != 404 {
+        assert!(std::time::Instant::now() < deadline, "B still serves it");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -307,7 +307,9 @@ impl Control {
         Ok(())
     }
 
-    /// Applies settings another core stored, if the version moved.
+    /// Applies settings another core stored, if the version moved. A port this core cannot
+    /// open (another process holds it here) is logged and tried again on the next change; the
+    /// rest of the change applies (the repository is still served on the main port).
     pub async fn refresh(&self, reg: &Registry) -> Result<(), ChangeError> {
         let _one = self.changing.lock().await;
         let version = self.stores.meta.settings_version().await?;
@@ -318,15 +320,20 @@ impl Control {
         let merged = merge(&self.bootstrap.repository_entries, &rows)?;
         let repos = validate(&self.bootstrap, &merged)?;
         let current = reg.repos();
-        for r in &repos {
-            self.sync(&r.name, &Listen::of(r.connector.as_ref()))
-                .await?;
-        }
-        for name in current
+        let gone: Vec<RepoName> = current
             .keys()
             .filter(|n| !repos.iter().any(|r| &r.name == *n))
-        {
-            self.sync(name, &[]).await?;
+            .cloned()
+            .collect();
+        let wanted = repos
+            .iter()
+            .map(|r| (r.name.clone(), Listen::of(r.connector.as_ref())))
+            .chain(gone.into_iter().map(|n| (n, Vec::new())));
+        for (name, listens) in wanted {
+            if let Err(e) = self.sync(&name, &listens).await {
+                tracing::error!(repository = %name, error = %e,
+                    "cannot open the ports another core configured");
+            }
         }
         self.install(reg, repos, &merged)?;
         self.apply_directory(reg).await?;

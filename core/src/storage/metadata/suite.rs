@@ -77,6 +77,7 @@ pub async fn run(store: Arc<dyn MetadataStore>, prefix: &str) {
     concurrent_pushes_of_one_tag(store.clone(), prefix).await;
     concurrent_pushes_of_many_images(store.clone(), prefix).await;
     close_racing_progress(store.clone(), prefix).await;
+    settings(store.as_ref(), prefix).await;
     super::suite_lifecycle::run(store, prefix).await;
 }
 
@@ -331,4 +332,53 @@ async fn close_racing_progress(s: Arc<dyn MetadataStore>, p: &str) {
     }
     assert_eq!(closed, 1);
     assert_eq!(s.upload(&id).await.unwrap(), None);
+}
+
+/// Settings: written, overwritten, tombstoned, forgotten, each bumping the version; retiring a
+/// repository trashes its manifests and its tags (with history), restorable.
+async fn settings(s: &dyn MetadataStore, p: &str) {
+    use super::settings::SettingKind::{Repository, User};
+    let name = format!("{p}repo");
+    let v0 = s.settings_version().await.unwrap();
+    s.put_setting(Repository, &name, Some("{\"kind\":\"hosted\"}"), "root")
+        .await
+        .unwrap();
+    let v1 = s.settings_version().await.unwrap();
+    assert!(v1 > v0, "a write bumps the version");
+    s.put_setting(Repository, &name, None, "admin")
+        .await
+        .unwrap();
+    let rows = s.settings(Repository).await.unwrap();
+    let row = rows.iter().find(|r| r.name == name).unwrap();
+    assert_eq!((row.body.as_deref(), row.actor.as_str()), (None, "admin"));
+    assert!(
+        !s.settings(User)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.name == name),
+        "kinds apart"
+    );
+    assert!(s.remove_setting(Repository, &name).await.unwrap());
+    assert!(!s.remove_setting(Repository, &name).await.unwrap());
+    assert!(s.settings_version().await.unwrap() > v1);
+    assert!(!s
+        .settings(Repository)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.name == name));
+
+    let n = ns(p, "retire", "app");
+    let m = manifest("retired", None);
+    put(s, &n, &m, Some(&tag("v1"))).await;
+    let trashed = s
+        .retire_repository(&n.repo, Actor::new("root", "repository deleted"))
+        .await
+        .unwrap();
+    assert_eq!(trashed, 1);
+    assert_eq!(s.tag(&n, &tag("v1")).await.unwrap(), None);
+    assert_eq!(s.manifest_media_type(&n, &m.digest).await.unwrap(), None);
+    let history = s.tag_history(&n, Some(&tag("v1")), 10).await.unwrap();
+    assert_eq!(history[0].reason, "repository deleted");
 }
