@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
 use berth_tests::core::Core;
 use berth_tests::http::{self, request};
 use berth_tests::registry::{oci_manifest, push_blob, put_manifest, OCI_MANIFEST};
@@ -125,4 +128,128 @@ fn one_port_mirrors_every_upstream_by_the_ns_parameter() {
     )
     .unwrap();
     assert_eq!(http::digest(&r.body), hub_digest);
+}
+
+/// A containerd daemon of the test's own (its root, state and socket in a temp dir).
+struct Containerd {
+    child: Child,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("containerd.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+                 [grpc]\n  address = \"{1}\"\n",
+                dir.path().display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("containerd (Debian's containerd, installed with docker.io)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "containerd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Containerd {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.socket);
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Real containerd with the `hosts.toml` of deploy/mirror: the group's members hold nothing, so
+/// only the `ns=docker.io` route reaches the image; an upstream the group does not mirror
+/// fails over to its own server (unreachable here) instead of being served another image.
+#[test]
+fn containerd_pulls_docker_io_through_the_mirror_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nrepositories:\n\
+         \x20 - {{ name: hub, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        dir.path().join("data").display()
+    );
+    let upstream = Core::start_in(dir, &up);
+    let (_, layer) = push_alpine(upstream.connector("hub"), "docker.io");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nrepositories:\n\
+         \x20 - {{ name: nodes, kind: group, members: [empty], mirrors: {{ docker.io: docker-hub }}, connector: {{ http: 127.0.0.1:0 }} }}\n\
+         \x20 - {{ name: empty, kind: hosted }}\n\
+         \x20 - {{ name: docker-hub, kind: proxy, remote: {{ url: \"http://{}\" }} }}\n",
+        dir.path().join("data").display(),
+        upstream.connector("hub"),
+    );
+    let core = Core::start_in(dir, &config);
+    let hosts = tempfile::tempdir().unwrap();
+    for upstream in ["docker.io", "quay.io"] {
+        let d = hosts.path().join(upstream);
+        std::fs::create_dir_all(&d).unwrap();
+        let server = if upstream == "docker.io" {
+            "https://registry-1.docker.io"
+        } else {
+            "https://quay.io"
+        };
+        std::fs::write(
+            d.join("hosts.toml"),
+            format!(
+                "server = \"{server}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+                core.connector("nodes")
+            ),
+        )
+        .unwrap();
+    }
+    let ctd = Containerd::start();
+    let fetch = |image: &str| {
+        ctd.ctr()
+            .args(["content", "fetch", "--hosts-dir"])
+            .arg(hosts.path())
+            .arg(image)
+            .output()
+            .unwrap()
+    };
+    let out = fetch("docker.io/library/alpine:3");
+    assert!(
+        out.status.success(),
+        "ctr content fetch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = ctd
+        .ctr()
+        .args(["content", "get", &http::digest(&layer)])
+        .output()
+        .unwrap();
+    assert_eq!(got.stdout, layer, "the layer containerd stored");
+    let out = fetch("quay.io/library/alpine:3");
+    assert!(
+        !out.status.success(),
+        "quay.io is not mirrored: no image from docker.io"
+    );
 }
