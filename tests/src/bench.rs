@@ -178,9 +178,17 @@ pub struct Wrk {
 
 /// Runs `wrk -t2 -c16 -d10s --latency` against `url`, asserting no non-2xx answers.
 pub fn wrk(url: &str, accept: &str) -> Wrk {
-    let out = Command::new("wrk")
-        .args(["-t2", "-c16", "-d10s", "--latency", "-H"])
-        .arg(format!("Accept: {accept}"))
+    wrk_with(url, &[format!("Accept: {accept}")])
+}
+
+/// [`wrk`] with any request headers (`Name: value`).
+pub fn wrk_with(url: &str, headers: &[String]) -> Wrk {
+    let mut c = Command::new("wrk");
+    c.args(["-t2", "-c16", "-d10s", "--latency"]);
+    for h in headers {
+        c.arg("-H").arg(h);
+    }
+    let out = c
         .arg(url)
         .output()
         .expect("wrk (Debian package wrk) must be installed");

@@ -42,6 +42,19 @@ pub fn hash_password(password: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A config with access control: `root` (password `root_password`) administers, and one
+/// hosted repository named `hosted` has a connector; all on port 0, context path `/berth`.
+pub fn secured_config(data: &Path, root_password: &str) -> String {
+    format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0, context_path: /berth }}\n\
+         auth:\n  users:\n    - {{ name: root, password_hash: \"{}\", roles: [admins] }}\n\
+         \x20 roles:\n    - {{ name: admins, privileges: [{{ repositories: \"*\", actions: [admin] }}] }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        data.display(),
+        hash_password(root_password),
+    )
+}
+
 /// One hosted repository named `hosted` with a connector, all on port 0.
 pub fn default_config(data: &Path) -> String {
     format!(

@@ -217,14 +217,7 @@ fn pull_as(addr: &str, auth: &str, data: &[u8]) -> u16 {
 #[test]
 fn users_roles_and_scoped_tokens_change_live_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0, context_path: /berth }}\n\
-         auth:\n  users:\n    - {{ name: root, password_hash: \"{}\", roles: [admins] }}\n\
-         \x20 roles:\n    - {{ name: admins, privileges: [{{ repositories: \"*\", actions: [admin] }}] }}\n\
-         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
-        dir.path().join("data").display(),
-        berth_tests::core::hash_password("root-password"),
-    );
+    let config = berth_tests::core::secured_config(&dir.path().join("data"), "root-password");
     let mut core = Core::start_in(dir, &config);
     let root = basic("root", "root-password");
     let repo = core.connector("hosted").to_owned();

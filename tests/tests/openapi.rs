@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use berth_tests::core::{hash_password, Core};
+use berth_tests::core::Core;
 use berth_tests::edge::free_port;
 use berth_tests::http::{request, Response};
 use berth_tests::registry::{oci_manifest, OCI_MANIFEST};
@@ -130,14 +130,7 @@ fn push_tagged(addr: &str, auth: &str, seed: &str) {
 #[test]
 fn every_documented_operation_answers_as_documented() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0, context_path: /berth }}\n\
-         auth:\n  users:\n    - {{ name: root, password_hash: \"{}\", roles: [admins] }}\n\
-         \x20 roles:\n    - {{ name: admins, privileges: [{{ repositories: \"*\", actions: [admin] }}] }}\n\
-         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
-        dir.path().join("data").display(),
-        hash_password("root-password"),
-    );
+    let config = berth_tests::core::secured_config(&dir.path().join("data"), "root-password");
     let core = Core::start_in(dir, &config);
     let served = request(&core.main, "GET", "/berth/api/v1/openapi.json", &[], b"").unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode("root:root-password");

@@ -99,41 +99,8 @@ pub async fn serve(
 ) -> ApiResult {
     let m = &req.method;
     match route {
-        DirRoute::Users if m == Method::POST => {
-            let b: UserBody = body(v)?;
-            let name = b.name.clone().ok_or_else(|| bad("name: missing"))?;
-            let entry = user_entry(&name, b, None)?;
-            set(reg, SettingKind::User, &name, Some(entry), true, actor).await?;
-            Ok(response::json(
-                StatusCode::CREATED,
-                &user_view(reg, &name).await?,
-            ))
-        }
-        DirRoute::Users => users(reg).await,
-        DirRoute::User(name) if m == Method::PUT => {
-            let current = current_user(reg, &name).await?;
-            let entry = user_entry(&name, body(v)?, Some(current))?;
-            set(reg, SettingKind::User, &name, Some(entry), false, actor).await?;
-            Ok(response::json(
-                StatusCode::OK,
-                &user_view(reg, &name).await?,
-            ))
-        }
-        DirRoute::User(name) if m == Method::DELETE => {
-            set(reg, SettingKind::User, &name, None, false, actor).await?;
-            Ok(response::status(StatusCode::NO_CONTENT))
-        }
-        DirRoute::User(name) => Ok(response::json(
-            StatusCode::OK,
-            &user_view(reg, &name).await?,
-        )),
-        DirRoute::Password(name) => {
-            let mut current = current_user(reg, &name).await?;
-            current.password_hash = hash(&body::<PasswordBody>(v)?.password)?;
-            let entry =
-                serde_json::to_value(current).map_err(|e| ApiError::Internal(e.to_string()))?;
-            set(reg, SettingKind::User, &name, Some(entry), false, actor).await?;
-            Ok(response::status(StatusCode::NO_CONTENT))
+        DirRoute::Users | DirRoute::User(_) | DirRoute::Password(_) => {
+            serve_user(reg, route, m, v, actor).await
         }
         DirRoute::Tokens(user) if m == Method::POST => {
             create_token(reg, &user, body(v)?, actor).await
@@ -150,38 +117,107 @@ pub async fn serve(
             }
             Ok(response::status(StatusCode::NO_CONTENT))
         }
+        DirRoute::Roles | DirRoute::Role(_) => serve_role(reg, route, m, v, actor).await,
+    }
+}
+
+/// Stores a user or role and answers it as it is now (`view`).
+async fn set_and_show(
+    reg: &Registry,
+    kind: SettingKind,
+    name: &str,
+    entry: Option<Value>,
+    create: bool,
+    actor: &str,
+) -> ApiResult {
+    let deleting = entry.is_none();
+    set(reg, kind, name, entry, create, actor).await?;
+    if deleting {
+        return Ok(response::status(StatusCode::NO_CONTENT));
+    }
+    let status = if create {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let v = match kind {
+        SettingKind::User => user_view(reg, name).await?,
+        _ => role_view(reg, name).await?,
+    };
+    Ok(response::json(status, &v))
+}
+
+async fn serve_user(
+    reg: &Registry,
+    route: DirRoute,
+    m: &Method,
+    v: Option<Value>,
+    actor: &str,
+) -> ApiResult {
+    let kind = SettingKind::User;
+    match route {
+        DirRoute::Users if m == Method::POST => {
+            let b: UserBody = body(v)?;
+            let name = b.name.clone().ok_or_else(|| bad("name: missing"))?;
+            let entry = user_entry(&name, b, None)?;
+            set_and_show(reg, kind, &name, Some(entry), true, actor).await
+        }
+        DirRoute::User(name) if m == Method::PUT => {
+            let current = current_user(reg, &name).await?;
+            let entry = user_entry(&name, body(v)?, Some(current))?;
+            set_and_show(reg, kind, &name, Some(entry), false, actor).await
+        }
+        DirRoute::User(name) if m == Method::DELETE => {
+            set_and_show(reg, kind, &name, None, false, actor).await
+        }
+        DirRoute::User(name) => Ok(response::json(
+            StatusCode::OK,
+            &user_view(reg, &name).await?,
+        )),
+        DirRoute::Password(name) => {
+            let mut current = current_user(reg, &name).await?;
+            current.password_hash = hash(&body::<PasswordBody>(v)?.password)?;
+            let entry =
+                serde_json::to_value(current).map_err(|e| ApiError::Internal(e.to_string()))?;
+            set(reg, kind, &name, Some(entry), false, actor).await?;
+            Ok(response::status(StatusCode::NO_CONTENT))
+        }
+        _ => users(reg).await,
+    }
+}
+
+async fn serve_role(
+    reg: &Registry,
+    route: DirRoute,
+    m: &Method,
+    v: Option<Value>,
+    actor: &str,
+) -> ApiResult {
+    let kind = SettingKind::Role;
+    match route {
         DirRoute::Roles if m == Method::POST => {
             let v = v.unwrap_or(Value::Null);
             let name = v["name"]
                 .as_str()
                 .ok_or_else(|| bad("name: missing"))?
                 .to_owned();
-            set(reg, SettingKind::Role, &name, Some(v), true, actor).await?;
-            Ok(response::json(
-                StatusCode::CREATED,
-                &role_view(reg, &name).await?,
-            ))
+            set_and_show(reg, kind, &name, Some(v), true, actor).await
         }
-        DirRoute::Roles => roles(reg).await,
         DirRoute::Role(name) if m == Method::PUT => {
             let mut v = v.unwrap_or(Value::Null);
             if let Some(o) = v.as_object_mut() {
                 o.insert("name".into(), json!(name));
             }
-            set(reg, SettingKind::Role, &name, Some(v), false, actor).await?;
-            Ok(response::json(
-                StatusCode::OK,
-                &role_view(reg, &name).await?,
-            ))
+            set_and_show(reg, kind, &name, Some(v), false, actor).await
         }
         DirRoute::Role(name) if m == Method::DELETE => {
-            set(reg, SettingKind::Role, &name, None, false, actor).await?;
-            Ok(response::status(StatusCode::NO_CONTENT))
+            set_and_show(reg, kind, &name, None, false, actor).await
         }
         DirRoute::Role(name) => Ok(response::json(
             StatusCode::OK,
             &role_view(reg, &name).await?,
         )),
+        _ => roles(reg).await,
     }
 }
 

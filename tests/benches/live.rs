@@ -1,0 +1,167 @@
+//! What live settings cost on the request path, in one run: manifest GETs on a connector
+//! (which now resolves its repository per request from a swappable map) for this build and,
+//! with `BERTH_REFERENCE_CORE=/path/to/berth-core` (e.g. built from the commit before), for a
+//! reference build; then, with access control on, the CPU per request of Basic with an API token
+//! against Basic with a (remembered) password, and the CPU of a *first* login by each: argon2
+//! for a password, one SHA-256 for a token. Wall-clock figures swing on this 2-core machine;
+//! CPU per request holds steadier. Build first: `cargo build --release --workspace`, then
+//! `cargo bench -p berth-tests --bench live`.
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use serde_json::json;
+
+use berth_tests::bench::{print_table, wrk, wrk_with};
+use berth_tests::core::{secured_config, Core};
+use berth_tests::http::{self, request};
+use berth_tests::proc::cpu_seconds;
+use berth_tests::registry::{oci_manifest, OCI_MANIFEST};
+
+/// First logins measured per kind.
+const FIRST_LOGINS: usize = 20;
+
+fn open_config(data: &std::path::Path) -> String {
+    format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        data.display()
+    )
+}
+
+/// Pushes `app:v1` (with `auth` if given).
+fn push(addr: &str, auth: Option<&str>) {
+    let config = b"{\"bench\":true}".to_vec();
+    let layer = vec![7u8; 4096];
+    let mut headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+    for b in [&config, &layer] {
+        let path = format!("/v2/app/blobs/uploads/?digest={}", http::digest(b));
+        assert_eq!(
+            request(addr, "POST", &path, &headers, b).unwrap().status,
+            201
+        );
+    }
+    headers.push(("Content-Type", OCI_MANIFEST));
+    let m = oci_manifest(&config, &[&layer]);
+    let r = request(addr, "PUT", "/v2/app/manifests/v1", &headers, &m).unwrap();
+    assert_eq!(r.status, 201);
+}
+
+/// Requests/s and CPU µs per request of the core for manifest GETs with `headers`.
+fn gets(core: &Core, headers: &[String]) -> (f64, f64) {
+    let pid = core.pid().expect("running");
+    let url = format!("http://{}/v2/app/manifests/v1", core.connector("hosted"));
+    let mut h = vec![format!("Accept: {OCI_MANIFEST}")];
+    h.extend_from_slice(headers);
+    let before = cpu_seconds(pid);
+    let w = if headers.is_empty() {
+        wrk(&url, OCI_MANIFEST)
+    } else {
+        wrk_with(&url, &h)
+    };
+    let cpu = cpu_seconds(pid) - before;
+    (w.rps, cpu / w.requests * 1e6)
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    format!("Basic {b}")
+}
+
+/// CPU ms per first login of `n` credentials, each used once against the connector.
+fn first_logins(core: &Core, creds: &[String]) -> f64 {
+    let pid = core.pid().expect("running");
+    let addr = core.connector("hosted");
+    let before = cpu_seconds(pid);
+    for c in creds {
+        let r = request(
+            addr,
+            "GET",
+            "/v2/app/manifests/v1",
+            &[("Authorization", c), ("Accept", OCI_MANIFEST)],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    (cpu_seconds(pid) - before) / creds.len() as f64 * 1e3
+}
+
+fn main() {
+    let mut columns = vec!["this build"];
+    let mut rows: Vec<(&str, Vec<f64>)> = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let core = Core::start_in(dir, &open_config(std::path::Path::new("data")));
+    push(core.connector("hosted"), None);
+    let (rps, cpu) = gets(&core, &[]);
+    let mut get_rps = vec![rps];
+    let mut get_cpu = vec![cpu];
+    drop(core);
+    if let Some(reference) = std::env::var_os("BERTH_REFERENCE_CORE").map(PathBuf::from) {
+        columns.push("reference");
+        let dir = tempfile::tempdir().unwrap();
+        let core = Core::start_binary(reference, dir, &open_config(std::path::Path::new("data")));
+        push(core.connector("hosted"), None);
+        let (rps, cpu) = gets(&core, &[]);
+        get_rps.push(rps);
+        get_cpu.push(cpu);
+    }
+    rows.push(("manifest GET, open: requests/s", get_rps));
+    rows.push(("manifest GET, open: CPU us/request", get_cpu));
+    print_table(&columns, &rows);
+
+    // Access control: a token against a remembered password, then first logins.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let core = Core::start_in(dir, &secured_config(&data, "root-password"));
+    let root = basic("root", "root-password");
+    push(core.connector("hosted"), Some(&root));
+    let api = |method: &str, path: &str, body: serde_json::Value| {
+        let r = request(
+            &core.main,
+            method,
+            &format!("/berth/api/v1{path}"),
+            &[("Authorization", root.as_str())],
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert!(
+            r.status < 300,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    };
+    let role = json!({ "name": "pull", "privileges": [{ "repositories": "hosted", "actions": ["read"] }] });
+    api("POST", "/roles", role);
+    let mut passwords = Vec::new();
+    let mut tokens = Vec::new();
+    for i in 0..=FIRST_LOGINS {
+        let user = format!("u{i}");
+        let pass = format!("password-{i}");
+        api(
+            "POST",
+            "/users",
+            json!({ "name": user, "password": pass, "roles": ["pull"] }),
+        );
+        let t = api(
+            "POST",
+            &format!("/users/{user}/tokens"),
+            json!({ "name": "bench" }),
+        );
+        passwords.push(basic(&user, &pass));
+        tokens.push(basic(&user, t["token"].as_str().unwrap()));
+    }
+    let (pw_rps, pw_cpu) = gets(&core, &[format!("Authorization: {}", passwords[0])]);
+    let (tk_rps, tk_cpu) = gets(&core, &[format!("Authorization: {}", tokens[0])]);
+    let pw_first = first_logins(&core, &passwords[1..]);
+    let tk_first = first_logins(&core, &tokens[1..]);
+    print_table(
+        &["password", "API token"],
+        &[
+            ("manifest GET, Basic: requests/s", vec![pw_rps, tk_rps]),
+            ("manifest GET, Basic: CPU us/request", vec![pw_cpu, tk_cpu]),
+            ("first login: CPU ms", vec![pw_first, tk_first]),
+        ],
+    );
+}
