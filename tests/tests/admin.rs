@@ -323,3 +323,56 @@ fn users_roles_and_scoped_tokens_change_live_and_survive_a_restart() {
     let log = core.log();
     assert!(log.contains("revoke token"), "audit lines: {log}");
 }
+
+/// A direct-HTTPS connector created at run time serves TLS at once with its certificate, and
+/// the certificate inventory shows it (subject, names, days left).
+#[test]
+fn a_direct_https_connector_opens_live_and_is_in_the_certificate_inventory() {
+    let core = Core::start();
+    let tls = tempfile::tempdir().unwrap();
+    berth_tests::edge::make_ca(tls.path());
+    let (cert, key) = berth_tests::edge::issue(
+        tls.path(),
+        tls.path(),
+        "direct",
+        &["registry.test"],
+        &["127.0.0.1"],
+    );
+    let port = free_port();
+    let body = json!({ "name": "direct", "kind": "hosted", "connector": { "https": {
+        "listen": format!("127.0.0.1:{port}"),
+        "cert": cert.display().to_string(), "key": key.display().to_string() } } });
+    let r = call(&core, "POST", "/repositories", Some(body));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["listening"][0]["https"], true);
+    let out = berth_tests::edge::curl(
+        &tls.path().join("ca.crt"),
+        "registry.test",
+        "127.0.0.1",
+        port,
+    )
+    .arg(format!("https://registry.test:{port}/v2/"))
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{}");
+    let inv = call(&core, "GET", "/certificates", None).json();
+    assert_eq!(inv[0]["repository"], "direct");
+    assert!(
+        inv[0]["names"].to_string().contains("registry.test"),
+        "{inv}"
+    );
+    assert!(inv[0]["days_left"].as_i64().unwrap() > 300, "{inv}");
+    // A certificate that does not match its key is refused before anything changes.
+    let other = berth_tests::edge::issue(tls.path(), tls.path(), "other", &["x.test"], &[]);
+    let bad = json!({ "name": "broken", "kind": "hosted", "connector": { "https": {
+        "listen": format!("127.0.0.1:{}", free_port()),
+        "cert": cert.display().to_string(), "key": other.1.display().to_string() } } });
+    let r = call(&core, "POST", "/repositories", Some(bad));
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(call(&core, "GET", "/repositories/broken", None).status, 404);
+}

@@ -531,6 +531,8 @@ fn a_remote_that_accepts_and_stays_silent_times_out_and_is_blocked() {
         status["blocked_for_seconds"].as_u64().unwrap() > 0,
         "{status}"
     );
+    assert_eq!(status["state"], "blocked");
+    assert!(status["last_error"].as_str().is_some(), "{status}");
     let quick = std::time::Instant::now();
     let r = request(&hub, "GET", "/v2/app/manifests/latest", &[], b"").unwrap();
     assert_eq!(r.status, 502);

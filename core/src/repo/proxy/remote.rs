@@ -195,8 +195,14 @@ impl Remote {
             .blocked_until
             .filter(|t| *t > Instant::now())
             .map(|t| (t - Instant::now()).as_secs());
+        let state = match (blocked, h.consecutive_failures) {
+            (Some(_), _) => "blocked",
+            (None, 0) => "healthy",
+            (None, _) => "failing",
+        };
         serde_json::json!({
             "remote": self.base,
+            "state": state,
             "consecutive_failures": h.consecutive_failures,
             "blocked_for_seconds": blocked,
             "last_error": h.last_error,
