@@ -3,8 +3,6 @@
 //! failed logins. Prints requests/s, p50/p99 latency and the error count, which must be zero.
 //! Needs release binaries (`cargo build --release --workspace`).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,22 +17,7 @@ const CLIENTS: usize = 50;
 const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 
 fn hash(password: &str) -> String {
-    let mut child = Command::new(berth_tests::bin("berth-core"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("hash-password");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write");
-    String::from_utf8(child.wait_with_output().expect("wait").stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
+    berth_tests::core::hash_password(password)
 }
 
 fn main() {
