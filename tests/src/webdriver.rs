@@ -32,7 +32,7 @@ impl Browser {
     /// Starts chromedriver on a free port and opens a headless Chromium session.
     pub fn start() -> Browser {
         let port = crate::edge::free_port();
-        let driver = Command::new("/usr/bin/chromedriver")
+        let mut driver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -41,7 +41,11 @@ impl Browser {
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while request(&addr, "GET", "/status", &[], b"").is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
+            if Instant::now() > deadline {
+                let _ = driver.kill();
+                let _ = driver.wait();
+                panic!("chromedriver did not start");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         let profile = tempfile::tempdir().expect("profile dir");
