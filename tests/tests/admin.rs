@@ -78,6 +78,11 @@ fn repositories_are_created_changed_and_deleted_live_and_survive_a_restart() {
         msg.contains(&busy.to_string()) && msg.contains("other"),
         "{msg}"
     );
+    let me = format!("pid {} ", std::process::id());
+    assert!(
+        msg.contains(&me),
+        "names the process holding the port: {msg}"
+    );
     let bad = json!({ "name": "bad", "kind": "hosted", "connector": { "http": "nope" } });
     let r = call(&core, "POST", "/repositories", Some(bad));
     assert_eq!(r.status, 400);

@@ -237,11 +237,14 @@ impl Control {
             return Ok(());
         };
         c.sync(repo, wanted).await.map(|_| ()).map_err(|e| match e {
-            ServeError::Bind { addr, source, .. } => ChangeError::Conflict(format!(
-                "port {} ({addr}) is not free for repository {repo}: {source} \
-                 (another process holds it)",
-                addr.port()
-            )),
+            ServeError::Bind { addr, source, .. } => {
+                let who = super::holder::port_holder(addr)
+                    .unwrap_or_else(|| "another process".to_owned());
+                ChangeError::Conflict(format!(
+                    "port {} ({addr}) is not free for repository {repo}: {source}; {who} holds it",
+                    addr.port()
+                ))
+            }
             other => ChangeError::Serve(other),
         })
     }

@@ -15,6 +15,7 @@
 mod connectors;
 pub mod control;
 pub mod directory;
+mod holder;
 mod listen;
 mod tasks;
 mod wiring;
