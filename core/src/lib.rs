@@ -18,6 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod lifecycle;
+pub mod metrics;
 pub mod oci;
 pub mod repo;
 pub mod server;

@@ -18,6 +18,8 @@ pub struct Core {
     binary: PathBuf,
     child: Option<Child>,
     pub main: String,
+    /// `metrics.listen`'s address, if the config has one.
+    pub metrics: Option<String>,
     pub connectors: BTreeMap<String, String>,
     pub https_connectors: BTreeMap<String, String>,
 }
@@ -85,6 +87,7 @@ impl Core {
             dir,
             child: None,
             main: String::new(),
+            metrics: None,
             connectors: BTreeMap::new(),
             https_connectors: BTreeMap::new(),
         };
@@ -123,6 +126,7 @@ impl Core {
                 let v: serde_json::Value =
                     serde_json::from_str(&text).map_err(|e| e.to_string())?;
                 self.main = v["main"].as_str().unwrap_or_default().to_owned();
+                self.metrics = v["metrics"].as_str().map(str::to_owned);
                 let map = |key: &str| -> BTreeMap<String, String> {
                     v[key]
                         .as_object()

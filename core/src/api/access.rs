@@ -344,7 +344,7 @@ fn resolve(
     let image: ImageName = name.parse().ok()?;
     match listener {
         Listener::Connector(entry) => Some((entry.clone(), entry.repo.name().clone(), image)),
-        Listener::Main => {
+        Listener::Main | Listener::Metrics => {
             let (first, rest) = image.split_first();
             let entry = reg.repos().get(first).cloned()?;
             Some((entry.clone(), entry.repo.name().clone(), rest?))

@@ -17,6 +17,7 @@ mod blobs;
 mod cidr;
 pub mod error;
 mod manifests;
+mod observe;
 pub mod range;
 mod referrers;
 pub mod response;
@@ -78,6 +79,8 @@ pub struct Registry {
 #[derive(Clone)]
 pub enum Port {
     Main,
+    /// The metrics listener: `/metrics`, `/healthz`, `/readyz` only.
+    Metrics,
     /// A repository's connector, resolved to the repository's current entry per request.
     Connector(RepoName),
 }
@@ -85,6 +88,8 @@ pub enum Port {
 /// Which listener a request arrived on, resolved to the repository it serves.
 #[derive(Clone)]
 pub enum Listener {
+    /// The metrics listener.
+    Metrics,
     /// The main port: `/v2/<repository>/<image>/...` plus admin endpoints.
     Main,
     /// A repository's connector: `/v2/<image>/...`.
@@ -159,6 +164,9 @@ impl Registry {
         let started = Instant::now();
         async move {
             let v1 = req.uri().path().starts_with("/v1");
+            let labels = observe::labels(self, port, req.uri().path());
+            let method = observe::method_label(req.method());
+            let bytes_in = observe::length(req.headers());
             let outcome = match self.listener(port) {
                 Some(listener) => self.dispatch(&listener, conn, req).await,
                 None => Err(
@@ -167,6 +175,9 @@ impl Registry {
                 ),
             };
             let mut resp = outcome.unwrap_or_else(|e| error_response(e, &id));
+            let sizes = (bytes_in, observe::length(resp.headers()));
+            let status = resp.status().as_u16();
+            crate::metrics::global().request(labels, method, status, started.elapsed(), sizes);
             if !v1 {
                 resp.headers_mut().insert(
                     response::API_VERSION,
@@ -202,6 +213,7 @@ impl Registry {
     fn listener(&self, port: &Port) -> Option<Listener> {
         match port {
             Port::Main => Some(Listener::Main),
+            Port::Metrics => Some(Listener::Metrics),
             Port::Connector(name) => self.repos().get(name).cloned().map(Listener::Connector),
         }
     }
@@ -214,6 +226,18 @@ impl Registry {
         url::warn_untrusted_forwarding(&req.headers, conn, &self.trusted_proxies);
         let base = || url::external_base(&req.headers, conn, &self.trusted_proxies);
         // Without an auth section everyone may do everything (development).
+        match listener {
+            Listener::Metrics => {
+                let r = observe::probe(self, req, true).await;
+                return Ok(r.unwrap_or_else(|| response::status(StatusCode::NOT_FOUND)));
+            }
+            Listener::Main => {
+                if let Some(r) = observe::probe(self, req, false).await {
+                    return Ok(r);
+                }
+            }
+            Listener::Connector(_) => {}
+        }
         if let (Listener::Main, Some(page)) = (listener, crate::ui::route(self, &path)) {
             let client = access::client_ip(self, conn, req);
             let body = self.guard(body);
@@ -398,7 +422,7 @@ impl Registry {
         })?;
         let (entry, image, prefix) = match listener {
             Listener::Connector(entry) => (entry.clone(), image, String::new()),
-            Listener::Main => {
+            Listener::Main | Listener::Metrics => {
                 let (first, rest) = image.split_first();
                 let entry = self.repos().get(first).cloned().ok_or_else(|| {
                     err(

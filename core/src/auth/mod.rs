@@ -210,6 +210,7 @@ impl Auth {
             Ok(Identity::User(user.to_owned()))
         } else {
             self.limiter.failed(client, user);
+            crate::metrics::global().failed_logins.inc();
             tracing::warn!(user, %client, "failed login");
             Err(LoginError::Invalid)
         }
@@ -234,6 +235,7 @@ impl Auth {
             }),
             _ => {
                 self.limiter.failed(client, user);
+                crate::metrics::global().failed_logins.inc();
                 tracing::warn!(user, %client, token = id, "failed token login");
                 Err(LoginError::Invalid)
             }

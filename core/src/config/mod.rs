@@ -51,6 +51,8 @@ pub struct Config {
     pub repository_entries: Vec<serde_json::Value>,
     /// The file, for errors and relative paths of entries created at run time.
     pub source: Source,
+    /// The metrics listener (`metrics.listen`), if any.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The main port: path routing for every repository, health, and later the admin API and UI.
@@ -153,6 +155,7 @@ impl Config {
             context_path,
         };
         let repository_entries = source.parse::<EntriesOnly>(text)?.repositories;
+        let metrics = metrics_listen(raw.metrics, &main, source)?;
         let mut repositories = repos::repositories(raw.repositories, &main, source)?;
         for (r, v) in repositories.iter_mut().zip(&repository_entries) {
             r.entry = v.clone();
@@ -172,8 +175,28 @@ impl Config {
                 .transpose()?,
             repository_entries,
             source: source.clone(),
+            metrics,
         })
     }
+}
+
+/// The metrics listener, which may not share the main port.
+fn metrics_listen(
+    raw: Option<raw::RawMetrics>,
+    main: &MainConfig,
+    source: &Source,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(m) = raw else { return Ok(None) };
+    if m.listen.port() != 0 && m.listen.port() == main.listen.port() {
+        return Err(source.err(
+            "metrics.listen",
+            format!(
+                "{} is the main port; metrics need a port of their own",
+                m.listen
+            ),
+        ));
+    }
+    Ok(Some(m.listen))
 }
 
 /// The `repositories` list alone, entries kept as JSON.

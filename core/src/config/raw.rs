@@ -34,6 +34,15 @@ pub struct RawConfig {
     /// Garbage collection, undo and tag history.
     #[serde(default)]
     pub gc: RawGc,
+    /// Prometheus metrics and health probes on a listener of their own.
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, e.g. `127.0.0.1:9464`.
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -126,6 +126,15 @@ impl Lifecycle {
             return Err(RunError::Running);
         };
         let report = gc::collect(&self.stores, &self.gc, dry_run).await?;
+        let m = crate::metrics::global();
+        m.gc_runs
+            .get_or_create(&crate::metrics::GcLabels {
+                dry_run: dry_run.to_string(),
+            })
+            .inc();
+        if !dry_run {
+            m.gc_bytes_freed.inc_by(report.bytes_freed);
+        }
         if let Ok(mut r) = self.reports.lock() {
             r.push_front(report.clone());
             r.truncate(REPORTS_KEPT);

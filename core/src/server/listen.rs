@@ -32,6 +32,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// Bound sockets, ready to serve.
 pub struct Bound {
     pub main: TcpListener,
+    /// `metrics.listen`: `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: Option<TcpListener>,
     pub connectors: Vec<BoundConnector>,
 }
 
@@ -48,6 +50,7 @@ impl Bound {
         };
         serde_json::json!({
             "main": addr(&self.main),
+            "metrics": self.metrics.as_ref().map(addr),
             "connectors": pick(false),
             "https_connectors": pick(true),
         })
@@ -67,13 +70,21 @@ async fn bind_one(addr: SocketAddr, owner: String) -> Result<TcpListener, ServeE
 /// Binds the main port and every connector.
 pub async fn bind(config: &Config) -> Result<Bound, ServeError> {
     let main = bind_one(config.main.listen, "main port".into()).await?;
+    let metrics = match config.metrics {
+        Some(addr) => Some(bind_one(addr, "metrics.listen".into()).await?),
+        None => None,
+    };
     let mut connectors = Vec::new();
     for r in &config.repositories {
         for wanted in Listen::of(r.connector.as_ref()) {
             connectors.push(BoundConnector::bind(&r.name, wanted).await?);
         }
     }
-    Ok(Bound { main, connectors })
+    Ok(Bound {
+        main,
+        metrics,
+        connectors,
+    })
 }
 
 /// Writes the bound addresses as JSON, atomically, for whoever waits on the file.
@@ -108,15 +119,23 @@ pub async fn run(
     ));
     connectors.serve(bound.connectors).await;
     registry.control.attach(connectors.clone());
-    let main = Accept {
+    let accept = |port: Port| Accept {
         registry: registry.clone(),
-        port: Port::Main,
+        port,
         tls: None,
         header_timeout: limits.header_read_timeout,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
-        graceful,
+        graceful: graceful.clone(),
     };
-    let mut tasks = vec![tokio::spawn(main.run(bound.main, stop_rx.clone()))];
+    let mut tasks = vec![tokio::spawn(
+        accept(Port::Main).run(bound.main, stop_rx.clone()),
+    )];
+    if let Some(socket) = bound.metrics {
+        tasks.push(tokio::spawn(
+            accept(Port::Metrics).run(socket, stop_rx.clone()),
+        ));
+    }
+    drop(graceful);
     tasks.push(tokio::spawn(tasks::flush_pulls(
         stores.clone(),
         stop_rx.clone(),

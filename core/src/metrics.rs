@@ -1,0 +1,163 @@
+//! Prometheus metrics of the core, exposed on their own listener (`metrics: { listen }`), off
+//! the connector ports: requests by repository, route, method and status with latency
+//! histograms and bytes in and out; uploads in progress and blocked remotes (read when
+//! scraped); garbage collection runs and bytes freed; failed logins.
+//!
+//! One process-wide set ([`global`]): the request path only increments atomics, and labels are
+//! bounded — repository names come from the configuration, routes and methods from fixed lists.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub repository: String,
+    pub route: String,
+    pub method: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub repository: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GcLabels {
+    pub dry_run: String,
+}
+
+/// Every metric of the core.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram>,
+    pub bytes_in: Family<RouteLabels, Counter>,
+    pub bytes_out: Family<RouteLabels, Counter>,
+    pub uploads_in_progress: Gauge,
+    pub remotes_blocked: Gauge,
+    pub gc_runs: Family<GcLabels, Counter>,
+    pub gc_bytes_freed: Counter,
+    pub failed_logins: Counter,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("berth");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            // 0.25 ms .. ~8 s.
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request headers to response headers",
+            latency.clone(),
+        );
+        let bytes_in = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_request_bytes",
+            "Request body bytes (by Content-Length)",
+            bytes_in.clone(),
+        );
+        let bytes_out = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_response_bytes",
+            "Response body bytes (by Content-Length)",
+            bytes_out.clone(),
+        );
+        let uploads_in_progress = Gauge::default();
+        registry.register(
+            "uploads_in_progress",
+            "Open upload sessions",
+            uploads_in_progress.clone(),
+        );
+        let remotes_blocked = Gauge::default();
+        registry.register(
+            "proxy_remotes_blocked",
+            "Proxy repositories whose remote is auto-blocked",
+            remotes_blocked.clone(),
+        );
+        let gc_runs = Family::<GcLabels, Counter>::default();
+        registry.register("gc_runs", "Garbage collections run", gc_runs.clone());
+        let gc_bytes_freed = Counter::default();
+        registry.register(
+            "gc_freed_bytes",
+            "Bytes garbage collection deleted",
+            gc_bytes_freed.clone(),
+        );
+        let failed_logins = Counter::default();
+        registry.register(
+            "failed_logins",
+            "Logins refused (wrong password or token)",
+            failed_logins.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            bytes_in,
+            bytes_out,
+            uploads_in_progress,
+            remotes_blocked,
+            gc_runs,
+            gc_bytes_freed,
+            failed_logins,
+        }
+    }
+
+    /// Counts one served request.
+    pub fn request(
+        &self,
+        route: RouteLabels,
+        method: &str,
+        status: u16,
+        took: Duration,
+        sizes: (u64, u64),
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                repository: route.repository.clone(),
+                route: route.route.clone(),
+                method: method.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&route)
+            .observe(took.as_secs_f64());
+        if sizes.0 > 0 {
+            self.bytes_in.get_or_create(&route).inc_by(sizes.0);
+        }
+        if sizes.1 > 0 {
+            self.bytes_out.get_or_create(&route).inc_by(sizes.1);
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// The core's metrics.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// The content type of [`Metrics::encode`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
