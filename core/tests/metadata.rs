@@ -55,14 +55,13 @@ async fn postgres_fulfils_the_contract() {
 /// run-local.sh's default config names the storage root as `deploy/../.berth/data`: a relative
 /// path with `..` (once refused as "unable to open database file").
 #[tokio::test]
-async fn sqlite_opens_under_a_relative_root_with_dot_dot() {
+async fn sqlite_opens_under_a_root_with_dot_dot() {
+    // Not by changing the working directory: that is process-wide, and a command another test
+    // spawns meanwhile (psql) would start in a directory about to be deleted. Relative paths
+    // are covered by `relative_sqlite_paths_become_absolute_urls`.
     let dir = tempfile::tempdir().unwrap();
-    let cwd = std::env::current_dir().unwrap();
-    std::env::set_current_dir(dir.path()).unwrap();
-    std::fs::create_dir_all("deploy").unwrap();
-    let opened =
-        SqlMetadata::open(&Backend::Sqlite("deploy/../.berth/data/metadata.db".into())).await;
-    std::env::set_current_dir(cwd).unwrap();
-    opened.unwrap();
+    std::fs::create_dir_all(dir.path().join("deploy")).unwrap();
+    let path = dir.path().join("deploy/../.berth/data/metadata.db");
+    SqlMetadata::open(&Backend::Sqlite(path)).await.unwrap();
     assert!(dir.path().join(".berth/data/metadata.db").exists());
 }
