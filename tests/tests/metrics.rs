@@ -26,8 +26,11 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: berth-core\n    \
-                 static_configs: [{{ targets: [\"{target}\"] }}]\n"
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+                 rule_files: [\"{}\"]\n\
+                 scrape_configs:\n  - job_name: berth-core\n    \
+                 static_configs: [{{ targets: [\"{target}\"] }}]\n",
+                deploy("prometheus/berth-alerts.yml").display()
             ),
         )
         .unwrap();
@@ -68,6 +71,24 @@ impl Prometheus {
             assert!(Instant::now() < deadline, "no result for {q}");
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+}
+
+/// A file under `deploy/`.
+fn deploy(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(rel)
+}
+
+impl Prometheus {
+    /// An instant query's status and error, whatever its result.
+    fn check(&self, q: &str) -> serde_json::Value {
+        let path = format!(
+            "/api/v1/query?query={}",
+            q.bytes().map(|b| format!("%{b:02X}")).collect::<String>()
+        );
+        request(&self.addr, "GET", &path, &[], b"").unwrap().json()
     }
 }
 
@@ -167,4 +188,44 @@ fn prometheus_scrapes_the_core_and_the_probes_answer() {
     assert_eq!(gc[0]["value"][1], "1", "{gc:?}");
     let up = prom.query("up{job=\"berth-core\"}");
     assert_eq!(up[0]["value"][1], "1");
+
+    // The alert rules in deploy/ load and evaluate; every dashboard query is valid PromQL over
+    // the series the core really exports.
+    // curl: Prometheus answers this one chunked.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{}/api/v1/rules", prom.addr))
+        .output()
+        .unwrap();
+    let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let loaded = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap_or_else(|| panic!("rules: {rules}"));
+    assert_eq!(loaded.len(), 5, "{rules}");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/berth-core.json")).unwrap())
+            .unwrap();
+    let mut exprs = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let q = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m");
+            let v = prom.check(&q);
+            assert_eq!(v["status"], "success", "{q}: {v}");
+            exprs += 1;
+        }
+    }
+    assert!(exprs >= 6);
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(deploy("prometheus/berth-alerts.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
