@@ -2,7 +2,8 @@
 //! V1 toggle, and the main port's health and admin endpoints.
 //!
 //! # Layout
-//! - `route.rs` parses paths, `range.rs` the range headers, `url.rs` the external base URL.
+//! - `route.rs` parses paths, `range.rs` the range headers, `url.rs` the external base URL,
+//!   `target.rs` resolves a name to a repository (and a mirror), `observe.rs` feeds metrics.
 //! - One file per spec area: `blobs.rs`, `uploads.rs`, `manifests.rs`, `tags.rs` (tags and
 //!   catalog), `referrers.rs`, `v1.rs`; `admin.rs` for the main port's own endpoints.
 //! - `response.rs` builds bodies and the spec's error format.
@@ -23,6 +24,7 @@ mod referrers;
 pub mod response;
 pub mod route;
 mod tags;
+mod target;
 mod uploads;
 pub mod url;
 mod v1;
@@ -37,12 +39,13 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use tracing::Instrument;
 
-use crate::oci::{ErrorCode, ImageName, RepoName};
+use crate::oci::{ErrorCode, RepoName};
 use crate::repo::Repository;
 pub use cidr::Cidr;
 pub use error::ApiError;
 pub use response::Body;
 use route::Route;
+pub use target::Target;
 
 /// A repository as the API layer sees it.
 pub struct RepoEntry {
@@ -103,38 +106,6 @@ pub struct Conn {
     pub local: SocketAddr,
     /// Whether the connection is direct HTTPS (a connector with `https`).
     pub tls: bool,
-}
-
-/// The resolved target of a V2 request.
-pub struct Target {
-    /// The repository the client named: privileges are checked against it.
-    pub entry: Arc<RepoEntry>,
-    /// Mirror mode: the repository a group hands an `?ns=` request to.
-    pub mirror: Option<Arc<RepoEntry>>,
-    pub image: ImageName,
-    /// The path prefix the client used for this repository (`""` on a connector).
-    pub prefix: String,
-    /// `scheme://host[:port]` as the client sees it.
-    pub base: String,
-    /// Who asks, for the tag history: a user name, or `anonymous`.
-    pub actor: String,
-}
-
-impl Target {
-    /// The repository that serves the request.
-    pub fn repo(&self) -> &dyn Repository {
-        self.mirror.as_ref().unwrap_or(&self.entry).repo.as_ref()
-    }
-
-    /// The name as the client spells it.
-    pub fn client_name(&self) -> String {
-        self.image.prefixed(&self.prefix)
-    }
-
-    /// An absolute URL under this image: `base/v2/<name>/<suffix>`.
-    pub fn url(&self, suffix: &str) -> String {
-        format!("{}/v2/{}/{suffix}", self.base, self.client_name())
-    }
 }
 
 /// Handler results.
@@ -403,80 +374,6 @@ impl Registry {
     /// Ends a request body that stalls for longer than `body_idle_timeout`.
     fn guard(&self, body: Body) -> Body {
         response::idle_timeout(body, self.body_idle_timeout)
-    }
-
-    /// Resolves a client-supplied name to a repository and image.
-    fn target(
-        &self,
-        listener: &Listener,
-        name: &str,
-        base: String,
-        actor: &str,
-        req: &Parts,
-    ) -> Result<Target, ApiError> {
-        let image: ImageName = name.parse().map_err(|e| {
-            err(
-                ErrorCode::NameInvalid,
-                format!("invalid repository name {name:?}: {e}"),
-            )
-        })?;
-        let (entry, image, prefix) = match listener {
-            Listener::Connector(entry) => (entry.clone(), image, String::new()),
-            Listener::Main | Listener::Metrics => {
-                let (first, rest) = image.split_first();
-                let entry = self.repos().get(first).cloned().ok_or_else(|| {
-                    err(
-                        ErrorCode::NameUnknown,
-                        format!("no repository named {first:?}"),
-                    )
-                })?;
-                let image = rest.ok_or_else(|| {
-                    err(
-                        ErrorCode::NameInvalid,
-                        format!("on the main port, names are <repository>/<image>; {name:?} has no image part"),
-                    )
-                })?;
-                let prefix = entry.repo.name().to_string();
-                (entry, image, prefix)
-            }
-        };
-        let mirror = self.mirror(&entry, req)?;
-        Ok(Target {
-            entry,
-            mirror,
-            image,
-            prefix,
-            base,
-            actor: actor.to_owned(),
-        })
-    }
-
-    /// Mirror mode: containerd and CRI-O name the upstream a pull is for in `?ns=`; on a group
-    /// with `mirrors` the mapped repository serves it. An upstream the group does not mirror
-    /// is a 404, so the node falls back to the upstream itself instead of getting another
-    /// registry's image of the same name.
-    fn mirror(&self, entry: &RepoEntry, req: &Parts) -> Result<Option<Arc<RepoEntry>>, ApiError> {
-        if entry.mirrors.is_empty() {
-            return Ok(None);
-        }
-        let q = query(req);
-        let Some(ns) = query_get(&q, "ns") else {
-            return Ok(None);
-        };
-        let unknown = |m: String| err(ErrorCode::NameUnknown, m).with_status(StatusCode::NOT_FOUND);
-        let Some(serving) = entry.mirrors.get(&ns.to_ascii_lowercase()) else {
-            let known: Vec<&str> = entry.mirrors.keys().map(String::as_str).collect();
-            return Err(unknown(format!(
-                "{} does not mirror {ns:?} (it mirrors {})",
-                entry.repo.name(),
-                known.join(", ")
-            )));
-        };
-        self.repos()
-            .get(serving)
-            .cloned()
-            .map(Some)
-            .ok_or_else(|| unknown(format!("mirror {serving} for {ns} is not served")))
     }
 }
 

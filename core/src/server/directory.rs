@@ -60,7 +60,6 @@ impl Control {
     pub async fn directory(&self) -> Result<DirectoryView, ChangeError> {
         let auth = self.auth_bootstrap()?;
         let meta = &self.stores.meta;
-        let file = |v: Vec<Value>| v;
         let users: Vec<Value> = auth
             .users
             .iter()
@@ -71,8 +70,8 @@ impl Control {
             .iter()
             .filter_map(|r| serde_json::to_value(r).ok())
             .collect();
-        let u = merge(&file(users), &meta.settings(SettingKind::User).await?)?;
-        let r = merge(&file(roles), &meta.settings(SettingKind::Role).await?)?;
+        let u = merge(&users, &meta.settings(SettingKind::User).await?)?;
+        let r = merge(&roles, &meta.settings(SettingKind::Role).await?)?;
         let tokens = meta
             .settings(SettingKind::Token)
             .await?
