@@ -556,7 +556,13 @@ fn failed_handshakes_are_not_logged_as_errors() {
         .args(["-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("https://registry.test:{port}/v2/")));
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "200");
-    let log = edge.log();
+    // The access line is written after the response has gone out: wait for it briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut log = edge.log();
+    while !log.contains("access") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        log = edge.log();
+    }
     assert!(
         !log.contains("ERROR"),
         "handshake failures flood the log:\n{log}"
