@@ -6,7 +6,7 @@ use x509_parser::pem::parse_x509_pem;
 use crate::{CertError, Result};
 
 /// What `berth-certs show` prints and the edge logs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CertInfo {
     pub subject: String,
     pub issuer: String,
@@ -14,6 +14,8 @@ pub struct CertInfo {
     pub sans: Vec<String>,
     pub not_before: String,
     pub not_after: String,
+    /// `not_after` as seconds since the Unix epoch (for metrics and sorting).
+    pub not_after_unix: i64,
     /// Whole days until expiry (negative once expired).
     pub days_left: i64,
     pub is_ca: bool,
@@ -55,6 +57,7 @@ pub fn describe(pem_text: &str) -> Result<CertInfo> {
         sans,
         not_before: validity.not_before.to_string(),
         not_after: validity.not_after.to_string(),
+        not_after_unix: validity.not_after.timestamp(),
         days_left,
         is_ca: cert.is_ca(),
     })

@@ -10,6 +10,8 @@
 //! - [`ui`]: the web UI on the main port, server-rendered.
 //! - [`auth`]: users, roles, passwords and bearer tokens.
 //! - [`config`]: the YAML file, parsed into types.
+//! - [`events`]: push, pull and delete events to webhooks; [`metrics`]: Prometheus.
+//! - [`net`]: the outbound HTTPS client (proxy remotes, event endpoints).
 //!
 //! Each layer knows only the one below it: storage never sees a status code, and handlers
 //! never see a file path.
@@ -17,8 +19,10 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod lifecycle;
 pub mod metrics;
+pub mod net;
 pub mod oci;
 pub mod repo;
 pub mod server;

@@ -35,6 +35,59 @@ pub struct GcLabels {
     pub dry_run: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointResult {
+    pub endpoint: String,
+    pub result: String,
+}
+
+/// Event delivery, per notifications endpoint.
+pub struct NotificationMetrics {
+    events: Family<EndpointResult, Counter>,
+    failures: Family<EndpointLabels, Counter>,
+    pending: Family<EndpointLabels, Gauge>,
+    latency: Family<EndpointLabels, Histogram>,
+}
+
+impl NotificationMetrics {
+    fn register(registry: &mut Registry) -> NotificationMetrics {
+        let m = NotificationMetrics {
+            events: Family::default(),
+            failures: Family::default(),
+            pending: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            }),
+        };
+        registry.register(
+            "notification_events",
+            "Events by endpoint and result (delivered, dropped when the queue was full)",
+            m.events.clone(),
+        );
+        registry.register(
+            "notification_failures",
+            "Failed delivery attempts (each is retried with back-off)",
+            m.failures.clone(),
+        );
+        registry.register(
+            "notification_pending",
+            "Events queued for delivery",
+            m.pending.clone(),
+        );
+        registry.register(
+            "notification_delivery_duration_seconds",
+            "Time for an endpoint to answer a delivery",
+            m.latency.clone(),
+        );
+        m
+    }
+}
+
 /// Every metric of the core.
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +100,7 @@ pub struct Metrics {
     pub gc_runs: Family<GcLabels, Counter>,
     pub gc_bytes_freed: Counter,
     pub failed_logins: Counter,
+    notifications: NotificationMetrics,
 }
 
 impl Metrics {
@@ -101,7 +155,9 @@ impl Metrics {
             "Logins refused (wrong password or token)",
             failed_logins.clone(),
         );
+        let notifications = NotificationMetrics::register(&mut registry);
         Metrics {
+            notifications,
             registry,
             requests,
             latency,
@@ -141,6 +197,43 @@ impl Metrics {
         if sizes.1 > 0 {
             self.bytes_out.get_or_create(&route).inc_by(sizes.1);
         }
+    }
+
+    /// Counts `n` events with a delivery result for an endpoint.
+    pub fn notification_event(&self, endpoint: &str, result: &str, n: usize) {
+        let labels = EndpointResult {
+            endpoint: endpoint.to_owned(),
+            result: result.to_owned(),
+        };
+        self.notifications
+            .events
+            .get_or_create(&labels)
+            .inc_by(n as u64);
+    }
+
+    pub fn notification_failure(&self, endpoint: &str) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.to_owned(),
+        };
+        self.notifications.failures.get_or_create(&labels).inc();
+    }
+
+    pub fn notification_pending(&self, endpoint: &str, n: usize) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.to_owned(),
+        };
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.notifications.pending.get_or_create(&labels).set(n);
+    }
+
+    pub fn notification_latency(&self, endpoint: &str, took: Duration) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.to_owned(),
+        };
+        self.notifications
+            .latency
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     /// The OpenMetrics text of every metric.

@@ -102,6 +102,7 @@ impl Harness {
             peer: "127.0.0.1:50000".parse().unwrap(),
             local: "127.0.0.1:5000".parse().unwrap(),
             tls: false,
+            request: 0,
         };
         let resp = self.registry.handle(l, conn, req).await;
         let (parts, body) = resp.into_parts();

@@ -63,6 +63,8 @@ pub struct Edge {
     pub routes: Arc<Routes>,
     pub timeouts: Timeouts,
     pub in_flight: InFlight,
+    /// Whether to record Prometheus metrics (a metrics listener is configured).
+    pub metrics: bool,
 }
 
 fn status_error(code: u16, why: &'static str) -> Box<Error> {
@@ -76,6 +78,30 @@ fn host_of(session: &Session) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri.authority().map(|a| a.to_string()))
+}
+
+/// Counts the request and its latency.
+fn record(ctx: &Ctx, status: u16) {
+    let m = crate::metrics::global();
+    let listener = ctx
+        .listener
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |l| l.name.clone());
+    let upstream = ctx
+        .upstream
+        .map_or_else(|| "-".to_owned(), |u| u.to_string());
+    m.latency
+        .get_or_create(&crate::metrics::ListenerLabels {
+            listener: listener.clone(),
+        })
+        .observe(ctx.started.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            listener,
+            upstream,
+            status: status.to_string(),
+        })
+        .inc();
 }
 
 #[async_trait]
@@ -169,6 +195,9 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if self.metrics {
+            record(ctx, status);
+        }
         tracing::info!(
             target: "berth_proxy::access",
             listener = ctx.listener.as_ref().map_or("-", |l| l.name.as_str()),

@@ -7,12 +7,19 @@
 //! - [`edge`]: the pingora `ProxyHttp` logic: forwarding headers, retries, access log.
 //! - [`lifecycle`]: health checks, certificate watching, ready file, draining shutdown.
 //! - [`plain_http`]: a readable 400 for plain HTTP sent to a TLS port.
+//! - [`metrics`], [`observe`], [`tls_observe`]: Prometheus metrics, health and the certificate
+//!   inventory on the metrics listener; handshake counting.
+//! - [`inventory`]: `berth-proxy certs`.
 //!
 //! One pingora service carries every listener (a service per port would cost a runtime and its
 //! threads each); the connection's local port selects the route.
 
 pub mod config;
 pub mod edge;
+pub mod inventory;
 pub mod lifecycle;
+pub mod metrics;
+pub mod observe;
 pub mod plain_http;
 pub mod routing;
+pub mod tls_observe;

@@ -17,8 +17,8 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::edge::InFlight;
-use crate::routing::Routes;
-use berth_certs::Resolver;
+use crate::metrics::{self, ReloadLabels};
+use crate::observe::EdgeState;
 
 /// How long the edge must have had no request in flight before it exits on SIGTERM. A request
 /// counts as finished once pingora has handed its last bytes on, but over HTTP/2 up to a
@@ -49,8 +49,9 @@ fn exit_flushed(code: i32) -> ! {
 
 /// Health checks, certificate watching and the ready file.
 pub struct Maintenance {
-    pub routes: Arc<Routes>,
-    pub resolvers: Vec<Arc<Resolver>>,
+    pub state: Arc<EdgeState>,
+    /// Whether to keep the state gauges (upstream health, certificate expiry) current.
+    pub metrics: bool,
     pub interval: Duration,
     pub ready_file: Option<PathBuf>,
     /// `(listener name, address)` to probe before declaring readiness.
@@ -59,18 +60,26 @@ pub struct Maintenance {
 
 impl Maintenance {
     async fn health_checks(&self) {
-        for pool in self.routes.pools() {
+        for pool in self.state.routes.pools() {
             pool.lb.backends().run_health_check(true).await;
         }
     }
 
     fn reload_changed(&self, force: bool) {
-        for r in &self.resolvers {
+        for r in &self.state.resolvers {
             if force || r.changed() {
-                if let Err(e) = r.reload() {
+                let result = r.reload();
+                if let Err(e) = &result {
                     tracing::error!(listener = %r.listener(), error = %e,
                         "certificate reload failed; the previous certificate keeps serving");
                 }
+                metrics::global()
+                    .cert_reloads
+                    .get_or_create(&ReloadLabels {
+                        listener: r.listener().to_owned(),
+                        result: if result.is_ok() { "ok" } else { "error" }.to_owned(),
+                    })
+                    .inc();
             }
         }
     }
@@ -128,6 +137,9 @@ impl BackgroundService for Maintenance {
                 _ = tick.tick() => {
                     self.health_checks().await;
                     self.reload_changed(false);
+                    if self.metrics {
+                        self.state.refresh_gauges();
+                    }
                     if !ready {
                         ready = self.announce_ready().await;
                     }

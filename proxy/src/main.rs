@@ -11,11 +11,13 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
-use berth_certs::Resolver;
+use berth_certs::{CertSource, Resolver};
 use berth_proxy::config::{CertFiles, ProxyConfig};
 use berth_proxy::edge::{Edge, InFlight};
 use berth_proxy::lifecycle::{DrainSignal, Maintenance};
+use berth_proxy::observe::{EdgeState, MetricsApp};
 use berth_proxy::routing::Routes;
+use berth_proxy::tls_observe::{HandshakeCounter, HandshakeFailureLayer};
 
 #[derive(Parser)]
 #[command(name = "berth-proxy", version, about = "Berth HTTPS edge")]
@@ -36,6 +38,16 @@ enum Command {
     },
     /// Validate a configuration file (and its certificates) without starting.
     CheckConfig { config: PathBuf },
+    /// The certificate inventory: every certificate the edge serves, with its subject, SANs,
+    /// issuer, expiry, source and last reload. Asks the running edge (its metrics listener)
+    /// and falls back to reading the configured files.
+    Certs {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON (the metrics listener's `/certs` document) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Log filter: pingora logs every failed TLS handshake at ERROR (scanners, clients without the
@@ -58,23 +70,68 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Certs { config, json } => {
+            let c = ProxyConfig::load(&config)?;
+            print_certs(&c, json)
+        }
         Command::Serve { config, ready_file } => {
-            // Log lines (one access line per request) go through a background writer, so a
-            // slow log file never stalls a proxy thread.
-            let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-            berth_proxy::lifecycle::keep_log_guard(guard);
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| DEFAULT_LOG.into()),
-                )
-                .with_writer(writer)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            init_logging();
             let config = ProxyConfig::load(&config)?;
             serve(config, ready_file)
         }
     }
+}
+
+/// Log lines (one access line per request) go through a background writer, so a slow log file
+/// never stalls a proxy thread. Beside the log, a layer counts pingora's handshake failures.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    berth_proxy::lifecycle::keep_log_guard(guard);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| DEFAULT_LOG.into());
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let failures = HandshakeFailureLayer.with_filter(HandshakeFailureLayer::filter());
+    tracing_subscriber::registry()
+        .with(log)
+        .with(failures)
+        .init();
+}
+
+/// `berth-proxy certs`: the live inventory if the edge answers, else the configured files.
+fn print_certs(config: &ProxyConfig, json: bool) -> anyhow::Result<()> {
+    let live = match config.metrics {
+        Some(addr) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match rt.block_on(berth_proxy::inventory::fetch_live(addr)) {
+                Ok(entries) => Some(entries),
+                Err(e) => {
+                    eprintln!("berth-proxy: {e}; reading the configured files instead");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let entries = match live {
+        Some(e) => e,
+        None => load_certs(config, false)?
+            .iter()
+            .flat_map(|r| r.inventory())
+            .collect(),
+    };
+    if json {
+        let doc = serde_json::json!({ "certificates": entries });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", berth_proxy::inventory::table(&entries));
+    }
+    Ok(())
 }
 
 /// The development certificate for listeners without `tls`, made once under the state dir.
@@ -103,7 +160,10 @@ fn dev_cert(config: &ProxyConfig) -> anyhow::Result<CertFiles> {
 }
 
 /// Loads every listener's certificates; errors name the listener.
-fn load_certs(config: &ProxyConfig, make_dev: bool) -> anyhow::Result<Vec<Arc<Resolver>>> {
+pub(crate) fn load_certs(
+    config: &ProxyConfig,
+    make_dev: bool,
+) -> anyhow::Result<Vec<Arc<Resolver>>> {
     let mut dev = None;
     let mut out = Vec::new();
     for l in &config.listeners {
@@ -119,8 +179,14 @@ fn load_certs(config: &ProxyConfig, make_dev: bool) -> anyhow::Result<Vec<Arc<Re
             },
             None => continue,
         };
+        let source = if l.tls.is_some() {
+            CertSource::File
+        } else {
+            CertSource::DevelopmentCa
+        };
         let r = Resolver::load(&l.name, files, l.sni.clone())
-            .with_context(|| format!("listener {} ({})", l.name, l.listen))?;
+            .with_context(|| format!("listener {} ({})", l.name, l.listen))?
+            .with_source(source);
         out.push(Arc::new(r));
     }
     Ok(out)
@@ -139,6 +205,7 @@ fn edge_service(
         routes: routes.clone(),
         timeouts: config.timeouts.clone(),
         in_flight: in_flight.clone(),
+        metrics: config.metrics.is_some(),
     };
     let mut svc =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, edge, "berth-edge");
@@ -155,7 +222,10 @@ fn edge_service(
         berth_proxy::plain_http::PlainHttpRefusal,
     ));
     for (l, resolver) in config.listeners.iter().zip(resolvers) {
-        let mut tls = TlsSettings::intermediate("", "")
+        let counter = HandshakeCounter {
+            listener: l.name.clone(),
+        };
+        let mut tls = TlsSettings::with_callbacks(Box::new(counter))
             .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
         tls.set_cert_resolver(resolver.clone());
         tls.enable_h2();
@@ -171,6 +241,11 @@ fn serve(config: ProxyConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()>
     for l in &config.listeners {
         if let Err(e) = TcpListener::bind(l.listen) {
             bail!("listener {}: cannot listen on {}: {e}", l.name, l.listen);
+        }
+    }
+    if let Some(m) = config.metrics {
+        if let Err(e) = TcpListener::bind(m) {
+            bail!("metrics.listen: cannot listen on {m}: {e}");
         }
     }
     let resolvers = load_certs(&config, true)?;
@@ -197,16 +272,30 @@ fn serve(config: ProxyConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()>
     let in_flight = InFlight::default();
     let svc = edge_service(&server, &config, &routes, &resolvers, &in_flight)?;
     server.add_service(svc);
+    let state = Arc::new(EdgeState { routes, resolvers });
+    let mut listeners: Vec<(String, std::net::SocketAddr)> = config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.listen))
+        .collect();
+    if let Some(addr) = config.metrics {
+        let app = MetricsApp {
+            state: state.clone(),
+        };
+        let mut metrics =
+            pingora::services::listening::Service::new("berth-edge-metrics".to_owned(), app);
+        metrics.add_tcp(&addr.to_string());
+        metrics.threads = Some(1);
+        server.add_service(metrics);
+        listeners.push(("metrics".to_owned(), addr));
+        tracing::info!(listen = %addr, "metrics listener configured");
+    }
     let maintenance = Maintenance {
-        routes,
-        resolvers,
+        state,
+        metrics: config.metrics.is_some(),
         interval: config.health_check_interval,
         ready_file,
-        listeners: config
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.listen))
-            .collect(),
+        listeners,
     };
     server.add_service(background_service("berth-edge-maintenance", maintenance));
     server.run(RunArgs {

@@ -31,6 +31,16 @@ impl Pool {
         })
     }
 
+    /// Each upstream and whether it passes its health check.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        let backends = self.lb.backends();
+        backends
+            .get_backend()
+            .iter()
+            .filter_map(|b| b.addr.as_inet().map(|a| (*a, backends.ready(b))))
+            .collect()
+    }
+
     /// A healthy upstream not in `tried`; if none is healthy, any untried one (a health check
     /// may lag a recovery, and trying beats refusing).
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
@@ -53,6 +63,11 @@ pub struct ListenerRoute {
 
 impl ListenerRoute {
     /// The pool for a request with this `Host` (port and case ignored).
+    /// Every pool of this listener (default and per host).
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.default.iter().chain(self.hosts.values())
+    }
+
     pub fn pool_for(&self, host: Option<&str>) -> Option<&Arc<Pool>> {
         let name = host.map(|h| strip_port(h).to_ascii_lowercase());
         name.and_then(|n| self.hosts.get(&n))
@@ -114,6 +129,11 @@ impl Routes {
             default,
             hosts,
         })
+    }
+
+    /// Every listener's route.
+    pub fn listeners(&self) -> impl Iterator<Item = &Arc<ListenerRoute>> {
+        self.by_port.values()
     }
 
     pub fn for_port(&self, port: u16) -> Option<&Arc<ListenerRoute>> {

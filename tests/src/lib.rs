@@ -12,6 +12,7 @@ pub mod http;
 pub mod image;
 pub mod postgres;
 pub mod proc;
+pub mod prometheus;
 pub mod registry;
 pub mod relay;
 pub mod tls;

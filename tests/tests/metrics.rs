@@ -5,99 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use berth_tests::core::Core;
-use berth_tests::edge::free_port;
 use berth_tests::http::{self, request};
+use berth_tests::prometheus::{promtool_check_rules, Prometheus};
 use berth_tests::registry::{get, oci_manifest, push_blob, put_manifest};
-
-struct Prometheus {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn scraping(target: &str) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-                 rule_files: [\"{}\"]\n\
-                 scrape_configs:\n  - job_name: berth-core\n    \
-                 static_configs: [{{ targets: [\"{target}\"] }}]\n",
-                deploy("prometheus/berth-alerts.yml").display()
-            ),
-        )
-        .unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package prometheus)");
-        Prometheus {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// The result vector of an instant query, once it is not empty (Prometheus needs a few
-    /// scrapes first).
-    fn query(&self, q: &str) -> Vec<serde_json::Value> {
-        let path = format!(
-            "/api/v1/query?query={}",
-            q.bytes().map(|b| format!("%{b:02X}")).collect::<String>()
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = request(&self.addr, "GET", &path, &[], b"") {
-                let v = r.json();
-                if let Some(res) = v["data"]["result"].as_array().filter(|a| !a.is_empty()) {
-                    return res.clone();
-                }
-            }
-            assert!(Instant::now() < deadline, "no result for {q}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-/// A file under `deploy/`.
-fn deploy(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy")
-        .join(rel)
-}
-
-impl Prometheus {
-    /// An instant query's status and error, whatever its result.
-    fn check(&self, q: &str) -> serde_json::Value {
-        let path = format!(
-            "/api/v1/query?query={}",
-            q.bytes().map(|b| format!("%{b:02X}")).collect::<String>()
-        );
-        request(&self.addr, "GET", &path, &[], b"").unwrap().json()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn prometheus_scrapes_the_core_and_the_probes_answer() {
@@ -177,7 +88,7 @@ fn prometheus_scrapes_the_core_and_the_probes_answer() {
     );
 
     // Through a real Prometheus.
-    let prom = Prometheus::scraping(&metrics);
+    let prom = Prometheus::scraping(&[("berth-core", &metrics)]);
     let pulls = prom.query(
         "berth_http_requests_total{repository=\"hosted\",route=\"manifest\",method=\"GET\"}",
     );
@@ -191,41 +102,14 @@ fn prometheus_scrapes_the_core_and_the_probes_answer() {
 
     // The alert rules in deploy/ load and evaluate; every dashboard query is valid PromQL over
     // the series the core really exports.
-    // curl: Prometheus answers this one chunked.
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("http://{}/api/v1/rules", prom.addr))
-        .output()
-        .unwrap();
-    let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let loaded = rules["data"]["groups"][0]["rules"]
-        .as_array()
-        .unwrap_or_else(|| panic!("rules: {rules}"));
-    assert_eq!(loaded.len(), 5, "{rules}");
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/berth-core.json")).unwrap())
-            .unwrap();
-    let mut exprs = 0;
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for t in panel["targets"].as_array().unwrap() {
-            let q = t["expr"]
-                .as_str()
-                .unwrap()
-                .replace("$__rate_interval", "1m");
-            let v = prom.check(&q);
-            assert_eq!(v["status"], "success", "{q}: {v}");
-            exprs += 1;
-        }
-    }
+    let groups = prom.rule_groups();
+    let core_rules = groups
+        .iter()
+        .find(|g| g["name"] == "berth-core")
+        .and_then(|g| g["rules"].as_array())
+        .unwrap_or_else(|| panic!("{groups:?}"));
+    assert_eq!(core_rules.len(), 5, "{groups:?}");
+    let exprs = prom.check_dashboard("grafana/berth-core.json");
     assert!(exprs >= 6);
-    let check = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(deploy("prometheus/berth-alerts.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    promtool_check_rules();
 }

@@ -18,6 +18,7 @@ mod blobs;
 mod cidr;
 pub mod error;
 mod manifests;
+mod notify;
 mod observe;
 pub mod range;
 mod referrers;
@@ -43,6 +44,7 @@ use crate::oci::{ErrorCode, RepoName};
 use crate::repo::Repository;
 pub use cidr::Cidr;
 pub use error::ApiError;
+use notify::Subject;
 pub use response::Body;
 use route::Route;
 pub use target::Target;
@@ -76,6 +78,8 @@ pub struct Registry {
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// Changes at run time: repositories, users, roles, tokens.
     pub control: Arc<crate::server::Control>,
+    /// Push, pull and delete events for the configured webhooks.
+    pub events: Arc<crate::events::Notifier>,
 }
 
 /// Which socket a request arrived on.
@@ -106,6 +110,8 @@ pub struct Conn {
     pub local: SocketAddr,
     /// Whether the connection is direct HTTPS (a connector with `https`).
     pub tls: bool,
+    /// The request's id (set by [`Registry::handle`]), for logs and events.
+    pub request: u64,
 }
 
 /// Handler results.
@@ -123,8 +129,9 @@ type CallerOf<'a> = Option<(&'a crate::auth::Auth, access::Caller)>;
 
 impl Registry {
     /// Serves one request, inside a tracing span that logs its outcome.
-    pub async fn handle(&self, port: &Port, conn: Conn, req: Request<Body>) -> Response<Body> {
-        let id = format!("{:x}", REQUEST_IDS.fetch_add(1, Ordering::Relaxed));
+    pub async fn handle(&self, port: &Port, mut conn: Conn, req: Request<Body>) -> Response<Body> {
+        conn.request = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}", conn.request);
         let span = tracing::info_span!(
             "request",
             id = %id,
@@ -313,6 +320,7 @@ impl Registry {
                 check(&t, access::action_of(&req.method))?;
                 let r = manifests::handle(&t, reference, req, self.guard(body)).await;
                 self.audit(caller, conn, req, &t, reference, &r);
+                self.notify(conn, req, &t, Subject::Manifest(reference), &r);
                 r
             }
             Route::Blob { name, digest } => {
@@ -320,18 +328,23 @@ impl Registry {
                 check(&t, access::action_of(&req.method))?;
                 let r = blobs::handle(&t, digest, req).await;
                 self.audit(caller, conn, req, &t, digest, &r);
+                self.notify(conn, req, &t, Subject::Blob(digest), &r);
                 r
             }
             Route::UploadStart { name } => {
                 let t = self.target(listener, name, base, actor, req)?;
                 check(&t, Action::Write)?;
                 let who = access::client_key(self, caller, conn, req);
-                uploads::start(&t, req, self.guard(body), &who).await
+                let r = uploads::start(&t, req, self.guard(body), &who).await;
+                self.notify(conn, req, &t, Subject::Upload, &r);
+                r
             }
             Route::Upload { name, id } => {
                 let t = self.target(listener, name, base, actor, req)?;
                 check(&t, Action::Write)?;
-                uploads::session(&t, id, req, self.guard(body)).await
+                let r = uploads::session(&t, id, req, self.guard(body)).await;
+                self.notify(conn, req, &t, Subject::Upload, &r);
+                r
             }
             Route::Referrers { name, digest } => {
                 let t = self.target(listener, name, base, actor, req)?;

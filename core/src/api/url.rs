@@ -149,6 +149,7 @@ mod tests {
             peer: peer.parse().unwrap(),
             local: LOCAL.parse().unwrap(),
             tls: false,
+            request: 0,
         };
         external_base(h, conn, &trusted)
     }

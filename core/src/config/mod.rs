@@ -14,6 +14,7 @@ mod auth;
 mod kinds;
 mod lifecycle;
 mod limits;
+mod notifications;
 mod policy;
 mod raw;
 mod repos;
@@ -53,6 +54,8 @@ pub struct Config {
     pub source: Source,
     /// The metrics listener (`metrics.listen`), if any.
     pub metrics: Option<SocketAddr>,
+    /// Webhooks for push, pull and delete events.
+    pub notifications: Vec<crate::events::EndpointSettings>,
 }
 
 /// The main port: path routing for every repository, health, and later the admin API and UI.
@@ -176,6 +179,7 @@ impl Config {
             repository_entries,
             source: source.clone(),
             metrics,
+            notifications: notifications::endpoints(raw.notifications, source)?,
         })
     }
 }

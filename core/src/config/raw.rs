@@ -36,6 +36,51 @@ pub struct RawConfig {
     pub gc: RawGc,
     /// Prometheus metrics and health probes on a listener of their own.
     pub metrics: Option<RawMetrics>,
+    /// Push, pull and delete events POSTed to webhooks (Distribution's envelope).
+    #[serde(default)]
+    pub notifications: RawNotifications,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotifications {
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// For logs and metrics.
+    pub name: String,
+    /// `http://` or `https://` URL the envelopes are POSTed to.
+    pub url: String,
+    /// Extra request headers, e.g. `Authorization`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Per delivery attempt (default `5s`).
+    pub timeout: Option<Duration>,
+    /// First wait after a failed delivery (default `1s`); doubles up to `max_backoff`.
+    pub backoff: Option<Duration>,
+    /// Longest wait between attempts (default `5m`).
+    pub max_backoff: Option<Duration>,
+    /// Events held for this endpoint while it is down (default 10000); beyond it the oldest go.
+    pub queue: Option<usize>,
+    /// Trust for the endpoint's HTTPS, beside the system roots.
+    pub ca_file: Option<String>,
+    /// Events not to send.
+    #[serde(default)]
+    pub ignore: RawIgnore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIgnore {
+    /// `push`, `pull`, `mount`, `delete`.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub media_types: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -119,6 +119,7 @@ pub async fn run(
     ));
     connectors.serve(bound.connectors).await;
     registry.control.attach(connectors.clone());
+    registry.events.start();
     let accept = |port: Port| Accept {
         registry: registry.clone(),
         port,
@@ -241,6 +242,7 @@ impl Accept {
                 peer,
                 local,
                 tls: self.tls.is_some(),
+                request: 0,
             };
             self.serve(stream, conn, slot);
         }

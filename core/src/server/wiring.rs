@@ -39,6 +39,24 @@ pub fn registry(
             lifecycles(&config.repositories),
         )),
         control: Arc::new(control),
+        events: Arc::new(notifier(config)?),
+    })
+}
+
+/// The event notifier; its delivery tasks start with the server.
+fn notifier(config: &Config) -> Result<crate::events::Notifier, ServeError> {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    let source = crate::events::SourceInfo {
+        addr: format!("{host}:{}", config.main.listen.port()),
+        instance_id: format!("{:032x}", rand::random::<u128>()),
+    };
+    crate::events::Notifier::new(&config.notifications, source).map_err(|e| {
+        ServeError::Repository {
+            owner: format!("notifications endpoint {}", e.endpoint),
+            source: std::io::Error::other(e.reason),
+        }
     })
 }
 

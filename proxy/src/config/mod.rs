@@ -48,6 +48,8 @@ pub struct ProxyConfig {
     pub timeouts: Timeouts,
     pub health_check_interval: Duration,
     pub dev_cert_names: Vec<String>,
+    /// Where `/metrics`, `/healthz`, `/readyz` and `/certs` are served; `None` turns metrics off.
+    pub metrics: Option<SocketAddr>,
     pub listeners: Vec<ListenerConfig>,
 }
 
@@ -86,6 +88,15 @@ impl ProxyConfig {
                 .map_err(|(k, r)| source.err(format!("listeners[{i}].{k}"), r))?;
             listeners.push(l);
         }
+        let metrics = raw.metrics.map(|m| m.listen);
+        if let Some(m) = metrics {
+            if let Some(other) = ports.get(&m.port()) {
+                return Err(source.err(
+                    "metrics.listen",
+                    format!("port {} is already used by listener {other}", m.port()),
+                ));
+            }
+        }
         let t = raw.timeouts;
         let or = |d: Option<berth_config::Duration>, default: u64| {
             d.map_or(Duration::from_secs(default), Into::into)
@@ -102,6 +113,7 @@ impl ProxyConfig {
             },
             health_check_interval: or(raw.health_check_interval, 1).max(Duration::from_millis(100)),
             dev_cert_names: raw.dev_cert_names,
+            metrics,
             listeners,
         })
     }
@@ -210,5 +222,7 @@ mod tests {
         assert_eq!(e.key, "listeners[0].upstreams");
         let e = parse("listeners:\n  - { listen: 0.0.0.0:5443, upstreams: [127.0.0.1:1] }\n  - { listen: 127.0.0.1:5443, upstreams: [127.0.0.1:1] }\n").unwrap_err();
         assert!(e.reason.contains("already used"), "{e}");
+        let e = parse("metrics: { listen: 127.0.0.1:5443 }\nlisteners:\n  - { listen: 0.0.0.0:5443, upstreams: [127.0.0.1:1] }\n").unwrap_err();
+        assert_eq!(e.key, "metrics.listen", "{e}");
     }
 }

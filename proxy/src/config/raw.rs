@@ -24,7 +24,15 @@ pub struct RawConfig {
     /// Extra DNS names for the generated development certificate (localhost is always in).
     #[serde(default)]
     pub dev_cert_names: Vec<String>,
+    /// The metrics listener (`/metrics`, `/healthz`, `/readyz`, `/certs`), plain HTTP.
+    pub metrics: Option<RawMetrics>,
     pub listeners: Vec<RawListener>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Default, Deserialize)]

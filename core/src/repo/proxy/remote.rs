@@ -19,8 +19,6 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use tokio_rustls::rustls;
 
 use super::bounded::BoundedMap;
 use super::settings::{ProxySettings, RemoteTimeouts};
@@ -113,37 +111,8 @@ fn challenge_params(v: &str) -> HashMap<String, String> {
 
 impl Remote {
     pub fn new(settings: &ProxySettings) -> std::io::Result<Remote> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if let Some(ca) = &settings.ca_file {
-            use rustls::pki_types::pem::PemObject;
-            let pem = std::fs::read(ca)?;
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert =
-                    cert.map_err(|e| std::io::Error::other(format!("{}: {e}", ca.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| std::io::Error::other(format!("{}: {e}", ca.display())))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(settings.timeouts.connect));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(https);
+        let client =
+            crate::net::https_client(settings.ca_file.as_deref(), settings.timeouts.connect)?;
         let basic = match (&settings.username, &settings.password) {
             (Some(u), Some(p)) => {
                 use base64::Engine as _;

@@ -1,0 +1,160 @@
+//! Successful V2 requests as events (see [`crate::events`]): a manifest or blob `GET` is a
+//! pull, a manifest `PUT` or a finished upload a push, a mount a mount, a `DELETE` a delete.
+//! Built from the request and the response the client gets, after the fact, so a handler
+//! knows nothing of events and an event never describes something that failed.
+
+use http::request::Parts;
+use http::{header, Method, StatusCode};
+
+use super::{access, ApiResult, Conn, Registry, Target};
+use crate::events::{Action, Event, RequestInfo, TargetInfo};
+
+/// What the request was about.
+pub(super) enum Subject<'a> {
+    /// `/manifests/<reference>`.
+    Manifest(&'a str),
+    /// `/blobs/<digest>`.
+    Blob(&'a str),
+    /// `POST /blobs/uploads/` or a session `PUT`: a finished upload (201) or mount.
+    Upload,
+}
+
+/// Blobs have no media type of their own; Distribution reports them as this.
+const BLOB_MEDIA_TYPE: &str = "application/octet-stream";
+
+fn header_str(h: &http::HeaderMap, name: impl header::AsHeaderName) -> &str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+fn length(h: &http::HeaderMap) -> Option<u64> {
+    header_str(h, header::CONTENT_LENGTH).parse().ok()
+}
+
+impl Registry {
+    /// Emits the event a request caused, if any endpoint listens and the request succeeded.
+    pub(super) fn notify(
+        &self,
+        conn: Conn,
+        req: &Parts,
+        t: &Target,
+        subject: Subject<'_>,
+        r: &ApiResult,
+    ) {
+        if !self.events.enabled() {
+            return;
+        }
+        let Ok(resp) = r else { return };
+        let Some((action, target)) = describe(req, t, subject, resp) else {
+            return;
+        };
+        let request = RequestInfo {
+            id: format!("{:x}", conn.request),
+            addr: access::client_ip(self, conn, req).to_string(),
+            host: t
+                .base
+                .split_once("://")
+                .map_or(t.base.as_str(), |(_, h)| h)
+                .to_owned(),
+            method: req.method.to_string(),
+            useragent: header_str(&req.headers, header::USER_AGENT).to_owned(),
+        };
+        self.events
+            .emit(Event::new(action, target, request, &t.actor));
+    }
+}
+
+/// The action and target of a successful request; `None` for requests that are not events
+/// (HEAD, partial blob reads, upload chunks, failures).
+fn describe(
+    req: &Parts,
+    t: &Target,
+    subject: Subject<'_>,
+    resp: &http::Response<super::response::Body>,
+) -> Option<(Action, TargetInfo)> {
+    let h = resp.headers();
+    let status = resp.status();
+    let digest = header_str(h, "docker-content-digest").to_owned();
+    let base = TargetInfo {
+        repository: t.client_name(),
+        ..TargetInfo::default()
+    };
+    let is_digest = |r: &str| r.contains(':');
+    Some(match (subject, &req.method) {
+        (Subject::Manifest(reference), &Method::GET) if status == StatusCode::OK => {
+            let tag = if is_digest(reference) { "" } else { reference };
+            let target = TargetInfo {
+                media_type: header_str(h, header::CONTENT_TYPE).to_owned(),
+                size: length(h),
+                length: length(h),
+                url: t.url(&format!("manifests/{digest}")),
+                digest,
+                tag: tag.to_owned(),
+                ..base
+            };
+            (Action::Pull, target)
+        }
+        (Subject::Manifest(reference), &Method::PUT) if status == StatusCode::CREATED => {
+            let tag = if is_digest(reference) { "" } else { reference };
+            let target = TargetInfo {
+                media_type: header_str(&req.headers, header::CONTENT_TYPE).to_owned(),
+                size: length(&req.headers),
+                length: length(&req.headers),
+                url: t.url(&format!("manifests/{digest}")),
+                digest,
+                tag: tag.to_owned(),
+                ..base
+            };
+            (Action::Push, target)
+        }
+        (Subject::Manifest(reference), &Method::DELETE) if status.is_success() => {
+            let target = if is_digest(reference) {
+                TargetInfo {
+                    digest: reference.to_owned(),
+                    ..base
+                }
+            } else {
+                TargetInfo {
+                    tag: reference.to_owned(),
+                    ..base
+                }
+            };
+            (Action::Delete, target)
+        }
+        (Subject::Blob(d), &Method::GET) if status == StatusCode::OK => {
+            let target = TargetInfo {
+                media_type: BLOB_MEDIA_TYPE.to_owned(),
+                size: length(h),
+                length: length(h),
+                digest: d.to_owned(),
+                url: t.url(&format!("blobs/{d}")),
+                ..base
+            };
+            (Action::Pull, target)
+        }
+        (Subject::Blob(d), &Method::DELETE) if status.is_success() => {
+            let target = TargetInfo {
+                digest: d.to_owned(),
+                ..base
+            };
+            (Action::Delete, target)
+        }
+        (Subject::Upload, m) if status == StatusCode::CREATED => {
+            let query = super::query(req);
+            let from = super::query_get(&query, "from").unwrap_or("");
+            let mount = m == Method::POST && super::query_get(&query, "mount").is_some();
+            let target = TargetInfo {
+                media_type: BLOB_MEDIA_TYPE.to_owned(),
+                url: t.url(&format!("blobs/{digest}")),
+                digest,
+                from_repository: if mount {
+                    from.to_owned()
+                } else {
+                    String::new()
+                },
+                ..base
+            };
+            (if mount { Action::Mount } else { Action::Push }, target)
+        }
+        _ => return None,
+    })
+}

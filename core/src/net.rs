@@ -1,0 +1,52 @@
+//! The outbound HTTPS client shared by proxy remotes and event endpoints: the system's roots
+//! plus an optional extra CA file, rustls over ring, HTTP/1.1 (both talk to one host each, so
+//! pooled HTTP/1.1 connections are all they need).
+
+use std::path::Path;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio_rustls::rustls;
+
+/// An HTTP(S) client with the given connect timeout; `ca_file` adds trust for a private CA.
+pub fn https_client<B>(
+    ca_file: Option<&Path>,
+    connect_timeout: std::time::Duration,
+) -> std::io::Result<Client<HttpsConnector<HttpConnector>, B>>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(ca) = ca_file {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(ca)?;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| std::io::Error::other(format!("{}: {e}", ca.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", ca.display())))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
