@@ -1,0 +1,268 @@
+//! Event notifications to a real HTTP receiver (Python's `http.server`, started and stopped as
+//! a process): pushes, pulls, tags and deletes arrive in Distribution's envelope with the
+//! configured headers; while the receiver is down the core keeps serving, counts failures and
+//! keeps the events, and delivers them once it is back; a full queue drops its oldest events
+//! and says so in the metrics; `ignore.actions` filters.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::core::Core;
+use berth_tests::edge::free_port;
+use berth_tests::http::{digest, request};
+use berth_tests::registry::{get, oci_manifest, push_blob, put_manifest};
+
+const RECEIVER: &str = r#"
+import http.server, json, sys
+port, out = int(sys.argv[1]), sys.argv[2]
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        record = {"path": self.path, "content_type": self.headers.get("content-type"),
+                  "authorization": self.headers.get("authorization"), "body": json.loads(body)}
+        with open(out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Hook).serve_forever()
+"#;
+
+/// The webhook receiver; killed on drop.
+struct Receiver {
+    child: Child,
+}
+
+impl Receiver {
+    fn start(script: &Path, port: u16, out: &Path) -> Receiver {
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "receiver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Receiver { child }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every event received so far on `path`, with its request's headers.
+fn received(out: &Path, path: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let mut events = Vec::new();
+    for line in text.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        if record["path"] != path {
+            continue;
+        }
+        for e in record["body"]["events"].as_array().unwrap() {
+            events.push((e.clone(), record.clone()));
+        }
+    }
+    events
+}
+
+/// Waits until `done` holds for the events on `path`.
+fn wait_for(
+    out: &Path,
+    path: &str,
+    what: &str,
+    done: impl Fn(&[(serde_json::Value, serde_json::Value)]) -> bool,
+) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = received(out, path);
+        if done(&events) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "{what}: got {events:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn find<'a>(
+    events: &'a [(serde_json::Value, serde_json::Value)],
+    action: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<&'a (serde_json::Value, serde_json::Value)> {
+    events
+        .iter()
+        .find(|(e, _)| e["action"] == action && pred(&e["target"]))
+}
+
+fn metric(core: &Core, prefix: &str) -> f64 {
+    let m = core.metrics.as_deref().unwrap();
+    let r = request(m, "GET", "/metrics", &[], b"").unwrap();
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .map_or(0.0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+fn push_image(repo: &str, image: &str, tag: &str, layer: &[u8]) -> Vec<u8> {
+    let config = format!("{{\"tag\":\"{tag}\"}}").into_bytes();
+    for b in [&config[..], layer] {
+        assert_eq!(push_blob(repo, image, b).unwrap().status, 201);
+    }
+    let m = oci_manifest(&config, &[layer]);
+    assert_eq!(put_manifest(repo, image, tag, &m).unwrap().status, 201);
+    m
+}
+
+fn core_with_hooks(dir: tempfile::TempDir, port: u16, dead_port: u16) -> Core {
+    let config = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nmetrics: {{ listen: 127.0.0.1:0 }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n\
+         notifications:\n  endpoints:\n\
+         \x20   - name: hooks\n      url: http://127.0.0.1:{port}/events\n      \
+         headers: {{ Authorization: Bearer s3cret }}\n      backoff: 100ms\n      max_backoff: 400ms\n\
+         \x20   - name: no-pulls\n      url: http://127.0.0.1:{port}/no-pulls\n      ignore: {{ actions: [pull] }}\n\
+         \x20   - name: tiny\n      url: http://127.0.0.1:{dead_port}/never\n      queue: 2\n      backoff: 1s\n",
+        dir.path().join("data").display()
+    );
+    Core::start_in(dir, &config)
+}
+
+#[test]
+fn events_reach_a_receiver_that_goes_down_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let script: PathBuf = dir.path().join("receiver.py");
+    std::fs::write(&script, RECEIVER).unwrap();
+    let out = dir.path().join("events.jsonl");
+    let port = free_port();
+    let receiver = Receiver::start(&script, port, &out);
+    let core = core_with_hooks(tempfile::tempdir().unwrap(), port, free_port());
+    let repo = core.connector("hosted").to_owned();
+
+    let layer = vec![7u8; 4096];
+    let manifest = push_image(&repo, "team/app", "v1", &layer);
+    let manifest_digest = digest(&manifest);
+    let pulled = get(&repo, "team/app", "manifests", "v1").unwrap();
+    assert_eq!(pulled.status, 200);
+    let events = wait_for(&out, "/events", "push and pull", |ev| {
+        find(ev, "pull", |t| t["tag"] == "v1").is_some()
+    });
+    let (push, record) = find(&events, "push", |t| t["tag"] == "v1").expect("manifest push");
+    assert_eq!(
+        record["content_type"],
+        "application/vnd.docker.distribution.events.v1+json"
+    );
+    assert_eq!(record["authorization"], "Bearer s3cret");
+    let t = &push["target"];
+    assert_eq!(t["repository"], "team/app");
+    assert_eq!(t["digest"], manifest_digest.as_str());
+    assert_eq!(t["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(t["size"], manifest.len());
+    assert!(t["url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/v2/team/app/manifests/{manifest_digest}")));
+    assert_eq!(push["request"]["method"], "PUT");
+    assert!(!push["source"]["instanceID"].as_str().unwrap().is_empty());
+    assert!(!push["id"].as_str().unwrap().is_empty());
+    assert!(push["timestamp"].as_str().unwrap().contains('T'));
+    let layer_digest = digest(&layer);
+    assert!(
+        find(&events, "push", |t| t["digest"] == layer_digest.as_str()
+            && t["mediaType"] == "application/octet-stream")
+        .is_some(),
+        "{events:#?}"
+    );
+
+    // The receiver goes away; requests go on as before and the events wait.
+    drop(receiver);
+    push_image(&repo, "team/app", "v2", &[8u8; 2048]);
+    let del = request(
+        &repo,
+        "DELETE",
+        &format!("/v2/team/app/manifests/{manifest_digest}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(del.status, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(
+        &core,
+        "berth_notification_failures_total{endpoint=\"hooks\"}",
+    ) < 2.0
+    {
+        assert!(Instant::now() < deadline, "no failed deliveries counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(&core, "berth_notification_pending{endpoint=\"hooks\"}") >= 1.0);
+
+    // Back again: everything queued arrives.
+    let _receiver = Receiver::start(&script, port, &out);
+    let events = wait_for(&out, "/events", "events queued while down", |ev| {
+        find(ev, "push", |t| t["tag"] == "v2").is_some()
+            && find(ev, "delete", |t| t["digest"] == manifest_digest.as_str()).is_some()
+    });
+    assert!(find(&events, "delete", |t| t["repository"] == "team/app").is_some());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&core, "berth_notification_pending{endpoint=\"hooks\"}") > 0.0 {
+        assert!(Instant::now() < deadline, "queue not drained");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        metric(
+            &core,
+            "berth_notification_events_total{endpoint=\"hooks\",result=\"delivered\"}"
+        ) >= 7.0
+    );
+
+    // `ignore.actions: [pull]`: the same traffic without the pull.
+    let quiet = wait_for(&out, "/no-pulls", "no-pulls endpoint", |ev| {
+        find(ev, "push", |t| t["tag"] == "v2").is_some()
+    });
+    assert!(find(&quiet, "pull", |_| true).is_none(), "{quiet:#?}");
+
+    // An endpoint that never answers holds at most `queue` events and counts the rest.
+    assert_eq!(
+        metric(&core, "berth_notification_pending{endpoint=\"tiny\"}"),
+        2.0
+    );
+    assert!(
+        metric(
+            &core,
+            "berth_notification_events_total{endpoint=\"tiny\",result=\"dropped\"}"
+        ) >= 5.0
+    );
+}
+
+#[test]
+fn a_bad_endpoint_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+         notifications:\n  endpoints:\n    - {{ name: x, url: \"ftp://example/\" }}\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(dir.path().join("core.yaml"), config).unwrap();
+    let out = Command::new(berth_tests::bin("berth-core"))
+        .args(["check-config"])
+        .arg(dir.path().join("core.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("notifications.endpoints[0].url"), "{err}");
+}
