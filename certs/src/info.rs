@@ -14,7 +14,8 @@ pub struct CertInfo {
     pub sans: Vec<String>,
     pub not_before: String,
     pub not_after: String,
-    /// `not_after` as seconds since the Unix epoch (for metrics and sorting).
+    /// `not_before` and `not_after` as seconds since the Unix epoch.
+    pub not_before_unix: i64,
     pub not_after_unix: i64,
     /// Whole days until expiry (negative once expired).
     pub days_left: i64,
@@ -57,6 +58,7 @@ pub fn describe(pem_text: &str) -> Result<CertInfo> {
         sans,
         not_before: validity.not_before.to_string(),
         not_after: validity.not_after.to_string(),
+        not_before_unix: validity.not_before.timestamp(),
         not_after_unix: validity.not_after.timestamp(),
         days_left,
         is_ca: cert.is_ca(),

@@ -9,12 +9,14 @@
 //! Defaults follow what browsers and Go's TLS stack accept: ECDSA P-256 keys, leaves valid for
 //! 825 days, CA for 10 years, private keys written with mode 0600.
 
+mod acme_certs;
 mod files;
 mod info;
 mod issue;
 mod plain_http;
 pub mod resolver;
 
+pub use acme_certs::{alpn_challenge, temporary, TEMPORARY_CN};
 pub use files::{docker_trust, write_private, write_public, TrustTarget};
 pub use info::{describe, CertInfo};
 pub use issue::{ensure_dev, issue, make_ca, DevCerts, Issued, CA_DAYS, LEAF_DAYS};

@@ -10,10 +10,12 @@
 //! - [`metrics`], [`observe`], [`tls_observe`]: Prometheus metrics, health and the certificate
 //!   inventory on the metrics listener; handshake counting.
 //! - [`inventory`]: `berth-proxy certs`.
+//! - [`acme`]: certificates issued and renewed by ACME, challenges answered by the edge.
 //!
 //! One pingora service carries every listener (a service per port would cost a runtime and its
 //! threads each); the connection's local port selects the route.
 
+pub mod acme;
 pub mod config;
 pub mod edge;
 pub mod inventory;

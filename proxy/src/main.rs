@@ -12,7 +12,9 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
 use berth_certs::{CertSource, Resolver};
-use berth_proxy::config::{CertFiles, ProxyConfig};
+use berth_proxy::acme::{AcmeHttp, AcmeTask, Http01App, Http01Tokens, Store};
+use berth_proxy::config::{CertFiles, Challenge, ProxyConfig};
+use berth_proxy::plain_http::PlainHttpRefusal;
 use berth_proxy::edge::{Edge, InFlight};
 use berth_proxy::lifecycle::{DrainSignal, Maintenance};
 use berth_proxy::observe::{EdgeState, MetricsApp};
@@ -159,30 +161,59 @@ fn dev_cert(config: &ProxyConfig) -> anyhow::Result<CertFiles> {
     })
 }
 
-/// Loads every listener's certificates; errors name the listener.
-pub(crate) fn load_certs(
+/// An ACME listener's stored pair (a temporary one made now when serving, if none fits).
+fn acme_files(
     config: &ProxyConfig,
-    make_dev: bool,
-) -> anyhow::Result<Vec<Arc<Resolver>>> {
+    l: &berth_proxy::config::ListenerConfig,
+    acme: &berth_proxy::config::AcmeSettings,
+    serving: bool,
+) -> anyhow::Result<Option<(CertFiles, CertSource)>> {
+    let store = Store::new(&config.state_dir, &l.name);
+    let issued = if serving {
+        let issued = store
+            .prepare(acme)
+            .with_context(|| format!("listener {}: preparing ACME state", l.name))?;
+        if !issued {
+            tracing::warn!(listener = %l.name, domains = ?acme.domains,
+                "serving a temporary self-signed certificate until ACME issues one");
+        }
+        issued
+    } else {
+        match store.order() {
+            Some(o) if store.files().cert.exists() => o.issued,
+            _ => return Ok(None),
+        }
+    };
+    let source = if issued {
+        CertSource::Acme
+    } else {
+        CertSource::TemporarySelfSigned
+    };
+    Ok(Some((store.files(), source)))
+}
+
+/// Loads every listener's certificates; errors name the listener. When not `serving`
+/// (check-config, the offline inventory) nothing is generated and listeners without
+/// certificates yet are left out.
+pub(crate) fn load_certs(config: &ProxyConfig, serving: bool) -> anyhow::Result<Vec<Arc<Resolver>>> {
     let mut dev = None;
     let mut out = Vec::new();
     for l in &config.listeners {
-        let files = match &l.tls {
-            Some(f) => f.clone(),
-            None if make_dev => match &dev {
-                Some(d) => Clone::clone(d),
+        let (files, source) = match (&l.tls, &l.acme) {
+            (Some(f), _) => (f.clone(), CertSource::File),
+            (None, Some(acme)) => match acme_files(config, l, acme, serving)? {
+                Some(found) => found,
+                None => continue,
+            },
+            (None, None) if serving => match &dev {
+                Some(d) => (Clone::clone(d), CertSource::DevelopmentCa),
                 None => {
                     let d = dev_cert(config)?;
                     dev = Some(d.clone());
-                    d
+                    (d, CertSource::DevelopmentCa)
                 }
             },
-            None => continue,
-        };
-        let source = if l.tls.is_some() {
-            CertSource::File
-        } else {
-            CertSource::DevelopmentCa
+            (None, None) => continue,
         };
         let r = Resolver::load(&l.name, files, l.sni.clone())
             .with_context(|| format!("listener {} ({})", l.name, l.listen))?
@@ -190,6 +221,57 @@ pub(crate) fn load_certs(
         out.push(Arc::new(r));
     }
     Ok(out)
+}
+
+/// ACME: one issuance task per ACME listener, the port-80 listeners HTTP-01 needs, and the
+/// TLS-ALPN-01 answering in the pre-TLS hook. Returns that hook.
+fn acme_services(
+    server: &mut Server,
+    config: &ProxyConfig,
+    resolvers: &[Arc<Resolver>],
+) -> anyhow::Result<PlainHttpRefusal> {
+    let mut pre_tls = PlainHttpRefusal::default();
+    let tokens = Arc::new(Http01Tokens::default());
+    let mut http_ports = std::collections::BTreeSet::new();
+    for (l, resolver) in config.listeners.iter().zip(resolvers) {
+        let Some(acme) = &l.acme else { continue };
+        match acme.challenge {
+            Challenge::TlsAlpn01 => {
+                pre_tls
+                    .alpn_validation
+                    .insert(l.listen.port(), resolver.clone());
+            }
+            Challenge::Http01 => {
+                http_ports.insert(acme.http_listen);
+            }
+        }
+        let http = AcmeHttp::new(acme.ca_file.as_deref())
+            .with_context(|| format!("listener {}: tls.acme.ca_file", l.name))?;
+        let task = AcmeTask {
+            listener: l.name.clone(),
+            settings: acme.clone(),
+            store: Store::new(&config.state_dir, &l.name),
+            resolver: resolver.clone(),
+            tokens: tokens.clone(),
+            http,
+        };
+        server.add_service(background_service(&format!("acme {}", l.name), task));
+    }
+    for addr in http_ports {
+        if let Err(e) = TcpListener::bind(addr) {
+            bail!("tls.acme.http_listen: cannot listen on {addr} for HTTP-01 challenges: {e}");
+        }
+        let app = Http01App {
+            tokens: tokens.clone(),
+        };
+        let mut svc =
+            pingora::services::listening::Service::new("berth-acme-http01".to_owned(), app);
+        svc.add_tcp(&addr.to_string());
+        svc.threads = Some(1);
+        server.add_service(svc);
+        tracing::info!(listen = %addr, "ACME HTTP-01 listener configured");
+    }
+    Ok(pre_tls)
 }
 
 /// The one pingora proxy service that carries every listener (TLS via each listener's
@@ -200,6 +282,7 @@ fn edge_service(
     routes: &Arc<Routes>,
     resolvers: &[Arc<Resolver>],
     in_flight: &InFlight,
+    pre_tls: PlainHttpRefusal,
 ) -> anyhow::Result<pingora::services::listening::Service<pingora::proxy::HttpProxy<Edge>>> {
     let edge = Edge {
         routes: routes.clone(),
@@ -218,9 +301,7 @@ fn edge_service(
     if let Some(app) = svc.app_logic_mut() {
         app.h2_options = Some(h2);
     }
-    svc.endpoints().set_pre_tls_callback(std::sync::Arc::new(
-        berth_proxy::plain_http::PlainHttpRefusal,
-    ));
+    svc.endpoints().set_pre_tls_callback(Arc::new(pre_tls));
     for (l, resolver) in config.listeners.iter().zip(resolvers) {
         let counter = HandshakeCounter {
             listener: l.name.clone(),
@@ -270,7 +351,8 @@ fn serve(config: ProxyConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()>
     server.bootstrap();
 
     let in_flight = InFlight::default();
-    let svc = edge_service(&server, &config, &routes, &resolvers, &in_flight)?;
+    let pre_tls = acme_services(&mut server, &config, &resolvers)?;
+    let svc = edge_service(&server, &config, &routes, &resolvers, &in_flight, pre_tls)?;
     server.add_service(svc);
     let state = Arc::new(EdgeState { routes, resolvers });
     let mut listeners: Vec<(String, std::net::SocketAddr)> = config

@@ -159,7 +159,8 @@ pub fn global() -> &'static EdgeMetrics {
 /// A failed handshake's reason, from pingora's error text, as one of a fixed set of labels.
 pub fn handshake_failure_reason(message: &str) -> &'static str {
     let m = message.to_ascii_lowercase();
-    const TABLE: [(&str, &str); 9] = [
+    const TABLE: [(&str, &str); 10] = [
+        ("acme tls-alpn-01", "acme_validation"),
         ("plain http", "plain_http"),
         ("timeout", "timeout"),
         ("timed out", "timeout"),

@@ -10,6 +10,11 @@
 //! server process of the setup, and the TLS front's peak RSS during the push. Needs release
 //! binaries (`cargo build --release --workspace`), and `docker-registry`, `nginx-light`, `wrk`,
 //! `curl` from Debian.
+//!
+//! Then the cost of the edge's metrics: manifest GET requests/s and edge CPU per request
+//! through two edges in front of one core, one with `metrics: { listen }` (every request
+//! counted, scraped as by Prometheus) and one without, in alternating rounds.
+//! `cargo bench --bench edge -- metrics` runs only that part.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -195,7 +200,85 @@ fn measure(ca: &Path, s: &Setup, blob: &Path, digest: &str, dir: &Path) -> Figur
     f
 }
 
+/// One edge for the metrics comparison; `metrics` adds a metrics listener on a second port.
+fn metrics_edge(cert: &Path, key: &Path, upstream: &str, metrics: bool) -> Edge {
+    Edge::start(2, |p| {
+        let m = if metrics {
+            format!("metrics: {{ listen: 127.0.0.1:{} }}\n", p[1])
+        } else {
+            String::new()
+        };
+        format!(
+            "state_dir: ./state\n{m}listeners:\n  - listen: 127.0.0.1:{}\n    tls: {{ cert: {}, key: {} }}\n    upstreams: [{upstream}]\n",
+            p[0], cert.display(), key.display()
+        )
+    })
+}
+
+/// Manifest GET through an edge with metrics off and one with metrics on, three alternating
+/// rounds each: median requests/s, p99 and edge CPU per request.
+fn metrics_overhead(ca: &Path, cert: &Path, key: &Path, dir: &Path) {
+    let core_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "{}trusted_proxies: [127.0.0.1]\n",
+        default_config(&core_dir.path().join("data"))
+    );
+    let core = Core::start_in(core_dir, &cfg);
+    let upstream = core.connector("hosted").to_owned();
+    let edges = [
+        metrics_edge(cert, key, &upstream, false),
+        metrics_edge(cert, key, &upstream, true),
+    ];
+    let setup = |e: &Edge| Setup {
+        name: "edge",
+        scheme: "https",
+        host_port: format!("registry.test:{}", e.ports[0]),
+        pids: vec![e.pid()],
+        front: Some(e.pid()),
+    };
+    push_manifest(ca, &setup(&edges[0]), dir);
+    let mut rps = [Vec::new(), Vec::new()];
+    let mut p99 = [Vec::new(), Vec::new()];
+    let mut cpu_req = [Vec::new(), Vec::new()];
+    for round in 0..3 {
+        for (i, e) in edges.iter().enumerate() {
+            eprintln!("metrics {} round {round}...", ["off", "on"][i]);
+            let c0 = proc::cpu_seconds(e.pid());
+            let w = wrk(
+                &format!("https://127.0.0.1:{}/v2/bench/small/manifests/v1", e.ports[0]),
+                MANIFEST,
+            );
+            rps[i].push(w.rps);
+            p99[i].push(w.p99_ms);
+            cpu_req[i].push((proc::cpu_seconds(e.pid()) - c0) * 1000.0 / w.requests.max(1.0));
+            if i == 1 {
+                // Scraped, as Prometheus would.
+                let m = format!("127.0.0.1:{}", e.ports[1]);
+                let r = http::request(&m, "GET", "/metrics", &[], b"").expect("scrape");
+                assert_eq!(r.status, 200);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let row = |v: &mut [Vec<f64>; 2]| {
+        let (off, on) = (median(&mut v[0]), median(&mut v[1]));
+        vec![off, on, on / off]
+    };
+    print_table(
+        &["metrics off", "metrics on", "on / off"],
+        &[
+            ("manifest GET via edge (req/s)", row(&mut rps)),
+            ("manifest GET p99 (ms)", row(&mut p99)),
+            ("edge CPU per manifest GET (ms)", row(&mut cpu_req)),
+        ],
+    );
+}
+
 fn main() {
+    let only_metrics = std::env::args().any(|a| a == "metrics");
     let work = tempfile::tempdir().expect("tempdir");
     let ca_dir = work.path().join("ca");
     make_ca(&ca_dir);
@@ -207,6 +290,10 @@ fn main() {
         &["127.0.0.1"],
     );
     let ca: PathBuf = ca_dir.join("ca.crt");
+    if only_metrics {
+        metrics_overhead(&ca, &cert, &key, work.path());
+        return;
+    }
 
     eprintln!("writing a 1 GiB blob...");
     let blob = work.path().join("blob.bin");
@@ -302,4 +389,7 @@ fn main() {
             ),
         ],
     );
+    drop(setups);
+    drop((edge, nginx_core, nginx_dist, dist, core, core2, core3));
+    metrics_overhead(&ca, &cert, &key, work.path());
 }

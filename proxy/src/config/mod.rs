@@ -20,13 +20,37 @@ pub struct HostRoute {
     pub upstreams: Vec<SocketAddr>,
 }
 
+/// The ACME challenge the CA validates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// TLS-ALPN-01 (RFC 8737), answered on the listener's own port.
+    TlsAlpn01,
+    /// HTTP-01, answered on a plain-HTTP listener (port 80).
+    Http01,
+}
+
+/// `tls: { acme: ... }`.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    pub directory: String,
+    /// Lower-case DNS names.
+    pub domains: Vec<String>,
+    pub contact: Vec<String>,
+    pub challenge: Challenge,
+    pub ca_file: Option<PathBuf>,
+    pub http_listen: SocketAddr,
+    pub renew_before: Option<Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
     pub external_port: u16,
-    /// `None` means "use the development certificate".
+    /// `None` (and no `acme`) means "use the development certificate".
     pub tls: Option<CertFiles>,
+    /// Certificates by ACME instead of files.
+    pub acme: Option<AcmeSettings>,
     pub sni: Vec<SniCert>,
     pub upstreams: Vec<SocketAddr>,
     pub hosts: Vec<HostRoute>,
@@ -166,10 +190,15 @@ fn listener(
         cert: source.resolve(cert),
         key: source.resolve(key),
     };
+    let (tls, acme) = match &l.tls {
+        None => (None, None),
+        Some(t) => tls_source(t, source)?,
+    };
     Ok(ListenerConfig {
         external_port: l.external_port.unwrap_or(l.listen.port()),
         listen: l.listen,
-        tls: l.tls.as_ref().map(|c| files(&c.cert, &c.key)),
+        tls,
+        acme,
         sni: l
             .sni
             .iter()
@@ -181,6 +210,78 @@ fn listener(
         upstreams,
         hosts,
         name,
+    })
+}
+
+/// `tls`: files or ACME, not both; errors are `(key, reason)` under the listener.
+fn tls_source(
+    t: &raw::RawCert,
+    source: &Source,
+) -> Result<(Option<CertFiles>, Option<AcmeSettings>), (String, String)> {
+    match (&t.cert, &t.key, &t.acme) {
+        (Some(c), Some(k), None) => Ok((
+            Some(CertFiles {
+                cert: source.resolve(c),
+                key: source.resolve(k),
+            }),
+            None,
+        )),
+        (None, None, Some(a)) => Ok((None, Some(acme(a, source)?))),
+        (_, _, Some(_)) => Err((
+            "tls.acme".into(),
+            "use either cert and key or acme, not both".into(),
+        )),
+        _ => Err((
+            "tls".into(),
+            "needs both cert and key (or acme)".into(),
+        )),
+    }
+}
+
+fn acme(a: &raw::RawAcme, source: &Source) -> Result<AcmeSettings, (String, String)> {
+    let bad = |k: &str, r: String| (format!("tls.acme.{k}"), r);
+    let url: http::Uri = a
+        .directory
+        .parse()
+        .map_err(|e| bad("directory", format!("{:?} is not a URL: {e}", a.directory)))?;
+    if url.scheme_str() != Some("https") {
+        return Err(bad(
+            "directory",
+            format!("{:?} must be an https:// URL (RFC 8555)", a.directory),
+        ));
+    }
+    if a.domains.is_empty() {
+        return Err(bad("domains", "at least one DNS name is needed".into()));
+    }
+    for (i, d) in a.domains.iter().enumerate() {
+        let ok = !d.is_empty()
+            && d.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            return Err(bad(&format!("domains[{i}]"), format!("{d:?} is not a DNS name")));
+        }
+    }
+    let challenge = match a.challenge.as_deref() {
+        None | Some("tls-alpn-01") => Challenge::TlsAlpn01,
+        Some("http-01") => Challenge::Http01,
+        Some(other) => {
+            return Err(bad(
+                "challenge",
+                format!("{other:?} is not tls-alpn-01 or http-01"),
+            ))
+        }
+    };
+    Ok(AcmeSettings {
+        directory: a.directory.clone(),
+        domains: a.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        contact: a.contact.clone(),
+        challenge,
+        ca_file: a.ca_file.as_deref().map(|p| source.resolve(p)),
+        http_listen: a.http_listen.unwrap_or_else(|| ([0, 0, 0, 0], 80).into()),
+        renew_before: a.renew_before.map(Into::into),
     })
 }
 
@@ -222,6 +323,14 @@ mod tests {
         assert_eq!(e.key, "listeners[0].upstreams");
         let e = parse("listeners:\n  - { listen: 0.0.0.0:5443, upstreams: [127.0.0.1:1] }\n  - { listen: 127.0.0.1:5443, upstreams: [127.0.0.1:1] }\n").unwrap_err();
         assert!(e.reason.contains("already used"), "{e}");
+        let e = parse("listeners:\n  - listen: 0.0.0.0:5443\n    tls: { acme: { directory: \"http://ca/dir\", domains: [a.test] } }\n    upstreams: [127.0.0.1:1]\n").unwrap_err();
+        assert_eq!(e.key, "listeners[0].tls.acme.directory", "{e}");
+        let e = parse("listeners:\n  - listen: 0.0.0.0:5443\n    tls: { acme: { directory: \"https://ca/dir\", domains: [a.test], challenge: dns-01 } }\n    upstreams: [127.0.0.1:1]\n").unwrap_err();
+        assert_eq!(e.key, "listeners[0].tls.acme.challenge", "{e}");
+        let c = parse("listeners:\n  - listen: 0.0.0.0:5443\n    tls: { acme: { directory: \"https://ca/dir\", domains: [A.test, b.test], contact: [\"mailto:o@x\"] } }\n    upstreams: [127.0.0.1:1]\n").unwrap();
+        let a = c.listeners[0].acme.as_ref().unwrap();
+        assert_eq!(a.domains, ["a.test", "b.test"]);
+        assert_eq!(a.challenge, Challenge::TlsAlpn01);
         let e = parse("metrics: { listen: 127.0.0.1:5443 }\nlisteners:\n  - { listen: 0.0.0.0:5443, upstreams: [127.0.0.1:1] }\n").unwrap_err();
         assert_eq!(e.key, "metrics.listen", "{e}");
     }

@@ -70,11 +70,35 @@ pub struct RawListener {
     pub hosts: Vec<RawHostRoute>,
 }
 
+/// `tls`: either files (`cert` and `key`) or `acme`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCert {
-    pub cert: String,
-    pub key: String,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub acme: Option<RawAcme>,
+}
+
+/// Certificates issued and renewed by ACME (RFC 8555).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// DNS names: the SANs of one certificate.
+    pub domains: Vec<String>,
+    /// Contact URIs for the account (`mailto:ops@example.com`).
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// `tls-alpn-01` (default; answered on this listener) or `http-01`.
+    pub challenge: Option<String>,
+    /// Trust for the ACME server's own HTTPS (an internal CA), beside the system roots.
+    pub ca_file: Option<String>,
+    /// http-01: the plain-HTTP listener that answers `/.well-known/acme-challenge/`
+    /// (default `0.0.0.0:80`).
+    pub http_listen: Option<SocketAddr>,
+    /// Renew this long before expiry (default: when a third of the lifetime is left).
+    pub renew_before: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
