@@ -14,10 +14,10 @@ use pingora::services::background::background_service;
 use berth_certs::{CertSource, Resolver};
 use berth_proxy::acme::{AcmeHttp, AcmeTask, Http01App, Http01Tokens, Store};
 use berth_proxy::config::{CertFiles, Challenge, ProxyConfig};
-use berth_proxy::plain_http::PlainHttpRefusal;
 use berth_proxy::edge::{Edge, InFlight};
 use berth_proxy::lifecycle::{DrainSignal, Maintenance};
 use berth_proxy::observe::{EdgeState, MetricsApp};
+use berth_proxy::plain_http::PlainHttpRefusal;
 use berth_proxy::routing::Routes;
 use berth_proxy::tls_observe::{HandshakeCounter, HandshakeFailureLayer};
 
@@ -195,7 +195,10 @@ fn acme_files(
 /// Loads every listener's certificates; errors name the listener. When not `serving`
 /// (check-config, the offline inventory) nothing is generated and listeners without
 /// certificates yet are left out.
-pub(crate) fn load_certs(config: &ProxyConfig, serving: bool) -> anyhow::Result<Vec<Arc<Resolver>>> {
+pub(crate) fn load_certs(
+    config: &ProxyConfig,
+    serving: bool,
+) -> anyhow::Result<Vec<Arc<Resolver>>> {
     let mut dev = None;
     let mut out = Vec::new();
     for l in &config.listeners {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::listeners::PreTlsProcess;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Peek;
 use pingora::protocols::GetSocketDigest;
+use pingora::protocols::Peek;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::acme::challenge::answer_alpn_validation;

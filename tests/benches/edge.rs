@@ -245,7 +245,10 @@ fn metrics_overhead(ca: &Path, cert: &Path, key: &Path, dir: &Path) {
             eprintln!("metrics {} round {round}...", ["off", "on"][i]);
             let c0 = proc::cpu_seconds(e.pid());
             let w = wrk(
-                &format!("https://127.0.0.1:{}/v2/bench/small/manifests/v1", e.ports[0]),
+                &format!(
+                    "https://127.0.0.1:{}/v2/bench/small/manifests/v1",
+                    e.ports[0]
+                ),
                 MANIFEST,
             );
             rps[i].push(w.rps);

@@ -10,6 +10,7 @@ pub mod core;
 pub mod edge;
 pub mod http;
 pub mod image;
+pub mod pebble;
 pub mod postgres;
 pub mod proc;
 pub mod prometheus;

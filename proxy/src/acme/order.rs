@@ -93,15 +93,23 @@ impl Answers {
 }
 
 /// The TLS-ALPN-01 certificate as rustls wants it.
-fn alpn_key(domain: &str, key_authorization: &str) -> Result<Arc<rustls::sign::CertifiedKey>, OrderError> {
+fn alpn_key(
+    domain: &str,
+    key_authorization: &str,
+) -> Result<Arc<rustls::sign::CertifiedKey>, OrderError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let digest = Sha256::digest(key_authorization.as_bytes());
     let (cert, key) = berth_certs::alpn_challenge(domain, &digest)
         .map_err(|e| OrderError::ChallengeCert(e.to_string()))?;
     let provider = rustls::crypto::ring::default_provider();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
-    let ck = rustls::sign::CertifiedKey::from_der(vec![CertificateDer::from(cert)], key, &provider)
+    // Not `CertifiedKey::from_der`: that parses the certificate with webpki, which refuses the
+    // critical acmeIdentifier extension it does not know.
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
         .map_err(|e| OrderError::ChallengeCert(e.to_string()))?;
+    let ck = rustls::sign::CertifiedKey::new(vec![CertificateDer::from(cert)], signer);
     Ok(Arc::new(ck))
 }
 
@@ -167,14 +175,24 @@ async fn problems(order: &mut instant_acme::Order) -> String {
 
 /// Runs one order to an issued certificate.
 pub async fn issue(task: &AcmeTask) -> Result<Issued, OrderError> {
-    let account = account(task).await?;
     let identifiers: Vec<Identifier> = task
         .settings
         .domains
         .iter()
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
-    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let new_order = NewOrder::new(&identifiers);
+    let mut order = match account(task).await?.new_order(&new_order).await {
+        // The CA forgot the account (a reset test CA, a deleted account): register again.
+        Err(instant_acme::Error::Api(p))
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist") =>
+        {
+            tracing::warn!(listener = %task.listener, "the ACME CA no longer knows the stored account; registering a new one");
+            task.store.forget_account(&task.settings.directory)?;
+            account(task).await?.new_order(&new_order).await?
+        }
+        other => other?,
+    };
     let mut answers = Answers::default();
     let validated = async {
         answer(task, &mut order, &mut answers).await?;

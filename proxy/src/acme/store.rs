@@ -52,7 +52,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// A file-name-safe form of a listener name.
 fn safe(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -103,7 +109,12 @@ impl Store {
     }
 
     /// Stores a pair and its record: key first, then certificate, each atomically.
-    pub fn save(&self, cert_pem: &str, key_pem: &str, order: &OrderRecord) -> Result<(), StoreError> {
+    pub fn save(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+        order: &OrderRecord,
+    ) -> Result<(), StoreError> {
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let files = self.files();
         berth_certs::write_private(&files.key, key_pem)?;
@@ -125,6 +136,15 @@ impl Store {
             Ok(t) => Ok(Some(t)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Drops the stored account of a CA (it no longer exists there).
+    pub fn forget_account(&self, directory: &str) -> Result<(), StoreError> {
+        let path = self.account_path(directory);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
         }
     }
 
@@ -163,7 +183,10 @@ mod tests {
         assert!(!store.prepare(&settings(&["a.test"])).unwrap());
         assert_eq!(std::fs::read(store.files().cert).unwrap(), first);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(store.files().key).unwrap().permissions().mode();
+        let mode = std::fs::metadata(store.files().key)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         store.prepare(&settings(&["a.test", "b.test"])).unwrap();
         assert_ne!(std::fs::read(store.files().cert).unwrap(), first);

@@ -231,10 +231,7 @@ fn tls_source(
             "tls.acme".into(),
             "use either cert and key or acme, not both".into(),
         )),
-        _ => Err((
-            "tls".into(),
-            "needs both cert and key (or acme)".into(),
-        )),
+        _ => Err(("tls".into(), "needs both cert and key (or acme)".into())),
     }
 }
 
@@ -258,10 +255,15 @@ fn acme(a: &raw::RawAcme, source: &Source) -> Result<AcmeSettings, (String, Stri
             && d.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if !ok {
-            return Err(bad(&format!("domains[{i}]"), format!("{d:?} is not a DNS name")));
+            return Err(bad(
+                &format!("domains[{i}]"),
+                format!("{d:?} is not a DNS name"),
+            ));
         }
     }
     let challenge = match a.challenge.as_deref() {
