@@ -28,17 +28,23 @@ struct Setup {
 
 impl Setup {
     fn new(validity: Duration, renew_before: &str) -> Setup {
+        Setup::with_challenge(validity, renew_before, "tls-alpn-01")
+    }
+
+    fn with_challenge(validity: Duration, renew_before: &str, challenge: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let config = default_config(&dir.path().join("data"));
         let core = Core::start_in(dir, &config);
         let ports = vec![free_port(), free_port()];
-        let pebble = Pebble::start(ports[0], free_port(), validity);
+        let http_port = free_port();
+        let pebble = Pebble::start(ports[0], http_port, validity);
         let state = tempfile::tempdir().unwrap();
         let config = format!(
             "state_dir: {}\nhealth_check_interval: 200ms\nmetrics: {{ listen: 127.0.0.1:{} }}\n\
              listeners:\n  - name: acme\n    listen: 127.0.0.1:{}\n    tls:\n      acme:\n        \
              directory: \"{}\"\n        domains: [registry.test, docker.test]\n        \
-             contact: [\"mailto:ops@registry.test\"]\n        challenge: tls-alpn-01\n        \
+             contact: [\"mailto:ops@registry.test\"]\n        challenge: {challenge}\n        \
+             http_listen: 127.0.0.1:{http_port}\n        \
              ca_file: {}\n        {renew_before}\n    upstreams: [{}]\n",
             state.path().join("state").display(),
             ports[1],
@@ -264,4 +270,14 @@ fn renewal_under_traffic_and_a_ca_outage_at_renewal_time() {
     );
     assert_eq!(third["source"], "acme");
     verified(&root2, "docker.test", s.ports[0]).unwrap();
+}
+
+#[test]
+fn http_01_is_answered_on_the_port_80_listener() {
+    let s = Setup::with_challenge(Duration::from_secs(3600), "", "http-01");
+    let edge = s.edge();
+    let issued = s.wait_issued(&edge, "", Duration::from_secs(60));
+    assert!(issued["sans"].to_string().contains("DNS:docker.test"), "{issued}");
+    let root = s.pebble.root(&s.state.path().join("root.pem"));
+    verified(&root, "registry.test", s.ports[0]).unwrap();
 }
