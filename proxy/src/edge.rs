@@ -80,28 +80,12 @@ fn host_of(session: &Session) -> Option<String> {
         .or_else(|| req.uri.authority().map(|a| a.to_string()))
 }
 
-/// Counts the request and its latency.
+/// Counts the request and its latency (requests on no listener are not counted).
 fn record(ctx: &Ctx, status: u16) {
-    let m = crate::metrics::global();
-    let listener = ctx
-        .listener
-        .as_ref()
-        .map_or_else(|| "-".to_owned(), |l| l.name.clone());
-    let upstream = ctx
-        .upstream
-        .map_or_else(|| "-".to_owned(), |u| u.to_string());
-    m.latency
-        .get_or_create(&crate::metrics::ListenerLabels {
-            listener: listener.clone(),
-        })
-        .observe(ctx.started.elapsed().as_secs_f64());
-    m.requests
-        .get_or_create(&crate::metrics::RequestLabels {
-            listener,
-            upstream,
-            status: status.to_string(),
-        })
-        .inc();
+    if let Some(l) = &ctx.listener {
+        l.metrics
+            .record(ctx.upstream, status, ctx.started.elapsed().as_secs_f64());
+    }
 }
 
 #[async_trait]

@@ -150,6 +150,59 @@ impl EdgeMetrics {
     }
 }
 
+/// One listener's request metrics, with handles cached so the request path neither allocates
+/// label strings nor hashes them: the latency histogram, and a counter per (upstream, status).
+pub struct ListenerMetrics {
+    name: String,
+    latency: Histogram,
+    counters:
+        std::sync::RwLock<std::collections::HashMap<(Option<std::net::SocketAddr>, u16), Counter>>,
+}
+
+impl ListenerMetrics {
+    pub fn new(name: &str) -> ListenerMetrics {
+        let latency = global()
+            .latency
+            .get_or_create(&ListenerLabels {
+                listener: name.to_owned(),
+            })
+            .clone();
+        ListenerMetrics {
+            name: name.to_owned(),
+            latency,
+            counters: Default::default(),
+        }
+    }
+
+    /// Counts one request.
+    pub fn record(&self, upstream: Option<std::net::SocketAddr>, status: u16, seconds: f64) {
+        self.latency.observe(seconds);
+        let key = (upstream, status);
+        let cached = self
+            .counters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let counter = cached.unwrap_or_else(|| {
+            let c = global()
+                .requests
+                .get_or_create(&RequestLabels {
+                    listener: self.name.clone(),
+                    upstream: upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+                    status: status.to_string(),
+                })
+                .clone();
+            self.counters
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, c.clone());
+            c
+        });
+        counter.inc();
+    }
+}
+
 /// The process-wide metrics.
 pub fn global() -> &'static EdgeMetrics {
     static METRICS: OnceLock<EdgeMetrics> = OnceLock::new();

@@ -56,6 +56,8 @@ impl Pool {
 /// One listener's routing table.
 pub struct ListenerRoute {
     pub name: String,
+    /// Request metrics with cached handles.
+    pub metrics: crate::metrics::ListenerMetrics,
     pub external_port: u16,
     default: Option<Arc<Pool>>,
     hosts: HashMap<String, Arc<Pool>>,
@@ -124,6 +126,7 @@ impl Routes {
             }
         }
         Ok(ListenerRoute {
+            metrics: crate::metrics::ListenerMetrics::new(&l.name),
             name: l.name.clone(),
             external_port: l.external_port,
             default,

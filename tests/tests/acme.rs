@@ -277,7 +277,10 @@ fn http_01_is_answered_on_the_port_80_listener() {
     let s = Setup::with_challenge(Duration::from_secs(3600), "", "http-01");
     let edge = s.edge();
     let issued = s.wait_issued(&edge, "", Duration::from_secs(60));
-    assert!(issued["sans"].to_string().contains("DNS:docker.test"), "{issued}");
+    assert!(
+        issued["sans"].to_string().contains("DNS:docker.test"),
+        "{issued}"
+    );
     let root = s.pebble.root(&s.state.path().join("root.pem"));
     verified(&root, "registry.test", s.ports[0]).unwrap();
 }
