@@ -98,6 +98,18 @@ pub enum CertSource {
     DevelopmentCa,
 }
 
+impl CertSource {
+    /// The name the inventory and the metrics use (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertSource::File => "file",
+            CertSource::Acme => "acme",
+            CertSource::TemporarySelfSigned => "temporary-self-signed",
+            CertSource::DevelopmentCa => "development-ca",
+        }
+    }
+}
+
 /// How the last load or reload went.
 #[derive(Debug, Clone)]
 struct ReloadRecord {

@@ -69,10 +69,7 @@ pub fn table(entries: &[CertEntry]) -> String {
         "LAST RELOAD".to_owned(),
     ]];
     for e in entries {
-        let source = serde_json::to_value(e.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let source = e.source.as_str().to_owned();
         let reload = match &e.last_reload_error {
             None => format!("{} ok", e.last_reload),
             Some(err) => format!("{} FAILED: {err}", e.last_reload),

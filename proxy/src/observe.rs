@@ -57,14 +57,10 @@ impl EdgeState {
             } else {
                 entry.sni.join(",")
             };
-            let source = serde_json::to_value(entry.source)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
             let labels = CertLabels {
                 listener: entry.listener.clone(),
                 certificate,
-                source,
+                source: entry.source.as_str().to_owned(),
             };
             m.set_cert_expiry(labels, info.not_after_unix);
         }
