@@ -128,6 +128,12 @@ async fn history_and_restore(s: &dyn MetadataStore, p: &str) {
         s.tag(&a, &tag("v1")).await.unwrap(),
         Some(one.digest.clone())
     );
+    // Changes faster than the clock ticks keep their order: each undo sees the delete before it.
+    for _ in 0..20 {
+        assert!(s.delete_tag(&a, &tag("v1"), actor()).await.unwrap());
+        let undo = s.restore(&a, Some(&tag("v1")), None, actor()).await;
+        assert!(matches!(undo, Ok(Restore::Done { ref digest, .. }) if *digest == one.digest));
+    }
     put(s, &a, &two, Some(&tag("fresh"))).await;
     assert_eq!(
         s.restore(&a, Some(&tag("fresh")), None, actor())

@@ -107,7 +107,11 @@ impl SettingsStore for SqlMetadata {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO tag_events (repo, image, tag, digest, previous, actor, reason, at) \
-             SELECT repo, image, tag, NULL, digest, $2, $3, $4 FROM tags WHERE repo = $1",
+             SELECT t.repo, t.image, t.tag, NULL, t.digest, $2, $3, \
+             CASE WHEN m.last IS NULL OR m.last < $4 THEN $4 ELSE m.last + 1 END \
+             FROM tags t LEFT JOIN (SELECT image, tag, MAX(at) AS last FROM tag_events \
+             WHERE repo = $1 GROUP BY image, tag) m ON m.image = t.image AND m.tag = t.tag \
+             WHERE t.repo = $1",
         )
         .bind(repo.as_str())
         .bind(actor.name)

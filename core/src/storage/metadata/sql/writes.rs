@@ -272,9 +272,14 @@ async fn record(
     previous: Option<&str>,
     actor: Actor<'_>,
 ) -> Result<()> {
+    // `at` orders a tag's history, so it must grow even when two changes fall in one
+    // millisecond (a delete then a restore): one past the tag's latest event if need be.
     in_ns(
         "INSERT INTO tag_events (repo, image, tag, digest, previous, actor, reason, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, \
+         CASE WHEN m.last IS NULL OR m.last < $8 THEN $8 ELSE m.last + 1 END \
+         FROM (SELECT MAX(at) AS last FROM tag_events \
+         WHERE repo = $1 AND image = $2 AND tag = $3) m",
         ns,
     )
     .bind(tag)
