@@ -1,7 +1,9 @@
 //! Prometheus metrics of the core, exposed on their own listener (`metrics: { listen }`), off
 //! the connector ports: requests by repository, route, method and status with latency
 //! histograms and bytes in and out; uploads in progress and blocked remotes (read when
-//! scraped); garbage collection runs and bytes freed; failed logins.
+//! scraped); garbage collection runs and bytes freed; failed logins; direct-HTTPS connector
+//! certificates' expiry (read when scraped) and reloads, named like the edge's so one alert
+//! rule shape covers both processes.
 //!
 //! One process-wide set ([`global`]): the request path only increments atomics, and labels are
 //! bounded — repository names come from the configuration, routes and methods from fixed lists.
@@ -88,6 +90,46 @@ impl NotificationMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub repository: String,
+    /// The certificate's subject (or its SNI names when it has several).
+    pub certificate: String,
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub repository: String,
+    pub result: String,
+}
+
+/// Certificates the core serves itself (direct-HTTPS connectors).
+pub struct CertMetrics {
+    expiry: Family<CertLabels, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+impl CertMetrics {
+    fn register(registry: &mut Registry) -> CertMetrics {
+        let m = CertMetrics {
+            expiry: Family::default(),
+            reloads: Family::default(),
+        };
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until a direct-HTTPS connector's certificate expires (negative once expired)",
+            m.expiry.clone(),
+        );
+        registry.register(
+            "certificate_reloads",
+            "Direct-HTTPS certificate reloads by result",
+            m.reloads.clone(),
+        );
+        m
+    }
+}
+
 /// Every metric of the core.
 pub struct Metrics {
     registry: Registry,
@@ -101,6 +143,7 @@ pub struct Metrics {
     pub gc_bytes_freed: Counter,
     pub failed_logins: Counter,
     notifications: NotificationMetrics,
+    certs: CertMetrics,
 }
 
 impl Metrics {
@@ -156,8 +199,10 @@ impl Metrics {
             failed_logins.clone(),
         );
         let notifications = NotificationMetrics::register(&mut registry);
+        let certs = CertMetrics::register(&mut registry);
         Metrics {
             notifications,
+            certs,
             registry,
             requests,
             latency,
@@ -234,6 +279,38 @@ impl Metrics {
             .latency
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Replaces the certificate expiry gauges with what `entries` (the live inventory) says, so
+    /// a connector that closed leaves no stale series behind.
+    pub fn set_certificates(&self, entries: &[berth_certs::CertEntry], now_unix: i64) {
+        self.certs.expiry.clear();
+        for e in entries {
+            let Some(info) = &e.info else { continue };
+            let certificate = if e.sni.is_empty() {
+                info.subject.clone()
+            } else {
+                e.sni.join(",")
+            };
+            let labels = CertLabels {
+                repository: e.listener.clone(),
+                certificate,
+                source: e.source.as_str().to_owned(),
+            };
+            self.certs
+                .expiry
+                .get_or_create(&labels)
+                .set(info.not_after_unix.saturating_sub(now_unix));
+        }
+    }
+
+    /// Counts one reload of a repository's certificate files.
+    pub fn certificate_reload(&self, repository: &str, ok: bool) {
+        let labels = ReloadLabels {
+            repository: repository.to_owned(),
+            result: if ok { "ok" } else { "error" }.to_owned(),
+        };
+        self.certs.reloads.get_or_create(&labels).inc();
     }
 
     /// The OpenMetrics text of every metric.

@@ -2,7 +2,9 @@
 //!
 //! The running edge knows best what it serves (the last reload's result, ACME state), so the
 //! command asks its metrics listener's `/certs`; without a metrics listener, or with the edge
-//! stopped, it reads the configured files and says that it did.
+//! stopped, it reads the configured files and says that it did. A core with direct-HTTPS
+//! connectors answers the same document on its own metrics listener (`--core ADDR`), so one
+//! table shows every certificate a deployment serves.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -16,10 +18,17 @@ use hyper_util::rt::TokioExecutor;
 /// Why the live inventory could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("cannot reach the edge's metrics listener at {addr}: {reason}")]
+    #[error("cannot reach the metrics listener at {addr}: {reason}")]
     Unreachable { addr: SocketAddr, reason: String },
-    #[error("the edge at {addr} answered /certs with {reason}")]
+    #[error("the metrics listener at {addr} answered /certs with {reason}")]
     BadAnswer { addr: SocketAddr, reason: String },
+}
+
+/// The certificates one process serves: `edge`, or `core ADDR`.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub process: String,
+    pub entries: Vec<CertEntry>,
 }
 
 #[derive(serde::Deserialize)]
@@ -27,7 +36,7 @@ struct Document {
     certificates: Vec<CertEntry>,
 }
 
-/// Reads the inventory from a running edge's metrics listener.
+/// Reads the inventory from a running edge's or core's metrics listener.
 pub async fn fetch_live(addr: SocketAddr) -> Result<Vec<CertEntry>, InventoryError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
     let uri: http::Uri =
@@ -57,8 +66,9 @@ pub async fn fetch_live(addr: SocketAddr) -> Result<Vec<CertEntry>, InventoryErr
 }
 
 /// The inventory as an aligned table, one certificate per line.
-pub fn table(entries: &[CertEntry]) -> String {
+pub fn table(served: &[Served]) -> String {
     let mut rows = vec![[
+        "PROCESS".to_owned(),
         "LISTENER".to_owned(),
         "SOURCE".to_owned(),
         "SUBJECT".to_owned(),
@@ -68,7 +78,10 @@ pub fn table(entries: &[CertEntry]) -> String {
         "DAYS".to_owned(),
         "LAST RELOAD".to_owned(),
     ]];
-    for e in entries {
+    for (process, e) in served
+        .iter()
+        .flat_map(|s| s.entries.iter().map(move |e| (&s.process, e)))
+    {
         let source = e.source.as_str().to_owned();
         let reload = match &e.last_reload_error {
             None => format!("{} ok", e.last_reload),
@@ -90,10 +103,18 @@ pub fn table(entries: &[CertEntry]) -> String {
             format!("{} (sni {})", e.listener, e.sni.join(","))
         };
         rows.push([
-            listener, source, subject, sans, issuer, not_after, days, reload,
+            process.clone(),
+            listener,
+            source,
+            subject,
+            sans,
+            issuer,
+            not_after,
+            days,
+            reload,
         ]);
     }
-    let mut widths = [0usize; 8];
+    let mut widths = [0usize; 9];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());

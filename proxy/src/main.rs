@@ -1,6 +1,6 @@
 //! `berth-proxy`: the HTTPS edge. `anyhow` lives here only.
 
-use std::net::{IpAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,6 +49,10 @@ enum Command {
         /// Print JSON (the metrics listener's `/certs` document) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also list a core's direct-HTTPS connector certificates, asking its metrics listener
+        /// (`metrics.listen` in core.yaml) at this address; repeatable.
+        #[arg(long = "core", value_name = "ADDR")]
+        cores: Vec<SocketAddr>,
     },
 }
 
@@ -72,9 +76,13 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Certs { config, json } => {
+        Command::Certs {
+            config,
+            json,
+            cores,
+        } => {
             let c = ProxyConfig::load(&config)?;
-            print_certs(&c, json)
+            print_certs(&c, json, &cores)
         }
         Command::Serve { config, ready_file } => {
             init_logging();
@@ -103,35 +111,53 @@ fn init_logging() {
         .init();
 }
 
-/// `berth-proxy certs`: the live inventory if the edge answers, else the configured files.
-fn print_certs(config: &ProxyConfig, json: bool) -> anyhow::Result<()> {
-    let live = match config.metrics {
-        Some(addr) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            match rt.block_on(berth_proxy::inventory::fetch_live(addr)) {
-                Ok(entries) => Some(entries),
-                Err(e) => {
-                    eprintln!("berth-proxy: {e}; reading the configured files instead");
-                    None
-                }
-            }
-        }
-        None => None,
-    };
-    let entries = match live {
+/// `berth-proxy certs`: the live inventory if the edge answers, else the configured files;
+/// then each `--core`'s. A core that cannot be asked fails the command after the rest is shown.
+fn print_certs(config: &ProxyConfig, json: bool, cores: &[SocketAddr]) -> anyhow::Result<()> {
+    use berth_proxy::inventory::{fetch_live, table, Served};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let live = config.metrics.and_then(|addr| {
+        rt.block_on(fetch_live(addr))
+            .map_err(|e| eprintln!("berth-proxy: {e}; reading the configured files instead"))
+            .ok()
+    });
+    let edge = match live {
         Some(e) => e,
         None => load_certs(config, false)?
             .iter()
             .flat_map(|r| r.inventory())
             .collect(),
     };
+    let mut core_docs = Vec::new();
+    let mut unreachable = Vec::new();
+    for &addr in cores {
+        match rt.block_on(fetch_live(addr)) {
+            Ok(entries) => core_docs.push((addr, entries)),
+            Err(e) => unreachable.push(e.to_string()),
+        }
+    }
     if json {
-        let doc = serde_json::json!({ "certificates": entries });
+        let cores: Vec<_> = core_docs
+            .iter()
+            .map(|(a, e)| serde_json::json!({ "address": a.to_string(), "certificates": e }))
+            .collect();
+        let doc = serde_json::json!({ "certificates": edge, "cores": cores });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print!("{}", berth_proxy::inventory::table(&entries));
+        let mut served = vec![Served {
+            process: "edge".into(),
+            entries: edge,
+        }];
+        served.extend(core_docs.into_iter().map(|(a, entries)| Served {
+            process: format!("core {a}"),
+            entries,
+        }));
+        print!("{}", table(&served));
+    }
+    if !unreachable.is_empty() {
+        bail!("core inventory: {}", unreachable.join("; "));
     }
     Ok(())
 }

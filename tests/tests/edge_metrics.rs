@@ -149,7 +149,7 @@ fn prometheus_scrapes_the_edge_and_the_inventory_shows_its_certificates() {
         .args(["certs", "--config"])
         .arg(&config));
     let table = String::from_utf8_lossy(&table.stdout).to_string();
-    assert!(table.starts_with("LISTENER"), "{table}");
+    assert!(table.starts_with("PROCESS"), "{table}");
     assert!(
         table.contains("DNS:registry.test") && table.contains(" ok"),
         "{table}"

@@ -108,7 +108,8 @@ fn prometheus_scrapes_the_core_and_the_probes_answer() {
         .find(|g| g["name"] == "berth-core")
         .and_then(|g| g["rules"].as_array())
         .unwrap_or_else(|| panic!("{groups:?}"));
-    assert_eq!(core_rules.len(), 5, "{groups:?}");
+    assert_eq!(core_rules.len(), 7, "{groups:?}");
+    assert!(core_rules.iter().all(|r| r["health"] == "ok"), "{groups:?}");
     let exprs = prom.check_dashboard("grafana/berth-core.json");
     assert!(exprs >= 6);
     promtool_check_rules();

@@ -1,7 +1,9 @@
 //! What the API layer tells the metrics ([`crate::metrics`]) about each request, and the
-//! probes: `/metrics` (on the metrics listener only), `/healthz` (the process answers) and
-//! `/readyz` (the metadata database and the blob store answer), on the metrics listener and on
-//! the main port outside the context path, where orchestrators expect them.
+//! probes: `/metrics` and `/certs` (on the metrics listener only), `/healthz` (the process
+//! answers) and `/readyz` (the metadata database and the blob store answer), on the metrics
+//! listener and on the main port outside the context path, where orchestrators expect them.
+//! `/certs` is the edge's inventory document for the core's direct-HTTPS connectors, so
+//! `berth-proxy certs --core ADDR` shows both processes in one table.
 
 use http::request::Parts;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -35,7 +37,7 @@ pub fn labels(reg: &Registry, port: &Port, path: &str) -> RouteLabels {
         Route::Referrers { .. } => "referrers",
         Route::V1Ping | Route::V1Search | Route::V1Other => "v1",
         _ if path == "/v2/token" => "token",
-        _ if path == "/metrics" || path == "/healthz" || path == "/readyz" => "probe",
+        _ if matches!(path, "/metrics" | "/certs" | "/healthz" | "/readyz") => "probe",
         _ if path.starts_with(&format!("{}/api/", reg.context_path)) => "admin",
         _ if path.starts_with(reg.context_path.as_str()) => "ui",
         _ => "other",
@@ -81,12 +83,16 @@ pub fn length(headers: &http::HeaderMap) -> u64 {
         .unwrap_or(0)
 }
 
-/// Serves a probe path, if `path` is one (`/metrics` only where `metrics` is true).
+/// Serves a probe path, if `path` is one (`/metrics` and `/certs` only where `metrics` is true).
 pub async fn probe(reg: &Registry, req: &Parts, metrics: bool) -> Option<Response<Body>> {
     match req.uri.path() {
         "/healthz" => Some(response::json(StatusCode::OK, &json!({ "status": "ok" }))),
         "/readyz" => Some(ready(reg).await),
         "/metrics" if metrics => Some(scrape(reg).await),
+        "/certs" if metrics => Some(response::json(
+            StatusCode::OK,
+            &json!({ "certificates": reg.control.certificates().await }),
+        )),
         _ => None,
     }
 }
@@ -132,6 +138,10 @@ async fn scrape(reg: &Registry) -> Response<Body> {
         .count();
     m.remotes_blocked
         .set(i64::try_from(blocked).unwrap_or(i64::MAX));
+    m.set_certificates(
+        &reg.control.certificates().await,
+        crate::storage::metadata::now(),
+    );
     let mut r = Response::new(response::full(m.encode()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -184,6 +184,20 @@ impl Control {
         }
     }
 
+    /// Every certificate the direct-HTTPS connectors serve now, as their resolvers hold it
+    /// (the last reload's result included); the edge's inventory has the same shape.
+    pub async fn certificates(&self) -> Vec<berth_certs::CertEntry> {
+        match self.connectors.get() {
+            Some(c) => c
+                .resolvers()
+                .await
+                .iter()
+                .flat_map(|(_, r)| r.inventory())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Applies one change; returns the repository's name.
     pub async fn change(
         &self,

@@ -44,7 +44,9 @@ pub(super) async fn watch_certificates(
         }
         for (_, r) in connectors.resolvers().await {
             if r.changed() {
-                if let Err(e) = r.reload() {
+                let result = r.reload();
+                crate::metrics::global().certificate_reload(r.listener(), result.is_ok());
+                if let Err(e) = result {
                     tracing::error!(repository = %r.listener(), error = %e,
                         "certificate reload failed; the previous certificate keeps serving");
                 }

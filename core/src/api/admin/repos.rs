@@ -113,9 +113,11 @@ fn known(reg: &Registry, name: &str) -> Result<RepoName, ApiError> {
         .ok_or_else(|| unknown(name))
 }
 
-/// `GET /api/v1/certificates`: each direct-HTTPS connector's certificate, read from its file
-/// (subject, names, validity, days left), or why it cannot be read.
+/// `GET /api/v1/certificates`: each direct-HTTPS connector's certificate (subject, names,
+/// validity, days left). What the open connector serves comes from its resolver, with the last
+/// reload's result; a connector not open (yet) is described from its file, or why it cannot be.
 pub(super) async fn certificates(reg: &Registry) -> ApiResult {
+    let live = reg.control.certificates().await;
     let mut out = Vec::new();
     for (name, entry) in reg.repos().iter() {
         let Some(https) = entry
@@ -127,14 +129,26 @@ pub(super) async fn certificates(reg: &Registry) -> ApiResult {
             continue;
         };
         let cert = &https.files.cert;
-        let info = std::fs::read_to_string(cert)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| berth_certs::describe(&pem).map_err(|e| e.to_string()));
+        let served = live
+            .iter()
+            .find(|e| e.listener == name.as_str() && e.sni.is_empty());
+        let info = match served.and_then(|e| e.info.clone()) {
+            Some(i) => Ok(i),
+            None => std::fs::read_to_string(cert)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| berth_certs::describe(&pem).map_err(|e| e.to_string())),
+        };
         let mut v = json!({
             "repository": name.as_str(),
             "listen": https.listen.to_string(),
             "cert_file": cert.display().to_string(),
+            "serving": served.is_some(),
         });
+        if let Some(e) = served {
+            v["source"] = json!(e.source.as_str());
+            v["last_reload"] = json!(e.last_reload);
+            v["last_reload_error"] = json!(e.last_reload_error);
+        }
         match info {
             Ok(i) => {
                 v["subject"] = json!(i.subject);
