@@ -284,3 +284,67 @@ fn http_01_is_answered_on_the_port_80_listener() {
     let root = s.pebble.root(&s.state.path().join("root.pem"));
     verified(&root, "registry.test", s.ports[0]).unwrap();
 }
+
+/// Clusters of arrivals more than a second apart: one per issuance attempt.
+fn attempts(arrivals: &[Instant]) -> Vec<Instant> {
+    let mut starts: Vec<Instant> = Vec::new();
+    for (i, a) in arrivals.iter().enumerate() {
+        if i == 0 || a.duration_since(arrivals[i - 1]) > Duration::from_secs(1) {
+            starts.push(*a);
+        }
+    }
+    starts
+}
+
+/// A CA answering 503 with `Retry-After: 5` is asked again only after 5 s, although the
+/// back-off alone would retry after about 2 s; meanwhile the temporary certificate serves and
+/// every refusal is counted and logged.
+#[test]
+fn a_busy_ca_is_asked_again_only_after_its_retry_after() {
+    let pki = tempfile::tempdir().unwrap();
+    berth_tests::edge::make_ca(pki.path());
+    let (cert, key) =
+        berth_tests::edge::issue(pki.path(), pki.path(), "ca-server", &[], &["127.0.0.1"]);
+    let busy = berth_tests::busy_ca::BusyCa::start(&cert, &key, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let config = default_config(&dir.path().join("data"));
+    let core = Core::start_in(dir, &config);
+    let ports = vec![free_port(), free_port()];
+    let config = format!(
+        "state_dir: ./state\nmetrics: {{ listen: 127.0.0.1:{} }}\n\
+         listeners:\n  - name: acme\n    listen: 127.0.0.1:{}\n    tls:\n      acme:\n        \
+         directory: \"https://127.0.0.1:{}/dir\"\n        domains: [registry.test]\n        \
+         ca_file: {}\n    upstreams: [{}]\n",
+        ports[1],
+        ports[0],
+        busy.port,
+        pki.path().join("ca.crt").display(),
+        core.connector("hosted")
+    );
+    let edge = Edge::try_start(tempfile::tempdir().unwrap(), ports.clone(), &move |_| {
+        config.clone()
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while attempts(&busy.arrivals()).len() < 3 {
+        assert!(Instant::now() < deadline, "edge: {}", edge.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let starts = attempts(&busy.arrivals());
+    for w in starts.windows(2) {
+        let gap = w[1].duration_since(w[0]);
+        assert!(gap >= Duration::from_millis(4900), "retried after {gap:?}");
+    }
+    let m = format!("127.0.0.1:{}", ports[1]);
+    let certs = request(&m, "GET", "/certs", &[], b"").unwrap().json();
+    assert_eq!(certs["certificates"][0]["source"], "temporary-self-signed");
+    let text = request(&m, "GET", "/metrics", &[], b"").unwrap();
+    let text = String::from_utf8_lossy(&text.body).into_owned();
+    assert!(
+        text.contains("berth_edge_acme_failures_total{listener=\"acme\"} 2")
+            || text.contains("berth_edge_acme_failures_total{listener=\"acme\"} 3"),
+        "{text}"
+    );
+    let log = edge.log();
+    assert!(log.contains("ACME issuance failed"), "{log}");
+}
