@@ -19,19 +19,7 @@ where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(ca) = ca_file {
-        use rustls::pki_types::pem::PemObject;
-        let pem = std::fs::read(ca)?;
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| std::io::Error::other(format!("{}: {e}", ca.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| std::io::Error::other(format!("{}: {e}", ca.display())))?;
-        }
-    }
+    let roots = berth_certs::client_roots(ca_file).map_err(std::io::Error::other)?;
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

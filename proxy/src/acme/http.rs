@@ -34,20 +34,10 @@ pub struct AcmeHttp {
 
 impl AcmeHttp {
     pub fn new(ca_file: Option<&Path>) -> Result<AcmeHttp, TrustError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        if let Some(path) = ca_file {
-            use rustls::pki_types::pem::PemObject;
-            let err = |reason: String| TrustError {
-                path: path.display().to_string(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| err(e.to_string()))?;
-                roots.add(cert).map_err(|e| err(e.to_string()))?;
-            }
-        }
+        let roots = berth_certs::client_roots(ca_file).map_err(|e| TrustError {
+            path: e.path,
+            reason: e.reason,
+        })?;
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
