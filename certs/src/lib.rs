@@ -22,8 +22,8 @@ pub use files::{docker_trust, write_private, write_public, TrustTarget};
 pub use info::{describe, CertInfo};
 pub use issue::{ensure_dev, issue, make_ca, DevCerts, Issued, CA_DAYS, LEAF_DAYS};
 pub use plain_http::{is_plain, PLAIN_HTTP_REFUSAL, TLS_HANDSHAKE};
-pub use roots::{client_roots, RootsError};
 pub use resolver::{CertEntry, CertFiles, CertSource, Resolver, SniCert, TlsError, ACME_TLS_ALPN};
+pub use roots::{client_roots, RootsError};
 
 /// Certificate tooling errors.
 #[derive(Debug, thiserror::Error)]

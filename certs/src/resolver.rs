@@ -133,6 +133,19 @@ pub struct CertEntry {
     pub last_reload_error: Option<String>,
 }
 
+impl CertEntry {
+    /// The `certificate` label of the expiry metrics: its SNI names when it answers for some,
+    /// else its subject; `None` if the file could not be read.
+    pub fn metric_name(&self) -> Option<String> {
+        let info = self.info.as_ref()?;
+        Some(if self.sni.is_empty() {
+            info.subject.clone()
+        } else {
+            self.sni.join(",")
+        })
+    }
+}
+
 /// Files' modification stamps, to notice changes without inotify.
 type Stamps = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 

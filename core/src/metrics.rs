@@ -286,11 +286,8 @@ impl Metrics {
     pub fn set_certificates(&self, entries: &[berth_certs::CertEntry], now_unix: i64) {
         self.certs.expiry.clear();
         for e in entries {
-            let Some(info) = &e.info else { continue };
-            let certificate = if e.sni.is_empty() {
-                info.subject.clone()
-            } else {
-                e.sni.join(",")
+            let (Some(info), Some(certificate)) = (&e.info, e.metric_name()) else {
+                continue;
             };
             let labels = CertLabels {
                 repository: e.listener.clone(),

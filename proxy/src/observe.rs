@@ -51,11 +51,8 @@ impl EdgeState {
             }
         }
         for entry in self.inventory() {
-            let Some(info) = &entry.info else { continue };
-            let certificate = if entry.sni.is_empty() {
-                info.subject.clone()
-            } else {
-                entry.sni.join(",")
+            let (Some(info), Some(certificate)) = (&entry.info, entry.metric_name()) else {
+                continue;
             };
             let labels = CertLabels {
                 listener: entry.listener.clone(),

@@ -141,3 +141,27 @@ pub fn promtool_check_rules() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+/// The exposition text a metrics listener (core or edge) serves now.
+pub fn scrape(addr: &str) -> String {
+    let r = request(addr, "GET", "/metrics", &[], b"").expect("metrics listener answers");
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// The first sample line of `text` that starts with `prefix` (a name and some labels).
+pub fn sample_line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines().find(|l| l.starts_with(prefix))
+}
+
+/// The value of a sample line.
+pub fn sample_value(line: &str) -> f64 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("not a sample: {line}"))
+}
+
+/// The value of the first sample starting with `prefix`, 0 when there is none yet.
+pub fn sample(text: &str, prefix: &str) -> f64 {
+    sample_line(text, prefix).map_or(0.0, sample_value)
+}

@@ -17,6 +17,7 @@ use berth_tests::core::{default_config, Core};
 use berth_tests::edge::{free_port, Edge};
 use berth_tests::http::request;
 use berth_tests::pebble::Pebble;
+use berth_tests::prometheus::{sample, scrape};
 
 struct Setup {
     _core: Core,
@@ -97,12 +98,7 @@ impl Setup {
     }
 
     fn metric(&self, prefix: &str) -> f64 {
-        let m = format!("127.0.0.1:{}", self.ports[1]);
-        let r = request(&m, "GET", "/metrics", &[], b"").unwrap();
-        String::from_utf8_lossy(&r.body)
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .map_or(0.0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        sample(&scrape(&format!("127.0.0.1:{}", self.ports[1])), prefix)
     }
 }
 
@@ -338,13 +334,11 @@ fn a_busy_ca_is_asked_again_only_after_its_retry_after() {
     let m = format!("127.0.0.1:{}", ports[1]);
     let certs = request(&m, "GET", "/certs", &[], b"").unwrap().json();
     assert_eq!(certs["certificates"][0]["source"], "temporary-self-signed");
-    let text = request(&m, "GET", "/metrics", &[], b"").unwrap();
-    let text = String::from_utf8_lossy(&text.body).into_owned();
-    assert!(
-        text.contains("berth_edge_acme_failures_total{listener=\"acme\"} 2")
-            || text.contains("berth_edge_acme_failures_total{listener=\"acme\"} 3"),
-        "{text}"
+    let failures = sample(
+        &scrape(&m),
+        "berth_edge_acme_failures_total{listener=\"acme\"}",
     );
+    assert!((2.0..=3.0).contains(&failures), "{failures}");
     let log = edge.log();
     assert!(log.contains("ACME issuance failed"), "{log}");
 }

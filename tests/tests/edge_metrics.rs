@@ -11,16 +11,8 @@ use std::time::{Duration, Instant};
 use berth_tests::core::{default_config, Core};
 use berth_tests::edge::{curl, issue, make_ca, Edge};
 use berth_tests::http::request;
-use berth_tests::prometheus::{promtool_check_rules, Prometheus};
+use berth_tests::prometheus::{promtool_check_rules, sample_line, sample_value, Prometheus};
 use berth_tests::tools::run;
-
-fn metric_line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    text.lines().find(|l| l.starts_with(prefix))
-}
-
-fn value(line: &str) -> f64 {
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
 
 #[test]
 fn prometheus_scrapes_the_edge_and_the_inventory_shows_its_certificates() {
@@ -86,20 +78,23 @@ fn prometheus_scrapes_the_edge_and_the_inventory_shows_its_certificates() {
             .unwrap()
             .starts_with("application/openmetrics-text"));
         let body = String::from_utf8_lossy(&r.body).to_string();
-        let done = metric_line(&body, &requests).is_some_and(|l| value(l) == 3.0)
+        let done = sample_line(&body, &requests).is_some_and(|l| sample_value(l) == 3.0)
             && body.contains("reason=\"client_rejected_certificate\"} 2");
         if done || Instant::now() > deadline {
             break body;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(value(metric_line(&body, &requests).expect(&body)), 3.0);
-    let handshakes = metric_line(
+    assert_eq!(
+        sample_value(sample_line(&body, &requests).expect(&body)),
+        3.0
+    );
+    let handshakes = sample_line(
         &body,
         "berth_edge_tls_handshakes_total{listener=\"hosted\"}",
     )
     .expect(&body);
-    assert_eq!(value(handshakes), 3.0, "{body}");
+    assert_eq!(sample_value(handshakes), 3.0, "{body}");
     assert!(
         body.contains(
             "berth_edge_tls_handshake_failures_total{reason=\"client_rejected_certificate\"} 2"
@@ -112,14 +107,14 @@ fn prometheus_scrapes_the_edge_and_the_inventory_shows_its_certificates() {
         )),
         "{body}"
     );
-    let expiry = metric_line(
+    let expiry = sample_line(
         &body,
         "berth_edge_certificate_expiry_seconds{listener=\"hosted\"",
     )
     .expect(&body);
     assert!(expiry.contains("source=\"file\""), "{expiry}");
     // berth-certs issues for 825 days.
-    let days = value(expiry) / 86400.0;
+    let days = sample_value(expiry) / 86400.0;
     assert!((823.0..=826.0).contains(&days), "{expiry}");
     assert!(body.contains("berth_edge_http_request_duration_seconds_bucket"));
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use berth_tests::core::Core;
 use berth_tests::edge::free_port;
 use berth_tests::http::{digest, request};
+use berth_tests::prometheus::{sample, scrape};
 use berth_tests::registry::{get, oci_manifest, push_blob, put_manifest};
 
 const RECEIVER: &str = r#"
@@ -109,12 +110,7 @@ fn find<'a>(
 }
 
 fn metric(core: &Core, prefix: &str) -> f64 {
-    let m = core.metrics.as_deref().unwrap();
-    let r = request(m, "GET", "/metrics", &[], b"").unwrap();
-    let text = String::from_utf8_lossy(&r.body).to_string();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .map_or(0.0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    sample(&scrape(core.metrics.as_deref().unwrap()), prefix)
 }
 
 fn push_image(repo: &str, image: &str, tag: &str, layer: &[u8]) -> Vec<u8> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use berth_tests::core::Core;
 use berth_tests::edge::{curl, free_port, issue, make_ca, Edge};
 use berth_tests::http::request;
-use berth_tests::prometheus::Prometheus;
+use berth_tests::prometheus::{sample, sample_line, sample_value, scrape, Prometheus};
 use berth_tests::tools::run;
 use serde_json::Value;
 
@@ -88,13 +88,13 @@ fn core_connector_certificates_are_in_the_inventory_beside_the_edges() {
     assert_eq!(c["source"], "file");
     assert_eq!(c["sans"][0], "DNS:registry.test", "{doc}");
     assert!(c["last_reload_error"].is_null(), "{doc}");
-    let text = request(&metrics, "GET", "/metrics", &[], b"").unwrap();
-    let text = String::from_utf8_lossy(&text.body).into_owned();
-    let expiry = text
-        .lines()
-        .find(|l| l.starts_with("berth_certificate_expiry_seconds{repository=\"direct\""))
-        .unwrap_or_else(|| panic!("{text}"));
-    let days: f64 = expiry.rsplit(' ').next().unwrap().parse().unwrap();
+    let text = scrape(&metrics);
+    let expiry = sample_line(
+        &text,
+        "berth_certificate_expiry_seconds{repository=\"direct\"",
+    )
+    .unwrap_or_else(|| panic!("{text}"));
+    let days = sample_value(expiry);
     assert!(
         (823.0 * 86400.0..=826.0 * 86400.0).contains(&days),
         "{expiry}"
@@ -127,12 +127,11 @@ fn core_connector_certificates_are_in_the_inventory_beside_the_edges() {
     });
     assert_eq!(doc["certificates"][0]["sans"][0], "DNS:rotated.test");
     assert_eq!(status(&ca, "rotated.test", https), "200");
-    let text = request(&metrics, "GET", "/metrics", &[], b"").unwrap();
-    let text = String::from_utf8_lossy(&text.body).into_owned();
-    assert!(
-        text.contains("berth_certificate_reloads_total{repository=\"direct\",result=\"error\"}"),
-        "{text}"
+    let errors = sample(
+        &scrape(&metrics),
+        "berth_certificate_reloads_total{repository=\"direct\",result=\"error\"}",
     );
+    assert!(errors >= 1.0, "{errors}");
     assert!(core.log().contains("certificate reload failed"));
 
     // One table for the edge and the core; a core that does not answer fails the command.
