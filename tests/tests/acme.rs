@@ -138,7 +138,12 @@ fn mode(p: &Path) -> u32 {
 fn first_issuance_then_a_restart_reuses_account_and_certificate() {
     let s = Setup::new(Duration::from_secs(3600), "");
     let edge = s.edge();
+    let started = Instant::now();
     let issued = s.wait_issued(&edge, "", Duration::from_secs(60));
+    eprintln!(
+        "first ACME certificate served {:?} after the edge was ready",
+        started.elapsed()
+    );
     assert!(
         edge.log().contains("temporary self-signed"),
         "{}",
@@ -231,6 +236,10 @@ fn renewal_under_traffic_and_a_ca_outage_at_renewal_time() {
     assert!(
         ok.load(Ordering::SeqCst) >= 10,
         "{}",
+        ok.load(Ordering::SeqCst)
+    );
+    eprintln!(
+        "renewal under traffic: {} verified requests, 0 failed",
         ok.load(Ordering::SeqCst)
     );
 
