@@ -54,6 +54,14 @@ enum Command {
         #[arg(long = "core", value_name = "ADDR")]
         cores: Vec<SocketAddr>,
     },
+    /// Make the running edge order a new ACME certificate for a listener now (after a CA
+    /// change, a revocation, a key that may have leaked), whatever the current one's age.
+    Renew {
+        #[arg(long)]
+        config: PathBuf,
+        /// The listener's `name` in proxy.yaml.
+        listener: String,
+    },
 }
 
 /// Log filter: pingora logs every failed TLS handshake at ERROR (scanners, clients without the
@@ -83,6 +91,10 @@ fn main() -> anyhow::Result<()> {
         } => {
             let c = ProxyConfig::load(&config)?;
             print_certs(&c, json, &cores)
+        }
+        Command::Renew { config, listener } => {
+            let c = ProxyConfig::load(&config)?;
+            request_renewal(&c, &listener)
         }
         Command::Serve { config, ready_file } => {
             init_logging();
@@ -159,6 +171,32 @@ fn print_certs(config: &ProxyConfig, json: bool, cores: &[SocketAddr]) -> anyhow
     if !unreachable.is_empty() {
         bail!("core inventory: {}", unreachable.join("; "));
     }
+    Ok(())
+}
+
+/// `berth-proxy renew`: leaves a renewal request in the listener's ACME state.
+fn request_renewal(config: &ProxyConfig, listener: &str) -> anyhow::Result<()> {
+    let Some(l) = config.listeners.iter().find(|l| l.name == listener) else {
+        let names: Vec<_> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+        bail!(
+            "no listener named {listener:?} (listeners: {})",
+            names.join(", ")
+        );
+    };
+    if l.acme.is_none() {
+        bail!(
+            "listener {listener:?} has no tls.acme: its certificate comes from files, \
+             replace them to renew (the edge reloads them)"
+        );
+    }
+    Store::new(&config.state_dir, &l.name)
+        .request_renewal()
+        .with_context(|| format!("listener {listener}: writing the renewal request"))?;
+    println!(
+        "renewal requested for listener {listener}: the running edge orders within {} s \
+         (watch `berth-proxy certs`)",
+        berth_proxy::acme::WAKE.as_secs()
+    );
     Ok(())
 }
 

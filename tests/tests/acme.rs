@@ -180,6 +180,29 @@ fn first_issuance_then_a_restart_reuses_account_and_certificate() {
     assert!(!log.contains("ACME account registered"), "{log}");
     assert!(!log.contains("ACME certificate issued"), "{log}");
     assert!(!log.contains("temporary self-signed"), "{log}");
+
+    // `berth-proxy renew` makes the running edge order at once, though the certificate is young.
+    let renew = |listener: &str| {
+        Command::new(berth_tests::bin("berth-proxy"))
+            .args(["renew", "--config"])
+            .arg(edge.dir.path().join("proxy.yaml"))
+            .arg(listener)
+            .output()
+            .unwrap()
+    };
+    let unknown = renew("nope");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("acme"));
+    let asked = renew("acme");
+    assert!(asked.status.success(), "{asked:?}");
+    let renewed = s.wait_issued(
+        &edge,
+        issued["not_after"].as_str().unwrap(),
+        Duration::from_secs(30),
+    );
+    verified(&root, "docker.test", s.ports[0]).unwrap();
+    assert!(!acme_dir.join("acme/renew-requested").exists());
+    assert_eq!(renewed["source"], "acme");
 }
 
 /// Requests in a loop, each on a new connection verified against `root`, until stopped.

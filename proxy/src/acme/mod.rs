@@ -11,7 +11,9 @@
 //! certificate. A failure (CA down, a problem document) keeps the current certificate
 //! serving, logs an ERROR naming the listener and the CA's problem, counts
 //! `berth_edge_acme_failures_total`, and retries with exponential back-off and jitter — or
-//! after the CA's `Retry-After`, whichever is longer.
+//! after the CA's `Retry-After`, whichever is longer. `berth-proxy renew LISTENER` forces an
+//! order: it leaves a request in the listener's state ([`Store::request_renewal`]), which the
+//! task sees within [`WAKE`].
 
 pub mod challenge;
 mod http;
@@ -35,8 +37,8 @@ pub use store::{Store, StoreError};
 /// First wait after a failed order; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
-/// Longest sleep between looks at the clock (renewal is rechecked at least this often).
-const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// Longest sleep between looks at the clock and for a renewal request.
+pub const WAKE: Duration = Duration::from_secs(2);
 
 /// One ACME listener's issuance and renewal.
 pub struct AcmeTask {
@@ -54,8 +56,12 @@ fn jitter(d: Duration) -> Duration {
 }
 
 impl AcmeTask {
-    /// When the served certificate should be replaced: now if it is temporary.
+    /// When the served certificate should be replaced: now if it is temporary or a renewal
+    /// was requested.
     fn renewal_due(&self) -> SystemTime {
+        if self.store.renewal_requested() {
+            return SystemTime::now();
+        }
         let issued = self.store.order().is_some_and(|o| o.issued);
         let info = std::fs::read_to_string(self.store.files().cert)
             .ok()
@@ -87,6 +93,7 @@ impl AcmeTask {
             .reload()
             .map_err(|e| order::OrderError::Install(e.to_string()))?;
         self.resolver.set_source(CertSource::Acme);
+        self.store.clear_renewal_request();
         tracing::info!(listener = %self.listener, domains = ?self.settings.domains,
             directory = %self.settings.directory, "ACME certificate issued and installed");
         Ok(())
@@ -117,7 +124,7 @@ impl BackgroundService for AcmeTask {
             };
             if !wait.is_zero() {
                 tokio::select! {
-                    _ = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
+                    _ = tokio::time::sleep(wait.min(WAKE)) => {}
                     _ = shutdown.changed() => return,
                 }
                 if failures == 0 && self.renewal_due() > SystemTime::now() {

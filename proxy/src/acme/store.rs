@@ -3,6 +3,9 @@
 //! listener, the serving pair (`<listener>/cert.pem`, `key.pem`) with `order.json` saying for
 //! which directory and domains it was issued. Secrets are written 0600, atomically, so a
 //! restart neither registers again nor issues again, and a crash never leaves half a file.
+//! `<listener>/renew-requested` is `berth-proxy renew`'s request to the running edge: a file,
+//! so only who may write the state dir can make the edge order (a CA's rate limits count
+//! every order).
 
 use std::path::{Path, PathBuf};
 
@@ -122,6 +125,27 @@ impl Store {
         let json = serde_json::to_string_pretty(order).unwrap_or_default();
         berth_certs::write_private(&self.order_path(), &json)?;
         Ok(())
+    }
+
+    fn renew_path(&self) -> PathBuf {
+        self.dir.join("renew-requested")
+    }
+
+    /// Asks the running edge to order a new certificate now, whatever the current one's age.
+    pub fn request_renewal(&self) -> Result<(), StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let at = httpdate::fmt_http_date(std::time::SystemTime::now());
+        berth_certs::write_private(&self.renew_path(), &at)?;
+        Ok(())
+    }
+
+    pub fn renewal_requested(&self) -> bool {
+        self.renew_path().exists()
+    }
+
+    /// Called once the requested certificate is installed.
+    pub fn clear_renewal_request(&self) {
+        let _ = std::fs::remove_file(self.renew_path());
     }
 
     fn account_path(&self, directory: &str) -> PathBuf {
