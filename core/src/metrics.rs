@@ -263,12 +263,12 @@ impl Metrics {
         self.notifications.failures.get_or_create(&labels).inc();
     }
 
-    pub fn notification_pending(&self, endpoint: &str, n: usize) {
+    /// The pending gauge of an endpoint, to keep: setting it then costs no label lookup.
+    pub fn notification_pending_gauge(&self, endpoint: &str) -> Gauge {
         let labels = EndpointLabels {
             endpoint: endpoint.to_owned(),
         };
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        self.notifications.pending.get_or_create(&labels).set(n);
+        self.notifications.pending.get_or_create(&labels).clone()
     }
 
     pub fn notification_latency(&self, endpoint: &str, took: Duration) {

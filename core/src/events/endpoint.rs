@@ -31,6 +31,8 @@ pub struct Endpoint {
     queue: Mutex<VecDeque<Arc<Event>>>,
     wake: Notify,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `berth_notification_pending{endpoint}`, looked up once.
+    pending_gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Endpoint {
@@ -41,6 +43,7 @@ impl Endpoint {
                 reason: e.to_string(),
             })?;
         Ok(Endpoint {
+            pending_gauge: metrics::global().notification_pending_gauge(&settings.name),
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             client,
@@ -56,6 +59,10 @@ impl Endpoint {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn set_pending(&self, n: usize) {
+        self.pending_gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     pub fn pending(&self) -> usize {
         self.queue().len()
     }
@@ -68,20 +75,19 @@ impl Endpoint {
         {
             return;
         }
-        let dropped = {
+        let (dropped, pending) = {
             let mut q = self.queue();
             let dropped = q.len() >= s.queue;
             if dropped {
                 q.pop_front();
             }
             q.push_back(event.clone());
-            dropped
+            (dropped, q.len())
         };
-        let m = metrics::global();
         if dropped {
-            m.notification_event(&s.name, "dropped", 1);
+            metrics::global().notification_event(&s.name, "dropped", 1);
         }
-        m.notification_pending(&s.name, self.pending());
+        self.set_pending(pending);
         self.wake.notify_one();
     }
 
@@ -137,7 +143,7 @@ impl Endpoint {
         drop(q);
         let m = metrics::global();
         m.notification_event(&self.settings.name, "delivered", removed);
-        m.notification_pending(&self.settings.name, left);
+        self.set_pending(left);
     }
 
     async fn post(&self, batch: &[Arc<Event>]) -> Result<(), Failure> {
