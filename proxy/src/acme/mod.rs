@@ -37,7 +37,7 @@ pub use store::{Store, StoreError};
 /// First wait after a failed order; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
-/// Longest sleep between looks at the clock and for a renewal request.
+/// How often a task that is not backing off looks at the clock and for a renewal request.
 pub const WAKE: Duration = Duration::from_secs(2);
 
 /// One ACME listener's issuance and renewal.
@@ -115,21 +115,19 @@ impl BackgroundService for AcmeTask {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut failures = 0u32;
         loop {
-            let wait = if failures > 0 {
-                self.backoff(failures)
-            } else {
-                self.renewal_due()
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default()
-            };
-            if !wait.is_zero() {
+            if failures > 0 {
+                // Backing off: the whole wait, whatever is asked meanwhile (the CA said so).
                 tokio::select! {
-                    _ = tokio::time::sleep(wait.min(WAKE)) => {}
+                    _ = tokio::time::sleep(self.backoff(failures)) => {}
                     _ = shutdown.changed() => return,
                 }
-                if failures == 0 && self.renewal_due() > SystemTime::now() {
-                    continue;
+            } else if self.renewal_due() > SystemTime::now() {
+                // Not due: look again after WAKE (a renewal request, a clock that moved).
+                tokio::select! {
+                    _ = tokio::time::sleep(WAKE) => {}
+                    _ = shutdown.changed() => return,
                 }
+                continue;
             }
             match self.renew().await {
                 Ok(()) => failures = 0,
