@@ -17,6 +17,7 @@ pub mod proc;
 pub mod prometheus;
 pub mod registry;
 pub mod relay;
+pub mod s3;
 pub mod tls;
 pub mod tools;
 pub mod webdriver;

@@ -182,6 +182,35 @@ pub struct RawStorage {
     pub root: String,
     /// Where the metadata lives; absent: SQLite in `<root>/metadata.db`.
     pub metadata: Option<RawMetadata>,
+    /// Where blob bytes live; absent: under `root`.
+    pub blobs: Option<RawBlobs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlobs {
+    /// An S3-compatible bucket (AWS, Garage, Ceph RGW, ...), shared by several cores.
+    pub s3: Option<RawS3>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    pub bucket: String,
+    /// `https://s3.internal:9000`; absent: AWS's endpoint for the region.
+    pub endpoint: Option<String>,
+    /// Default `us-east-1`; must equal the server's region (Garage: its `s3_region`).
+    pub region: Option<String>,
+    /// A key prefix, so one bucket can hold several registries.
+    pub prefix: Option<String>,
+    /// Absent: credentials from the environment (`AWS_ACCESS_KEY_ID`, ...) or the instance.
+    pub access_key_id: Option<String>,
+    /// File holding the secret key (trailing newline ignored).
+    pub secret_access_key_file: Option<String>,
+    /// Environment variable holding the secret key.
+    pub secret_access_key_env: Option<String>,
+    /// `false` for servers that ignore `If-None-Match` (Garage): say so rather than trust it.
+    pub conditional_put: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,12 +1,16 @@
-//! The `storage` section: the blob root and where the metadata lives.
+//! The `storage` section: the blob root, where the metadata lives and where blob bytes live.
 
-use super::raw::RawStorage;
+use super::raw::{RawS3, RawStorage};
 use super::{ConfigError, Source};
+use crate::storage::blob::s3::S3Settings;
 use crate::storage::metadata::sql::Backend;
-use crate::storage::StorageConfig;
+use crate::storage::{BlobBackend, StorageConfig};
 
 pub(super) fn storage(raw: RawStorage, source: &Source) -> Result<StorageConfig, ConfigError> {
     let mut config = StorageConfig::under(source.resolve(&raw.root));
+    if let Some(s3) = raw.blobs.and_then(|b| b.s3) {
+        config.blobs = BlobBackend::S3(s3_settings(s3, source)?);
+    }
     let Some(m) = raw.metadata else {
         return Ok(config);
     };
@@ -27,31 +31,12 @@ pub(super) fn storage(raw: RawStorage, source: &Source) -> Result<StorageConfig,
                     "put the password in password_file or password_env, not in the URL",
                 ));
             }
-            let password = match (pg.password_file, pg.password_env) {
-                (Some(_), Some(_)) => {
-                    return Err(source.err(
-                        "storage.metadata.postgres",
-                        "choose password_file or password_env, not both",
-                    ))
-                }
-                (Some(f), None) => {
-                    let path = source.resolve(&f);
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        source.err(
-                            "storage.metadata.postgres.password_file",
-                            format!("{}: {e}", path.display()),
-                        )
-                    })?;
-                    Some(text.trim_end_matches(['\n', '\r']).to_owned())
-                }
-                (None, Some(var)) => Some(std::env::var(&var).map_err(|_| {
-                    source.err(
-                        "storage.metadata.postgres.password_env",
-                        format!("environment variable {var} is not set"),
-                    )
-                })?),
-                (None, None) => None,
-            };
+            let password = secret(
+                source,
+                "storage.metadata.postgres",
+                ("password_file", pg.password_file),
+                ("password_env", pg.password_env),
+            )?;
             Backend::Postgres {
                 url: pg.url,
                 password,
@@ -59,6 +44,76 @@ pub(super) fn storage(raw: RawStorage, source: &Source) -> Result<StorageConfig,
         }
     };
     Ok(config)
+}
+
+/// A secret from a file (trailing newline ignored) or an environment variable, not both;
+/// errors name `<section>.<key>`.
+fn secret(
+    source: &Source,
+    section: &str,
+    file: (&str, Option<String>),
+    env: (&str, Option<String>),
+) -> Result<Option<String>, ConfigError> {
+    match (file.1, env.1) {
+        (Some(_), Some(_)) => {
+            Err(source.err(section, format!("choose {} or {}, not both", file.0, env.0)))
+        }
+        (Some(f), None) => {
+            let path = source.resolve(&f);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                source.err(
+                    format!("{section}.{}", file.0),
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+        }
+        (None, Some(var)) => std::env::var(&var).map(Some).map_err(|_| {
+            source.err(
+                format!("{section}.{}", env.0),
+                format!("environment variable {var} is not set"),
+            )
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `storage.blobs.s3`.
+fn s3_settings(raw: RawS3, source: &Source) -> Result<S3Settings, ConfigError> {
+    let section = "storage.blobs.s3";
+    if raw.bucket.trim().is_empty() {
+        return Err(source.err(format!("{section}.bucket"), "must not be empty"));
+    }
+    if let Some(e) = &raw.endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(source.err(
+                format!("{section}.endpoint"),
+                "must start with http:// or https://",
+            ));
+        }
+    }
+    let secret_access_key = secret(
+        source,
+        section,
+        ("secret_access_key_file", raw.secret_access_key_file),
+        ("secret_access_key_env", raw.secret_access_key_env),
+    )?;
+    if raw.access_key_id.is_some() != secret_access_key.is_some() {
+        return Err(source.err(
+            section,
+            "give access_key_id together with secret_access_key_file or secret_access_key_env \
+             (or neither, for credentials from the environment)",
+        ));
+    }
+    Ok(S3Settings {
+        bucket: raw.bucket,
+        endpoint: raw.endpoint,
+        region: raw.region.unwrap_or_else(|| "us-east-1".into()),
+        prefix: raw.prefix.unwrap_or_default(),
+        access_key_id: raw.access_key_id,
+        secret_access_key,
+        conditional_put: raw.conditional_put.unwrap_or(true),
+    })
 }
 
 /// Whether `postgres://user:password@host/...` carries a password.
@@ -79,5 +134,54 @@ mod tests {
         ));
         assert!(!super::password_in_url("postgres://berth@db:5432/berth"));
         assert!(!super::password_in_url("postgres://db:5432/berth"));
+    }
+}
+
+#[cfg(test)]
+mod s3_tests {
+    use crate::config::{Config, ConfigError};
+    use crate::storage::BlobBackend;
+
+    fn parse(blobs: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s3.secret"), "sekrit\n").unwrap();
+        let text = format!(
+            "storage:\n  root: ./data\n  blobs: {blobs}\nmain: {{ listen: 127.0.0.1:0 }}\n"
+        );
+        Config::parse(&text, &super::Source::new("core.yaml", dir.path()))
+    }
+
+    #[test]
+    fn the_s3_section_parses_and_keeps_its_secret_out_of_debug() {
+        let c = parse(
+            "{ s3: { bucket: b, endpoint: \"http://127.0.0.1:9000\", prefix: reg, \
+             access_key_id: AK, secret_access_key_file: s3.secret } }",
+        )
+        .unwrap();
+        let BlobBackend::S3(s) = &c.storage.blobs else {
+            panic!("not s3: {:?}", c.storage.blobs)
+        };
+        assert_eq!(s.secret_access_key.as_deref(), Some("sekrit"));
+        assert_eq!(s.region, "us-east-1");
+        assert!(s.conditional_put);
+        assert!(!format!("{s:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn s3_mistakes_name_their_key() {
+        let cases = [
+            ("{ s3: { bucket: \"\" } }", "storage.blobs.s3.bucket"),
+            ("{ s3: { bucket: b, endpoint: s3.internal } }", "storage.blobs.s3.endpoint"),
+            ("{ s3: { bucket: b, access_key_id: AK } }", "storage.blobs.s3"),
+            (
+                "{ s3: { bucket: b, access_key_id: AK, secret_access_key_env: BERTH_NOT_SET_ANYWHERE } }",
+                "storage.blobs.s3.secret_access_key_env",
+            ),
+            ("{ s3: { bucket: b, buckets: c } }", "storage.blobs.s3"),
+        ];
+        for (yaml, key) in cases {
+            let e = parse(yaml).unwrap_err();
+            assert!(e.to_string().contains(key), "{yaml}: {e}");
+        }
     }
 }

@@ -118,9 +118,20 @@ pub struct Stores {
 /// Where the stores are (the `storage` section of the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
-    /// Filesystem root of the blobs and, by default, of the SQLite metadata file.
+    /// Filesystem root of the blobs (unless `blobs` says otherwise) and, by default, of the
+    /// SQLite metadata file.
     pub root: PathBuf,
     pub metadata: metadata::sql::Backend,
+    pub blobs: BlobBackend,
+}
+
+/// Where blob bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobBackend {
+    /// Under `root`.
+    Filesystem,
+    /// In an S3-compatible bucket.
+    S3(blob::s3::S3Settings),
 }
 
 impl StorageConfig {
@@ -130,6 +141,7 @@ impl StorageConfig {
         StorageConfig {
             metadata: metadata::sql::Backend::Sqlite(root.join("metadata.db")),
             root,
+            blobs: BlobBackend::Filesystem,
         }
     }
 }
@@ -160,14 +172,27 @@ impl Stores {
     /// Opens both stores; on first start over a data directory of an older release, imports its
     /// filesystem metadata (once).
     pub async fn open(config: &StorageConfig) -> std::result::Result<Stores, OpenError> {
-        let blobs =
-            blob::fs::FsBlobStore::open(&config.root).map_err(|source| OpenError::Blobs {
-                path: config.root.display().to_string(),
-                source,
-            })?;
+        let blobs: Arc<dyn BlobStore> = match &config.blobs {
+            BlobBackend::Filesystem => {
+                Arc::new(blob::fs::FsBlobStore::open(&config.root).map_err(|source| {
+                    OpenError::Blobs {
+                        path: config.root.display().to_string(),
+                        source,
+                    }
+                })?)
+            }
+            BlobBackend::S3(s3) => {
+                Arc::new(
+                    blob::s3::S3BlobStore::open(s3).map_err(|e| OpenError::Blobs {
+                        path: format!("s3 bucket {}", s3.bucket),
+                        source: io::Error::other(e.to_string()),
+                    })?,
+                )
+            }
+        };
         let meta = metadata::sql::SqlMetadata::open(&config.metadata).await?;
         let stores = Stores {
-            blobs: Arc::new(blobs),
+            blobs,
             meta: Arc::new(meta),
             pulls: Arc::default(),
         };

@@ -4,10 +4,11 @@
 //! session id, appended at an offset, and committed — verified against the expected digest,
 //! made durable, then moved among the blobs — or cancelled. Which image sees which blob, and
 //! who owns a session, is the MetadataStore's business: the two are joined only in the
-//! repository layer. Filesystem now; an object store (S3) fits the same trait.
+//! repository layer. Filesystem for one core; S3 for several cores sharing one bucket.
 
 pub mod fs;
 pub mod memory;
+pub mod s3;
 #[cfg(any(test, feature = "contract-suite"))]
 pub mod suite;
 

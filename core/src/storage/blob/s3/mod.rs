@@ -1,0 +1,494 @@
+//! The S3 BlobStore (through `object_store`): blobs in a bucket several cores share.
+//!
+//! # Layout (under the optional `prefix`)
+//! ```text
+//! blobs/sha256/<hex[..2]>/<hex>        blob content, written only once verified
+//! uploads/<id>/session                 empty: the session exists
+//! uploads/<id>/<offset, 20 digits>     the bytes one append brought, starting at that offset
+//! uploads/<id>/<offset>.claim          empty: who won that offset
+//! ```
+//! S3 cannot append, so every append is an object of its own, named by the offset it starts
+//! at; a session's size is the sum of its parts, read from a listing, so any core can continue
+//! an upload another core began. Before writing a part, the writer creates its `.claim` with
+//! `If-None-Match: *`: of two appends at one offset (two cores, or a retried request) exactly
+//! one wins and the other gets `OffsetMismatch`, as the spec asks. (A server that ignores the
+//! header — Garage does — loses that guard; the per-process lock still serialises one core.)
+//!
+//! # Commit
+//! The parts are streamed in order through SHA-256 into a multipart upload of the blob's key,
+//! which is completed only when the digest matches: a blob is visible only after it was
+//! verified and the object store acknowledged every byte, and a mismatch aborts the upload so
+//! nothing appears. Reading the data back is the price of verifying without hash state shared
+//! between cores; a blob already stored is only hashed, not written again.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    WriteMultipart,
+};
+use sha2::{Digest as _, Sha256};
+
+use super::{valid_upload_id, BlobStore};
+use crate::oci::Digest;
+use crate::storage::{ByteStream, Result, StorageError};
+
+mod settings;
+
+pub use settings::S3Settings;
+
+/// Below this an append is one PUT; above, a multipart upload in parts of this size (S3's
+/// minimum part is 5 MiB).
+const PART: usize = 8 * 1024 * 1024;
+/// Parts of one multipart upload in flight at once.
+const PARALLEL_PARTS: usize = 4;
+
+pub(super) fn io_err(e: object_store::Error) -> StorageError {
+    match e {
+        object_store::Error::NotFound { .. } => StorageError::NotFound,
+        e => StorageError::Io(io::Error::other(e)),
+    }
+}
+
+/// One upload part: where it starts and how long it is.
+struct Part {
+    offset: u64,
+    size: u64,
+    path: Path,
+}
+
+/// Blobs and upload parts in one bucket.
+pub struct S3BlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// `""` or `"some/prefix/"`.
+    prefix: String,
+    /// One lock per session this process is working on: appends, commit and cancel of one
+    /// session do not interleave here (across cores the claims do that job).
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl S3BlobStore {
+    /// Over any object store (`prefix` is a key prefix, empty for the bucket's root).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> S3BlobStore {
+        let prefix = prefix.trim_matches('/');
+        S3BlobStore {
+            store,
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(&self, rest: &str) -> Path {
+        Path::from(format!("{}{rest}", self.prefix))
+    }
+
+    fn blob_key(&self, d: &Digest) -> Path {
+        let hex = d.hex();
+        self.key(&format!("blobs/sha256/{}/{hex}", &hex[..2]))
+    }
+
+    fn session_dir(&self, id: &str) -> Result<Path> {
+        if !valid_upload_id(id) {
+            return Err(StorageError::NotFound);
+        }
+        Ok(self.key(&format!("uploads/{id}")))
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_owned()).or_default().clone()
+    }
+
+    fn forget(&self, id: &str) {
+        let mut m = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(id);
+    }
+
+    /// The session's parts in offset order; `NotFound` if the session does not exist.
+    async fn parts(&self, id: &str) -> Result<Vec<Part>> {
+        let dir = self.session_dir(id)?;
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(io_err)?;
+        let mut exists = false;
+        let mut parts = Vec::new();
+        for o in objects {
+            match o.location.filename() {
+                Some("session") => exists = true,
+                Some(name) if name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()) => parts
+                    .push(Part {
+                        offset: name.parse().unwrap_or(u64::MAX),
+                        size: o.size,
+                        path: o.location,
+                    }),
+                _ => {}
+            }
+        }
+        if !exists {
+            return Err(StorageError::NotFound);
+        }
+        parts.sort_by_key(|p| p.offset);
+        let mut at = 0;
+        for p in &parts {
+            if p.offset != at {
+                return Err(StorageError::Corrupt(format!(
+                    "upload {id}: a part starts at {} where {at} was expected",
+                    p.offset
+                )));
+            }
+            at += p.size;
+        }
+        Ok(parts)
+    }
+
+    /// Writes one part from the body; returns the bytes written and the body's error, if it
+    /// broke (what arrived before is kept, so the client can resume).
+    async fn write_part(
+        &self,
+        path: &Path,
+        mut body: ByteStream,
+    ) -> Result<(u64, Option<io::Error>)> {
+        let mut first = BytesMut::new();
+        let mut broken = None;
+        while first.len() < PART {
+            match body.next().await {
+                Some(Ok(c)) => first.extend_from_slice(&c),
+                Some(Err(e)) => {
+                    broken = Some(e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if first.len() < PART || broken.is_some() {
+            let n = first.len() as u64;
+            if n > 0 {
+                self.store
+                    .put(path, PutPayload::from(first.freeze()))
+                    .await
+                    .map_err(io_err)?;
+            }
+            return Ok((n, broken));
+        }
+        let upload = self.store.put_multipart(path).await.map_err(io_err)?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut n = first.len() as u64;
+        w.put(first.freeze());
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => {
+                    n += c.len() as u64;
+                    w.wait_for_capacity(PARALLEL_PARTS).await.map_err(io_err)?;
+                    w.put(c);
+                }
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        w.finish().await.map_err(io_err)?;
+        Ok((n, broken))
+    }
+
+    /// Streams the parts through SHA-256 and, with `into`, into a multipart upload there; the
+    /// digest and size. Nothing is completed here.
+    async fn hash_parts(
+        &self,
+        parts: &[Part],
+        mut into: Option<&mut WriteMultipart>,
+    ) -> Result<(Digest, u64)> {
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        for p in parts {
+            let mut stream = self.store.get(&p.path).await.map_err(io_err)?.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(io_err)?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                if let Some(w) = into.as_deref_mut() {
+                    w.wait_for_capacity(PARALLEL_PARTS).await.map_err(io_err)?;
+                    w.put(chunk);
+                }
+            }
+        }
+        Ok((Digest::from_sha256(hasher.finalize().into()), size))
+    }
+
+    /// Deletes every object of a session.
+    async fn remove_session(&self, id: &str) -> Result<()> {
+        let dir = self.session_dir(id)?;
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .map_ok(|o| o.location)
+            .try_collect()
+            .await
+            .map_err(io_err)?;
+        for path in objects {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Commit under the session's lock.
+    async fn commit_locked(&self, id: &str, expected: &Digest) -> Result<u64> {
+        let parts = self.parts(id).await?;
+        let key = self.blob_key(expected);
+        let stored = match self.store.head(&key).await {
+            Ok(meta) => Some(meta.size),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(io_err(e)),
+        };
+        let (actual, size) = if stored.is_some() {
+            self.hash_parts(&parts, None).await?
+        } else {
+            let upload = self.store.put_multipart(&key).await.map_err(io_err)?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+            let hashed = self.hash_parts(&parts, Some(&mut w)).await;
+            match hashed {
+                Ok((actual, size)) if actual == *expected && size > 0 => {
+                    w.finish().await.map_err(io_err)?;
+                    (actual, size)
+                }
+                Ok((actual, 0)) if actual == *expected => {
+                    let _ = w.abort().await;
+                    self.store
+                        .put(&key, PutPayload::default())
+                        .await
+                        .map_err(io_err)?;
+                    (actual, 0)
+                }
+                Ok(other) => {
+                    let _ = w.abort().await;
+                    other
+                }
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(e);
+                }
+            }
+        };
+        self.remove_session(id).await?;
+        if actual != *expected {
+            return Err(StorageError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(size)
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.store.head(&self.blob_key(digest)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    async fn read(&self, digest: &Digest, start: u64, len: u64) -> Result<ByteStream> {
+        let key = self.blob_key(digest);
+        if len == 0 {
+            self.store.head(&key).await.map_err(io_err)?;
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(start..start.saturating_add(len))),
+            ..GetOptions::default()
+        };
+        let result = self.store.get_opts(&key, options).await.map_err(io_err)?;
+        Ok(Box::pin(result.into_stream().map_err(io::Error::other)))
+    }
+
+    async fn bytes(&self, digest: &Digest) -> Result<Bytes> {
+        let got = self
+            .store
+            .get(&self.blob_key(digest))
+            .await
+            .map_err(io_err)?;
+        got.bytes().await.map_err(io_err)
+    }
+
+    async fn put(&self, bytes: Bytes) -> Result<Digest> {
+        let d = Digest::sha256_of(&bytes);
+        if self.stat(&d).await?.is_none() {
+            self.store
+                .put(&self.blob_key(&d), PutPayload::from(bytes))
+                .await
+                .map_err(io_err)?;
+        }
+        Ok(d)
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        if self.stat(digest).await?.is_none() {
+            return Ok(false);
+        }
+        match self.store.delete(&self.blob_key(digest)).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<Digest>> {
+        let prefix = self.key("blobs/sha256");
+        let mut stream = match after {
+            Some(d) => self
+                .store
+                .list_with_offset(Some(&prefix), &self.blob_key(d)),
+            None => self.store.list(Some(&prefix)),
+        };
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(meta) = stream.next().await else {
+                break;
+            };
+            let meta = meta.map_err(io_err)?;
+            let parsed = meta
+                .location
+                .filename()
+                .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok());
+            if let Some(d) = parsed {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn upload_create(&self, id: &str) -> Result<()> {
+        let path = self.session_dir(id)?.join("session");
+        self.store
+            .put(&path, PutPayload::default())
+            .await
+            .map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn upload_size(&self, id: &str) -> Result<u64> {
+        Ok(self.parts(id).await?.iter().map(|p| p.size).sum())
+    }
+
+    async fn upload_append(&self, id: &str, offset: Option<u64>, body: ByteStream) -> Result<u64> {
+        let lock = self.lock(id);
+        let _held = lock.lock().await;
+        let current = self.upload_size(id).await?;
+        if let Some(requested) = offset.filter(|o| *o != current) {
+            return Err(StorageError::OffsetMismatch { current, requested });
+        }
+        let dir = self.session_dir(id)?;
+        let name = format!("{current:020}");
+        let claim = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let claim_path = dir.clone().join(format!("{name}.claim"));
+        let claimed = self
+            .store
+            .put_opts(&claim_path, PutPayload::default(), claim)
+            .await;
+        match claimed {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => {
+                return Err(StorageError::OffsetMismatch {
+                    current: self.upload_size(id).await?,
+                    requested: current,
+                })
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+        let outcome = self.write_part(&dir.join(name), body).await;
+        if !matches!(outcome, Ok((n, _)) if n > 0) {
+            // Nothing was written at this offset: free it for the next append.
+            let _ = self.store.delete(&claim_path).await;
+        }
+        let (written, broken) = outcome?;
+        match broken {
+            Some(e) => Err(StorageError::Body(e)),
+            None => Ok(current + written),
+        }
+    }
+
+    async fn upload_read(&self, id: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let parts = self.parts(id).await?;
+        let end = offset.saturating_add(len);
+        if end > parts.iter().map(|p| p.size).sum() {
+            return Err(StorageError::NotFound);
+        }
+        let mut out = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+        for p in parts
+            .iter()
+            .filter(|p| p.offset < end && p.offset + p.size > offset)
+        {
+            let from = offset.max(p.offset) - p.offset;
+            let to = end.min(p.offset + p.size) - p.offset;
+            let got = self
+                .store
+                .get_range(&p.path, from..to)
+                .await
+                .map_err(io_err)?;
+            out.extend_from_slice(&got);
+        }
+        Ok(out.freeze())
+    }
+
+    async fn upload_commit(&self, id: &str, expected: &Digest) -> Result<u64> {
+        if !expected.is_storable() {
+            return Err(StorageError::UnsupportedDigest(expected.clone()));
+        }
+        let lock = self.lock(id);
+        let held = lock.lock().await;
+        let result = self.commit_locked(id, expected).await;
+        drop(held);
+        self.forget(id);
+        result
+    }
+
+    async fn upload_cancel(&self, id: &str) -> Result<()> {
+        if !valid_upload_id(id) {
+            return Ok(());
+        }
+        let lock = self.lock(id);
+        let held = lock.lock().await;
+        let result = self.remove_session(id).await;
+        drop(held);
+        self.forget(id);
+        result
+    }
+
+    async fn uploads(&self) -> Result<Vec<String>> {
+        let prefix = self.key("uploads");
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(io_err)?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|id| valid_upload_id(id))
+            .collect())
+    }
+}

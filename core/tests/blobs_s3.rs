@@ -1,0 +1,96 @@
+//! The BlobStore contract suite against a real S3 server (s3s-fs, which enforces AWS's rules
+//! on part sizes and conditional PUTs), plus what only an object store can get wrong: large
+//! appends going multipart, an upload continued through a second store (another core), two
+//! stores racing for one offset, and a prefix keeping registries apart in one bucket.
+
+// Test code panics on purpose when something is off.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use berth_core::oci::Digest;
+use berth_core::storage::blob::s3::{S3BlobStore, S3Settings};
+use berth_core::storage::blob::{new_upload_id, suite, BlobStore};
+use berth_core::storage::{ByteStream, StorageError};
+use berth_tests::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
+use bytes::Bytes;
+
+fn settings(server: &S3Server, prefix: &str) -> S3Settings {
+    S3Settings {
+        bucket: "berth".into(),
+        endpoint: Some(server.endpoint.clone()),
+        region: "us-east-1".into(),
+        prefix: prefix.into(),
+        access_key_id: Some(ACCESS_KEY.into()),
+        secret_access_key: Some(SECRET_KEY.into()),
+        conditional_put: true,
+    }
+}
+
+fn body(data: Vec<u8>) -> ByteStream {
+    // In 1 MiB pieces, as a client's body arrives.
+    let chunks: Vec<std::io::Result<Bytes>> = data
+        .chunks(1 << 20)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Box::pin(futures_util::stream::iter(chunks))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_fulfils_the_contract() {
+    let server = tokio::task::spawn_blocking(S3Server::start).await.unwrap();
+    let store = S3BlobStore::open(&settings(&server, "suite")).unwrap();
+    suite::run(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_continues_on_another_core_and_large_appends_go_multipart() {
+    let server = tokio::task::spawn_blocking(S3Server::start).await.unwrap();
+    let a = S3BlobStore::open(&settings(&server, "shared")).unwrap();
+    let b = S3BlobStore::open(&settings(&server, "shared")).unwrap();
+    // 20 MiB then 3 MiB: the first append is three parts of a multipart upload.
+    let first: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+    let second = vec![7u8; 3 << 20];
+    let id = new_upload_id();
+    a.upload_create(&id).await.unwrap();
+    let n = a.upload_append(&id, Some(0), body(first.clone())).await;
+    assert_eq!(n.unwrap(), first.len() as u64);
+    // The second core sees the session and its size, and appends.
+    assert_eq!(b.upload_size(&id).await.unwrap(), first.len() as u64);
+    let late = b.upload_append(&id, Some(0), body(vec![1])).await;
+    assert!(matches!(late, Err(StorageError::OffsetMismatch { .. })));
+    let total = b
+        .upload_append(&id, Some(first.len() as u64), body(second.clone()))
+        .await
+        .unwrap();
+    assert_eq!(total, (first.len() + second.len()) as u64);
+    let mut all = first;
+    all.extend_from_slice(&second);
+    let d = Digest::sha256_of(&all);
+    // ...and the first core commits it.
+    assert_eq!(a.upload_commit(&id, &d).await.unwrap(), all.len() as u64);
+    assert_eq!(b.stat(&d).await.unwrap(), Some(all.len() as u64));
+    assert_eq!(
+        b.bytes(&d).await.unwrap().len(),
+        all.len(),
+        "the whole blob is stored"
+    );
+    assert!(a.uploads().await.unwrap().is_empty(), "nothing left behind");
+
+    // Two cores racing for one offset: exactly one wins.
+    let id = new_upload_id();
+    a.upload_create(&id).await.unwrap();
+    let (x, y) = tokio::join!(
+        a.upload_append(&id, Some(0), body(vec![1; 1000])),
+        b.upload_append(&id, Some(0), body(vec![2; 1000]))
+    );
+    assert!(x.is_ok() != y.is_ok(), "{x:?} {y:?}");
+    assert_eq!(a.upload_size(&id).await.unwrap(), 1000);
+    a.upload_cancel(&id).await.unwrap();
+
+    // A prefix keeps registries apart in one bucket.
+    let other = S3BlobStore::open(&settings(&server, "other")).unwrap();
+    assert_eq!(other.stat(&d).await.unwrap(), None);
+    assert!(other.list(None, 10).await.unwrap().is_empty());
+    assert!(server.bucket_dir().join("shared/blobs/sha256").exists());
+}

@@ -1,0 +1,110 @@
+//! Several stateless cores on one PostgreSQL and one S3 bucket (s3s-fs): an upload begun on
+//! one core is continued and finished on another, an image pushed through one is pulled
+//! through the other, and nothing of it lives on either core's disk.
+
+#![allow(clippy::unwrap_used)]
+
+use berth_tests::core::Core;
+use berth_tests::http::{digest, request};
+use berth_tests::image::write_layout;
+use berth_tests::postgres::Postgres;
+use berth_tests::s3::S3Server;
+use berth_tests::tools::{run, skopeo};
+
+fn core(pg: &Postgres, s3: &S3Server) -> Core {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage:\n  root: {}\n  metadata: {{ postgres: {{ url: \"{}\" }} }}\n  blobs: {}\n\
+         main: {{ listen: 127.0.0.1:0 }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        dir.path().join("data").display(),
+        pg.url,
+        s3.config("registry")
+    );
+    Core::start_in(dir, &config)
+}
+
+#[test]
+fn an_upload_moves_between_cores_sharing_postgres_and_a_bucket() {
+    let pg = Postgres::start();
+    let s3 = S3Server::start();
+    let a = core(&pg, &s3);
+    let b = core(&pg, &s3);
+    let (ra, rb) = (
+        a.connector("hosted").to_owned(),
+        b.connector("hosted").to_owned(),
+    );
+
+    // POST and the first chunk on core A; the second chunk and the PUT on core B.
+    let blob: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let (one, two) = blob.split_at(1_000_000);
+    let started = request(&ra, "POST", "/v2/app/blobs/uploads/", &[], b"").unwrap();
+    assert_eq!(started.status, 202);
+    let location = started.header("location").unwrap().to_owned();
+    let path = location
+        .split_once("://")
+        .map_or(location.as_str(), |(_, rest)| {
+            &rest[rest.find('/').unwrap()..]
+        })
+        .to_owned();
+    let range = format!("0-{}", one.len() - 1);
+    let first = request(&ra, "PATCH", &path, &[("content-range", &range)], one).unwrap();
+    assert_eq!(
+        first.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    let status = request(&rb, "GET", &path, &[], b"").unwrap();
+    assert_eq!(status.status, 204);
+    assert_eq!(
+        status.header("range"),
+        Some(range.as_str()),
+        "B sees A's bytes"
+    );
+    let range2 = format!("{}-{}", one.len(), blob.len() - 1);
+    let second = request(&rb, "PATCH", &path, &[("content-range", &range2)], two).unwrap();
+    assert_eq!(
+        second.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
+    let d = digest(&blob);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let done = request(&rb, "PUT", &format!("{path}{sep}digest={d}"), &[], b"").unwrap();
+    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+    let got = request(&ra, "GET", &format!("/v2/app/blobs/{d}"), &[], b"").unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(digest(&got.body), d, "A serves what B committed");
+
+    // A real client: push through A, read back through B.
+    let work = tempfile::tempdir().unwrap();
+    let img = write_layout(
+        &work.path().join("img"),
+        "v1",
+        &[("linux", "amd64")],
+        &[200_000, 6_000_000],
+        7,
+    );
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", work.path().join("img").display()))
+        .arg(format!("docker://{ra}/app:v1")));
+    let raw = run(skopeo()
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{rb}/app:v1")));
+    assert_eq!(digest(&raw.stdout), img.top);
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{rb}/app:v1"))
+        .arg(format!("oci:{}:pulled", work.path().join("out").display())));
+
+    // The bytes are in the bucket, not under either core's root.
+    assert!(s3.bucket_dir().join("registry/blobs/sha256").exists());
+    for c in [&a, &b] {
+        let blobs = c.dir.path().join("data/blobs/sha256");
+        let files = std::fs::read_dir(&blobs).map_or(0, |d| d.count());
+        assert_eq!(files, 0, "{} holds blob files", blobs.display());
+    }
+}
