@@ -6,6 +6,7 @@
 //! `BERTH_BIN_DIR` to test others.
 
 pub mod bench;
+pub mod blobs;
 pub mod busy_ca;
 pub mod core;
 pub mod edge;

@@ -62,6 +62,10 @@ impl S3Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The bucket's directory, to look at what really got stored.
     pub fn bucket_dir(&self) -> PathBuf {
         self.dir.path().join("berth")

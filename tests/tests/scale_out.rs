@@ -108,3 +108,28 @@ fn an_upload_moves_between_cores_sharing_postgres_and_a_bucket() {
         assert_eq!(files, 0, "{} holds blob files", blobs.display());
     }
 }
+
+/// A bucket that does not exist stops the start with the server's answer and the bucket's
+/// name, instead of a core that fails every push.
+#[test]
+fn a_wrong_bucket_stops_the_start() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = s3.config("x").replace("bucket: berth", "bucket: missing");
+    let config = format!(
+        "storage:\n  root: {}\n  blobs: {blobs}\nmain: {{ listen: 127.0.0.1:0 }}\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(dir.path().join("core.yaml"), config).unwrap();
+    let out = std::process::Command::new(berth_tests::bin("berth-core"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("core.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("s3 bucket missing at http://127.0.0.1:"),
+        "{err}"
+    );
+}

@@ -182,12 +182,17 @@ impl Stores {
                 })?)
             }
             BlobBackend::S3(s3) => {
-                Arc::new(
-                    blob::s3::S3BlobStore::open(s3).map_err(|e| OpenError::Blobs {
-                        path: format!("s3 bucket {}", s3.bucket),
-                        source: io::Error::other(e.to_string()),
-                    })?,
-                )
+                let failed = |e: StorageError| OpenError::Blobs {
+                    path: format!(
+                        "s3 bucket {} at {}",
+                        s3.bucket,
+                        s3.endpoint.as_deref().unwrap_or("AWS")
+                    ),
+                    source: io::Error::other(e.to_string()),
+                };
+                let store = blob::s3::S3BlobStore::open(s3).map_err(failed)?;
+                store.check().await.map_err(failed)?;
+                Arc::new(store)
             }
         };
         let meta = metadata::sql::SqlMetadata::open(&config.metadata).await?;

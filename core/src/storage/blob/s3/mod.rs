@@ -88,7 +88,7 @@ impl S3BlobStore {
         }
     }
 
-    fn key(&self, rest: &str) -> Path {
+    pub(super) fn key(&self, rest: &str) -> Path {
         Path::from(format!("{}{rest}", self.prefix))
     }
 

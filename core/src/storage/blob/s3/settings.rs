@@ -37,8 +37,7 @@ impl std::fmt::Debug for S3Settings {
 }
 
 impl S3BlobStore {
-    /// Connects to the bucket (no request yet: a wrong endpoint shows at the first use, which
-    /// the readiness probe makes at start).
+    /// Builds the client (no request yet: [`S3BlobStore::check`] makes the first).
     pub fn open(settings: &S3Settings) -> Result<S3BlobStore> {
         // reqwest's rustls is built without a provider: ring, like the rest of Berth.
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
@@ -50,6 +49,13 @@ impl S3BlobStore {
                 .with_endpoint(endpoint)
                 .with_allow_http(endpoint.starts_with("http://"));
         }
+        // Over TLS the payload needs no second SHA-256 for the signature (TLS protects it, and
+        // the registry verifies every blob's digest itself); over plain HTTP it stays signed.
+        let tls = settings
+            .endpoint
+            .as_deref()
+            .is_none_or(|e| e.starts_with("https://"));
+        b = b.with_unsigned_payload(tls);
         if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
@@ -58,5 +64,18 @@ impl S3BlobStore {
         }
         let store = b.build().map_err(io_err)?;
         Ok(S3BlobStore::new(Arc::new(store), &settings.prefix))
+    }
+}
+
+impl S3BlobStore {
+    /// One cheap request, so a wrong endpoint, bucket or key stops the start with the server's
+    /// answer instead of failing every push later.
+    pub async fn check(&self) -> Result<()> {
+        // A listing, not a HEAD: a HEAD's 404 cannot tell a missing key from a missing bucket.
+        self.store
+            .list_with_delimiter(Some(&self.key("blobs")))
+            .await
+            .map(|_| ())
+            .map_err(io_err)
     }
 }
