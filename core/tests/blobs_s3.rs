@@ -77,15 +77,38 @@ async fn an_upload_continues_on_another_core_and_large_appends_go_multipart() {
     );
     assert!(a.uploads().await.unwrap().is_empty(), "nothing left behind");
 
-    // Two cores racing for one offset: exactly one wins.
+    // Two cores at one offset: while A's append is still receiving its body (its claim is
+    // made, its part not yet written, so the size still says 0), B's append at offset 0 is
+    // refused by the claim, not by the size. (Sequenced on purpose: s3s-fs checks
+    // If-None-Match before writing, not atomically as S3 does, so a true race there can let
+    // both through.)
     let id = new_upload_id();
     a.upload_create(&id).await.unwrap();
-    let (x, y) = tokio::join!(
-        a.upload_append(&id, Some(0), body(vec![1; 1000])),
-        b.upload_append(&id, Some(0), body(vec![2; 1000]))
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    let slow: ByteStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let a = Arc::new(a);
+    let writer = {
+        let (a, id) = (a.clone(), id.clone());
+        tokio::spawn(async move { a.upload_append(&id, Some(0), slow).await })
+    };
+    tx.send(Ok(Bytes::from(vec![1u8; 1000]))).await.unwrap();
+    let claim = server
+        .bucket_dir()
+        .join(format!("shared/uploads/{id}/{:020}.claim", 0));
+    while !claim.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.upload_size(&id).await.unwrap(), 0);
+    let refused = b.upload_append(&id, Some(0), body(vec![2; 1000])).await;
+    assert!(
+        matches!(refused, Err(StorageError::OffsetMismatch { .. })),
+        "{refused:?}"
     );
-    assert!(x.is_ok() != y.is_ok(), "{x:?} {y:?}");
-    assert_eq!(a.upload_size(&id).await.unwrap(), 1000);
+    drop(tx);
+    assert_eq!(writer.await.unwrap().unwrap(), 1000);
+    assert_eq!(b.upload_size(&id).await.unwrap(), 1000);
     a.upload_cancel(&id).await.unwrap();
 
     // A prefix keeps registries apart in one bucket.
