@@ -111,6 +111,22 @@ async fn an_upload_continues_on_another_core_and_large_appends_go_multipart() {
     assert_eq!(b.upload_size(&id).await.unwrap(), 1000);
     a.upload_cancel(&id).await.unwrap();
 
+    // One part written by A, committed by B (which has no running hash: it reads it back), and
+    // a wrong digest through the same path stores nothing.
+    let one: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    let od = Digest::sha256_of(&one);
+    for (claimed, ok) in [(Digest::sha256_of(b"not it"), false), (od.clone(), true)] {
+        let id = new_upload_id();
+        a.upload_create(&id).await.unwrap();
+        a.upload_append(&id, Some(0), body(one.clone()))
+            .await
+            .unwrap();
+        let r = b.upload_commit(&id, &claimed).await;
+        assert_eq!(r.is_ok(), ok, "{r:?}");
+        assert_eq!(b.stat(&claimed).await.unwrap().is_some(), ok);
+    }
+    assert_eq!(a.bytes(&od).await.unwrap(), one);
+
     // A prefix keeps registries apart in one bucket.
     let other = S3BlobStore::open(&settings(&server, "other")).unwrap();
     assert_eq!(other.stat(&d).await.unwrap(), None);

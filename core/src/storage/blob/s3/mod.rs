@@ -15,11 +15,14 @@
 //! header — Garage does — loses that guard; the per-process lock still serialises one core.)
 //!
 //! # Commit
-//! The parts are streamed in order through SHA-256 into a multipart upload of the blob's key,
-//! which is completed only when the digest matches: a blob is visible only after it was
-//! verified and the object store acknowledged every byte, and a mismatch aborts the upload so
-//! nothing appears. Reading the data back is the price of verifying without hash state shared
-//! between cores; a blob already stored is only hashed, not written again.
+//! A session of one part (what `docker push` sends: one PATCH, or a monolithic PUT) is verified
+//! and then copied to the blob's key inside the object store (CopyObject, up to 5 GiB): no
+//! byte passes through the registry again. Its digest comes from the running SHA-256 this
+//! process kept while the part streamed in, or, when another core wrote it, from reading it
+//! back. Several parts are streamed in order through SHA-256 into a multipart upload of the
+//! blob's key, completed only when the digest matches. Either way a blob is visible only once
+//! verified and acknowledged by the object store, and a mismatch leaves nothing behind; a blob
+//! already stored is only hashed, not written again.
 
 use std::collections::HashMap;
 use std::io;
@@ -48,6 +51,16 @@ pub use settings::S3Settings;
 const PART: usize = 8 * 1024 * 1024;
 /// Parts of one multipart upload in flight at once.
 const PARALLEL_PARTS: usize = 4;
+/// The largest object CopyObject copies in one request.
+const MAX_COPY: u64 = 5 << 30;
+
+/// The SHA-256 of a session's first `end` bytes, as this process wrote them.
+struct RunningHash {
+    end: u64,
+    hasher: Sha256,
+}
+
+type SessionLock = Arc<tokio::sync::Mutex<Option<RunningHash>>>;
 
 pub(super) fn io_err(e: object_store::Error) -> StorageError {
     match e {
@@ -70,7 +83,8 @@ pub struct S3BlobStore {
     prefix: String,
     /// One lock per session this process is working on: appends, commit and cancel of one
     /// session do not interleave here (across cores the claims do that job).
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// It also holds the session's running hash, when this process wrote all of it.
+    sessions: Mutex<HashMap<String, SessionLock>>,
 }
 
 impl S3BlobStore {
@@ -104,7 +118,7 @@ impl S3BlobStore {
         Ok(self.key(&format!("uploads/{id}")))
     }
 
-    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock(&self, id: &str) -> SessionLock {
         let mut m = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(id.to_owned()).or_default().clone()
     }
@@ -160,12 +174,18 @@ impl S3BlobStore {
         &self,
         path: &Path,
         mut body: ByteStream,
+        mut hasher: Option<&mut Sha256>,
     ) -> Result<(u64, Option<io::Error>)> {
         let mut first = BytesMut::new();
         let mut broken = None;
         while first.len() < PART {
             match body.next().await {
-                Some(Ok(c)) => first.extend_from_slice(&c),
+                Some(Ok(c)) => {
+                    if let Some(h) = hasher.as_deref_mut() {
+                        h.update(&c);
+                    }
+                    first.extend_from_slice(&c);
+                }
                 Some(Err(e)) => {
                     broken = Some(e);
                     break;
@@ -190,6 +210,9 @@ impl S3BlobStore {
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(c) => {
+                    if let Some(h) = hasher.as_deref_mut() {
+                        h.update(&c);
+                    }
                     n += c.len() as u64;
                     w.wait_for_capacity(PARALLEL_PARTS).await.map_err(io_err)?;
                     w.put(c);
@@ -247,8 +270,50 @@ impl S3BlobStore {
         Ok(())
     }
 
+    /// Streams the parts through SHA-256 into a multipart upload of `key`, completed only if
+    /// the digest is `expected` (aborted otherwise): the digest and size read.
+    async fn upload_verified(
+        &self,
+        parts: &[Part],
+        key: &Path,
+        expected: &Digest,
+    ) -> Result<(Digest, u64)> {
+        if parts.iter().all(|p| p.size == 0) {
+            // A multipart upload needs a part: the empty blob is one PUT.
+            let (actual, size) = self.hash_parts(parts, None).await?;
+            if actual == *expected {
+                self.store
+                    .put(key, PutPayload::default())
+                    .await
+                    .map_err(io_err)?;
+            }
+            return Ok((actual, size));
+        }
+        let upload = self.store.put_multipart(key).await.map_err(io_err)?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+        match self.hash_parts(parts, Some(&mut w)).await {
+            Ok((actual, size)) if actual == *expected => {
+                w.finish().await.map_err(io_err)?;
+                Ok((actual, size))
+            }
+            Ok(other) => {
+                let _ = w.abort().await;
+                Ok(other)
+            }
+            Err(e) => {
+                let _ = w.abort().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Commit under the session's lock.
-    async fn commit_locked(&self, id: &str, expected: &Digest) -> Result<u64> {
+    async fn commit_locked(
+        &self,
+        id: &str,
+        expected: &Digest,
+        running: Option<RunningHash>,
+    ) -> Result<u64> {
         let parts = self.parts(id).await?;
         let key = self.blob_key(expected);
         let stored = match self.store.head(&key).await {
@@ -256,34 +321,20 @@ impl S3BlobStore {
             Err(object_store::Error::NotFound { .. }) => None,
             Err(e) => return Err(io_err(e)),
         };
-        let (actual, size) = if stored.is_some() {
-            self.hash_parts(&parts, None).await?
-        } else {
-            let upload = self.store.put_multipart(&key).await.map_err(io_err)?;
-            let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-            let hashed = self.hash_parts(&parts, Some(&mut w)).await;
-            match hashed {
-                Ok((actual, size)) if actual == *expected && size > 0 => {
-                    w.finish().await.map_err(io_err)?;
-                    (actual, size)
+        let (actual, size) = match (parts.as_slice(), stored) {
+            // One part (the usual push): verify, then copy inside the object store.
+            ([part], None) if part.size <= MAX_COPY => {
+                let actual = match running.filter(|r| r.end == part.size) {
+                    Some(r) => Digest::from_sha256(r.hasher.finalize().into()),
+                    None => self.hash_parts(&parts, None).await?.0,
+                };
+                if actual == *expected {
+                    self.store.copy(&part.path, &key).await.map_err(io_err)?;
                 }
-                Ok((actual, 0)) if actual == *expected => {
-                    let _ = w.abort().await;
-                    self.store
-                        .put(&key, PutPayload::default())
-                        .await
-                        .map_err(io_err)?;
-                    (actual, 0)
-                }
-                Ok(other) => {
-                    let _ = w.abort().await;
-                    other
-                }
-                Err(e) => {
-                    let _ = w.abort().await;
-                    return Err(e);
-                }
+                (actual, part.size)
             }
+            (_, Some(_)) => self.hash_parts(&parts, None).await?,
+            (_, None) => self.upload_verified(&parts, &key, expected).await?,
         };
         self.remove_session(id).await?;
         if actual != *expected {
@@ -391,7 +442,7 @@ impl BlobStore for S3BlobStore {
 
     async fn upload_append(&self, id: &str, offset: Option<u64>, body: ByteStream) -> Result<u64> {
         let lock = self.lock(id);
-        let _held = lock.lock().await;
+        let mut state = lock.lock().await;
         let current = self.upload_size(id).await?;
         if let Some(requested) = offset.filter(|o| *o != current) {
             return Err(StorageError::OffsetMismatch { current, requested });
@@ -418,7 +469,20 @@ impl BlobStore for S3BlobStore {
             }
             Err(e) => return Err(io_err(e)),
         }
-        let outcome = self.write_part(&dir.join(name), body).await;
+        let mut hasher = match state.take() {
+            Some(h) if h.end == current => Some(h.hasher),
+            _ if current == 0 => Some(Sha256::new()),
+            _ => None,
+        };
+        let outcome = self
+            .write_part(&dir.join(name), body, hasher.as_mut())
+            .await;
+        if let (Ok((n, _)), Some(hasher)) = (&outcome, hasher) {
+            *state = Some(RunningHash {
+                end: current + n,
+                hasher,
+            });
+        }
         if !matches!(outcome, Ok((n, _)) if n > 0) {
             // Nothing was written at this offset: free it for the next append.
             let _ = self.store.delete(&claim_path).await;
@@ -458,8 +522,9 @@ impl BlobStore for S3BlobStore {
             return Err(StorageError::UnsupportedDigest(expected.clone()));
         }
         let lock = self.lock(id);
-        let held = lock.lock().await;
-        let result = self.commit_locked(id, expected).await;
+        let mut held = lock.lock().await;
+        let running = held.take();
+        let result = self.commit_locked(id, expected, running).await;
         drop(held);
         self.forget(id);
         result
