@@ -1,13 +1,16 @@
 //! Several stateless cores on one PostgreSQL and one S3 bucket (s3s-fs): an upload begun on
 //! one core is continued and finished on another, an image pushed through one is pulled
-//! through the other, and nothing of it lives on either core's disk.
+//! through the other, nothing of it lives on either core's disk, and behind one edge that
+//! spreads requests over both, skopeo pushes and pulls as if there were one core.
 
 #![allow(clippy::unwrap_used)]
 
 use berth_tests::core::Core;
+use berth_tests::edge::{issue, make_ca, Edge};
 use berth_tests::http::{digest, request};
 use berth_tests::image::write_layout;
 use berth_tests::postgres::Postgres;
+use berth_tests::prometheus::{sample, scrape};
 use berth_tests::s3::S3Server;
 use berth_tests::tools::{run, skopeo};
 
@@ -132,4 +135,76 @@ fn a_wrong_bucket_stops_the_start() {
         err.contains("s3 bucket missing at http://127.0.0.1:"),
         "{err}"
     );
+}
+
+/// One edge, two cores on the same stores: the edge's round robin sends the requests of one
+/// push to both, and the image comes back whole.
+#[test]
+fn behind_one_edge_a_push_spread_over_two_cores_pulls_back_whole() {
+    let pg = Postgres::start();
+    let s3 = S3Server::start();
+    let (a, b) = (core(&pg, &s3), core(&pg, &s3));
+    let pki = tempfile::tempdir().unwrap();
+    make_ca(&pki.path().join("ca"));
+    let (cert, key) = issue(
+        &pki.path().join("ca"),
+        &pki.path().join("leaf"),
+        "edge",
+        &["localhost"],
+        &["127.0.0.1"],
+    );
+    let trust = pki.path().join("trust");
+    std::fs::create_dir_all(&trust).unwrap();
+    std::fs::copy(pki.path().join("ca/ca.crt"), trust.join("ca.crt")).unwrap();
+    let upstreams = format!("{}, {}", a.connector("hosted"), b.connector("hosted"));
+    let edge = Edge::start(2, |p| {
+        format!(
+            "state_dir: ./state\nhealth_check_interval: 200ms\nmetrics: {{ listen: 127.0.0.1:{} }}\n\
+             listeners:\n  - name: front\n    listen: 127.0.0.1:{}\n    \
+             tls: {{ cert: {}, key: {} }}\n    upstreams: [{upstreams}]\n",
+            p[1],
+            p[0],
+            cert.display(),
+            key.display()
+        )
+    });
+    let registry = format!("localhost:{}", edge.ports[0]);
+    let work = tempfile::tempdir().unwrap();
+    let img = write_layout(
+        &work.path().join("img"),
+        "v1",
+        &[("linux", "amd64"), ("linux", "arm64")],
+        &[300_000, 9_000_000],
+        11,
+    );
+    run(skopeo()
+        .args(["copy", "--all", "--dest-cert-dir"])
+        .arg(&trust)
+        .arg(format!("oci:{}:v1", work.path().join("img").display()))
+        .arg(format!("docker://{registry}/app:v1")));
+    run(skopeo()
+        .args(["copy", "--all", "--src-cert-dir"])
+        .arg(&trust)
+        .arg(format!("docker://{registry}/app:v1"))
+        .arg(format!("oci:{}:back", work.path().join("back").display())));
+    let raw = run(skopeo()
+        .args(["inspect", "--raw", "--cert-dir"])
+        .arg(&trust)
+        .arg(format!("docker://{registry}/app:v1")));
+    assert_eq!(digest(&raw.stdout), img.top);
+    // Both cores served part of it.
+    let text = scrape(&format!("127.0.0.1:{}", edge.ports[1]));
+    for c in [&a, &b] {
+        let served = text
+            .lines()
+            .filter(|l| l.starts_with("berth_edge_http_requests_total{"))
+            .filter(|l| l.contains(&format!("upstream=\"{}\"", c.connector("hosted"))))
+            .map(|l| sample(l, "berth_edge_http_requests_total"))
+            .sum::<f64>();
+        assert!(
+            served >= 5.0,
+            "{} served {served}:\n{text}",
+            c.connector("hosted")
+        );
+    }
 }
