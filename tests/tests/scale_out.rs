@@ -15,10 +15,15 @@ use berth_tests::s3::S3Server;
 use berth_tests::tools::{run, skopeo};
 
 fn core(pg: &Postgres, s3: &S3Server) -> Core {
+    core_with(pg, s3, "")
+}
+
+/// A core on the shared stores, with `extra` top-level YAML.
+fn core_with(pg: &Postgres, s3: &S3Server, extra: &str) -> Core {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "storage:\n  root: {}\n  metadata: {{ postgres: {{ url: \"{}\" }} }}\n  blobs: {}\n\
-         main: {{ listen: 127.0.0.1:0 }}\n\
+         main: {{ listen: 127.0.0.1:0 }}\n{extra}\
          repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
         dir.path().join("data").display(),
         pg.url,
@@ -207,4 +212,63 @@ fn behind_one_edge_a_push_spread_over_two_cores_pulls_back_whole() {
             c.connector("hosted")
         );
     }
+}
+
+/// Garbage collection on the shared stores: a deleted image's blobs leave the bucket, what
+/// another image still uses stays.
+#[test]
+fn garbage_collection_empties_the_bucket_of_what_nothing_uses() {
+    use berth_tests::registry::{oci_manifest, push_blob, put_manifest};
+    let pg = Postgres::start();
+    let s3 = S3Server::start();
+    let a = core_with(
+        &pg,
+        &s3,
+        "gc: { interval: 0s, grace: 1s, undo_window: 0s }\n",
+    );
+    let repo = a.connector("hosted").to_owned();
+    let (config, shared, only) = (b"{}".to_vec(), vec![3u8; 50_000], vec![4u8; 70_000]);
+    for blob in [&config, &shared, &only] {
+        assert_eq!(push_blob(&repo, "app", blob).unwrap().status, 201);
+    }
+    let keep = oci_manifest(&config, &[&shared]);
+    let gone = oci_manifest(&config, &[&shared, &only]);
+    assert_eq!(
+        put_manifest(&repo, "app", "keep", &keep).unwrap().status,
+        201
+    );
+    assert_eq!(
+        put_manifest(&repo, "app", "gone", &gone).unwrap().status,
+        201
+    );
+    let path = format!("/v2/app/manifests/{}", digest(&gone));
+    assert_eq!(
+        request(&repo, "DELETE", &path, &[], b"").unwrap().status,
+        202
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let gc = request(&a.main, "POST", "/api/v1/gc", &[], b"").unwrap();
+    assert_eq!(gc.status, 200, "{}", String::from_utf8_lossy(&gc.body));
+    let object = |d: &str| {
+        let hex = d.trim_start_matches("sha256:");
+        s3.bucket_dir()
+            .join(format!("registry/blobs/sha256/{}/{hex}", &hex[..2]))
+    };
+    assert!(
+        !object(&digest(&only)).exists(),
+        "{}",
+        String::from_utf8_lossy(&gc.body)
+    );
+    assert!(!object(&digest(&gone)).exists());
+    assert!(object(&digest(&shared)).exists());
+    assert!(object(&digest(&keep)).exists());
+    let r = request(
+        &repo,
+        "GET",
+        "/v2/app/manifests/keep",
+        &[("accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
 }
