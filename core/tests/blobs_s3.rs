@@ -24,6 +24,7 @@ fn settings(server: &S3Server, prefix: &str) -> S3Settings {
         access_key_id: Some(ACCESS_KEY.into()),
         secret_access_key: Some(SECRET_KEY.into()),
         conditional_put: true,
+        ca_file: None,
     }
 }
 
@@ -132,4 +133,45 @@ async fn an_upload_continues_on_another_core_and_large_appends_go_multipart() {
     assert_eq!(other.stat(&d).await.unwrap(), None);
     assert!(other.list(None, 10).await.unwrap().is_empty());
     assert!(server.bucket_dir().join("shared/blobs/sha256").exists());
+}
+
+/// An endpoint behind a private CA: HTTPS (berth-proxy terminating TLS in front of s3s-fs,
+/// with a certificate from berth-certs) is refused without `ca_file` and works with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_behind_a_private_ca_needs_its_ca_file() {
+    let server = tokio::task::spawn_blocking(S3Server::start).await.unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let ca = pki.path().join("ca");
+    let upstream = server.endpoint.trim_start_matches("http://").to_owned();
+    let edge = tokio::task::spawn_blocking({
+        let (ca, leaf) = (ca.clone(), pki.path().join("leaf"));
+        move || {
+            berth_tests::edge::make_ca(&ca);
+            let (cert, key) = berth_tests::edge::issue(&ca, &leaf, "s3", &["localhost"], &[]);
+            berth_tests::edge::Edge::start(1, |p| {
+                format!(
+                    "state_dir: ./state\nlisteners:\n  - listen: 127.0.0.1:{}\n    \
+                     tls: {{ cert: {}, key: {} }}\n    upstreams: [{upstream}]\n",
+                    p[0],
+                    cert.display(),
+                    key.display()
+                )
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let mut tls = settings(&server, "tls");
+    tls.endpoint = Some(format!("https://localhost:{}", edge.ports[0]));
+    let untrusted = S3BlobStore::open(&tls).unwrap();
+    assert!(
+        untrusted.check().await.is_err(),
+        "a private CA is not trusted by default"
+    );
+    tls.ca_file = Some(ca.join("ca.crt"));
+    let trusted = Arc::new(S3BlobStore::open(&tls).unwrap());
+    trusted.check().await.unwrap();
+    let d = trusted.put(Bytes::from_static(b"over tls")).await.unwrap();
+    assert_eq!(trusted.bytes(&d).await.unwrap(), &b"over tls"[..]);
+    drop(edge);
 }

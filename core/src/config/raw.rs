@@ -211,6 +211,8 @@ pub struct RawS3 {
     pub secret_access_key_env: Option<String>,
     /// `false` for servers that ignore `If-None-Match` (Garage): say so rather than trust it.
     pub conditional_put: Option<bool>,
+    /// PEM file with the CA(s) of an endpoint behind a private CA, trusted beside the system's.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

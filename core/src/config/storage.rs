@@ -105,7 +105,17 @@ fn s3_settings(raw: RawS3, source: &Source) -> Result<S3Settings, ConfigError> {
              (or neither, for credentials from the environment)",
         ));
     }
+    let ca_file = raw.ca_file.map(|f| source.resolve(&f));
+    if let Some(path) = &ca_file {
+        std::fs::metadata(path).map_err(|e| {
+            source.err(
+                format!("{section}.ca_file"),
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+    }
     Ok(S3Settings {
+        ca_file,
         bucket: raw.bucket,
         endpoint: raw.endpoint,
         region: raw.region.unwrap_or_else(|| "us-east-1".into()),
@@ -178,6 +188,7 @@ mod s3_tests {
                 "storage.blobs.s3.secret_access_key_env",
             ),
             ("{ s3: { bucket: b, buckets: c } }", "storage.blobs.s3"),
+            ("{ s3: { bucket: b, ca_file: nope.pem } }", "storage.blobs.s3.ca_file"),
         ];
         for (yaml, key) in cases {
             let e = parse(yaml).unwrap_err();

@@ -1,6 +1,7 @@
 //! `storage.blobs.s3` as the store needs it, and the connection it makes: object_store's S3
 //! client on ring (like the rest of Berth), path-style against a configured endpoint.
 
+use std::io;
 use std::sync::Arc;
 
 use super::{io_err, S3BlobStore};
@@ -17,6 +18,8 @@ pub struct S3Settings {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub conditional_put: bool,
+    /// Extra trust for an endpoint behind a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -32,6 +35,7 @@ impl std::fmt::Debug for S3Settings {
                 &self.secret_access_key.as_ref().map(|_| "***"),
             )
             .field("conditional_put", &self.conditional_put)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -61,6 +65,15 @@ impl S3BlobStore {
         }
         if !settings.conditional_put {
             b = b.with_conditional_put(object_store::aws::S3ConditionalPut::Disabled);
+        }
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| io::Error::other(format!("ca_file {}: {e}", path.display())))?;
+            let mut options = object_store::ClientOptions::default();
+            for cert in object_store::Certificate::from_pem_bundle(&pem).map_err(io_err)? {
+                options = options.with_root_certificate(cert);
+            }
+            b = b.with_client_options(options);
         }
         let store = b.build().map_err(io_err)?;
         Ok(S3BlobStore::new(Arc::new(store), &settings.prefix))
