@@ -42,6 +42,10 @@ async fn s3_fulfils_the_contract() {
     let server = tokio::task::spawn_blocking(S3Server::start).await.unwrap();
     let store = S3BlobStore::open(&settings(&server, "suite")).unwrap();
     suite::run(Arc::new(store)).await;
+    // As for a server that ignores If-None-Match (Garage): no claims, same contract.
+    let mut plain = settings(&server, "suite-unconditional");
+    plain.conditional_put = false;
+    suite::run(Arc::new(S3BlobStore::open(&plain).unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,6 +81,8 @@ pub struct S3BlobStore {
     store: Arc<dyn ObjectStore>,
     /// `""` or `"some/prefix/"`.
     prefix: String,
+    /// Whether appends claim their offset with a conditional create (see the module docs).
+    claims: bool,
     /// One lock per session this process is working on: appends, commit and cancel of one
     /// session do not interleave here (across cores the claims do that job).
     /// It also holds the session's running hash, when this process wrote all of it.
@@ -88,11 +90,13 @@ pub struct S3BlobStore {
 }
 
 impl S3BlobStore {
-    /// Over any object store (`prefix` is a key prefix, empty for the bucket's root).
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> S3BlobStore {
+    /// Over any object store (`prefix` is a key prefix, empty for the bucket's root);
+    /// `claims`: the store creates objects conditionally (`If-None-Match: *`).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, claims: bool) -> S3BlobStore {
         let prefix = prefix.trim_matches('/');
         S3BlobStore {
             store,
+            claims,
             prefix: if prefix.is_empty() {
                 String::new()
             } else {
@@ -268,6 +272,33 @@ impl S3BlobStore {
             }
         }
         Ok(())
+    }
+
+    /// Takes offset `at` of a session for this append (`<name>.claim`, created only if absent);
+    /// another writer holding it is an `OffsetMismatch`. `None` when the server cannot create
+    /// conditionally (`conditional_put: false`): then only this process's lock guards it.
+    async fn claim(&self, id: &str, dir: &Path, name: &str, at: u64) -> Result<Option<Path>> {
+        if !self.claims {
+            return Ok(None);
+        }
+        let path = dir.clone().join(format!("{name}.claim"));
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::default(), create)
+            .await
+        {
+            Ok(_) => Ok(Some(path)),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Err(StorageError::OffsetMismatch {
+                current: self.upload_size(id).await?,
+                requested: at,
+            }),
+            Err(e) => Err(io_err(e)),
+        }
     }
 
     /// Streams the parts through SHA-256 into a multipart upload of `key`, completed only if
@@ -449,26 +480,7 @@ impl BlobStore for S3BlobStore {
         }
         let dir = self.session_dir(id)?;
         let name = format!("{current:020}");
-        let claim = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        let claim_path = dir.clone().join(format!("{name}.claim"));
-        let claimed = self
-            .store
-            .put_opts(&claim_path, PutPayload::default(), claim)
-            .await;
-        match claimed {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => {
-                return Err(StorageError::OffsetMismatch {
-                    current: self.upload_size(id).await?,
-                    requested: current,
-                })
-            }
-            Err(e) => return Err(io_err(e)),
-        }
+        let claim = self.claim(id, &dir, &name, current).await?;
         let mut hasher = match state.take() {
             Some(h) if h.end == current => Some(h.hasher),
             _ if current == 0 => Some(Sha256::new()),
@@ -483,9 +495,9 @@ impl BlobStore for S3BlobStore {
                 hasher,
             });
         }
-        if !matches!(outcome, Ok((n, _)) if n > 0) {
+        if let Some(claim) = claim.filter(|_| !matches!(outcome, Ok((n, _)) if n > 0)) {
             // Nothing was written at this offset: free it for the next append.
-            let _ = self.store.delete(&claim_path).await;
+            let _ = self.store.delete(&claim).await;
         }
         let (written, broken) = outcome?;
         match broken {

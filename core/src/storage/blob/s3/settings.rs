@@ -76,7 +76,11 @@ impl S3BlobStore {
             b = b.with_client_options(options);
         }
         let store = b.build().map_err(io_err)?;
-        Ok(S3BlobStore::new(Arc::new(store), &settings.prefix))
+        Ok(S3BlobStore::new(
+            Arc::new(store),
+            &settings.prefix,
+            settings.conditional_put,
+        ))
     }
 }
 
