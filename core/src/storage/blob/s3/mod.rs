@@ -49,8 +49,9 @@ pub use settings::S3Settings;
 /// Below this an append is one PUT; above, a multipart upload in parts of this size (S3's
 /// minimum part is 5 MiB).
 const PART: usize = 8 * 1024 * 1024;
-/// Parts of one multipart upload in flight at once.
-const PARALLEL_PARTS: usize = 4;
+/// Parts of one multipart upload in flight at once: an append holds at most
+/// `(PARALLEL_PARTS + 1) * PART` bytes (24 MiB), whatever the blob's size.
+const PARALLEL_PARTS: usize = 2;
 /// The largest object CopyObject copies in one request.
 const MAX_COPY: u64 = 5 << 30;
 
