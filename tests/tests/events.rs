@@ -176,12 +176,12 @@ fn events_reach_a_receiver_that_goes_down_and_comes_back() {
     assert!(!push["id"].as_str().unwrap().is_empty());
     assert!(push["timestamp"].as_str().unwrap().contains('T'));
     let layer_digest = digest(&layer);
-    assert!(
-        find(&events, "push", |t| t["digest"] == layer_digest.as_str()
-            && t["mediaType"] == "application/octet-stream")
-        .is_some(),
-        "{events:#?}"
-    );
+    let (blob_push, _) = find(&events, "push", |t| {
+        t["digest"] == layer_digest.as_str() && t["mediaType"] == "application/octet-stream"
+    })
+    .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(blob_push["target"]["size"], layer.len(), "{blob_push}");
+    assert_eq!(blob_push["target"]["length"], layer.len());
 
     // The receiver goes away; requests go on as before and the events wait.
     drop(receiver);

@@ -18,7 +18,7 @@ mod blobs;
 mod cidr;
 pub mod error;
 mod manifests;
-mod notify;
+pub(crate) mod notify;
 mod observe;
 pub mod range;
 mod referrers;

@@ -63,6 +63,11 @@ impl Registry {
     }
 }
 
+/// A stored blob's size, handed from the upload handler to its push event through the
+/// response's extensions (the `201` itself carries no size).
+#[derive(Clone, Copy, Debug)]
+pub struct BlobSize(pub u64);
+
 /// The action and target of a successful request; `None` for requests that are not events
 /// (HEAD, partial blob reads, upload chunks, failures).
 fn describe(
@@ -142,8 +147,11 @@ fn describe(
             let query = super::query(req);
             let from = super::query_get(&query, "from").unwrap_or("");
             let mount = m == Method::POST && super::query_get(&query, "mount").is_some();
+            let size = resp.extensions().get::<BlobSize>().map(|s| s.0);
             let target = TargetInfo {
                 media_type: BLOB_MEDIA_TYPE.to_owned(),
+                size,
+                length: size,
                 url: t.url(&format!("blobs/{digest}")),
                 digest,
                 from_repository: if mount {

@@ -40,10 +40,14 @@ fn session_response(t: &Target, id: &str, size: u64, status: StatusCode) -> Resp
     r
 }
 
-fn created(t: &Target, digest: &crate::oci::Digest) -> Response<Body> {
+/// `201` for a stored blob; `size`, when known, travels to its push event (not to the client).
+fn created(t: &Target, digest: &crate::oci::Digest, size: Option<u64>) -> Response<Body> {
     let mut r = response::status(StatusCode::CREATED);
     response::set(&mut r, "location", &t.url(&format!("blobs/{digest}")));
     response::set(&mut r, "docker-content-digest", &digest.to_string());
+    if let Some(n) = size {
+        r.extensions_mut().insert(super::notify::BlobSize(n));
+    }
     r
 }
 
@@ -100,11 +104,13 @@ pub async fn start(t: &Target, req: &Parts, body: Body, client: &str) -> ApiResu
             repo.upload_finish(&t.image, &id, &digest).await
         }
         .await;
-        if let Err(e) = result {
-            let _ = repo.upload_cancel(&t.image, &id).await;
-            return Err(e.into());
-        }
-        return Ok(created(t, &digest));
+        return match result {
+            Ok(size) => Ok(created(t, &digest, Some(size))),
+            Err(e) => {
+                let _ = repo.upload_cancel(&t.image, &id).await;
+                Err(e.into())
+            }
+        };
     }
     let id = repo.upload_start(&t.image, client).await?;
     Ok(session_response(t, &id, 0, StatusCode::ACCEPTED))
@@ -136,7 +142,7 @@ async fn try_mount(
         return Ok(None);
     };
     if t.repo().blob_mount(&t.image, &digest, &from).await? {
-        Ok(Some(created(t, &digest)))
+        Ok(Some(created(t, &digest, None)))
     } else {
         Ok(None)
     }
@@ -170,8 +176,8 @@ pub async fn session(t: &Target, id: &str, req: &Parts, body: Body) -> ApiResult
                 // Still answer an unknown session as such before trying to finish it.
                 repo.upload_size(&t.image, id).await?;
             }
-            repo.upload_finish(&t.image, id, &digest).await?;
-            Ok(created(t, &digest))
+            let size = repo.upload_finish(&t.image, id, &digest).await?;
+            Ok(created(t, &digest, Some(size)))
         }
         Method::DELETE => {
             repo.upload_cancel(&t.image, id).await?;
