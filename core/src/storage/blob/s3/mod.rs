@@ -11,8 +11,9 @@
 //! at; a session's size is the sum of its parts, read from a listing, so any core can continue
 //! an upload another core began. Before writing a part, the writer creates its `.claim` with
 //! `If-None-Match: *`: of two appends at one offset (two cores, or a retried request) exactly
-//! one wins and the other gets `OffsetMismatch`, as the spec asks. (A server that ignores the
-//! header — Garage does — loses that guard; the per-process lock still serialises one core.)
+//! one wins and the other gets `OffsetMismatch`, as the spec asks. A server that ignores the
+//! header (Garage) is configured with `conditional_put: false`: no claims are taken, and only
+//! the per-process lock serialises appends, within one core.
 //!
 //! # Commit
 //! A session of one part (what `docker push` sends: one PATCH, or a monolithic PUT) is verified
