@@ -1,7 +1,8 @@
 //! Prometheus metrics of the core, exposed on their own listener (`metrics: { listen }`), off
 //! the connector ports: requests by repository, route, method and status with latency
-//! histograms and bytes in and out; uploads in progress and blocked remotes (read when
-//! scraped); garbage collection runs and bytes freed; failed logins; direct-HTTPS connector
+//! histograms and bytes in and out; uploads in progress, blocked remotes and the blob store's
+//! totals (read when scraped); proxy cache hits and misses and remote latency; garbage
+//! collection runs and bytes freed; failed logins; direct-HTTPS connector
 //! certificates' expiry (read when scraped) and reloads, named like the edge's so one alert
 //! rule shape covers both processes.
 //!
@@ -130,6 +131,96 @@ impl CertMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub repository: String,
+    /// `manifest` or `blob`.
+    pub kind: String,
+    /// `hit` (answered from the cache, a remembered "not found" included), `revalidated` (a
+    /// cached tag the remote confirmed), `stale` (a cached tag served while the remote
+    /// failed) or `miss` (fetched from the remote).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepoLabels {
+    pub repository: String,
+}
+
+/// Pull-through caches: where answers came from, and how long the remote takes.
+struct ProxyMetrics {
+    cache: Family<CacheLabels, Counter>,
+    remote_latency: Family<RepoLabels, Histogram>,
+}
+
+impl ProxyMetrics {
+    fn register(registry: &mut Registry) -> ProxyMetrics {
+        let m = ProxyMetrics {
+            cache: Family::default(),
+            remote_latency: Family::new_with_constructor(|| {
+                // 1 ms .. ~32 s: a remote across the internet, token round trips included.
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+        };
+        registry.register(
+            "proxy_cache_requests",
+            "Proxy repository manifest and blob reads by where the answer came from",
+            m.cache.clone(),
+        );
+        registry.register(
+            "proxy_remote_request_duration_seconds",
+            "Time from a request to the remote to its response headers",
+            m.remote_latency.clone(),
+        );
+        m
+    }
+}
+
+/// One proxy repository's series, looked up once when it is built: counting a cached pull
+/// is then one atomic add.
+#[derive(Clone, Debug)]
+pub struct ProxyCounters {
+    pub manifest_hit: Counter,
+    pub manifest_revalidated: Counter,
+    pub manifest_stale: Counter,
+    pub manifest_miss: Counter,
+    pub blob_hit: Counter,
+    pub blob_miss: Counter,
+    pub remote_latency: Histogram,
+}
+
+/// What the blob store holds, read from the metadata store when scraped (at most every
+/// [`TOTALS_MAX_AGE`]: on a large PostgreSQL the count is a table scan).
+struct StoreMetrics {
+    blobs: Gauge,
+    bytes: Gauge,
+    read_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How long the store's totals are reused between scrapes.
+pub const TOTALS_MAX_AGE: Duration = Duration::from_secs(30);
+
+impl StoreMetrics {
+    fn register(registry: &mut Registry) -> StoreMetrics {
+        let m = StoreMetrics {
+            blobs: Gauge::default(),
+            bytes: Gauge::default(),
+            read_at: std::sync::Mutex::new(None),
+        };
+        registry.register(
+            "blob_store_blobs",
+            "Blobs and manifests in the blob store (each once, however many repositories hold it)",
+            m.blobs.clone(),
+        );
+        registry.register(
+            "blob_store_bytes",
+            "Bytes of the blobs and manifests in the blob store",
+            m.bytes.clone(),
+        );
+        m
+    }
+}
+
 /// Every metric of the core.
 pub struct Metrics {
     registry: Registry,
@@ -144,6 +235,8 @@ pub struct Metrics {
     pub failed_logins: Counter,
     notifications: NotificationMetrics,
     certs: CertMetrics,
+    proxy: ProxyMetrics,
+    store: StoreMetrics,
 }
 
 impl Metrics {
@@ -200,7 +293,11 @@ impl Metrics {
         );
         let notifications = NotificationMetrics::register(&mut registry);
         let certs = CertMetrics::register(&mut registry);
+        let proxy = ProxyMetrics::register(&mut registry);
+        let store = StoreMetrics::register(&mut registry);
         Metrics {
+            proxy,
+            store,
             notifications,
             certs,
             registry,
@@ -242,6 +339,53 @@ impl Metrics {
         if sizes.1 > 0 {
             self.bytes_out.get_or_create(&route).inc_by(sizes.1);
         }
+    }
+
+    /// The series of proxy repository `repository`.
+    pub fn proxy_counters(&self, repository: &str) -> ProxyCounters {
+        let counter = |kind: &str, result: &str| {
+            let labels = CacheLabels {
+                repository: repository.to_owned(),
+                kind: kind.to_owned(),
+                result: result.to_owned(),
+            };
+            self.proxy.cache.get_or_create(&labels).clone()
+        };
+        let latency = RepoLabels {
+            repository: repository.to_owned(),
+        };
+        ProxyCounters {
+            manifest_hit: counter("manifest", "hit"),
+            manifest_revalidated: counter("manifest", "revalidated"),
+            manifest_stale: counter("manifest", "stale"),
+            manifest_miss: counter("manifest", "miss"),
+            blob_hit: counter("blob", "hit"),
+            blob_miss: counter("blob", "miss"),
+            remote_latency: self.proxy.remote_latency.get_or_create(&latency).clone(),
+        }
+    }
+
+    /// Whether the store's totals are older than [`TOTALS_MAX_AGE`]; if so, the caller is
+    /// the one to read them now (others keep the last figures meanwhile).
+    pub fn store_totals_due(&self) -> bool {
+        let Ok(mut at) = self.store.read_at.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        if at.is_some_and(|t| now.duration_since(t) < TOTALS_MAX_AGE) {
+            return false;
+        }
+        *at = Some(now);
+        true
+    }
+
+    pub fn set_store_totals(&self, (blobs, bytes): (u64, u64)) {
+        self.store
+            .blobs
+            .set(i64::try_from(blobs).unwrap_or(i64::MAX));
+        self.store
+            .bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts `n` events with a delivery result for an endpoint.

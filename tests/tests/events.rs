@@ -262,3 +262,58 @@ fn a_bad_endpoint_is_a_config_error_naming_the_key() {
     assert!(!out.status.success());
     assert!(err.contains("notifications.endpoints[0].url"), "{err}");
 }
+
+/// What the registry removes or brings back itself is an event too: a cleanup policy's
+/// removals are deletes (as a client's `DELETE` would be), an admin's restore a push, named by
+/// the main port's `<repository>/<image>` and a `berth-…` user agent.
+#[test]
+fn cleanup_removals_and_restores_are_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let script: PathBuf = dir.path().join("receiver.py");
+    std::fs::write(&script, RECEIVER).unwrap();
+    let out = dir.path().join("events.jsonl");
+    let port = free_port();
+    let _receiver = Receiver::start(&script, port, &out);
+    let config = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+         repositories:\n  - name: hosted\n    kind: hosted\n    connector: {{ http: 127.0.0.1:0 }}\n    \
+         cleanup: [{{ name: two-builds, tags: '^b-', keep_last: 1 }}]\n\
+         notifications:\n  endpoints:\n    - {{ name: hooks, url: 'http://127.0.0.1:{port}/events' }}\n",
+        dir.path().join("data").display()
+    );
+    let core = Core::start_in(tempfile::tempdir().unwrap(), &config);
+    let repo = core.connector("hosted").to_owned();
+    let old = digest(&push_image(&repo, "app", "b-1", &[1u8; 1024]));
+    std::thread::sleep(Duration::from_millis(1100)); // pushes a second apart: ages differ
+    push_image(&repo, "app", "b-2", &[2u8; 1024]);
+
+    let post = |path: &str, body: &[u8]| {
+        let r = request(&core.main, "POST", path, &[], body).unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    };
+    post("/api/v1/repositories/hosted/cleanup", b"");
+    let events = wait_for(&out, "/events", "cleanup deletes", |ev| {
+        find(ev, "delete", |t| t["tag"] == "b-1").is_some()
+            && find(ev, "delete", |t| t["digest"] == old.as_str()).is_some()
+    });
+    let (tag_gone, _) = find(&events, "delete", |t| t["tag"] == "b-1").unwrap();
+    assert_eq!(tag_gone["target"]["repository"], "hosted/app");
+    assert_eq!(tag_gone["actor"]["name"], "cleanup");
+    assert_eq!(tag_gone["request"]["useragent"], "berth-cleanup");
+    assert!(find(&events, "delete", |t| t["tag"] == "b-2").is_none());
+
+    post(
+        "/api/v1/repositories/hosted/restore",
+        br#"{"image":"app","tag":"b-1"}"#,
+    );
+    let events = wait_for(&out, "/events", "restore push", |ev| {
+        find(ev, "push", |t| {
+            t["tag"] == "b-1" && t["repository"] == "hosted/app"
+        })
+        .is_some()
+    });
+    let (back, _) = find(&events, "push", |t| t["repository"] == "hosted/app").unwrap();
+    assert_eq!(back["target"]["digest"], old.as_str());
+    assert_eq!(back["request"]["useragent"], "berth-restore");
+    assert_eq!(get(&repo, "app", "manifests", "b-1").unwrap().status, 200);
+}

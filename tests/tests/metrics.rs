@@ -70,6 +70,13 @@ fn prometheus_scrapes_the_core_and_the_probes_answer() {
         "{body}"
     );
     assert!(body.contains("berth_uploads_in_progress 0"), "{body}");
+    // The store's totals: the config, the layer and the manifest.
+    assert!(body.contains("berth_blob_store_blobs 3\n"), "{body}");
+    let bytes = config.len() + layer.len() + m.len();
+    assert!(
+        body.contains(&format!("berth_blob_store_bytes {bytes}\n")),
+        "{body}"
+    );
     // Probes, on the metrics listener and on the main port; the connectors have none.
     for addr in [&metrics, &core.main] {
         assert_eq!(

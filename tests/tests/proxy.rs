@@ -10,6 +10,7 @@ use berth_tests::bench::Distribution;
 use berth_tests::core::Core;
 use berth_tests::http::{self, request};
 use berth_tests::image::{write_layout, Pattern};
+use berth_tests::prometheus::{sample, scrape};
 use berth_tests::relay::Relay;
 use berth_tests::tools::{run, skopeo, Dockerd};
 
@@ -18,7 +19,7 @@ fn local_core(remote_url: &str, extra_proxy: &str) -> Core {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = format!(
-        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nrepositories:\n\
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nmetrics: {{ listen: 127.0.0.1:0 }}\nrepositories:\n\
          \x20 - {{ name: group, kind: group, members: [hosted, hub], writable_member: hosted, v1_enabled: true, connector: {{ http: 127.0.0.1:0 }} }}\n\
          \x20 - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n\
          \x20 - name: hub\n    kind: proxy\n    connector: {{ http: 127.0.0.1:0 }}\n    remote: {{ url: {remote_url} }}\n\
@@ -110,6 +111,24 @@ fn pull_through_with_skopeo_and_docker_then_the_remote_goes_away() {
     assert!(String::from_utf8_lossy(&out.stdout)
         .trim()
         .ends_with(&single.top));
+    // Every blob came from the remote once; the remote's latency was measured.
+    let cold = scrape(local.metrics.as_deref().unwrap());
+    let cache = |text: &str, kind: &str, result: &str| {
+        let series = format!(
+            "berth_proxy_cache_requests_total{{repository=\"hub\",kind=\"{kind}\",result=\"{result}\"}}"
+        );
+        sample(text, &series)
+    };
+    let layers = (multi.layers.len() + single.layers.len()) as f64;
+    assert!(cache(&cold, "blob", "miss") >= layers, "{cold}");
+    assert!(cache(&cold, "manifest", "miss") >= 2.0, "{cold}");
+    assert!(
+        sample(
+            &cold,
+            "berth_proxy_remote_request_duration_seconds_count{repository=\"hub\"}"
+        ) >= layers,
+        "{cold}"
+    );
 
     // The remote goes away; tags are stale (metadata_max_age 1s), yet everything still pulls.
     remote.kill9();
@@ -121,6 +140,11 @@ fn pull_through_with_skopeo_and_docker_then_the_remote_goes_away() {
         .arg(format!("oci:{}:v1", again.display())));
     run(dockerd.docker().args(["rmi", &image]));
     run(dockerd.docker().args(["pull", &image]));
+    // Served from the cache: stale tags while the remote is down, blobs as hits.
+    let warm = scrape(local.metrics.as_deref().unwrap());
+    assert!(cache(&warm, "manifest", "stale") >= 2.0, "{warm}");
+    assert!(cache(&warm, "blob", "hit") >= layers, "{warm}");
+    assert_eq!(cache(&warm, "blob", "miss"), cache(&cold, "blob", "miss"));
     // A miss names the remote.
     let miss = request(&hub, "GET", "/v2/lib/never-pulled/manifests/v1", &[], b"").unwrap();
     assert_eq!(miss.status, 502);

@@ -138,6 +138,12 @@ async fn scrape(reg: &Registry) -> Response<Body> {
         .count();
     m.remotes_blocked
         .set(i64::try_from(blocked).unwrap_or(i64::MAX));
+    if m.store_totals_due() {
+        match reg.lifecycle.stores().meta.blob_totals().await {
+            Ok(t) => m.set_store_totals(t),
+            Err(e) => tracing::warn!(error = %e, "cannot read the blob store's totals"),
+        }
+    }
     m.set_certificates(
         &reg.control.certificates().await,
         crate::storage::metadata::now(),

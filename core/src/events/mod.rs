@@ -104,6 +104,23 @@ impl Notifier {
         }
     }
 
+    /// Queues an event the registry caused itself (a cleanup policy, an admin's restore), not
+    /// a V2 request: `repository` is the main port's name (`<repository>/<image>`), which
+    /// names one image whatever connector its pushes came through; `request` carries only a
+    /// `useragent` naming the cause (`berth-cleanup`), as Distribution consumers expect the
+    /// object present.
+    pub fn emit_internal(&self, action: Action, target: TargetInfo, cause: &str, actor: &str) {
+        if !self.enabled() {
+            return;
+        }
+        let request = RequestInfo {
+            id: format!("{:x}", rand::random::<u64>()),
+            useragent: format!("berth-{cause}"),
+            ..RequestInfo::default()
+        };
+        self.emit(Event::new(action, target, request, actor));
+    }
+
     /// Events waiting per endpoint (for tests and the admin view).
     pub fn pending(&self) -> Vec<(String, usize)> {
         self.endpoints

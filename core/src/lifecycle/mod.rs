@@ -20,6 +20,7 @@ use tokio::sync::watch;
 pub use gc::{GcError, GcReport, GcSettings};
 pub use policy::{CleanupReport, RepoLifecycle};
 
+use crate::events::{Action, Notifier, TargetInfo};
 use crate::oci::RepoName;
 use crate::storage::metadata::MetadataError;
 use crate::storage::Stores;
@@ -45,11 +46,19 @@ pub struct Lifecycle {
     running: tokio::sync::Mutex<()>,
     reports: Mutex<VecDeque<GcReport>>,
     cleanups: Mutex<BTreeMap<RepoName, CleanupReport>>,
+    /// Removals by policy are delete events, as a client's `DELETE` would be.
+    events: Arc<Notifier>,
 }
 
 impl Lifecycle {
-    pub fn new(stores: Stores, gc: GcSettings, repos: BTreeMap<RepoName, RepoLifecycle>) -> Self {
+    pub fn new(
+        stores: Stores,
+        gc: GcSettings,
+        repos: BTreeMap<RepoName, RepoLifecycle>,
+        events: Arc<Notifier>,
+    ) -> Self {
         Lifecycle {
+            events,
             stores,
             gc,
             repos: std::sync::RwLock::new(Arc::new(repos)),
@@ -94,11 +103,36 @@ impl Lifecycle {
             report.bytes += evicted.bytes;
         }
         if !dry_run {
+            self.announce(&report);
             if let Ok(mut c) = self.cleanups.lock() {
                 c.insert(name.clone(), report.clone());
             }
         }
         Ok(report)
+    }
+
+    /// A delete event per removed tag and manifest of a real run.
+    fn announce(&self, report: &CleanupReport) {
+        for (r, tag) in report
+            .tags
+            .iter()
+            .map(|r| (r, r.tag.clone().unwrap_or_default()))
+            .chain(report.manifests.iter().map(|r| (r, String::new())))
+        {
+            let target = TargetInfo {
+                repository: format!("{}/{}", report.repository, r.image),
+                // Distribution names a deleted tag without its digest, a manifest by digest.
+                digest: if tag.is_empty() {
+                    r.digest.clone()
+                } else {
+                    String::new()
+                },
+                tag,
+                ..TargetInfo::default()
+            };
+            self.events
+                .emit_internal(Action::Delete, target, "cleanup", "cleanup");
+        }
     }
 
     /// The last real cleanup run of a repository.

@@ -27,6 +27,7 @@ pub fn registry(
         &config.limits,
         &RepoMap::new(),
     )?;
+    let events = Arc::new(notifier(config)?);
     Ok(Registry {
         repos: std::sync::RwLock::new(Arc::new(repos)),
         context_path: config.main.context_path.clone(),
@@ -37,9 +38,10 @@ pub fn registry(
             stores.clone(),
             config.gc.clone(),
             lifecycles(&config.repositories),
+            events.clone(),
         )),
         control: Arc::new(control),
-        events: Arc::new(notifier(config)?),
+        events,
     })
 }
 

@@ -6,6 +6,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::super::{err, query, query_get, response, ApiError, ApiResult, Registry};
+use crate::events::{Action, TargetInfo};
 use crate::lifecycle::RunError;
 use crate::oci::{Digest, ErrorCode, ImageName, RepoName, Tag};
 use crate::storage::metadata::lifecycle::Restore;
@@ -233,6 +234,7 @@ pub(super) async fn restore(
         } => {
             tracing::info!(target: "berth_core::audit", who = actor, action = "restore",
                 namespace = %ns.path(), %digest, tags = ?tags, manifests, "audit");
+            announce_restore(reg, &ns, (&digest, &tags, manifests), actor);
             Ok(response::json(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -257,5 +259,29 @@ pub(super) async fn restore(
                 ns.path()
             ),
         )),
+    }
+}
+
+/// A restore is a push to consumers of events: of each tag that points at the manifest again,
+/// or, brought back without tags, of the manifest by digest.
+fn announce_restore(
+    reg: &Registry,
+    ns: &Namespace,
+    (digest, tags, manifests): (&Digest, &[String], u64),
+    actor: &str,
+) {
+    let target = |tag: &str| TargetInfo {
+        repository: ns.path(),
+        digest: digest.to_string(),
+        tag: tag.to_owned(),
+        ..TargetInfo::default()
+    };
+    for t in tags {
+        reg.events
+            .emit_internal(Action::Push, target(t), "restore", actor);
+    }
+    if tags.is_empty() && manifests > 0 {
+        reg.events
+            .emit_internal(Action::Push, target(""), "restore", actor);
     }
 }

@@ -60,6 +60,8 @@ pub(super) struct Inner {
     pub(super) inflight: Mutex<HashMap<Digest, Arc<Fetch>>>,
     /// Fetches talking to the remote at once (each holds up to 24 MiB of buffers).
     pub(super) fetch_slots: tokio::sync::Semaphore,
+    /// Cache hits and misses, remote latency.
+    pub(super) counters: crate::metrics::ProxyCounters,
 }
 
 /// A pull-through cache of one remote registry.
@@ -76,7 +78,8 @@ pub(super) fn remote_failure(e: RemoteError) -> RepoError {
 
 impl ProxyRepository {
     pub fn new(name: RepoName, stores: Stores, settings: ProxySettings) -> std::io::Result<Self> {
-        let remote = Remote::new(&settings)?;
+        let counters = crate::metrics::global().proxy_counters(name.as_str());
+        let remote = Remote::new(&settings)?.observed(counters.remote_latency.clone());
         let local = Arc::new(HostedRepository::new(
             name.clone(),
             stores,
@@ -92,6 +95,7 @@ impl ProxyRepository {
                 tag_lists: BoundedMap::new(MAX_TAG_LISTS, settings.content_max_age),
                 inflight: Mutex::new(HashMap::new()),
                 fetch_slots: tokio::sync::Semaphore::new(settings.max_concurrent_fetches.max(1)),
+                counters,
                 settings,
             }),
         })
@@ -195,11 +199,14 @@ impl Repository for ProxyRepository {
     ) -> Result<ByteStream> {
         let i = &self.inner;
         if let Some(s) = local(i.local.blob_read(image, digest, start, len).await)? {
+            i.counters.blob_hit.inc();
             return Ok(s);
         }
         if i.negative_hit(&format!("b:{image}:{digest}")) {
+            i.counters.blob_hit.inc();
             return Err(self.blob_unknown(digest));
         }
+        i.counters.blob_miss.inc();
         let f = i.fetch(image, digest);
         let st = f.started().await;
         match st.done {

@@ -169,29 +169,35 @@ impl Inner {
             .get_younger(&key, self.settings.metadata_max_age)
             .is_some();
         if let (Some(m), true) = (&cached, fresh) {
+            self.counters.manifest_hit.inc();
             return Ok(m.clone());
         }
         let neg = format!("m:{image}:{tag}");
         if cached.is_none() && self.negative_hit(&neg) {
+            self.counters.manifest_hit.inc();
             return Err(unknown());
         }
         if let Some(m) = &cached {
             match self.remote_tag_digest(image, tag).await {
                 Ok(Some(d)) if d == m.digest => {
                     self.tag_checked.insert(key, ());
+                    self.counters.manifest_revalidated.inc();
                     return Ok(m.clone());
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => {
+                    self.counters.manifest_miss.inc();
                     self.remember_missing(neg);
                     return Err(unknown());
                 }
                 Err(e) => {
                     tracing::warn!(repository = %self.name, %image, %tag, error = %e, "remote unavailable; serving the cached tag");
+                    self.counters.manifest_stale.inc();
                     return Ok(m.clone());
                 }
             }
         }
+        self.counters.manifest_miss.inc();
         match self.fetch_manifest(image, &reference).await {
             Ok(Some(m)) => Ok(m),
             Ok(None) => {
@@ -216,6 +222,7 @@ impl Inner {
     ) -> Result<Manifest> {
         let reference = Reference::Digest(digest.clone());
         if let Some(m) = self.cached(image, &reference).await? {
+            self.counters.manifest_hit.inc();
             return Ok(m);
         }
         let unknown = || {
@@ -229,8 +236,10 @@ impl Inner {
         };
         let neg = format!("m:{image}:{digest}");
         if self.negative_hit(&neg) {
+            self.counters.manifest_hit.inc();
             return Err(unknown());
         }
+        self.counters.manifest_miss.inc();
         match self.fetch_manifest(image, &reference).await? {
             Some(m) => Ok(m),
             None => {

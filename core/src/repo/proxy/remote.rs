@@ -75,6 +75,8 @@ pub struct Remote {
     health: Mutex<Health>,
     block_after: u32,
     block_for: Duration,
+    /// Time to response headers (an unregistered histogram until [`Remote::observed`]).
+    latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -141,6 +143,7 @@ impl Remote {
             health: Mutex::new(Health::default()),
             block_after: settings.auto_block_after,
             block_for: settings.auto_block_for,
+            latency: prometheus_client::metrics::histogram::Histogram::new([]),
         })
     }
 
@@ -209,6 +212,12 @@ impl Remote {
         }
     }
 
+    /// Records the time to response headers in `latency` (the repository's series).
+    pub fn observed(mut self, latency: prometheus_client::metrics::histogram::Histogram) -> Self {
+        self.latency = latency;
+        self
+    }
+
     async fn send(
         &self,
         method: &Method,
@@ -228,8 +237,13 @@ impl Remote {
         }
         let req = b.body(Empty::new()).map_err(|e| e.to_string())?;
         let wait = self.timeouts.response;
+        let started = Instant::now();
         match tokio::time::timeout(wait, self.client.request(req)).await {
-            Ok(r) => r.map_err(|e| format!("{e:?}").chars().take(300).collect()),
+            Ok(Ok(r)) => {
+                self.latency.observe(started.elapsed().as_secs_f64());
+                Ok(r)
+            }
+            Ok(Err(e)) => Err(format!("{e:?}").chars().take(300).collect()),
             Err(_) => Err(format!(
                 "no response to {method} within {} s",
                 wait.as_secs_f32()

@@ -178,6 +178,9 @@ pub trait LifecycleStore: Send + Sync + 'static {
         actor: Actor<'_>,
     ) -> Result<Restore>;
     async fn usage(&self, repo: &RepoName) -> Result<Usage>;
+    /// `(blobs, bytes)` the blob store holds: every stored blob and manifest, counted once
+    /// however many repositories hold it (a blob of unknown size counts no bytes).
+    async fn blob_totals(&self) -> Result<(u64, u64)>;
 
     /// Tags of `ns` with their ages.
     async fn tag_infos(&self, ns: &Namespace) -> Result<Vec<TagInfo>>;

@@ -17,6 +17,7 @@ pub async fn run(store: Arc<dyn MetadataStore>, p: &str) {
     referrers_go_and_come_back_with_their_subject(store.as_ref(), p).await;
     pushes_recheck_references(store.as_ref(), p).await;
     usage_counts_shared_blobs_once(store.as_ref(), p).await;
+    totals_count_stored_blobs_once(store.as_ref(), p).await;
     collection_keeps_what_is_reachable(store.as_ref(), p).await;
     a_claim_holds_off_a_push_of_the_same_digest(store, p).await;
 }
@@ -227,6 +228,24 @@ async fn usage_counts_shared_blobs_once(s: &dyn MetadataStore, p: &str) {
     let u = s.usage(&x.repo).await.unwrap();
     assert_eq!((u.blobs, u.manifests, u.tags), (3, 2, 2), "{u:?}");
     assert_eq!(u.bytes, 2000 + m.size);
+}
+
+async fn totals_count_stored_blobs_once(s: &dyn MetadataStore, p: &str) {
+    let before = s.blob_totals().await.unwrap();
+    let (x, y) = (ns(p, "totals", "x"), ns(p, "totals", "y"));
+    let (one, two) = (
+        digest(&format!("{p}-totals-1")),
+        digest(&format!("{p}-totals-2")),
+    );
+    place(s, &x, &one, 500).await;
+    place(s, &y, &one, 500).await;
+    place(s, &y, &two, 700).await;
+    // Announced, never placed: not in the store yet.
+    s.blob_intent(&digest(&format!("{p}-totals-3")))
+        .await
+        .unwrap();
+    let after = s.blob_totals().await.unwrap();
+    assert_eq!((after.0 - before.0, after.1 - before.1), (2, 1200));
 }
 
 async fn collection_keeps_what_is_reachable(s: &dyn MetadataStore, p: &str) {

@@ -292,6 +292,16 @@ impl LifecycleStore for SqlMetadata {
         })
     }
 
+    async fn blob_totals(&self) -> Result<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE stored = 1",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(db)?;
+        Ok((count(&row, 0)?, count(&row, 1)?))
+    }
+
     async fn tag_infos(&self, ns: &Namespace) -> Result<Vec<TagInfo>> {
         policy::tag_infos(self, ns).await
     }
