@@ -39,6 +39,13 @@ pub struct GcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CleanupLabels {
+    pub repository: String,
+    /// `tag` or `manifest`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     pub endpoint: String,
 }
@@ -232,6 +239,8 @@ pub struct Metrics {
     pub remotes_blocked: Gauge,
     pub gc_runs: Family<GcLabels, Counter>,
     pub gc_bytes_freed: Counter,
+    pub cleanup_runs: Family<RepoLabels, Counter>,
+    pub cleanup_removed: Family<CleanupLabels, Counter>,
     pub failed_logins: Counter,
     notifications: NotificationMetrics,
     certs: CertMetrics,
@@ -285,6 +294,18 @@ impl Metrics {
             "Bytes garbage collection deleted",
             gc_bytes_freed.clone(),
         );
+        let cleanup_runs = Family::<RepoLabels, Counter>::default();
+        registry.register(
+            "cleanup_runs",
+            "Cleanup policy runs (not dry) per repository",
+            cleanup_runs.clone(),
+        );
+        let cleanup_removed = Family::<CleanupLabels, Counter>::default();
+        registry.register(
+            "cleanup_removed",
+            "Tags and manifests cleanup policies and cache eviction removed",
+            cleanup_removed.clone(),
+        );
         let failed_logins = Counter::default();
         registry.register(
             "failed_logins",
@@ -309,6 +330,8 @@ impl Metrics {
             remotes_blocked,
             gc_runs,
             gc_bytes_freed,
+            cleanup_runs,
+            cleanup_removed,
             failed_logins,
         }
     }

@@ -275,7 +275,7 @@ fn cleanup_removals_and_restores_are_events() {
     let port = free_port();
     let _receiver = Receiver::start(&script, port, &out);
     let config = format!(
-        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nmetrics: {{ listen: 127.0.0.1:0 }}\n\
          repositories:\n  - name: hosted\n    kind: hosted\n    connector: {{ http: 127.0.0.1:0 }}\n    \
          cleanup: [{{ name: two-builds, tags: '^b-', keep_last: 1 }}]\n\
          notifications:\n  endpoints:\n    - {{ name: hooks, url: 'http://127.0.0.1:{port}/events' }}\n",
@@ -301,6 +301,16 @@ fn cleanup_removals_and_restores_are_events() {
     assert_eq!(tag_gone["actor"]["name"], "cleanup");
     assert_eq!(tag_gone["request"]["useragent"], "berth-cleanup");
     assert!(find(&events, "delete", |t| t["tag"] == "b-2").is_none());
+    // And in the metrics: one run, one tag and its manifest removed.
+    assert_eq!(
+        metric(&core, "berth_cleanup_runs_total{repository=\"hosted\"}"),
+        1.0
+    );
+    for kind in ["tag", "manifest"] {
+        let series =
+            format!("berth_cleanup_removed_total{{repository=\"hosted\",kind=\"{kind}\"}}");
+        assert_eq!(metric(&core, &series), 1.0, "{series}");
+    }
 
     post(
         "/api/v1/repositories/hosted/restore",

@@ -103,6 +103,9 @@ impl Lifecycle {
             report.bytes += evicted.bytes;
         }
         if !dry_run {
+            if !life.cleanup.is_empty() || life.cache.is_some() {
+                count(&report);
+            }
             self.announce(&report);
             if let Ok(mut c) = self.cleanups.lock() {
                 c.insert(name.clone(), report.clone());
@@ -211,5 +214,27 @@ impl Lifecycle {
                 Err(e) => tracing::error!(error = %e, "scheduled garbage collection failed"),
             }
         }
+    }
+}
+
+/// A real cleanup run in the metrics.
+fn count(report: &CleanupReport) {
+    use crate::metrics::{CleanupLabels, RepoLabels};
+    let m = crate::metrics::global();
+    let repository = report.repository.clone();
+    m.cleanup_runs
+        .get_or_create(&RepoLabels {
+            repository: repository.clone(),
+        })
+        .inc();
+    for (kind, n) in [
+        ("tag", report.tags.len()),
+        ("manifest", report.manifests.len()),
+    ] {
+        let labels = CleanupLabels {
+            repository: repository.clone(),
+            kind: kind.to_owned(),
+        };
+        m.cleanup_removed.get_or_create(&labels).inc_by(n as u64);
     }
 }
