@@ -3,7 +3,10 @@
 //! with `BERTH_REFERENCE_CORE=/path/to/berth-core` (e.g. built from the commit before), for a
 //! reference build; then, with access control on, the CPU per request of Basic with an API token
 //! against Basic with a (remembered) password, and the CPU of a *first* login by each: argon2
-//! for a password, one SHA-256 for a token. Wall-clock figures swing on this 2-core machine;
+//! for a password, one SHA-256 for a token; then the cost of events: the same GETs (each a
+//! pull event) on a core without and one with a webhook endpoint (Python's `http.server`, so
+//! delivery is real), alternating, with what the endpoint received. Wall-clock figures swing
+//! on this 2-core machine;
 //! CPU per request holds steadier. Build first: `cargo build --release --workspace`, then
 //! `cargo bench -p berth-tests --bench live`.
 
@@ -16,7 +19,9 @@ use berth_tests::bench::{print_table, wrk, wrk_with};
 use berth_tests::core::{secured_config, Core};
 use berth_tests::http::{self, request};
 use berth_tests::proc::cpu_seconds;
+use berth_tests::prometheus::{sample, scrape};
 use berth_tests::registry::{oci_manifest, OCI_MANIFEST};
+use berth_tests::webhook::Receiver;
 
 /// First logins measured per kind.
 const FIRST_LOGINS: usize = 20;
@@ -87,7 +92,80 @@ fn first_logins(core: &Core, creds: &[String]) -> f64 {
     (cpu_seconds(pid) - before) / creds.len() as f64 * 1e3
 }
 
+/// Manifest GETs on a core without events and one POSTing every pull to a webhook, two
+/// alternating rounds each; prints requests/s, the core's CPU per request and deliveries.
+fn events_overhead() {
+    let work = tempfile::tempdir().unwrap();
+    let port = berth_tests::edge::free_port();
+    let out = work.path().join("events.jsonl");
+    let receiver = Receiver::start(work.path(), port, &out);
+    let hooks = format!(
+        "notifications:\n  endpoints:\n    - {{ name: hooks, url: 'http://127.0.0.1:{port}/e', queue: 100000 }}\n"
+    );
+    let cores: Vec<Core> = ["", hooks.as_str()]
+        .iter()
+        .map(|extra| {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            let config = format!(
+                "{}metrics: {{ listen: 127.0.0.1:0 }}\n{extra}",
+                open_config(&data)
+            );
+            let core = Core::start_in(dir, &config);
+            push(core.connector("hosted"), None);
+            core
+        })
+        .collect();
+    let (mut rps, mut cpu) = ([0.0; 2], [0.0; 2]);
+    let receiver_before = cpu_seconds(receiver.pid());
+    for round in 0..2 {
+        for (i, core) in cores.iter().enumerate() {
+            eprintln!("events {} round {round}...", ["off", "on"][i]);
+            let (r, c) = gets(core, &[]);
+            rps[i] += r / 2.0;
+            cpu[i] += c / 2.0;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let text = scrape(cores[1].metrics.as_deref().unwrap());
+    let delivered = sample(
+        &text,
+        "berth_notification_events_total{endpoint=\"hooks\",result=\"delivered\"}",
+    );
+    let dropped = sample(
+        &text,
+        "berth_notification_events_total{endpoint=\"hooks\",result=\"dropped\"}",
+    );
+    print_table(
+        &["events off", "events on", "on / off"],
+        &[
+            (
+                "manifest GET: requests/s",
+                vec![rps[0], rps[1], rps[1] / rps[0]],
+            ),
+            (
+                "manifest GET: core CPU us/request",
+                vec![cpu[0], cpu[1], cpu[1] / cpu[0]],
+            ),
+        ],
+    );
+    let posts = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let receiver_cpu = cpu_seconds(receiver.pid()) - receiver_before;
+    println!(
+        "events delivered to the webhook: {delivered} in {posts} POSTs, dropped: {dropped}; \
+         the receiver's CPU: {:.1} us/event",
+        receiver_cpu / delivered.max(1.0) * 1e6
+    );
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "events") {
+        events_overhead();
+        return;
+    }
     let mut columns = vec!["this build"];
     let mut rows: Vec<(&str, Vec<f64>)> = Vec::new();
     let dir = tempfile::tempdir().unwrap();
@@ -164,4 +242,6 @@ fn main() {
             ("first login: CPU ms", vec![pw_first, tk_first]),
         ],
     );
+    drop(core);
+    events_overhead();
 }

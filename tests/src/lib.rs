@@ -22,6 +22,7 @@ pub mod s3;
 pub mod tls;
 pub mod tools;
 pub mod webdriver;
+pub mod webhook;
 
 use std::path::PathBuf;
 

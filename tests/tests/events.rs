@@ -6,8 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_tests::core::Core;
@@ -15,71 +15,7 @@ use berth_tests::edge::free_port;
 use berth_tests::http::{digest, request};
 use berth_tests::prometheus::{sample, scrape};
 use berth_tests::registry::{get, oci_manifest, push_blob, put_manifest};
-
-const RECEIVER: &str = r#"
-import http.server, json, sys
-port, out = int(sys.argv[1]), sys.argv[2]
-class Hook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        record = {"path": self.path, "content_type": self.headers.get("content-type"),
-                  "authorization": self.headers.get("authorization"), "body": json.loads(body)}
-        with open(out, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        self.send_response(200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", port), Hook).serve_forever()
-"#;
-
-/// The webhook receiver; killed on drop.
-struct Receiver {
-    child: Child,
-}
-
-impl Receiver {
-    fn start(script: &Path, port: u16, out: &Path) -> Receiver {
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "receiver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Receiver { child }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Every event received so far on `path`, with its request's headers.
-fn received(out: &Path, path: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    let mut events = Vec::new();
-    for line in text.lines() {
-        let record: serde_json::Value = serde_json::from_str(line).unwrap();
-        if record["path"] != path {
-            continue;
-        }
-        for e in record["body"]["events"].as_array().unwrap() {
-            events.push((e.clone(), record.clone()));
-        }
-    }
-    events
-}
+use berth_tests::webhook::{received, Receiver};
 
 /// Waits until `done` holds for the events on `path`.
 fn wait_for(
@@ -140,11 +76,9 @@ fn core_with_hooks(dir: tempfile::TempDir, port: u16, dead_port: u16) -> Core {
 #[test]
 fn events_reach_a_receiver_that_goes_down_and_comes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let script: PathBuf = dir.path().join("receiver.py");
-    std::fs::write(&script, RECEIVER).unwrap();
     let out = dir.path().join("events.jsonl");
     let port = free_port();
-    let receiver = Receiver::start(&script, port, &out);
+    let receiver = Receiver::start(dir.path(), port, &out);
     let core = core_with_hooks(tempfile::tempdir().unwrap(), port, free_port());
     let repo = core.connector("hosted").to_owned();
 
@@ -207,7 +141,7 @@ fn events_reach_a_receiver_that_goes_down_and_comes_back() {
     assert!(metric(&core, "berth_notification_pending{endpoint=\"hooks\"}") >= 1.0);
 
     // Back again: everything queued arrives.
-    let _receiver = Receiver::start(&script, port, &out);
+    let _receiver = Receiver::start(dir.path(), port, &out);
     let events = wait_for(&out, "/events", "events queued while down", |ev| {
         find(ev, "push", |t| t["tag"] == "v2").is_some()
             && find(ev, "delete", |t| t["digest"] == manifest_digest.as_str()).is_some()
@@ -269,11 +203,9 @@ fn a_bad_endpoint_is_a_config_error_naming_the_key() {
 #[test]
 fn cleanup_removals_and_restores_are_events() {
     let dir = tempfile::tempdir().unwrap();
-    let script: PathBuf = dir.path().join("receiver.py");
-    std::fs::write(&script, RECEIVER).unwrap();
     let out = dir.path().join("events.jsonl");
     let port = free_port();
-    let _receiver = Receiver::start(&script, port, &out);
+    let _receiver = Receiver::start(dir.path(), port, &out);
     let config = format!(
         "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nmetrics: {{ listen: 127.0.0.1:0 }}\n\
          repositories:\n  - name: hosted\n    kind: hosted\n    connector: {{ http: 127.0.0.1:0 }}\n    \
