@@ -76,9 +76,7 @@ impl Drop for Distribution {
     }
 }
 
-/// nginx terminating TLS in front of `upstream`, configured as Distribution's documented
-/// recipe has it (no body size limit, no request buffering, long read timeout, Host and
-/// X-Forwarded-Proto passed on), plus `proxy_buffering off` with a 128k buffer.
+/// nginx: the reference TLS proxy ([`Nginx::start`]) or a fast webhook sink ([`Nginx::sink`]).
 pub struct Nginx {
     pub child: Child,
     pub port: u16,
@@ -86,7 +84,43 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// nginx terminating TLS in front of `upstream`, configured as Distribution's documented
+    /// recipe has it (no body size limit, no request buffering, long read timeout, Host and
+    /// X-Forwarded-Proto passed on), plus `proxy_buffering off` with a 128k buffer.
     pub fn start(upstream: &str, cert: &Path, key: &Path) -> Nginx {
+        Nginx::launch(|port| {
+            format!(
+                "upstream registry {{ server {upstream}; keepalive 32; }}\n\
+                 server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
+                 ssl_protocols TLSv1.2 TLSv1.3;\n    client_max_body_size 0;\n    chunked_transfer_encoding on;\n\
+                 location /v2/ {{\n      proxy_pass http://registry;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+                 proxy_set_header Host $http_host;\n      proxy_set_header X-Real-IP $remote_addr;\n\
+                 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Proto $scheme;\n\
+                 proxy_read_timeout 900;\n      proxy_request_buffering off;\n      proxy_buffering off;\n      proxy_buffer_size 128k;\n      proxy_buffers 4 128k;\n      proxy_busy_buffers_size 256k;\n    }}\n  }}\n",
+                cert.display(),
+                key.display()
+            )
+        })
+    }
+
+    /// A webhook endpoint as fast as a receiver gets: plain HTTP answering 200 to every
+    /// request, one line per request in [`Nginx::access_log`].
+    pub fn sink() -> Nginx {
+        Nginx::launch(|port| {
+            format!(
+                "server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
+                 location / {{ return 200; }}\n  }}\n"
+            )
+        })
+    }
+
+    /// The access log so far: one line per request answered.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// Starts nginx with `server(port)` (its upstream and server blocks) inside `http`.
+    fn launch(server: impl Fn(u16) -> String) -> Nginx {
         let dir = tempfile::tempdir().expect("tempdir");
         for _ in 0..5 {
             let port = free_port();
@@ -95,16 +129,8 @@ impl Nginx {
                 "daemon off;\nmaster_process on;\nworker_processes 2;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
                  events {{ worker_connections 1024; }}\n\
                  http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-                 fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-                 upstream registry {{ server {upstream}; keepalive 32; }}\n\
-                 server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
-                 ssl_protocols TLSv1.2 TLSv1.3;\n    client_max_body_size 0;\n    chunked_transfer_encoding on;\n\
-                 location /v2/ {{\n      proxy_pass http://registry;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
-                 proxy_set_header Host $http_host;\n      proxy_set_header X-Real-IP $remote_addr;\n\
-                 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Proto $scheme;\n\
-                 proxy_read_timeout 900;\n      proxy_request_buffering off;\n      proxy_buffering off;\n      proxy_buffer_size 128k;\n      proxy_buffers 4 128k;\n      proxy_busy_buffers_size 256k;\n    }}\n  }}\n}}\n",
-                cert.display(),
-                key.display()
+                 fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{}}}\n",
+                server(port)
             );
             std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
             let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log");
