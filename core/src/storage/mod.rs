@@ -18,6 +18,7 @@
 pub mod adopt;
 pub mod blob;
 pub mod import;
+pub mod manifest_cache;
 pub mod metadata;
 pub mod pulls;
 
@@ -113,6 +114,8 @@ pub struct Stores {
     pub meta: Arc<dyn MetadataStore>,
     /// Pull times waiting to be written (see [`pulls`]).
     pub pulls: Arc<pulls::PullLog>,
+    /// Manifests read lately (see [`manifest_cache`]).
+    pub manifests: Arc<manifest_cache::ManifestCache>,
 }
 
 /// Where the stores are (the `storage` section of the config).
@@ -200,6 +203,7 @@ impl Stores {
             blobs,
             meta: Arc::new(meta),
             pulls: Arc::default(),
+            manifests: Arc::default(),
         };
         import::if_needed(&config.root, &stores)
             .await
@@ -223,6 +227,7 @@ impl Stores {
             blobs: Arc::new(blob::memory::MemoryBlobStore::new()),
             meta: Arc::new(meta),
             pulls: Arc::default(),
+            manifests: Arc::default(),
         })
     }
 }

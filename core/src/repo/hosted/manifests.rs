@@ -38,9 +38,16 @@ impl HostedRepository {
                 (d.clone(), media_type.ok_or_else(unknown)?)
             }
         };
-        let bytes = match self.stores.blobs.bytes(&digest).await {
-            Err(StorageError::NotFound) => return Err(unknown()),
-            other => other?,
+        let bytes = match self.stores.manifests.get(&digest) {
+            Some(bytes) => bytes,
+            None => match self.stores.blobs.bytes(&digest).await {
+                Err(StorageError::NotFound) => return Err(unknown()),
+                other => {
+                    let bytes = other?;
+                    self.stores.manifests.insert(&digest, &bytes);
+                    bytes
+                }
+            },
         };
         self.stores.pulls.record(&ns, &digest);
         Ok(Manifest {
