@@ -87,9 +87,29 @@ fn events_reach_a_receiver_that_goes_down_and_comes_back() {
     let manifest_digest = digest(&manifest);
     let pulled = get(&repo, "team/app", "manifests", "v1").unwrap();
     assert_eq!(pulled.status, 200);
-    let events = wait_for(&out, "/events", "push and pull", |ev| {
-        find(ev, "pull", |t| t["tag"] == "v1").is_some()
+    let layer_digest = digest(&layer);
+    let blob = get(&repo, "team/app", "blobs", &layer_digest).unwrap();
+    assert_eq!(blob.status, 200);
+    let mounted = request(
+        &repo,
+        "POST",
+        &format!("/v2/team/other/blobs/uploads/?mount={layer_digest}&from=team/app"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(mounted.status, 201);
+    let events = wait_for(&out, "/events", "push, pulls and a mount", |ev| {
+        find(ev, "pull", |t| t["tag"] == "v1").is_some() && find(ev, "mount", |_| true).is_some()
     });
+    let (blob_pull, _) = find(&events, "pull", |t| t["digest"] == layer_digest.as_str())
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(blob_pull["target"]["size"], layer.len(), "{blob_pull}");
+    assert_eq!(blob_pull["target"]["mediaType"], "application/octet-stream");
+    let (mount, _) = find(&events, "mount", |_| true).unwrap();
+    assert_eq!(mount["target"]["repository"], "team/other", "{mount}");
+    assert_eq!(mount["target"]["fromRepository"], "team/app");
+    assert_eq!(mount["target"]["digest"], layer_digest.as_str());
     let (push, record) = find(&events, "push", |t| t["tag"] == "v1").expect("manifest push");
     assert_eq!(
         record["content_type"],
@@ -109,7 +129,6 @@ fn events_reach_a_receiver_that_goes_down_and_comes_back() {
     assert!(!push["source"]["instanceID"].as_str().unwrap().is_empty());
     assert!(!push["id"].as_str().unwrap().is_empty());
     assert!(push["timestamp"].as_str().unwrap().contains('T'));
-    let layer_digest = digest(&layer);
     let (blob_push, _) = find(&events, "push", |t| {
         t["digest"] == layer_digest.as_str() && t["mediaType"] == "application/octet-stream"
     })

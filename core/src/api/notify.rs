@@ -76,93 +76,120 @@ fn describe(
     subject: Subject<'_>,
     resp: &http::Response<super::response::Body>,
 ) -> Option<(Action, TargetInfo)> {
-    let h = resp.headers();
-    let status = resp.status();
-    let digest = header_str(h, "docker-content-digest").to_owned();
     let base = TargetInfo {
         repository: t.client_name(),
         ..TargetInfo::default()
     };
-    let is_digest = |r: &str| r.contains(':');
-    Some(match (subject, &req.method) {
-        (Subject::Manifest(reference), &Method::GET) if status == StatusCode::OK => {
-            let tag = if is_digest(reference) { "" } else { reference };
-            let target = TargetInfo {
-                media_type: header_str(h, header::CONTENT_TYPE).to_owned(),
-                size: length(h),
-                length: length(h),
-                url: t.url(&format!("manifests/{digest}")),
-                digest,
-                tag: tag.to_owned(),
-                ..base
-            };
-            (Action::Pull, target)
+    match subject {
+        Subject::Manifest(reference) => manifest_event(req, t, reference, resp, base),
+        Subject::Blob(digest) => blob_event(req, t, digest, resp, base),
+        Subject::Upload => upload_event(req, t, resp, base),
+    }
+}
+
+/// A manifest pulled, pushed or deleted (by tag or by digest).
+fn manifest_event(
+    req: &Parts,
+    t: &Target,
+    reference: &str,
+    resp: &http::Response<super::response::Body>,
+    base: TargetInfo,
+) -> Option<(Action, TargetInfo)> {
+    let status = resp.status();
+    let by_digest = reference.contains(':');
+    let tag = if by_digest { "" } else { reference }.to_owned();
+    // A pull describes what was served, a push what was sent.
+    let described = |h: &http::HeaderMap| TargetInfo {
+        media_type: header_str(h, header::CONTENT_TYPE).to_owned(),
+        size: length(h),
+        length: length(h),
+        url: t.url(&format!(
+            "manifests/{}",
+            header_str(resp.headers(), "docker-content-digest")
+        )),
+        digest: header_str(resp.headers(), "docker-content-digest").to_owned(),
+        tag: tag.clone(),
+        ..base.clone()
+    };
+    match req.method {
+        Method::GET if status == StatusCode::OK => Some((Action::Pull, described(resp.headers()))),
+        Method::PUT if status == StatusCode::CREATED => {
+            Some((Action::Push, described(&req.headers)))
         }
-        (Subject::Manifest(reference), &Method::PUT) if status == StatusCode::CREATED => {
-            let tag = if is_digest(reference) { "" } else { reference };
-            let target = TargetInfo {
-                media_type: header_str(&req.headers, header::CONTENT_TYPE).to_owned(),
-                size: length(&req.headers),
-                length: length(&req.headers),
-                url: t.url(&format!("manifests/{digest}")),
-                digest,
-                tag: tag.to_owned(),
-                ..base
-            };
-            (Action::Push, target)
-        }
-        (Subject::Manifest(reference), &Method::DELETE) if status.is_success() => {
-            let target = if is_digest(reference) {
+        Method::DELETE if status.is_success() => {
+            let target = if by_digest {
                 TargetInfo {
                     digest: reference.to_owned(),
                     ..base
                 }
             } else {
-                TargetInfo {
-                    tag: reference.to_owned(),
-                    ..base
-                }
+                TargetInfo { tag, ..base }
             };
-            (Action::Delete, target)
+            Some((Action::Delete, target))
         }
-        (Subject::Blob(d), &Method::GET) if status == StatusCode::OK => {
+        _ => None,
+    }
+}
+
+/// A whole blob read, or a blob deleted.
+fn blob_event(
+    req: &Parts,
+    t: &Target,
+    digest: &str,
+    resp: &http::Response<super::response::Body>,
+    base: TargetInfo,
+) -> Option<(Action, TargetInfo)> {
+    let status = resp.status();
+    match req.method {
+        Method::GET if status == StatusCode::OK => {
             let target = TargetInfo {
                 media_type: BLOB_MEDIA_TYPE.to_owned(),
-                size: length(h),
-                length: length(h),
-                digest: d.to_owned(),
-                url: t.url(&format!("blobs/{d}")),
-                ..base
-            };
-            (Action::Pull, target)
-        }
-        (Subject::Blob(d), &Method::DELETE) if status.is_success() => {
-            let target = TargetInfo {
-                digest: d.to_owned(),
-                ..base
-            };
-            (Action::Delete, target)
-        }
-        (Subject::Upload, m) if status == StatusCode::CREATED => {
-            let query = super::query(req);
-            let from = super::query_get(&query, "from").unwrap_or("");
-            let mount = m == Method::POST && super::query_get(&query, "mount").is_some();
-            let size = resp.extensions().get::<BlobSize>().map(|s| s.0);
-            let target = TargetInfo {
-                media_type: BLOB_MEDIA_TYPE.to_owned(),
-                size,
-                length: size,
+                size: length(resp.headers()),
+                length: length(resp.headers()),
+                digest: digest.to_owned(),
                 url: t.url(&format!("blobs/{digest}")),
-                digest,
-                from_repository: if mount {
-                    from.to_owned()
-                } else {
-                    String::new()
-                },
                 ..base
             };
-            (if mount { Action::Mount } else { Action::Push }, target)
+            Some((Action::Pull, target))
         }
-        _ => return None,
-    })
+        Method::DELETE if status.is_success() => Some((
+            Action::Delete,
+            TargetInfo {
+                digest: digest.to_owned(),
+                ..base
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// A finished upload (a push) or a cross-repository mount.
+fn upload_event(
+    req: &Parts,
+    t: &Target,
+    resp: &http::Response<super::response::Body>,
+    base: TargetInfo,
+) -> Option<(Action, TargetInfo)> {
+    if resp.status() != StatusCode::CREATED {
+        return None;
+    }
+    let digest = header_str(resp.headers(), "docker-content-digest").to_owned();
+    let query = super::query(req);
+    let mount = req.method == Method::POST && super::query_get(&query, "mount").is_some();
+    let from = super::query_get(&query, "from").unwrap_or("");
+    let size = resp.extensions().get::<BlobSize>().map(|s| s.0);
+    let target = TargetInfo {
+        media_type: BLOB_MEDIA_TYPE.to_owned(),
+        size,
+        length: size,
+        url: t.url(&format!("blobs/{digest}")),
+        digest,
+        from_repository: if mount {
+            from.to_owned()
+        } else {
+            String::new()
+        },
+        ..base
+    };
+    Some((if mount { Action::Mount } else { Action::Push }, target))
 }
