@@ -22,6 +22,27 @@ impl Pebble {
     /// Validates on `tls_port` (TLS-ALPN-01) and `http_port` (HTTP-01); issues certificates
     /// valid for `validity`.
     pub fn start(tls_port: u16, http_port: u16, validity: Duration) -> Pebble {
+        Pebble::start_with(tls_port, http_port, validity, None)
+    }
+
+    /// As [`Pebble::start`], registering only accounts bound to the external account `kid`
+    /// with the HMAC key `key` (base64url, RFC 8555 §7.3.4).
+    pub fn start_requiring_eab(
+        tls_port: u16,
+        http_port: u16,
+        validity: Duration,
+        kid: &str,
+        key: &str,
+    ) -> Pebble {
+        Pebble::start_with(tls_port, http_port, validity, Some((kid, key)))
+    }
+
+    fn start_with(
+        tls_port: u16,
+        http_port: u16,
+        validity: Duration,
+        eab: Option<(&str, &str)>,
+    ) -> Pebble {
         let dir = tempfile::tempdir().expect("tempdir");
         make_ca(&dir.path().join("ca"));
         let (cert, key) = issue(
@@ -37,7 +58,8 @@ impl Pebble {
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": cert, "privateKey": key,
             "httpPort": http_port, "tlsPort": tls_port,
-            "ocspResponderURL": "", "externalAccountBindingRequired": false,
+            "ocspResponderURL": "", "externalAccountBindingRequired": eab.is_some(),
+            "externalAccountMACKeys": eab.map(|(kid, key)| serde_json::json!({ kid: key })),
             "certificateValidityPeriod": validity.as_secs(),
         }});
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).expect("config");

@@ -3,7 +3,8 @@
 //! trusting only pebble's root, with both SANs; a restart that reuses the stored account and
 //! certificate; renewal swapped in under a live request loop with no failed request; the CA
 //! down at renewal time (the old certificate keeps serving, failures are counted and logged)
-//! and issuance once it is back.
+//! and issuance once it is back; a CA requiring external account binding refuses an unbound
+//! account and registers a bound one.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,12 +34,27 @@ impl Setup {
     }
 
     fn with_challenge(validity: Duration, renew_before: &str, challenge: &str) -> Setup {
+        Setup::build(validity, renew_before, challenge, None)
+    }
+
+    /// `eab`: pebble registers only accounts bound to this key id and base64url MAC key.
+    fn build(
+        validity: Duration,
+        renew_before: &str,
+        challenge: &str,
+        eab: Option<(&str, &str)>,
+    ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let config = default_config(&dir.path().join("data"));
         let core = Core::start_in(dir, &config);
         let ports = vec![free_port(), free_port()];
         let http_port = free_port();
-        let pebble = Pebble::start(ports[0], http_port, validity);
+        let pebble = match eab {
+            Some((kid, key)) => {
+                Pebble::start_requiring_eab(ports[0], http_port, validity, kid, key)
+            }
+            None => Pebble::start(ports[0], http_port, validity),
+        };
         let state = tempfile::tempdir().unwrap();
         let config = format!(
             "state_dir: {}\nhealth_check_interval: 200ms\nmetrics: {{ listen: 127.0.0.1:{} }}\n\
@@ -373,4 +389,54 @@ fn a_busy_ca_is_asked_again_only_after_its_retry_after() {
     assert!((2.0..=3.0).contains(&failures), "{failures}");
     let log = edge.log();
     assert!(log.contains("ACME issuance failed"), "{log}");
+}
+
+#[test]
+fn a_ca_requiring_external_account_binding_registers_the_bound_account() {
+    // 32 random bytes, base64url, as a CA hands out an EAB MAC key.
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wE";
+    let mut s = Setup::build(
+        Duration::from_secs(3600),
+        "",
+        "tls-alpn-01",
+        Some(("kid-berth", key)),
+    );
+
+    // Without the binding the CA refuses the account: named in an ERROR, counted, and the
+    // temporary certificate keeps the listener up.
+    let edge = s.edge();
+    let failures = "berth_edge_acme_failures_total{listener=\"acme\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.metric(failures) < 1.0 {
+        assert!(Instant::now() < deadline, "no failure: {}", edge.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = edge.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("externalAccountRequired")),
+        "{log}"
+    );
+    assert_eq!(s.served()["source"], "temporary-self-signed");
+    drop(edge);
+
+    // With the key id and the MAC key from a file, the account is registered and bound.
+    let key_file = s.state.path().join("eab.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    s.config = s.config.replace(
+        "        challenge:",
+        &format!(
+            "        eab: {{ kid: kid-berth, hmac_key_file: {} }}\n        challenge:",
+            key_file.display()
+        ),
+    );
+    let edge = s.edge();
+    let issued = s.wait_issued(&edge, "", Duration::from_secs(60));
+    assert!(
+        issued["sans"].to_string().contains("DNS:registry.test"),
+        "{issued}"
+    );
+    assert_eq!(edge.log().matches("ACME account registered").count(), 1);
+    let root = s.pebble.root(&s.state.path().join("root.pem"));
+    verified(&root, "registry.test", s.ports[0]).unwrap();
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use sha2::{Digest, Sha256};
 
@@ -66,7 +66,12 @@ async fn account(task: &AcmeTask) -> Result<Account, OrderError> {
         terms_of_service_agreed: true,
         only_return_existing: false,
     };
-    let (account, credentials) = builder().create(&new, dir.clone(), None).await?;
+    let eab = task
+        .settings
+        .eab
+        .as_ref()
+        .map(|e| ExternalAccountKey::new(e.kid.clone(), &e.hmac_key));
+    let (account, credentials) = builder().create(&new, dir.clone(), eab.as_ref()).await?;
     let json = serde_json::to_string(&credentials).map_err(instant_acme::Error::from)?;
     task.store.save_account(dir, &json)?;
     tracing::info!(listener = %task.listener, directory = %dir, account = %account.id(),

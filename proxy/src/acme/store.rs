@@ -195,6 +195,7 @@ mod tests {
             ca_file: None,
             http_listen: ([127, 0, 0, 1], 80).into(),
             renew_before: None,
+            eab: None,
         }
     }
 

@@ -40,6 +40,23 @@ pub struct AcmeSettings {
     pub ca_file: Option<PathBuf>,
     pub http_listen: SocketAddr,
     pub renew_before: Option<Duration>,
+    pub eab: Option<Eab>,
+}
+
+/// An external account binding: the CA's key id and the decoded HMAC key.
+#[derive(Clone)]
+pub struct Eab {
+    pub kid: String,
+    pub hmac_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Eab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Eab")
+            .field("kid", &self.kid)
+            .field("hmac_key", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -284,6 +301,45 @@ fn acme(a: &raw::RawAcme, source: &Source) -> Result<AcmeSettings, (String, Stri
         ca_file: a.ca_file.as_deref().map(|p| source.resolve(p)),
         http_listen: a.http_listen.unwrap_or_else(|| ([0, 0, 0, 0], 80).into()),
         renew_before: a.renew_before.map(Into::into),
+        eab: a.eab.as_ref().map(|e| eab(e, source)).transpose()?,
+    })
+}
+
+/// Reads and decodes the binding's HMAC key (base64url, padded or not, surrounding space ignored).
+fn eab(e: &raw::RawEab, source: &Source) -> Result<Eab, (String, String)> {
+    use base64::Engine as _;
+    let bad = |k: &str, r: String| (format!("tls.acme.eab.{k}"), r);
+    if e.kid.trim().is_empty() {
+        return Err(bad("kid", "the key id the CA issued is needed".into()));
+    }
+    let (key, text) = match (&e.hmac_key_file, &e.hmac_key_env) {
+        (Some(file), None) => {
+            let path = source.resolve(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|err| bad("hmac_key_file", format!("{}: {err}", path.display())))?;
+            ("hmac_key_file", text)
+        }
+        (None, Some(var)) => {
+            let text =
+                std::env::var(var).map_err(|_| bad("hmac_key_env", format!("{var} is not set")))?;
+            ("hmac_key_env", text)
+        }
+        _ => {
+            return Err(bad(
+                "hmac_key_file",
+                "give one of hmac_key_file or hmac_key_env".into(),
+            ))
+        }
+    };
+    let hmac_key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim().trim_end_matches('='))
+        .map_err(|err| bad(key, format!("not a base64url key: {err}")))?;
+    if hmac_key.is_empty() {
+        return Err(bad(key, "the key is empty".into()));
+    }
+    Ok(Eab {
+        kid: e.kid.trim().to_owned(),
+        hmac_key,
     })
 }
 
@@ -335,5 +391,46 @@ mod tests {
         assert_eq!(a.challenge, Challenge::TlsAlpn01);
         let e = parse("metrics: { listen: 127.0.0.1:5443 }\nlisteners:\n  - { listen: 0.0.0.0:5443, upstreams: [127.0.0.1:1] }\n").unwrap_err();
         assert_eq!(e.key, "metrics.listen", "{e}");
+    }
+
+    #[test]
+    fn an_external_account_binding_is_read_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Source::new("proxy.yaml", dir.path());
+        let listener = |eab: &str| {
+            format!("listeners:\n  - listen: 0.0.0.0:5443\n    tls: {{ acme: {{ directory: \"https://ca/dir\", domains: [a.test], eab: {eab} }} }}\n    upstreams: [127.0.0.1:1]\n")
+        };
+        std::fs::write(dir.path().join("eab.key"), "aGVsbG8td29ybGQ\n").unwrap();
+        let c =
+            ProxyConfig::parse(&listener("{ kid: k1, hmac_key_file: eab.key }"), &source).unwrap();
+        let eab = c.listeners[0].acme.as_ref().unwrap().eab.as_ref().unwrap();
+        assert_eq!(
+            (eab.kid.as_str(), eab.hmac_key.as_slice()),
+            ("k1", &b"hello-world"[..])
+        );
+        assert!(!format!("{eab:?}").contains("hello"));
+
+        let e = ProxyConfig::parse(
+            &listener("{ kid: k1, hmac_key_file: missing.key }"),
+            &source,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "listeners[0].tls.acme.eab.hmac_key_file", "{e}");
+        assert!(e.to_string().contains("missing.key"), "{e}");
+        std::fs::write(dir.path().join("bad.key"), "not base64!").unwrap();
+        let e = ProxyConfig::parse(&listener("{ kid: k1, hmac_key_file: bad.key }"), &source)
+            .unwrap_err();
+        assert_eq!(e.key, "listeners[0].tls.acme.eab.hmac_key_file", "{e}");
+        let e = ProxyConfig::parse(
+            &listener("{ kid: k1, hmac_key_env: BERTH_TEST_NO_SUCH_VAR }"),
+            &source,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "listeners[0].tls.acme.eab.hmac_key_env", "{e}");
+        let e = ProxyConfig::parse(&listener("{ kid: k1 }"), &source).unwrap_err();
+        assert_eq!(e.key, "listeners[0].tls.acme.eab.hmac_key_file", "{e}");
+        let e = ProxyConfig::parse(&listener("{ kid: \"\", hmac_key_file: eab.key }"), &source)
+            .unwrap_err();
+        assert_eq!(e.key, "listeners[0].tls.acme.eab.kid", "{e}");
     }
 }

@@ -99,6 +99,19 @@ pub struct RawAcme {
     pub http_listen: Option<SocketAddr>,
     /// Renew this long before expiry (default: when a third of the lifetime is left).
     pub renew_before: Option<Duration>,
+    /// External account binding (RFC 8555 §7.3.4), for CAs that register only accounts
+    /// they have issued a key id and MAC key for.
+    pub eab: Option<RawEab>,
+}
+
+/// `tls.acme.eab`: the key id and the HMAC key the CA issued, base64url as CAs hand it out,
+/// from a file or an environment variable (never inline in the config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEab {
+    pub kid: String,
+    pub hmac_key_file: Option<String>,
+    pub hmac_key_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
