@@ -43,6 +43,7 @@ use super::{valid_upload_id, BlobStore};
 use crate::oci::Digest;
 use crate::storage::{ByteStream, Result, StorageError};
 
+mod commit;
 mod settings;
 
 pub use settings::S3Settings;
@@ -233,30 +234,6 @@ impl S3BlobStore {
         Ok((n, broken))
     }
 
-    /// Streams the parts through SHA-256 and, with `into`, into a multipart upload there; the
-    /// digest and size. Nothing is completed here.
-    async fn hash_parts(
-        &self,
-        parts: &[Part],
-        mut into: Option<&mut WriteMultipart>,
-    ) -> Result<(Digest, u64)> {
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        for p in parts {
-            let mut stream = self.store.get(&p.path).await.map_err(io_err)?.into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(io_err)?;
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-                if let Some(w) = into.as_deref_mut() {
-                    w.wait_for_capacity(PARALLEL_PARTS).await.map_err(io_err)?;
-                    w.put(chunk);
-                }
-            }
-        }
-        Ok((Digest::from_sha256(hasher.finalize().into()), size))
-    }
-
     /// Deletes every object of a session.
     async fn remove_session(&self, id: &str) -> Result<()> {
         let dir = self.session_dir(id)?;
@@ -301,82 +278,6 @@ impl S3BlobStore {
             }),
             Err(e) => Err(io_err(e)),
         }
-    }
-
-    /// Streams the parts through SHA-256 into a multipart upload of `key`, completed only if
-    /// the digest is `expected` (aborted otherwise): the digest and size read.
-    async fn upload_verified(
-        &self,
-        parts: &[Part],
-        key: &Path,
-        expected: &Digest,
-    ) -> Result<(Digest, u64)> {
-        if parts.iter().all(|p| p.size == 0) {
-            // A multipart upload needs a part: the empty blob is one PUT.
-            let (actual, size) = self.hash_parts(parts, None).await?;
-            if actual == *expected {
-                self.store
-                    .put(key, PutPayload::default())
-                    .await
-                    .map_err(io_err)?;
-            }
-            return Ok((actual, size));
-        }
-        let upload = self.store.put_multipart(key).await.map_err(io_err)?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-        match self.hash_parts(parts, Some(&mut w)).await {
-            Ok((actual, size)) if actual == *expected => {
-                w.finish().await.map_err(io_err)?;
-                Ok((actual, size))
-            }
-            Ok(other) => {
-                let _ = w.abort().await;
-                Ok(other)
-            }
-            Err(e) => {
-                let _ = w.abort().await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Commit under the session's lock.
-    async fn commit_locked(
-        &self,
-        id: &str,
-        expected: &Digest,
-        running: Option<RunningHash>,
-    ) -> Result<u64> {
-        let parts = self.parts(id).await?;
-        let key = self.blob_key(expected);
-        let stored = match self.store.head(&key).await {
-            Ok(meta) => Some(meta.size),
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(io_err(e)),
-        };
-        let (actual, size) = match (parts.as_slice(), stored) {
-            // One part (the usual push): verify, then copy inside the object store.
-            ([part], None) if part.size <= MAX_COPY => {
-                let actual = match running.filter(|r| r.end == part.size) {
-                    Some(r) => Digest::from_sha256(r.hasher.finalize().into()),
-                    None => self.hash_parts(&parts, None).await?.0,
-                };
-                if actual == *expected {
-                    self.store.copy(&part.path, &key).await.map_err(io_err)?;
-                }
-                (actual, part.size)
-            }
-            (_, Some(_)) => self.hash_parts(&parts, None).await?,
-            (_, None) => self.upload_verified(&parts, &key, expected).await?,
-        };
-        self.remove_session(id).await?;
-        if actual != *expected {
-            return Err(StorageError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
-        }
-        Ok(size)
     }
 }
 
