@@ -177,13 +177,10 @@ pub(super) struct RestoreRequest {
     digest: Option<String>,
 }
 
-/// `POST /api/v1/repositories/{repo}/restore`.
-pub(super) async fn restore(
-    reg: &Registry,
-    repo: &RepoName,
-    body: RestoreRequest,
-    actor: &str,
-) -> ApiResult {
+/// The image, tag and digest a restore names; at least one of tag and digest.
+fn restore_target(
+    body: &RestoreRequest,
+) -> Result<(ImageName, Option<Tag>, Option<Digest>), ApiError> {
     let image: ImageName = body.image.parse().map_err(|e| {
         err(
             ErrorCode::NameInvalid,
@@ -213,6 +210,17 @@ pub(super) async fn restore(
         )
         .with_status(StatusCode::BAD_REQUEST));
     }
+    Ok((image, tag, digest))
+}
+
+/// `POST /api/v1/repositories/{repo}/restore`.
+pub(super) async fn restore(
+    reg: &Registry,
+    repo: &RepoName,
+    body: RestoreRequest,
+    actor: &str,
+) -> ApiResult {
+    let (image, tag, digest) = restore_target(&body)?;
     let ns = Namespace::new(repo.clone(), image);
     let done = reg
         .lifecycle
