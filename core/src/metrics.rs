@@ -1,7 +1,7 @@
 //! Prometheus metrics of the core, exposed on their own listener (`metrics: { listen }`), off
 //! the connector ports: requests by repository, route, method and status with latency
 //! histograms and bytes in and out; uploads in progress, blocked remotes and the blob store's
-//! totals (read when scraped); proxy cache hits and misses and remote latency; garbage
+//! totals (read when scraped) and the manifest cache's hits, misses and bytes; proxy cache hits and misses and remote latency; garbage
 //! collection runs and bytes freed; failed logins; direct-HTTPS connector
 //! certificates' expiry (read when scraped) and reloads, named like the edge's so one alert
 //! rule shape covers both processes.
@@ -202,6 +202,21 @@ struct StoreMetrics {
     blobs: Gauge,
     bytes: Gauge,
     read_at: std::sync::Mutex<Option<std::time::Instant>>,
+    manifest_cache: Family<ResultLabels, Counter>,
+    manifest_cache_bytes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+/// The manifest cache's handles: reads answered from memory and not, and the bytes held.
+#[derive(Clone)]
+pub struct ManifestCacheMetrics {
+    pub hit: Counter,
+    pub miss: Counter,
+    pub bytes: Gauge,
 }
 
 /// How long the store's totals are reused between scrapes.
@@ -213,7 +228,19 @@ impl StoreMetrics {
             blobs: Gauge::default(),
             bytes: Gauge::default(),
             read_at: std::sync::Mutex::new(None),
+            manifest_cache: Family::default(),
+            manifest_cache_bytes: Gauge::default(),
         };
+        registry.register(
+            "manifest_cache_requests",
+            "Manifest reads by whether memory held the bytes (hit) or the blob store was read (miss)",
+            m.manifest_cache.clone(),
+        );
+        registry.register(
+            "manifest_cache_bytes",
+            "Bytes of manifests held in memory",
+            m.manifest_cache_bytes.clone(),
+        );
         registry.register(
             "blob_store_blobs",
             "Blobs and manifests in the blob store (each once, however many repositories hold it)",
@@ -409,6 +436,21 @@ impl Metrics {
         self.store
             .bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Handles for the manifest cache, looked up once.
+    pub fn manifest_cache(&self) -> ManifestCacheMetrics {
+        let result = |r: &str| {
+            self.store
+                .manifest_cache
+                .get_or_create(&ResultLabels { result: r.into() })
+                .clone()
+        };
+        ManifestCacheMetrics {
+            hit: result("hit"),
+            miss: result("miss"),
+            bytes: self.store.manifest_cache_bytes.clone(),
+        }
     }
 
     /// Counts `n` events with a delivery result for an endpoint.

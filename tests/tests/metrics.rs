@@ -70,6 +70,19 @@ fn prometheus_scrapes_the_core_and_the_probes_answer() {
         "{body}"
     );
     assert!(body.contains("berth_uploads_in_progress 0"), "{body}");
+    // The first GET read the manifest from the blob store, the next two from memory.
+    assert!(
+        body.contains("berth_manifest_cache_requests_total{result=\"miss\"} 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("berth_manifest_cache_requests_total{result=\"hit\"} 2\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("berth_manifest_cache_bytes {}\n", m.len())),
+        "{body}"
+    );
     // The store's totals: the config, the layer and the manifest.
     assert!(body.contains("berth_blob_store_blobs 3\n"), "{body}");
     let bytes = config.len() + layer.len() + m.len();

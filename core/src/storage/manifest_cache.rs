@@ -6,12 +6,14 @@
 //! sharing the stores: the bytes under a digest never change, and every read resolves its tag or
 //! digest in the metadata store first, so a deleted manifest (or one another core removed) is
 //! never answered from here. Entries are weighed by their length; [`CAPACITY`] bounds the
-//! memory whatever the manifests' sizes.
+//! memory whatever the manifests' sizes; `berth_manifest_cache_requests_total{result}` and
+//! `berth_manifest_cache_bytes` show how well it serves.
 
 use bytes::Bytes;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
+use crate::metrics::{self, ManifestCacheMetrics};
 use crate::oci::Digest;
 
 /// Bytes of manifests held at most.
@@ -33,6 +35,7 @@ impl Weighter<Digest, Bytes> for ByLength {
 /// See the module documentation.
 pub struct ManifestCache {
     cache: Cache<Digest, Bytes, ByLength>,
+    metrics: ManifestCacheMetrics,
 }
 
 impl Default for ManifestCache {
@@ -48,18 +51,26 @@ impl ManifestCache {
         let items = usize::try_from(bytes / 4096).unwrap_or(usize::MAX).max(16);
         ManifestCache {
             cache: Cache::with_weighter(items, bytes, ByLength),
+            metrics: metrics::global().manifest_cache(),
         }
     }
 
     /// The bytes stored under `digest`, if held.
     pub fn get(&self, digest: &Digest) -> Option<Bytes> {
-        self.cache.get(digest)
+        let held = self.cache.get(digest);
+        match held {
+            Some(_) => self.metrics.hit.inc(),
+            None => self.metrics.miss.inc(),
+        };
+        held
     }
 
     /// Keeps `bytes`, which the caller read from the blob store under `digest`.
     pub fn insert(&self, digest: &Digest, bytes: &Bytes) {
         if bytes.len() <= LARGEST {
             self.cache.insert(digest.clone(), bytes.clone());
+            let held = i64::try_from(self.cache.weight()).unwrap_or(i64::MAX);
+            self.metrics.bytes.set(held);
         }
     }
 }
