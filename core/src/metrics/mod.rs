@@ -5,7 +5,7 @@
 //! hits and misses and remote latency; garbage collection runs and bytes freed; failed logins;
 //! direct-HTTPS connector certificates' expiry (read when scraped) and reloads, named like the
 //! edge's so one alert rule shape covers both processes. The groups beyond the request
-//! counters are in [`groups`].
+//! counters are in `groups.rs`.
 //!
 //! One process-wide set ([`global`]): the request path only increments atomics, and labels are
 //! bounded — repository names come from the configuration, routes and methods from fixed lists.
