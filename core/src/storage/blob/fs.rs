@@ -315,40 +315,10 @@ impl BlobStore for FsBlobStore {
             _ if current == 0 => Some(Sha256::new()),
             _ => None,
         };
-        let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         // The writer thread hashes and writes while this task reads the network: two cores.
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut file = file;
-            let mut hasher = hasher;
-            let mut written = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                if let Err(e) = file.write_all(&chunk) {
-                    // A partial write leaves the running hash unknown; recompute at commit.
-                    return (written, None, Some(e));
-                }
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&chunk);
-                }
-                written += chunk.len() as u64;
-            }
-            (written, hasher, None)
-        });
-        let mut body_error = None;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(bytes) if bytes.is_empty() => {}
-                Ok(bytes) => {
-                    if tx.send(bytes).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    body_error = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(tx);
+        let writer = tokio::task::spawn_blocking(move || write_chunks(file, hasher, rx));
+        let body_error = pump(&mut body, tx).await;
         let (written, hasher, write_error) = writer
             .await
             .map_err(|e| StorageError::Io(io::Error::other(e)))?;
@@ -459,4 +429,45 @@ fn tokio_stream_from(
     rx: mpsc::Receiver<io::Result<Bytes>>,
 ) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
+/// What a writer thread did: bytes written, the running hash (`None` once unknown), and the
+/// write error that stopped it.
+type Written = (u64, Option<Sha256>, Option<io::Error>);
+
+/// Writes and hashes the chunks `rx` brings until it closes or a write fails.
+fn write_chunks(
+    mut file: std::fs::File,
+    mut hasher: Option<Sha256>,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Written {
+    let mut written = 0u64;
+    while let Some(chunk) = rx.blocking_recv() {
+        if let Err(e) = file.write_all(&chunk) {
+            // A partial write leaves the running hash unknown; recompute at commit.
+            return (written, None, Some(e));
+        }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&chunk);
+        }
+        written += chunk.len() as u64;
+    }
+    (written, hasher, None)
+}
+
+/// Hands the body's chunks to the writer until the body ends, fails (the error) or the writer
+/// stops taking them.
+async fn pump(body: &mut ByteStream, tx: mpsc::Sender<Bytes>) -> Option<io::Error> {
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) if bytes.is_empty() => {}
+            Ok(bytes) => {
+                if tx.send(bytes).await.is_err() {
+                    return None;
+                }
+            }
+            Err(e) => return Some(e),
+        }
+    }
+    None
 }
