@@ -71,18 +71,7 @@ fn a_2_gib_chunked_upload_streams_with_flat_edge_memory() {
         String::from_utf8_lossy(&out.stderr)
     );
     let growth = proc::peak_rss_mib(edge.pid()) - before;
-    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
-        .args([
-            "--fail",
-            "-X",
-            "PUT",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg(format!("{loc}?digest={digest}")));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+    assert_eq!(finish_upload(&pki, port, &loc, &digest), "201");
     eprintln!("edge RSS grew {growth:.1} MiB during a 2 GiB upload");
     assert!(
         growth < 64.0,
@@ -200,18 +189,7 @@ fn a_client_that_disconnects_mid_upload_can_resume() {
         .arg(&loc));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "202");
     let digest = berth_tests::image::Pattern::digest(TOTAL);
-    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
-        .args([
-            "--fail",
-            "-X",
-            "PUT",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg(format!("{loc}?digest={digest}")));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+    assert_eq!(finish_upload(&pki, port, &loc, &digest), "201");
 }
 
 /// Audit: with a direct-HTTPS connection open, SIGTERM skipped the drain (the shutdown handle
@@ -281,4 +259,20 @@ fn slow_download(pki: &Pki, port: u16, digest: &str) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// The closing `PUT ?digest=` of an upload session through the edge; its status.
+fn finish_upload(pki: &Pki, port: u16, loc: &str, digest: &str) -> String {
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args([
+            "--fail",
+            "-X",
+            "PUT",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("{loc}?digest={digest}")));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
