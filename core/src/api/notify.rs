@@ -99,23 +99,9 @@ fn manifest_event(
     let by_digest = reference.contains(':');
     let tag = if by_digest { "" } else { reference }.to_owned();
     // A pull describes what was served, a push what was sent.
-    let described = |h: &http::HeaderMap| TargetInfo {
-        media_type: header_str(h, header::CONTENT_TYPE).to_owned(),
-        size: length(h),
-        length: length(h),
-        url: t.url(&format!(
-            "manifests/{}",
-            header_str(resp.headers(), "docker-content-digest")
-        )),
-        digest: header_str(resp.headers(), "docker-content-digest").to_owned(),
-        tag: tag.clone(),
-        ..base.clone()
-    };
-    match req.method {
-        Method::GET if status == StatusCode::OK => Some((Action::Pull, described(resp.headers()))),
-        Method::PUT if status == StatusCode::CREATED => {
-            Some((Action::Push, described(&req.headers)))
-        }
+    let (action, described) = match req.method {
+        Method::GET if status == StatusCode::OK => (Action::Pull, resp.headers()),
+        Method::PUT if status == StatusCode::CREATED => (Action::Push, &req.headers),
         Method::DELETE if status.is_success() => {
             let target = if by_digest {
                 TargetInfo {
@@ -125,10 +111,21 @@ fn manifest_event(
             } else {
                 TargetInfo { tag, ..base }
             };
-            Some((Action::Delete, target))
+            return Some((Action::Delete, target));
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    let digest = header_str(resp.headers(), "docker-content-digest");
+    let target = TargetInfo {
+        media_type: header_str(described, header::CONTENT_TYPE).to_owned(),
+        size: length(described),
+        length: length(described),
+        url: t.url(&format!("manifests/{digest}")),
+        digest: digest.to_owned(),
+        tag,
+        ..base
+    };
+    Some((action, target))
 }
 
 /// A whole blob read, or a blob deleted.

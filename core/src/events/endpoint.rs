@@ -2,10 +2,10 @@
 //!
 //! Delivery takes up to [`BATCH`] events, POSTs them as one envelope and removes them only once
 //! the endpoint answered 2xx. Woken from an empty queue, the task first lingers [`LINGER`], so
-//! a burst of pulls becomes a few envelopes rather than one POST per event (which cost the
-//! core more CPU than the requests that caused them). A failure (connection refused, timeout, any other status) keeps
-//! the batch and waits `backoff`, doubling to `max_backoff`, with ±25 % jitter so several cores
-//! do not hammer a recovering endpoint in step; a `Retry-After` in seconds is honoured within
+//! a burst of pulls becomes a few envelopes rather than one POST per event, and a receiver that
+//! keeps up is not sent one request per pull. A failure (connection refused, timeout, any other
+//! status) keeps the batch and waits `backoff`, doubling to `max_backoff`, with ±25 % jitter so
+//! several cores do not hammer a recovering endpoint in step; a `Retry-After` in seconds is honoured within
 //! the same bounds. The first failure after a success is logged at WARN and the recovery at
 //! INFO, so an endpoint down for an hour writes two lines, not thousands.
 
