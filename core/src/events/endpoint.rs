@@ -5,9 +5,9 @@
 //! a burst of pulls becomes a few envelopes rather than one POST per event, and a receiver that
 //! keeps up is not sent one request per pull. A failure (connection refused, timeout, any other
 //! status) keeps the batch and waits `backoff`, doubling to `max_backoff`, with ±25 % jitter so
-//! several cores do not hammer a recovering endpoint in step; a `Retry-After` in seconds is honoured within
-//! the same bounds. The first failure after a success is logged at WARN and the recovery at
-//! INFO, so an endpoint down for an hour writes two lines, not thousands.
+//! several cores do not hammer a recovering endpoint in step; a `Retry-After` in seconds is
+//! honoured within the same bounds. The first failure after a success is logged at WARN and the
+//! recovery at INFO, so an endpoint down for an hour writes two lines, not thousands.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
