@@ -208,7 +208,10 @@ fn main() {
             &core.main,
             method,
             &format!("/berth/api/v1{path}"),
-            &[("Authorization", root.as_str())],
+            &[
+                ("Authorization", root.as_str()),
+                ("Content-Type", "application/json"),
+            ],
             body.to_string().as_bytes(),
         )
         .unwrap();

@@ -56,7 +56,7 @@ fn post(core: &Core, path: &str) -> serde_json::Value {
         &core.main,
         "POST",
         &format!("/berth/api/v1{path}"),
-        &[],
+        &[("Content-Type", "application/json")],
         b"",
     )
     .unwrap();

@@ -239,7 +239,14 @@ fn cleanup_removals_and_restores_are_events() {
     push_image(&repo, "app", "b-2", &[2u8; 1024]);
 
     let post = |path: &str, body: &[u8]| {
-        let r = request(&core.main, "POST", path, &[], body).unwrap();
+        let r = request(
+            &core.main,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body,
+        )
+        .unwrap();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     };
     post("/api/v1/repositories/hosted/cleanup", b"");

@@ -126,7 +126,7 @@ fn gc_api(core: &Core, query: &str) -> http::Response {
         &core.main,
         "POST",
         &format!("/berth/api/v1/gc{query}"),
-        &[],
+        &[("Content-Type", "application/json")],
         b"",
     )
     .unwrap()

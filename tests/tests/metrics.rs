@@ -45,7 +45,7 @@ fn prometheus_scrapes_the_core_and_the_probes_answer() {
         &core.main,
         "POST",
         "/berth/api/v1/gc?dry_run=true",
-        &[],
+        &[("Content-Type", "application/json")],
         b"",
     )
     .unwrap();

@@ -127,7 +127,14 @@ fn a_repository_created_on_one_core_is_served_by_the_other() {
     let a = core_on(&pg.url, blobs.path());
     let b = core_on(&pg.url, blobs.path());
     let body = br#"{"name":"shared","kind":"hosted"}"#;
-    let r = request(&a.main, "POST", "/api/v1/repositories", &[], body).unwrap();
+    let r = request(
+        &a.main,
+        "POST",
+        "/api/v1/repositories",
+        &[("Content-Type", "application/json")],
+        body,
+    )
+    .unwrap();
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let config = b"{}";
     assert_eq!(

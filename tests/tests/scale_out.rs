@@ -248,7 +248,14 @@ fn garbage_collection_empties_the_bucket_of_what_nothing_uses() {
     );
     // Touch times are whole seconds: past a 1 s grace for certain only 2 s later.
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let gc = request(&a.main, "POST", "/api/v1/gc", &[], b"").unwrap();
+    let gc = request(
+        &a.main,
+        "POST",
+        "/api/v1/gc",
+        &[("Content-Type", "application/json")],
+        b"",
+    )
+    .unwrap();
     assert_eq!(gc.status, 200, "{}", String::from_utf8_lossy(&gc.body));
     let object = |d: &str| {
         let hex = d.trim_start_matches("sha256:");

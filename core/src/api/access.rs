@@ -22,7 +22,8 @@ pub const SERVICE: &str = "berth";
 /// An identified caller.
 pub struct Caller {
     pub identity: Identity,
-    /// Set when the caller presented a token: then only its grants count.
+    /// Set when the caller presented a registry token: its grants narrow the identity's
+    /// privileges further.
     pub claims: Option<Claims>,
 }
 
@@ -87,14 +88,13 @@ pub async fn identify(
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
     {
-        let claims = auth.verify(token.trim()).ok_or_else(|| {
-            unauthorized("the token is invalid or expired", challenge(base, None))
+        let (identity, claims) = auth.bearer(token.trim()).ok_or_else(|| {
+            unauthorized(
+                "the token is invalid, expired, or no longer stands (its user, API token or \
+                 password changed)",
+                challenge(base, None),
+            )
         })?;
-        let identity = if claims.sub.is_empty() {
-            Identity::Anonymous
-        } else {
-            Identity::User(claims.sub.clone())
-        };
         return Ok(Caller {
             identity,
             claims: Some(claims),
@@ -146,10 +146,11 @@ pub fn signed_in(caller: &CallerOf<'_>, base: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Whether the catalog lists `name` to this caller.
+/// Whether the catalog lists `name` to this caller: what the identity behind the request may
+/// read (a registry token stands for the identity it was issued to, narrowed as that was).
 pub fn may_read(caller: &CallerOf<'_>, name: &RepoName) -> bool {
     match caller {
-        Some((auth, c)) => c.claims.is_some() || auth.can(&c.identity, name, Action::Read),
+        Some((auth, c)) => auth.can(&c.identity, name, Action::Read),
         None => true,
     }
 }
@@ -193,30 +194,28 @@ fn scope_actions(action: Action) -> &'static str {
     }
 }
 
-/// The repository whose privileges a write needs: a group's writable member.
-fn privilege_repo(t: &Target, action: Action) -> RepoName {
+/// The repositories whose privileges a request needs: the one that stores a write (a group's
+/// writable member), the one that serves a read — and for a mirror read (`?ns=`, reads only)
+/// the group as well as the repository it hands the request to.
+fn privilege_repos(t: &Target, action: Action) -> Vec<&RepoName> {
     match action {
-        Action::Write | Action::Delete => t
-            .entry
-            .write_repo
-            .clone()
-            .unwrap_or_else(|| t.entry.repo.name().clone()),
-        _ => t.entry.repo.name().clone(),
+        Action::Write | Action::Delete => {
+            vec![t.entry.write_repo.as_ref().unwrap_or(t.entry.repo.name())]
+        }
+        _ => {
+            let mut repos = vec![t.entry.repo.name()];
+            repos.extend(t.mirror.as_ref().map(|m| m.repo.name()));
+            repos
+        }
     }
 }
 
 /// Whether the caller may do `action` on the target; a 401 challenge (or 403) if not.
 pub fn authorize(auth: &Auth, caller: &Caller, t: &Target, action: Action) -> Result<(), ApiError> {
     let internal = format!("{}/{}", t.entry.repo.name(), t.image);
-    let allowed = match &caller.claims {
-        Some(claims) => claims.access.iter().any(|g| {
-            g.name == internal
-                && g.actions
-                    .iter()
-                    .any(|a| a == action.scope_name() || a == "*")
-        }),
-        None => auth.can(&caller.identity, &privilege_repo(t, action), action),
-    };
+    let grants = caller.claims.as_ref().map(|c| c.access.as_slice());
+    let repos = privilege_repos(t, action);
+    let allowed = auth.permits(&caller.identity, grants, &internal, &repos, action);
     if allowed {
         return Ok(());
     }
@@ -248,14 +247,25 @@ pub async fn token(
     base: &str,
 ) -> ApiResult {
     let client = client_ip(reg, conn, parts);
+    // The realm itself asks for Basic: a Bearer challenge here would send clients in a loop.
+    let basic_challenge = |message: String| {
+        err(ErrorCode::Unauthorized, message)
+            .with_header("www-authenticate", format!("Basic realm=\"{SERVICE}\""))
+    };
     let caller = match parts.headers.get(header::AUTHORIZATION) {
-        // The realm itself asks for Basic: a Bearer challenge here would send clients in a loop.
+        // A token is never a login: exchanging one for another would let it renew itself.
+        Some(v) if !is_basic(v) => {
+            return Err(basic_challenge(
+                "the token realm takes Basic credentials (a password or an API token), not a \
+                 bearer token"
+                    .into(),
+            ));
+        }
         Some(_) => identify(auth, client, parts, base)
             .await
             .map_err(|e| match e {
                 ApiError::Client { error, .. } if error.code == ErrorCode::Unauthorized => {
-                    err(ErrorCode::Unauthorized, error.message)
-                        .with_header("www-authenticate", format!("Basic realm=\"{SERVICE}\""))
+                    basic_challenge(error.message)
                 }
                 other => other,
             })?,
@@ -279,6 +289,12 @@ pub async fn token(
             "expires_in": auth.token_ttl.as_secs(),
         }),
     ))
+}
+
+fn is_basic(v: &http::HeaderValue) -> bool {
+    v.as_bytes()
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"basic "))
 }
 
 /// What `who` is granted of each `scope=repository:NAME:ACTIONS` the request asks for (only

@@ -236,7 +236,7 @@ impl Registry {
         };
         if let Listener::Main = listener {
             if let Some(route) = admin::route(self, &path, &req.method) {
-                return self.admin(&caller, route, req, body).await;
+                return self.admin(&caller, route, req, body, &base()).await;
             }
         }
         let route = route::parse(&path);
@@ -248,22 +248,39 @@ impl Registry {
             .await
     }
 
-    /// The main port's own endpoints (health open, the admin API for admins only).
+    /// The main port's own endpoints (health open, the admin API for admins only): Basic with
+    /// an admin's password or an API token given the admin privilege, never a registry token;
+    /// writes only as JSON and never from another site.
     async fn admin(
         &self,
         caller: &CallerOf<'_>,
         route: admin::AdminRoute,
         req: &Parts,
         body: Body,
+        base: &str,
     ) -> ApiResult {
+        if !route.protected() {
+            return admin::serve(self, route, req, self.guard(body), "anonymous").await;
+        }
+        admin::forgery_guard(req, base)?;
         if let Some((auth, c)) = caller {
-            if route.protected() && !auth.is_admin(&c.identity) {
-                return Err(
-                    err(ErrorCode::Unauthorized, "the admin API needs an admin user").with_header(
-                        "www-authenticate",
-                        format!("Basic realm=\"{}\"", access::SERVICE),
-                    ),
-                );
+            let refuse = |message: &str| {
+                err(ErrorCode::Unauthorized, message).with_header(
+                    "www-authenticate",
+                    format!("Basic realm=\"{}\"", access::SERVICE),
+                )
+            };
+            if c.claims.is_some() {
+                return Err(refuse(
+                    "the admin API takes Basic credentials (an admin's password, or an API \
+                     token given the admin privilege), not a registry token",
+                ));
+            }
+            if !auth.is_admin(&c.identity) {
+                return Err(refuse(
+                    "the admin API needs an admin user (an API token needs the admin privilege \
+                     on * itself)",
+                ));
             }
         }
         let actor = caller

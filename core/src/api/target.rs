@@ -13,9 +13,9 @@ use crate::repo::Repository;
 
 /// The resolved target of a V2 request.
 pub struct Target {
-    /// The repository the client named: privileges are checked against it.
+    /// The repository the client named.
     pub entry: Arc<RepoEntry>,
-    /// Mirror mode: the repository a group hands an `?ns=` request to.
+    /// Mirror mode: the repository a group hands an `?ns=` read to (GET and HEAD only).
     pub mirror: Option<Arc<RepoEntry>>,
     pub image: ImageName,
     /// The path prefix the client used for this repository (`""` on a connector).
@@ -93,9 +93,11 @@ impl Registry {
     /// Mirror mode: containerd and CRI-O name the upstream a pull is for in `?ns=`; on a group
     /// with `mirrors` the mapped repository serves it. An upstream the group does not mirror
     /// is a 404, so the node falls back to the upstream itself instead of getting another
-    /// registry's image of the same name.
+    /// registry's image of the same name. Only reads are handed on: a write with `ns` goes where
+    /// any write to the group goes (its writable member), and is authorised there.
     fn mirror(&self, entry: &RepoEntry, req: &Parts) -> Result<Option<Arc<RepoEntry>>, ApiError> {
-        if entry.mirrors.is_empty() {
+        let read = req.method == http::Method::GET || req.method == http::Method::HEAD;
+        if entry.mirrors.is_empty() || !read {
             return Ok(None);
         }
         let q = query(req);

@@ -5,8 +5,9 @@
 //! `docker login -u alice -p berth_...` works), shown once when created and stored only as the
 //! SHA-256 of the secret — 32 random bytes need no slow hash, so checking one costs
 //! microseconds, not argon2's tens of milliseconds. A token may be narrowed to some
-//! privileges; it never grants more than its user has, never the admin API, and revoking it
-//! takes effect on the next request.
+//! privileges; it never grants more than its user has, the admin API only if it was given the
+//! admin privilege on `*` explicitly (and its user is an admin), and revoking it takes effect on
+//! the next request, for bearer tokens obtained with it too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +67,14 @@ impl ApiToken {
         given == self.secret_sha256 && self.expires_at.is_none_or(|e| e > now)
     }
 
+    /// Whether the token itself was given the admin privilege on every repository (an empty
+    /// list, "whatever the user may do", does not count: the admin API needs it explicitly).
+    pub fn grants_admin(&self) -> bool {
+        self.privileges
+            .iter()
+            .any(|p| p.pattern == "*" && p.actions.contains(&Action::Admin))
+    }
+
     /// Whether the token's own privileges allow `action` on `repo` (the user's are checked
     /// too, by the caller).
     pub fn allows(&self, repo: &str, action: Action) -> bool {
@@ -86,7 +95,19 @@ pub fn parse_token(password: &str) -> Option<(&str, &str)> {
 
 pub(super) struct User {
     pub hash: Arc<str>,
+    /// A fingerprint of `hash` (see [`password_stamp`]).
+    pub stamp: String,
     pub roles: Vec<String>,
+}
+
+/// A short fingerprint of a password hash, carried by sessions and by registry tokens that a
+/// password obtained: when the password changes (by any route, the config file included) the
+/// fingerprint no longer matches and they end. It reveals nothing usable about the hash.
+pub fn password_stamp(hash: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(b"berth password stamp\0");
+    h.update(hash.as_bytes());
+    hex::encode(&h.finalize()[..12])
 }
 
 /// Users, roles and tokens at one moment.
@@ -105,6 +126,7 @@ impl Directory {
                 .map(|u| {
                     let user = User {
                         hash: u.password_hash.as_str().into(),
+                        stamp: password_stamp(&u.password_hash),
                         roles: u.roles.clone(),
                     };
                     (u.name.clone(), user)
@@ -122,6 +144,14 @@ impl Directory {
     pub fn token_user(&self, id: &str, secret: &str, now: i64) -> Option<&ApiToken> {
         let t = self.tokens.get(id)?;
         (t.accepts(secret, now) && self.users.contains_key(&t.user)).then_some(t)
+    }
+
+    /// Token `id` of `user`, if it is still stored, unexpired, and its user exists: what every
+    /// use of a token (or of a bearer token obtained with it) is checked against.
+    pub fn live_token(&self, id: &str, user: &str, now: i64) -> Option<&ApiToken> {
+        let t = self.tokens.get(id)?;
+        (t.user == user && t.expires_at.is_none_or(|e| e > now) && self.users.contains_key(user))
+            .then_some(t)
     }
 
     /// Every privilege a user's roles give.

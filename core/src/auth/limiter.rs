@@ -11,8 +11,17 @@
 //! - a wait is short and says so in `Retry-After`; the right password after it is let in;
 //! - failures are forgotten `window` after the last one.
 //!
+//! An attempt is **reserved** before its password is verified and refunded only when it
+//! succeeds: a burst of concurrent guesses all counts at once, so it gets no more verifications
+//! than the allowance and the back-off give (a check before argon2 and a count after it let 300
+//! concurrent guesses through once a wait ended). The price: more than `attempts` logins from
+//! one address verifying at the same moment (tens of milliseconds each) see a 1 s wait.
+//!
 //! A password verified in the last minute (the verified cache in `auth`) never reaches here, so
 //! an active client keeps working while someone else's guesses are being slowed.
+//!
+//! The counts are per core: with N cores behind one edge an address gets at most N times the
+//! allowance.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -56,6 +65,14 @@ struct Entry {
     last: Instant,
 }
 
+/// An attempt counted as failed until it is refunded.
+#[must_use = "an attempt counts as failed unless it is refunded"]
+#[derive(Debug)]
+pub struct Attempt {
+    client: IpAddr,
+    user: String,
+}
+
 /// Failure counts per address and per user name.
 pub struct Limiter {
     config: LimiterConfig,
@@ -72,29 +89,49 @@ impl Limiter {
         }
     }
 
-    /// `Err(wait)` if an attempt from `client` for `user` must wait that long first.
-    pub fn check(&self, client: IpAddr, user: &str) -> Result<(), Duration> {
+    /// Counts an attempt from `client` for `user` as failed until [`Limiter::refund`] says it
+    /// succeeded; `Err(wait)` (and nothing counted) if it must wait that long first. Checking
+    /// and counting happen under one lock, so concurrent attempts cannot all pass the check.
+    pub fn reserve(&self, client: IpAddr, user: &str) -> Result<Attempt, Duration> {
         let now = Instant::now();
-        let by_address =
-            lookup(&self.addresses, &client).and_then(|e| self.wait(e, self.config.attempts, now));
-        let by_user = lookup(&self.users, user)
-            .and_then(|e| self.wait(e, self.config.attempts_per_user, now));
-        match by_address.max(by_user) {
-            Some(w) => Err(w),
-            None => Ok(()),
+        // Both maps at once, always in this order: the check and the count are one step.
+        let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let by_address = addresses
+            .get(&client)
+            .and_then(|e| self.wait(*e, self.config.attempts, now));
+        let by_user = users
+            .get(user)
+            .and_then(|e| self.wait(*e, self.config.attempts_per_user, now));
+        if let Some(w) = by_address.max(by_user) {
+            return Err(w);
         }
-    }
-
-    /// Records a failed attempt.
-    pub fn failed(&self, client: IpAddr, user: &str) {
-        let now = Instant::now();
-        self.bump(&self.addresses, client, self.config.attempts, now);
+        self.bump(&mut addresses, client, self.config.attempts, now);
         self.bump(
-            &self.users,
+            &mut users,
             user.to_owned(),
             self.config.attempts_per_user,
             now,
         );
+        Ok(Attempt {
+            client,
+            user: user.to_owned(),
+        })
+    }
+
+    /// The attempt succeeded (or was never verified): it no longer counts.
+    pub fn refund(&self, attempt: Attempt) {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        for e in [
+            addresses.get_mut(&attempt.client),
+            users.get_mut(&attempt.user),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            e.failures = e.failures.saturating_sub(1);
+        }
     }
 
     /// How long an entry must still wait, if at all.
@@ -110,8 +147,7 @@ impl Limiter {
         delay.checked_sub(since).filter(|d| !d.is_zero())
     }
 
-    fn bump<K: Hash + Eq>(&self, map: &Mutex<HashMap<K, Entry>>, key: K, free: u32, now: Instant) {
-        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    fn bump<K: Hash + Eq>(&self, m: &mut HashMap<K, Entry>, key: K, free: u32, now: Instant) {
         if m.len() >= MAX_TRACKED {
             let window = self.config.window;
             m.retain(|_, e| now.saturating_duration_since(e.last) < window);
@@ -131,17 +167,6 @@ impl Limiter {
     }
 }
 
-fn lookup<K, Q>(map: &Mutex<HashMap<K, Entry>>, key: &Q) -> Option<Entry>
-where
-    K: Hash + Eq + std::borrow::Borrow<Q>,
-    Q: Hash + Eq + ?Sized,
-{
-    map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(key)
-        .copied()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,23 +180,32 @@ mod tests {
         })
     }
 
+    /// A failed attempt, as a login that does not refund it.
+    fn fail(l: &Limiter, ip: IpAddr, user: &str) {
+        let _counted = l.reserve(ip, user).expect("not waiting");
+    }
+
     #[test]
     fn typos_cost_nothing_then_waits_grow() {
         let l = limiter(3, 100);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..2 {
-            l.failed(ip, "alice");
+            fail(&l, ip, "alice");
         }
-        assert!(l.check(ip, "alice").is_ok(), "two typos: still free");
-        l.failed(ip, "alice");
-        let w1 = l.check(ip, "alice").unwrap_err();
+        assert!(
+            l.reserve(ip, "alice").map(|a| l.refund(a)).is_ok(),
+            "two typos: still free"
+        );
+        fail(&l, ip, "alice");
+        let w1 = l.reserve(ip, "alice").unwrap_err();
         assert!(w1 <= BASE_DELAY && w1 > Duration::ZERO, "{w1:?}");
-        l.failed(ip, "mallory");
-        let w2 = l.check(ip, "bob").unwrap_err();
+        std::thread::sleep(w1);
+        fail(&l, ip, "mallory");
+        let w2 = l.reserve(ip, "bob").unwrap_err();
         assert!(w2 > w1, "rotating names does not help: {w2:?}");
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(
-            l.check(other, "alice").is_ok(),
+            l.reserve(other, "alice").is_ok(),
             "other addresses unaffected"
         );
     }
@@ -180,10 +214,24 @@ mod tests {
     fn one_user_across_many_addresses_is_slowed_too() {
         let l = limiter(1000, 5);
         for i in 0..5u8 {
-            l.failed(IpAddr::from([10, 0, 1, i]), "alice");
+            fail(&l, IpAddr::from([10, 0, 1, i]), "alice");
         }
-        assert!(l.check("10.9.9.9".parse().unwrap(), "alice").is_err());
-        assert!(l.check("10.9.9.9".parse().unwrap(), "bob").is_ok());
+        assert!(l.reserve("10.9.9.9".parse().unwrap(), "alice").is_err());
+        assert!(l.reserve("10.9.9.9".parse().unwrap(), "bob").is_ok());
+    }
+
+    #[test]
+    fn a_burst_gets_the_allowance_and_no_more() {
+        let l = limiter(3, 1000);
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        // Reserved before verification: the fourth concurrent attempt already waits.
+        let held: Vec<Attempt> = (0..3).map(|_| l.reserve(ip, "x").unwrap()).collect();
+        assert!(l.reserve(ip, "x").is_err());
+        // Successes are refunded: the allowance is free again.
+        for a in held {
+            l.refund(a);
+        }
+        assert!(l.reserve(ip, "x").map(|a| l.refund(a)).is_ok());
     }
 
     #[test]
@@ -195,11 +243,14 @@ mod tests {
             max_delay: Duration::from_secs(2),
         });
         let ip: IpAddr = "::1".parse().unwrap();
-        for _ in 0..40 {
-            l.failed(ip, "x");
+        {
+            let mut m = l.addresses.lock().unwrap();
+            for _ in 0..40 {
+                l.bump(&mut m, ip, 1, Instant::now());
+            }
         }
-        assert!(l.check(ip, "x").unwrap_err() <= Duration::from_secs(2));
+        assert!(l.reserve(ip, "x").unwrap_err() <= Duration::from_secs(2));
         std::thread::sleep(Duration::from_millis(60));
-        assert!(l.check(ip, "x").is_ok());
+        assert!(l.reserve(ip, "x").is_ok());
     }
 }

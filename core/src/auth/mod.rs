@@ -7,10 +7,29 @@
 //! action on the repository. Unknown users cost the same argon2 verification as wrong
 //! passwords, failed logins are rate-limited per client address and user name, and neither
 //! passwords nor tokens are ever logged.
+//!
+//! # Each credential means what it was issued for
+//! - a **password** (Basic) is a user, with the user's roles;
+//! - an **API token** (Basic, `berth_...` as the password) is the user narrowed by the token's
+//!   privileges, checked on every use;
+//! - a **registry token** (Bearer, from the realm) holds only its grants, and only while what
+//!   it was obtained with still stands: its user exists, its API token is not revoked or
+//!   expired, its password has not changed; privileges are checked again on every use;
+//! - a **UI session** (cookie) is a row in the metadata store, for the web UI only.
+//!
+//! # Layout
+//! - this file: identities, logins, the directory in force;
+//! - `decide.rs`: whether an identity (with a registry token's grants) may do an action;
+//! - `bearer.rs`: registry tokens issued and checked; `token.rs`: their signature;
+//! - `session.rs`: UI sessions; `limiter.rs`: the login back-off; `directory.rs`: users,
+//!   roles and API tokens.
 
+mod bearer;
+mod decide;
 mod directory;
 mod limiter;
 pub mod password;
+mod session;
 mod settings;
 pub mod token;
 
@@ -22,10 +41,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::oci::RepoName;
+use crate::storage::metadata::sessions::SessionStore;
 use directory::Directory;
 pub use directory::{parse_token, ApiToken, TOKEN_PREFIX};
 use limiter::Limiter;
 pub use limiter::LimiterConfig;
+pub use session::SESSION_TTL;
 pub use settings::{AuthConfig, RoleConfig, UserConfig};
 pub use token::{Claims, Grant, Signer};
 
@@ -133,10 +154,10 @@ pub struct Auth {
     /// Recently verified Basic credentials (by SHA-256 of user and password), so a client that
     /// sends Basic on every request does not pay argon2 (tens of ms of CPU) every time.
     verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// Where UI sessions live (the metadata store, shared by every core on it).
+    sessions: Arc<dyn SessionStore>,
 }
 
-/// How long a web UI login lasts.
-pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// How long a verified Basic credential is trusted without argon2.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
 /// Bound on remembered credentials; the cache is cleared when it is exceeded.
@@ -154,11 +175,12 @@ fn credential_key(user: &str, pass: &str) -> [u8; 32] {
 }
 
 impl Auth {
-    /// Builds from config; the token key lives under `key_dir`.
+    /// Builds from config; the token key lives under `key_dir`, UI sessions in `sessions`.
     pub fn new(
         config: &AuthConfig,
         anonymous_pull: HashSet<RepoName>,
         key_dir: &Path,
+        sessions: Arc<dyn SessionStore>,
     ) -> std::io::Result<Auth> {
         let directory = Directory::new(&config.users, &config.roles, Vec::new());
         Ok(Auth {
@@ -174,6 +196,7 @@ impl Auth {
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             ),
             verified: Mutex::new(HashMap::new()),
+            sessions,
         })
     }
 
@@ -193,15 +216,25 @@ impl Auth {
         if self.recently_verified(&cred, user) {
             return Ok(Identity::User(user.to_owned()));
         }
-        self.limiter
-            .check(client, user)
+        // Counted as a failure before argon2 runs, refunded if it succeeds: a burst cannot
+        // outrun the back-off.
+        let attempt = self
+            .limiter
+            .reserve(client, user)
             .map_err(LoginError::TooMany)?;
         let known = self.dir().users.get(user).map(|u| u.hash.clone());
         // Always verify (unknown users against the dummy hash): both failures cost the same.
         let hash = known.clone().unwrap_or_else(|| self.dummy_hash.clone());
-        let verified = self.verify_password(pass, hash).await?;
-        let ok = verified && known.is_some();
-        if ok {
+        let verified = match self.verify_password(pass, hash).await {
+            Ok(v) => v,
+            Err(e) => {
+                // Never verified: not a guess.
+                self.limiter.refund(attempt);
+                return Err(e);
+            }
+        };
+        if verified && known.is_some() {
+            self.limiter.refund(attempt);
             let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= VERIFIED_MAX {
                 cache.clear();
@@ -209,7 +242,6 @@ impl Auth {
             cache.insert(cred, (user.to_owned(), Instant::now()));
             Ok(Identity::User(user.to_owned()))
         } else {
-            self.limiter.failed(client, user);
             crate::metrics::global().failed_logins.inc();
             tracing::warn!(user, %client, "failed login");
             Err(LoginError::Invalid)
@@ -224,17 +256,20 @@ impl Auth {
         secret: &str,
         client: IpAddr,
     ) -> Result<Identity, LoginError> {
-        self.limiter
-            .check(client, user)
+        let attempt = self
+            .limiter
+            .reserve(client, user)
             .map_err(LoginError::TooMany)?;
         let dir = self.dir();
         match dir.token_user(id, secret, token::now() as i64) {
-            Some(t) if t.user == user => Ok(Identity::Token {
-                user: user.to_owned(),
-                id: id.to_owned(),
-            }),
+            Some(t) if t.user == user => {
+                self.limiter.refund(attempt);
+                Ok(Identity::Token {
+                    user: user.to_owned(),
+                    id: id.to_owned(),
+                })
+            }
             _ => {
-                self.limiter.failed(client, user);
                 crate::metrics::global().failed_logins.inc();
                 tracing::warn!(user, %client, token = id, "failed token login");
                 Err(LoginError::Invalid)
@@ -308,93 +343,26 @@ impl Auth {
             .unwrap_or_else(|p| p.into_inner())
             .contains(repo)
     }
-
-    /// Whether `who` may do `action` on `repo`.
-    pub fn can(&self, who: &Identity, repo: &RepoName, action: Action) -> bool {
-        match who {
-            Identity::Anonymous => action == Action::Read && self.anonymous_may_pull(repo),
-            Identity::User(name) => {
-                (action == Action::Read && self.anonymous_may_pull(repo))
-                    || self.user_can(&self.dir(), name, repo, action)
-            }
-            Identity::Token { user, id } => {
-                if action == Action::Read && self.anonymous_may_pull(repo) {
-                    return true;
-                }
-                let dir = self.dir();
-                let Some(t) = dir.tokens.get(id).filter(|t| &t.user == user) else {
-                    // Revoked since the login.
-                    return false;
-                };
-                t.allows(repo.as_str(), action) && self.user_can(&dir, user, repo, action)
-            }
-        }
-    }
-
-    fn user_can(&self, dir: &Directory, user: &str, repo: &RepoName, action: Action) -> bool {
-        dir.privileges(user).any(|p| {
-            glob(&p.pattern, repo.as_str())
-                && (p.actions.contains(&action) || p.actions.contains(&Action::Admin))
-        })
-    }
-
-    /// Whether `who` administers every repository (the main port's admin API). API tokens
-    /// never do: they are for pushing and pulling.
-    pub fn is_admin(&self, who: &Identity) -> bool {
-        let Identity::User(name) = who else {
-            return false;
-        };
-        self.dir()
-            .privileges(name)
-            .any(|p| p.pattern == "*" && p.actions.contains(&Action::Admin))
-    }
-
-    /// Signs a token for `who` holding `access`.
-    pub fn issue(&self, who: &Identity, access: Vec<Grant>) -> String {
-        let sub = match who {
-            Identity::Anonymous => String::new(),
-            Identity::User(u) | Identity::Token { user: u, .. } => u.clone(),
-        };
-        self.signer.sign(&Claims {
-            sub,
-            exp: token::now() + self.token_ttl.as_secs(),
-            access,
-        })
-    }
-
-    /// A web UI session for a signed-in user: a signed token that grants no registry access,
-    /// valid for [`SESSION_TTL`].
-    pub fn session(&self, user: &str) -> String {
-        self.signer.sign(&Claims {
-            sub: user.to_owned(),
-            exp: token::now() + SESSION_TTL.as_secs(),
-            access: Vec::new(),
-        })
-    }
-
-    /// The user of a valid UI session who still exists.
-    pub fn session_user(&self, session: &str) -> Option<Identity> {
-        let claims = self.verify(session)?;
-        self.dir()
-            .users
-            .contains_key(&claims.sub)
-            .then_some(Identity::User(claims.sub))
-    }
-
-    pub fn verify(&self, token: &str) -> Option<Claims> {
-        self.signer.verify(token)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn auth(dir: &Path) -> Auth {
+    /// One hash for every `Auth` a test builds: a token carries the stamp of
+    /// the hash it was issued under, and a fresh salt is a new password.
+    fn alice_hash() -> &'static str {
+        static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        HASH.get_or_init(|| password::hash("pw").unwrap())
+    }
+
+    async fn auth(dir: &Path) -> Auth {
+        use crate::storage::metadata::sql::{Backend, SqlMetadata};
+        let sessions = Arc::new(SqlMetadata::open(&Backend::Memory).await.unwrap());
         let config = AuthConfig {
             users: vec![UserConfig {
                 name: "alice".into(),
-                password_hash: password::hash("pw").unwrap(),
+                password_hash: alice_hash().into(),
                 roles: vec!["dev".into()],
             }],
             roles: vec![RoleConfig {
@@ -410,13 +378,19 @@ mod tests {
                 ..LimiterConfig::default()
             },
         };
-        Auth::new(&config, HashSet::from(["public".parse().unwrap()]), dir).unwrap()
+        Auth::new(
+            &config,
+            HashSet::from(["public".parse().unwrap()]),
+            dir,
+            sessions,
+        )
+        .unwrap()
     }
 
     #[tokio::test]
     async fn logins_privileges_and_the_verified_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let a = auth(dir.path());
+        let a = auth(dir.path()).await;
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let alice_ok = Ok(Identity::User("alice".into()));
         assert_eq!(a.login("alice", "pw", ip).await, alice_ok);
@@ -444,7 +418,17 @@ mod tests {
         assert!(!a.is_admin(&alice));
         // The token key persists: a second Auth over the same directory accepts the token.
         let t = a.issue(&alice, vec![]);
-        assert!(auth(dir.path()).verify(&t).is_some());
+        assert_eq!(
+            auth(dir.path()).await.bearer(&t).map(|(who, _)| who),
+            Some(alice.clone())
+        );
+        // A session is for the UI: not a bearer token, and a bearer token is not a session.
+        let s = a.open_session("alice").await.unwrap();
+        assert_eq!(a.session_user(&s).await, Some(alice.clone()));
+        assert!(a.bearer(&s).is_none());
+        assert!(a.session_user(&t).await.is_none());
+        a.close_session(&s).await.unwrap();
+        assert!(a.session_user(&s).await.is_none(), "logged out");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! the claims (to widen a scope) invalidates the token. The key is generated once and kept in
 //! the storage root (`auth/token.key`, mode 0600), so several cores sharing storage accept each
 //! other's tokens.
+//!
+//! A token says what it is (`typ`), and the key that signs registry tokens is derived from the
+//! stored one for that purpose alone, so nothing else this core might sign one day can pass
+//! for a registry token. Web UI sessions are not signed tokens at all (see `auth::session`).
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,11 +19,29 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+/// What kind of credential a signed token is. Only one kind is signed today; the claim is
+/// required, so a token without it (or of another kind) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// A bearer token from the realm, for the registry API only.
+    Registry,
+}
+
 /// What a token grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    pub typ: TokenKind,
     /// The user, or `""` for anonymous.
     pub sub: String,
+    /// The API token it was obtained with: it stops working when that one is revoked or
+    /// expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
+    /// Obtained with a password: a fingerprint of the user's password hash then, so a changed
+    /// password ends the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwd: Option<String>,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
     /// Granted `(repository/image, actions)` pairs; actions are `pull`, `push`, `delete`.
@@ -44,7 +66,21 @@ pub struct Signer {
     key: Vec<u8>,
 }
 
+/// What the stored key is turned into before it signs registry tokens.
+const REGISTRY_PURPOSE: &[u8] = b"berth registry token v1";
+
 impl Signer {
+    /// The signer of registry tokens for a stored key: HMAC(stored key, purpose), so the key
+    /// itself signs nothing.
+    fn for_registry(stored: &[u8]) -> Signer {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(stored)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(REGISTRY_PURPOSE);
+        Signer {
+            key: mac.finalize().into_bytes().to_vec(),
+        }
+    }
+
     /// Loads the key from `dir/token.key`, generating it on first use.
     pub fn load_or_create(dir: &Path) -> std::io::Result<Signer> {
         use std::io::Write;
@@ -52,7 +88,7 @@ impl Signer {
         let path = dir.join("token.key");
         if let Ok(key) = std::fs::read(&path) {
             if key.len() >= 32 {
-                return Ok(Signer { key });
+                return Ok(Signer::for_registry(&key));
             }
         }
         std::fs::create_dir_all(dir)?;
@@ -67,7 +103,7 @@ impl Signer {
         f.write_all(&key)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
-        Ok(Signer { key: key.to_vec() })
+        Ok(Signer::for_registry(&key))
     }
 
     #[cfg(test)]
@@ -107,7 +143,10 @@ mod tests {
 
     fn claims(exp: u64) -> Claims {
         Claims {
+            typ: TokenKind::Registry,
             sub: "alice".into(),
+            tid: None,
+            pwd: None,
             exp,
             access: vec![Grant {
                 name: "hosted/app".into(),
@@ -139,5 +178,13 @@ mod tests {
             None
         );
         assert_eq!(s.verify("garbage"), None);
+        // A token without its kind is not a registry token.
+        let mut untyped = serde_json::to_value(claims(now() + 60)).unwrap();
+        untyped.as_object_mut().unwrap().remove("typ");
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&untyped).unwrap());
+        let mut mac = s.mac();
+        mac.update(body.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(s.verify(&format!("{body}.{sig}")), None);
     }
 }

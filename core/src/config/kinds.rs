@@ -140,8 +140,20 @@ pub(super) fn check_groups(repos: &[RepoConfig]) -> Result<(), (usize, &'static 
             }
         }
         for (ns, m) in &g.mirrors {
-            if !index.contains_key(m) || m == &r.name {
+            let Some(&at) = index.get(m).filter(|_| m != &r.name) else {
                 return Err((i, "mirrors", format!("{ns}: no other repository named {m}")));
+            };
+            // A mirror serves pulls of another registry's images: only a pull-through cache
+            // does that (a hosted or group target would hand nodes whatever was pushed there).
+            if !matches!(repos[at].spec, RepoSpec::Proxy(_)) {
+                return Err((
+                    i,
+                    "mirrors",
+                    format!(
+                        "{ns}: {m} is a {} repository; mirrors must be proxy repositories",
+                        repos[at].spec.kind()
+                    ),
+                ));
             }
         }
         if let Some(w) = &g.writable_member {

@@ -2,7 +2,8 @@
 //! ([`super::control`]): the config file's `auth` section is the bootstrap, stored settings
 //! add to it, override or remove its entries, and every change is validated as a whole
 //! (a user's roles must exist; a role still given to a user cannot go) before it is stored
-//! and served. Deleting a user revokes its tokens.
+//! and served. Deleting a user revokes its tokens; changing or deleting a user ends its UI
+//! sessions.
 
 use serde_json::Value;
 
@@ -135,6 +136,12 @@ impl Control {
             for t in d.tokens.iter().filter(|t| t.user == change.name) {
                 meta.remove_setting(SettingKind::Token, &t.id).await?;
             }
+        }
+        if change.kind == SettingKind::User {
+            // A changed password or roles, or a deleted user: the UI sessions end, on every
+            // core (they live in the store).
+            let ended = meta.sessions_end(&change.name).await?;
+            tracing::info!(user = %change.name, ended, "UI sessions ended");
         }
         self.note_version().await?;
         self.apply_directory(reg).await?;

@@ -10,8 +10,10 @@ use super::connectors::ConnectorSet;
 use crate::api::Registry;
 use crate::storage::{Stores, UploadInfo};
 
-/// How often the settings version is read, to follow changes other cores made.
-const SETTINGS_POLL: Duration = Duration::from_secs(5);
+/// How often the settings version is read, to follow changes other cores made: the bound on
+/// how long a revoked API token, a deleted user or a narrowed role still works on a core other
+/// than the one that made the change (that one applies it at once). One indexed read a second.
+const SETTINGS_POLL: Duration = Duration::from_secs(1);
 
 /// Applies settings another core changed (several cores on one database): one cheap read of
 /// the settings version per poll, a full reload only when it moved.

@@ -33,7 +33,7 @@ pub fn registry(
         context_path: config.main.context_path.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         body_idle_timeout: config.limits.body_idle_timeout,
-        auth: auth(config)?,
+        auth: auth(config, stores)?,
         lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
             stores.clone(),
             config.gc.clone(),
@@ -195,7 +195,7 @@ pub(super) fn anonymous(repos: &[RepoConfig]) -> std::collections::HashSet<RepoN
 }
 
 /// Access control from the `auth` section; without one, open access (and a warning).
-fn auth(config: &Config) -> Result<Option<Arc<Auth>>, ServeError> {
+fn auth(config: &Config, stores: &Stores) -> Result<Option<Arc<Auth>>, ServeError> {
     let Some(a) = &config.auth else {
         tracing::warn!(
             "no auth section in the config: anyone may push, pull and delete (development only)"
@@ -203,11 +203,13 @@ fn auth(config: &Config) -> Result<Option<Arc<Auth>>, ServeError> {
         return Ok(None);
     };
     let keys = config.storage.root.join("auth");
-    let auth = Auth::new(a, anonymous(&config.repositories), &keys).map_err(|source| {
-        ServeError::Repository {
-            owner: format!("auth (token key in {})", keys.display()),
-            source,
-        }
-    })?;
+    let sessions = stores.meta.clone();
+    let auth =
+        Auth::new(a, anonymous(&config.repositories), &keys, sessions).map_err(|source| {
+            ServeError::Repository {
+                owner: format!("auth (token key in {})", keys.display()),
+                source,
+            }
+        })?;
     Ok(Some(Arc::new(auth)))
 }

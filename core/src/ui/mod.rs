@@ -81,7 +81,9 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    fn of(reg: &Registry, req: &Parts) -> Viewer {
+    /// The viewer of a request: the user of its session cookie, if that session is live
+    /// (the cookie is read here, and nowhere else).
+    async fn of(reg: &Registry, req: &Parts) -> Viewer {
         let Some(auth) = &reg.auth else {
             // No auth section: open access, as on the registry API (development).
             return Viewer {
@@ -90,7 +92,10 @@ impl Viewer {
                 admin: true,
             };
         };
-        let identity = cookie(req, COOKIE).and_then(|s| auth.session_user(&s));
+        let identity = match cookie(req, COOKIE) {
+            Some(s) => auth.session_user(&s).await,
+            None => None,
+        };
         let admin = identity.as_ref().is_some_and(|i| auth.is_admin(i));
         Viewer {
             identity,
@@ -319,7 +324,7 @@ pub async fn serve(
     let ctx = Ctx {
         reg,
         req,
-        viewer: Viewer::of(reg, req),
+        viewer: Viewer::of(reg, req).await,
         query: crate::api::query(req),
         base,
         client,
@@ -334,7 +339,7 @@ pub async fn serve(
         (Page::Style, _) => Ok(style()),
         (Page::Login, false) => ctx.render("login.html", json!({})),
         (Page::Login, true) => login(&ctx, body).await,
-        (Page::Logout, _) => Ok(logout(&ctx)),
+        (Page::Logout, _) => Ok(logout(&ctx).await),
         (Page::Home, _) => browse::home(&ctx).await,
         (Page::Repository, _) => browse::repository(&ctx).await,
         (Page::Image, _) => browse::image(&ctx).await,
@@ -381,11 +386,14 @@ async fn login(ctx: &Ctx<'_>, body: Body) -> PageResult {
     let (user, password) = (get("user"), get("password"));
     match auth.login(&user, &password, ctx.client).await {
         Ok(Identity::User(name)) => {
+            let session = auth.open_session(&name).await.map_err(|e| {
+                tracing::error!(error = %e, "storing a UI session failed");
+                PageError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot sign in right now")
+            })?;
             let mut r = ctx.redirect("/");
             let secure = if https { "; Secure" } else { "" };
             let c = format!(
-                "{COOKIE}={}; Path={}/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-                auth.session(&name),
+                "{COOKIE}={session}; Path={}/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 ctx.reg.context_path,
                 crate::auth::SESSION_TTL.as_secs()
             );
@@ -406,7 +414,16 @@ async fn login(ctx: &Ctx<'_>, body: Body) -> PageResult {
     }
 }
 
-fn logout(ctx: &Ctx<'_>) -> Response<Body> {
+/// Ends the session in the store (on every core), then clears the cookie.
+async fn logout(ctx: &Ctx<'_>) -> Response<Body> {
+    if let (Some(auth), Some(session)) = (&ctx.reg.auth, cookie(ctx.req, COOKIE)) {
+        if let Err(e) = auth.close_session(&session).await {
+            tracing::error!(error = %e, "ending a UI session failed");
+        }
+        if let Some(who) = ctx.viewer.name() {
+            tracing::info!(target: "berth_core::audit", who, action = "ui logout", "audit");
+        }
+    }
     let mut r = ctx.redirect("/");
     let c = format!(
         "{COOKIE}=; Path={}/; HttpOnly; SameSite=Strict; Max-Age=0",

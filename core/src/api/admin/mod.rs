@@ -183,6 +183,44 @@ pub async fn serve(
     }
 }
 
+/// What a browser cannot be made to send from another site: the admin API answers Basic
+/// challenges (so a browser may hold an admin's credentials for the origin), so every write
+/// must be JSON — a cross-site form or a no-CORS `fetch` can only send form, multipart or plain
+/// text bodies, and anything else needs a preflight this API never grants — and must not be
+/// marked cross-site by `Sec-Fetch-Site` or carry a foreign `Origin`.
+pub fn forgery_guard(req: &Parts, base: &str) -> Result<(), ApiError> {
+    if req.method == Method::GET || req.method == Method::HEAD {
+        return Ok(());
+    }
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let forbidden = |m: String| err(ErrorCode::Denied, m);
+    if let Some(site @ ("cross-site" | "same-site")) = header("sec-fetch-site") {
+        return Err(forbidden(format!(
+            "admin API writes from another site are refused (Sec-Fetch-Site: {site})"
+        )));
+    }
+    if let Some(origin) = header("origin") {
+        if !origin.eq_ignore_ascii_case(base) {
+            return Err(forbidden(format!(
+                "admin API writes from another origin are refused (Origin: {origin})"
+            )));
+        }
+    }
+    if req.method != Method::DELETE {
+        let json = header("content-type")
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(err(
+                ErrorCode::Unsupported,
+                "admin API writes take Content-Type: application/json (with or without a body)",
+            )
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+    }
+    Ok(())
+}
+
 /// A configured repository by name (`NAME_UNKNOWN` otherwise).
 fn repo_name(reg: &Registry, name: &str) -> Result<RepoName, ApiError> {
     name.parse::<RepoName>()

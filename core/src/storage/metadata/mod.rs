@@ -20,8 +20,11 @@
 //!   takes bytes a push in flight relies on.
 //! - `manifests.deleted_at` and `tag_events`: deleted manifests stay, restorable, for the undo
 //!   window; every change of a tag is recorded (what, when, by whom). See [`lifecycle`].
+//! - `settings`: what operators change at run time ([`settings`]); `sessions`: web UI sign-ins
+//!   ([`sessions`]).
 
 pub mod lifecycle;
+pub mod sessions;
 pub mod settings;
 pub mod sql;
 #[cfg(any(test, feature = "contract-suite"))]
@@ -173,7 +176,9 @@ pub struct UploadRecord {
 
 /// The metadata contract every backend fulfils. Listings are sorted.
 #[async_trait]
-pub trait MetadataStore: LifecycleStore + settings::SettingsStore + Send + Sync + 'static {
+pub trait MetadataStore:
+    LifecycleStore + settings::SettingsStore + sessions::SessionStore + Send + Sync + 'static
+{
     /// Records that the bytes of `digest` are about to be placed in the BlobStore: call it
     /// before placing them, so the collector leaves them alone for the grace period.
     async fn blob_intent(&self, digest: &Digest) -> Result<()>;

@@ -78,6 +78,7 @@ pub async fn run(store: Arc<dyn MetadataStore>, prefix: &str) {
     concurrent_pushes_of_many_images(store.clone(), prefix).await;
     close_racing_progress(store.clone(), prefix).await;
     settings(store.as_ref(), prefix).await;
+    sessions(store.as_ref(), prefix).await;
     super::suite_lifecycle::run(store, prefix).await;
 }
 
@@ -381,4 +382,41 @@ async fn settings(s: &dyn MetadataStore, p: &str) {
     assert_eq!(s.manifest_media_type(&n, &m.digest).await.unwrap(), None);
     let history = s.tag_history(&n, Some(&tag("v1")), 10).await.unwrap();
     assert_eq!(history[0].reason, "repository deleted");
+}
+
+/// Sessions: found by id until closed; ended per user; pruned once expired.
+async fn sessions(s: &dyn MetadataStore, p: &str) {
+    use super::sessions::SessionRecord;
+    let now = now_ms();
+    let record = |id: &str, user: &str, expires_at: i64| SessionRecord {
+        id: format!("{p}-{id}"),
+        user: format!("{p}-{user}"),
+        stamp: "stamp".into(),
+        created_at: now,
+        expires_at,
+    };
+    let (a1, a2, b, old) = (
+        record("a1", "alice", now + 60_000),
+        record("a2", "alice", now + 60_000),
+        record("b", "bob", now + 60_000),
+        record("old", "carol", now - 1),
+    );
+    for r in [&a1, &a2, &b, &old] {
+        s.session_open(r).await.unwrap();
+    }
+    assert_eq!(s.session(&a1.id).await.unwrap(), Some(a1.clone()));
+    assert_eq!(s.session(&format!("{p}-none")).await.unwrap(), None);
+    assert!(s.session_close(&a1.id).await.unwrap());
+    assert!(!s.session_close(&a1.id).await.unwrap());
+    assert_eq!(s.session(&a1.id).await.unwrap(), None);
+    assert_eq!(s.sessions_end(&a2.user).await.unwrap(), 1);
+    assert_eq!(s.session(&a2.id).await.unwrap(), None);
+    assert_eq!(
+        s.session(&b.id).await.unwrap(),
+        Some(b.clone()),
+        "others stay"
+    );
+    assert!(s.sessions_prune(now).await.unwrap() >= 1);
+    assert_eq!(s.session(&old.id).await.unwrap(), None, "expired: pruned");
+    assert!(s.session(&b.id).await.unwrap().is_some());
 }

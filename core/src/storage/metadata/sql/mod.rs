@@ -14,6 +14,7 @@ mod gc;
 mod lifecycle;
 mod open;
 mod policy;
+mod sessions;
 mod settings;
 mod writes;
 

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../../migrations/0001_metadata.sql")),
     (2, include_str!("../../../../migrations/0002_lifecycle.sql")),
     (3, include_str!("../../../../migrations/0003_settings.sql")),
+    (4, include_str!("../../../../migrations/0004_sessions.sql")),
 ];
 
 /// Read connections to an SQLite file (WAL: they never wait for the writer).

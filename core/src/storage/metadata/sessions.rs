@@ -1,0 +1,38 @@
+//! The sessions half of the metadata contract: web UI sign-ins live in the metadata store, not
+//! in a signed cookie, so that a logout, a password change or a deleted user ends them on every
+//! core sharing the database, on the next request.
+//!
+//! A session is found by the SHA-256 of its cookie's secret: someone who reads the database
+//! learns who is signed in, not a cookie that would sign them in.
+
+use async_trait::async_trait;
+
+use super::Result;
+
+/// One signed-in browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Hex SHA-256 of the cookie's secret.
+    pub id: String,
+    pub user: String,
+    /// A fingerprint of the user's password hash at sign-in (see `auth::session`).
+    pub stamp: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session.
+    async fn session_open(&self, s: &SessionRecord) -> Result<()>;
+    /// The session with this id, expired or not (the caller checks).
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
+    /// Ends one session; `false` if there was none.
+    async fn session_close(&self, id: &str) -> Result<bool>;
+    /// Ends every session of `user`; how many there were.
+    async fn sessions_end(&self, user: &str) -> Result<u64>;
+    /// Forgets sessions that expired before `now_ms`; how many.
+    async fn sessions_prune(&self, now_ms: i64) -> Result<u64>;
+}

@@ -1,0 +1,77 @@
+//! Statements of the session store.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{db, text, SqlMetadata};
+use crate::storage::metadata::sessions::{SessionRecord, SessionStore};
+use crate::storage::metadata::Result;
+
+#[async_trait]
+impl SessionStore for SqlMetadata {
+    async fn session_open(&self, s: &SessionRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, username, stamp, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&s.id)
+        .bind(&s.user)
+        .bind(&s.stamp)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        let row = sqlx::query(
+            "SELECT id, username, stamp, created_at, expires_at FROM sessions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(SessionRecord {
+                id: text(&r, 0)?,
+                user: text(&r, 1)?,
+                stamp: text(&r, 2)?,
+                created_at: r.try_get(3).map_err(db)?,
+                expires_at: r.try_get(4).map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn session_close(&self, id: &str) -> Result<bool> {
+        let gone = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(gone > 0)
+    }
+
+    async fn sessions_end(&self, user: &str) -> Result<u64> {
+        let gone = sqlx::query("DELETE FROM sessions WHERE username = $1")
+            .bind(user)
+            .execute(&self.write)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(gone)
+    }
+
+    async fn sessions_prune(&self, now_ms: i64) -> Result<u64> {
+        let gone = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(&self.write)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(gone)
+    }
+}
