@@ -1,14 +1,15 @@
 //! What live settings cost on the request path, in one run: manifest GETs on a connector
-//! (which now resolves its repository per request from a swappable map) for this build and,
-//! with `BERTH_REFERENCE_CORE=/path/to/berth-core` (e.g. built from the commit before), for a
-//! reference build; then, with access control on, the CPU per request of Basic with an API token
-//! against Basic with a (remembered) password, and the CPU of a *first* login by each: argon2
-//! for a password, one SHA-256 for a token; then the cost of events: the same GETs (each a
-//! pull event) on a core without and one with a webhook endpoint (nginx answering 200: a
-//! receiver that keeps up, so batching shows), alternating, with what the endpoint received. Wall-clock figures swing
-//! on this 2-core machine;
-//! CPU per request holds steadier. Build first: `cargo build --release --workspace`, then
-//! `cargo bench -p berth-tests --bench live`.
+//! (which resolves its repository per request from a swappable map) for this build and, with
+//! `BERTH_REFERENCE_CORE=/path/to/berth-core` (e.g. built from the commit before), for a
+//! reference build; then, with access control on and for both builds, the CPU per request of
+//! each credential kind — Basic with a (remembered) password or an API token, and the registry
+//! tokens each gets from the realm (checked on use against the token's API token or the
+//! password it was issued under) — and the CPU of a *first* login by each: argon2 for a
+//! password, one SHA-256 for a token; then the cost of events: the same GETs (each a pull
+//! event) on a core without and one with a webhook endpoint (nginx answering 200: a receiver
+//! that keeps up, so batching shows), alternating, with what the endpoint received.
+//! Wall-clock figures swing on this 2-core machine; CPU per request holds steadier. Build
+//! first: `cargo build --release --workspace`, then `cargo bench -p berth-tests --bench live`.
 
 use std::path::PathBuf;
 
@@ -197,19 +198,99 @@ fn main() {
     rows.push(("manifest GET, open: CPU us/request", get_cpu));
     print_table(&columns, &rows);
 
-    // Access control: a token against a remembered password, then first logins.
+    // Access control: Basic with a remembered password or an API token, the registry tokens
+    // each gets from the realm, and first logins; for the reference build too.
+    let reference = std::env::var_os("BERTH_REFERENCE_CORE").map(PathBuf::from);
+    let mut columns = vec!["this build"];
+    let mut table = auth_costs(None);
+    if let Some(r) = reference {
+        columns.push("reference");
+        for (row, v) in table.iter_mut().zip(auth_costs(Some(r))) {
+            row.1.push(v.1[0]);
+        }
+    }
+    print_table(&columns, &table);
+    events_overhead();
+}
+
+/// A registry token for `basic` from the realm of `core`'s hosted connector.
+fn bearer(core: &Core, basic: &str) -> String {
+    let r = request(
+        core.connector("hosted"),
+        "GET",
+        "/v2/token?service=berth&scope=repository:app:pull",
+        &[("Authorization", basic)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    format!("Bearer {}", r.json()["token"].as_str().unwrap())
+}
+
+/// Requests/s and CPU per request for each credential kind on `binary` (this build's if
+/// `None`), and CPU per first login by password and by API token.
+fn auth_costs(binary: Option<PathBuf>) -> Vec<(&'static str, Vec<f64>)> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let core = Core::start_in(dir, &secured_config(&data, "root-password"));
+    let config = secured_config(&data, "root-password");
+    let core = match binary {
+        Some(b) => Core::start_binary(b, dir, &config),
+        None => Core::start_in(dir, &config),
+    };
     let root = basic("root", "root-password");
     push(core.connector("hosted"), Some(&root));
+    let (passwords, tokens) = bench_users(&core, &root);
+    let mut rows = Vec::new();
+    let kinds = [
+        ("Basic password", passwords[0].clone()),
+        ("Basic API token", tokens[0].clone()),
+        ("Bearer via password", bearer(&core, &passwords[0])),
+        ("Bearer via API token", bearer(&core, &tokens[0])),
+    ];
+    let labels: [(&str, &str); 4] = [
+        (
+            "GET, Basic password: req/s",
+            "GET, Basic password: CPU us/req",
+        ),
+        (
+            "GET, Basic API token: req/s",
+            "GET, Basic API token: CPU us/req",
+        ),
+        (
+            "GET, bearer via password: req/s",
+            "GET, bearer via password: CPU us/req",
+        ),
+        (
+            "GET, bearer via token: req/s",
+            "GET, bearer via token: CPU us/req",
+        ),
+    ];
+    for ((_, cred), (rps_label, cpu_label)) in kinds.iter().zip(labels) {
+        let (rps, cpu) = gets(&core, &[format!("Authorization: {cred}")]);
+        rows.push((rps_label, vec![rps]));
+        rows.push((cpu_label, vec![cpu]));
+    }
+    rows.push((
+        "first login, password: CPU ms",
+        vec![first_logins(&core, &passwords[1..])],
+    ));
+    rows.push((
+        "first login, API token: CPU ms",
+        vec![first_logins(&core, &tokens[1..])],
+    ));
+    rows
+}
+
+/// `FIRST_LOGINS + 1` users who may pull from `hosted`, each with an API token: their Basic
+/// credentials by password and by token.
+fn bench_users(core: &Core, root: &str) -> (Vec<String>, Vec<String>) {
     let api = |method: &str, path: &str, body: serde_json::Value| {
         let r = request(
             &core.main,
             method,
             &format!("/berth/api/v1{path}"),
             &[
-                ("Authorization", root.as_str()),
+                ("Authorization", root),
                 ("Content-Type", "application/json"),
             ],
             body.to_string().as_bytes(),
@@ -229,31 +310,12 @@ fn main() {
     for i in 0..=FIRST_LOGINS {
         let user = format!("u{i}");
         let pass = format!("password-{i}");
-        api(
-            "POST",
-            "/users",
-            json!({ "name": user, "password": pass, "roles": ["pull"] }),
-        );
-        let t = api(
-            "POST",
-            &format!("/users/{user}/tokens"),
-            json!({ "name": "bench" }),
-        );
+        let body = json!({ "name": user, "password": pass, "roles": ["pull"] });
+        api("POST", "/users", body);
+        let path = format!("/users/{user}/tokens");
+        let t = api("POST", &path, json!({ "name": "bench" }));
         passwords.push(basic(&user, &pass));
         tokens.push(basic(&user, t["token"].as_str().unwrap()));
     }
-    let (pw_rps, pw_cpu) = gets(&core, &[format!("Authorization: {}", passwords[0])]);
-    let (tk_rps, tk_cpu) = gets(&core, &[format!("Authorization: {}", tokens[0])]);
-    let pw_first = first_logins(&core, &passwords[1..]);
-    let tk_first = first_logins(&core, &tokens[1..]);
-    print_table(
-        &["password", "API token"],
-        &[
-            ("manifest GET, Basic: requests/s", vec![pw_rps, tk_rps]),
-            ("manifest GET, Basic: CPU us/request", vec![pw_cpu, tk_cpu]),
-            ("first login: CPU ms", vec![pw_first, tk_first]),
-        ],
-    );
-    drop(core);
-    events_overhead();
+    (passwords, tokens)
 }
