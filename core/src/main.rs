@@ -187,10 +187,10 @@ async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()
     let stores = Stores::open(&config.storage)
         .await
         .with_context(|| format!("opening storage at {}", config.storage.root.display()))?;
-    let (config, control) = server::Control::start(config, stores.clone())
+    let (config, control) = berth_core::registry::Control::start(config, stores.clone())
         .await
         .context("applying the settings changed at run time to the config file's")?;
-    let registry = Arc::new(server::registry(&config, &stores, control)?);
+    let registry = Arc::new(berth_core::registry::registry(&config, &stores, control)?);
     registry
         .control
         .apply_directory(&registry)

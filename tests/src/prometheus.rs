@@ -87,18 +87,24 @@ impl Prometheus {
             .json()
     }
 
-    /// The loaded rule groups (`/api/v1/rules`), by curl: Prometheus answers it chunked.
+    /// The loaded rule groups (`/api/v1/rules`), by curl: Prometheus answers it chunked. Waits
+    /// until the rule manager lists some: it starts after the first scrapes can already answer.
     pub fn rule_groups(&self) -> Vec<serde_json::Value> {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
-            .arg(format!("http://{}/api/v1/rules", self.addr))
-            .output()
-            .expect("curl");
-        let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        rules["data"]["groups"]
-            .as_array()
-            .cloned()
-            .unwrap_or_else(|| panic!("rules: {rules}"))
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "10"])
+                .arg(format!("http://{}/api/v1/rules", self.addr))
+                .output()
+                .expect("curl");
+            let rules: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or_default();
+            match rules["data"]["groups"].as_array() {
+                Some(groups) if !groups.is_empty() => return groups.clone(),
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(250)),
+                _ => panic!("rules: {rules}"),
+            }
+        }
     }
 
     /// Runs every query of a Grafana dashboard under `deploy/`; returns how many there were.

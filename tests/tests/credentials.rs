@@ -496,7 +496,7 @@ fn the_admin_api_refuses_forged_writes() {
     let json = ("Content-Type", "application/json");
     for site in ["cross-site", "same-site"] {
         let r = send(&[json, ("Sec-Fetch-Site", site)]);
-        assert_eq!((r.status, r.code().as_str()), (403, "DENIED"));
+        assert_eq!((r.status, r.code().as_str()), (403, "FORBIDDEN"));
     }
     let r = send(&[json, ("Origin", "https://evil.example")]);
     assert_eq!(r.status, 403);

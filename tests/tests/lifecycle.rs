@@ -378,7 +378,7 @@ fn deletes_are_undone_through_the_admin_api_until_the_collector_may_take_them() 
     let r = restore(r#"{"image":"app"}"#);
     assert_eq!(r.status, 400);
     let r = restore(r#"{"image":"app","tag":"never-pushed"}"#);
-    assert_eq!((r.status, r.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+    assert_eq!((r.status, r.code().as_str()), (404, "NOT_FOUND"));
     let r = request(
         &main,
         "GET",
@@ -387,7 +387,7 @@ fn deletes_are_undone_through_the_admin_api_until_the_collector_may_take_them() 
         b"",
     )
     .unwrap();
-    assert_eq!((r.status, r.code().as_str()), (404, "NAME_UNKNOWN"));
+    assert_eq!((r.status, r.code().as_str()), (404, "NOT_FOUND"));
     let r = request(&main, "DELETE", "/berth/api/v1/gc", &[], b"").unwrap();
     assert_eq!(r.status, 405);
     let status = request(&main, "GET", "/berth/api/v1/gc", &[], b"").unwrap();

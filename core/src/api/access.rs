@@ -5,15 +5,14 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use http::request::Parts;
-use http::{header, StatusCode};
+use http::StatusCode;
 
 use super::response;
 use super::route::Route;
 use super::{err, query, ApiError, ApiResult, CallerOf, Conn, Listener, Registry, Target};
 use crate::auth::{Action, Auth, Claims, Grant, Identity, LoginError};
+use crate::http::{credentials, Credentials};
 use crate::oci::{ErrorCode, ImageName, RepoName};
 
 /// The service name in challenges and tokens.
@@ -29,19 +28,7 @@ pub struct Caller {
 
 /// The client address a request really comes from (the edge's X-Forwarded-For if trusted).
 pub fn client_ip(reg: &Registry, conn: Conn, parts: &Parts) -> IpAddr {
-    let peer = conn.peer.ip();
-    if reg.trusted_proxies.iter().any(|t| t.contains(peer)) {
-        if let Some(ip) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-        {
-            return ip;
-        }
-    }
-    peer
+    crate::http::client_ip(&reg.trusted_proxies, conn, parts)
 }
 
 /// Who a request counts against for per-client shares: the user if one signed in, else the
@@ -74,66 +61,42 @@ pub async fn identify(
     parts: &Parts,
     base: &str,
 ) -> Result<Caller, ApiError> {
-    let Some(value) = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Ok(Caller {
-            identity: Identity::Anonymous,
-            claims: None,
-        });
-    };
-    if let Some(token) = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-    {
-        let (identity, claims) = auth.bearer(token.trim()).ok_or_else(|| {
-            unauthorized(
-                "the token is invalid, expired, or no longer stands (its user, API token or \
-                 password changed)",
-                challenge(base, None),
-            )
-        })?;
-        return Ok(Caller {
-            identity,
-            claims: Some(claims),
-        });
-    }
-    if let Some(b64) = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    {
-        let decoded = STANDARD
-            .decode(b64.trim())
-            .ok()
-            .and_then(|d| String::from_utf8(d).ok());
-        let Some((user, pass)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-            return Err(unauthorized(
-                "malformed Basic credentials",
-                challenge(base, None),
-            ));
-        };
-        return match auth.login(user, pass, client).await {
-            Ok(identity) => Ok(Caller {
-                identity,
+    let refuse = |message: &str| unauthorized(message, challenge(base, None));
+    let (user, pass) = match credentials(parts) {
+        Credentials::None => {
+            return Ok(Caller {
+                identity: Identity::Anonymous,
                 claims: None,
-            }),
-            Err(LoginError::Invalid) => Err(unauthorized(
-                "invalid user name or password",
-                challenge(base, None),
-            )),
-            Err(e @ LoginError::TooMany(wait)) => {
-                Err(err(ErrorCode::TooManyRequests, e.to_string()).retry_after(wait))
-            }
-            Err(e @ LoginError::Busy) => Err(err(ErrorCode::TooManyRequests, e.to_string())
-                .retry_after(std::time::Duration::from_secs(1))),
-        };
+            })
+        }
+        Credentials::Bearer(token) => {
+            let (identity, claims) = auth.bearer(token).ok_or_else(|| {
+                refuse(
+                    "the token is invalid, expired, or no longer stands (its user, API token \
+                     or password changed)",
+                )
+            })?;
+            return Ok(Caller {
+                identity,
+                claims: Some(claims),
+            });
+        }
+        Credentials::Basic { user, password } => (user, password),
+        Credentials::MalformedBasic => return Err(refuse("malformed Basic credentials")),
+        Credentials::Unsupported => return Err(refuse("unsupported Authorization scheme")),
+    };
+    match auth.login(&user, &pass, client).await {
+        Ok(identity) => Ok(Caller {
+            identity,
+            claims: None,
+        }),
+        Err(LoginError::Invalid) => Err(refuse("invalid user name or password")),
+        Err(e @ LoginError::TooMany(wait)) => {
+            Err(err(ErrorCode::TooManyRequests, e.to_string()).retry_after(wait))
+        }
+        Err(e @ LoginError::Busy) => Err(err(ErrorCode::TooManyRequests, e.to_string())
+            .retry_after(std::time::Duration::from_secs(1))),
     }
-    Err(unauthorized(
-        "unsupported Authorization scheme",
-        challenge(base, None),
-    ))
 }
 
 /// Anonymous callers without a token are sent to the realm (for `/v2/` and `_catalog`).
@@ -252,27 +215,29 @@ pub async fn token(
         err(ErrorCode::Unauthorized, message)
             .with_header("www-authenticate", format!("Basic realm=\"{SERVICE}\""))
     };
-    let caller = match parts.headers.get(header::AUTHORIZATION) {
+    let caller = match credentials(parts) {
+        Credentials::None => Caller {
+            identity: Identity::Anonymous,
+            claims: None,
+        },
         // A token is never a login: exchanging one for another would let it renew itself.
-        Some(v) if !is_basic(v) => {
+        Credentials::Bearer(_) | Credentials::Unsupported => {
             return Err(basic_challenge(
                 "the token realm takes Basic credentials (a password or an API token), not a \
                  bearer token"
                     .into(),
             ));
         }
-        Some(_) => identify(auth, client, parts, base)
-            .await
-            .map_err(|e| match e {
-                ApiError::Client { error, .. } if error.code == ErrorCode::Unauthorized => {
-                    basic_challenge(error.message)
-                }
-                other => other,
-            })?,
-        None => Caller {
-            identity: Identity::Anonymous,
-            claims: None,
-        },
+        Credentials::Basic { .. } | Credentials::MalformedBasic => {
+            identify(auth, client, parts, base)
+                .await
+                .map_err(|e| match e {
+                    ApiError::Client { error, .. } if error.code == ErrorCode::Unauthorized => {
+                        basic_challenge(error.message)
+                    }
+                    other => other,
+                })?
+        }
     };
     let access = grants(reg, auth, listener, &caller.identity, parts);
     tracing::info!(
@@ -289,12 +254,6 @@ pub async fn token(
             "expires_in": auth.token_ttl.as_secs(),
         }),
     ))
-}
-
-fn is_basic(v: &http::HeaderValue) -> bool {
-    v.as_bytes()
-        .get(..6)
-        .is_some_and(|p| p.eq_ignore_ascii_case(b"basic "))
 }
 
 /// What `who` is granted of each `scope=repository:NAME:ACTIONS` the request asks for (only
@@ -360,7 +319,7 @@ fn resolve(
     let image: ImageName = name.parse().ok()?;
     match listener {
         Listener::Connector(entry) => Some((entry.clone(), entry.repo.name().clone(), image)),
-        Listener::Main | Listener::Metrics => {
+        Listener::Main => {
             let (first, rest) = image.split_first();
             let entry = reg.repos().get(first).cloned()?;
             Some((entry.clone(), entry.repo.name().clone(), rest?))

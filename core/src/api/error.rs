@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{Response, StatusCode};
 
+use crate::http::response::{json, set};
+use crate::http::Body;
 use crate::oci::{ErrorCode, RegistryError};
 use crate::repo::RepoError;
 use crate::storage::StorageError;
@@ -64,6 +66,43 @@ impl ApiError {
         match self {
             ApiError::Client { error, .. } => Some(error.code),
             _ => None,
+        }
+    }
+}
+
+impl ApiError {
+    /// The answer; internal failures are logged with the request id the 500 quotes.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        match self {
+            ApiError::Client {
+                error,
+                status,
+                headers,
+            } => {
+                let mut r = json(status, &error.body());
+                for (name, value) in &headers {
+                    set(&mut r, name, value);
+                }
+                r
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({
+                        "errors": [],
+                        "message": "internal error; see the registry log",
+                        "request_id": request_id,
+                    }),
+                )
+            }
+            ApiError::Remote(message) => {
+                tracing::warn!(error = %message, "remote failure");
+                json(
+                    StatusCode::BAD_GATEWAY,
+                    &serde_json::json!({ "errors": [], "message": message }),
+                )
+            }
         }
     }
 }

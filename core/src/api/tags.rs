@@ -102,7 +102,7 @@ pub async fn catalog(
                 all.extend(images.iter().map(|i| i.to_string()));
             }
         }
-        Listener::Main | Listener::Metrics => {
+        Listener::Main => {
             let repos = reg.repos();
             for (name, entry) in repos.iter().filter(|(n, _)| readable(n)) {
                 // Names are `<repository>/<image>`: translate `last` into this repository.

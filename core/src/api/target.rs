@@ -61,7 +61,7 @@ impl Registry {
         })?;
         let (entry, image, prefix) = match listener {
             Listener::Connector(entry) => (entry.clone(), image, String::new()),
-            Listener::Main | Listener::Metrics => {
+            Listener::Main => {
                 let (first, rest) = image.split_first();
                 let entry = self.repos().get(first).cloned().ok_or_else(|| {
                     err(

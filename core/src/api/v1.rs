@@ -27,7 +27,7 @@ pub async fn handle(
 ) -> ApiResult {
     let entry = match listener {
         Listener::Connector(e) => e,
-        Listener::Main | Listener::Metrics => {
+        Listener::Main => {
             return Err(disabled(
                 "the V1 API is served on repository connectors, not on the main port".into(),
             ))

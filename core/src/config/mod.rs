@@ -8,9 +8,11 @@
 //! reason.
 //!
 //! Each domain owns its settings type (`repo::ProxySettings`, `repo::GroupSettings`,
-//! `auth::AuthConfig`, `api::Cidr`); this module depends on them, never the other way round.
+//! `auth::AuthConfig`); this module depends on them, never the other way round. Parsed
+//! network values of its own (`Cidr`) live here, for the front-ends to use.
 
 mod auth;
+mod cidr;
 mod kinds;
 mod lifecycle;
 mod limits;
@@ -25,12 +27,12 @@ use std::path::Path;
 
 pub use berth_config::{parse_duration, ConfigError, Source};
 
-use crate::api::Cidr;
 use crate::auth::AuthConfig;
 use crate::lifecycle::GcSettings;
 use crate::oci::RepoName;
 use crate::repo::{GroupSettings, ProxySettings, WritePolicy};
 use crate::storage::StorageConfig;
+pub use cidr::Cidr;
 pub use limits::Limits;
 pub use repos::{validate as validate_repositories, EntryError};
 

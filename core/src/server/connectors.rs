@@ -16,31 +16,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::listen::{tls_acceptor, Accept};
+use super::accept::{tls_acceptor, Accept};
+use super::port::Port;
 use super::ServeError;
-use crate::api::{Port, Registry};
-use crate::config::{ConnectorConfig, Limits};
+use crate::config::Limits;
 use crate::oci::RepoName;
-
-/// One address a connector listens on, as the settings name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listen {
-    pub addr: SocketAddr,
-    pub tls: Option<berth_certs::CertFiles>,
-}
-
-impl Listen {
-    /// The addresses a repository's connector settings name.
-    pub fn of(c: Option<&ConnectorConfig>) -> Vec<Listen> {
-        let Some(c) = c else { return Vec::new() };
-        let plain = c.http.map(|addr| Listen { addr, tls: None });
-        let https = c.https.as_ref().map(|h| Listen {
-            addr: h.listen,
-            tls: Some(h.files.clone()),
-        });
-        plain.into_iter().chain(https).collect()
-    }
-}
+use crate::registry::{Listen, PortError, Ports, Registry};
 
 /// A bound socket not yet served.
 pub struct BoundConnector {
@@ -160,7 +141,7 @@ impl ConnectorSet {
     /// Makes `repo`'s open sockets exactly `wanted`: binds every new address first (on a
     /// failure nothing changes), then closes the sockets no longer wanted, then serves the new
     /// ones. Returns the addresses it listens on now.
-    pub async fn sync(
+    pub async fn sync_sockets(
         &self,
         repo: &RepoName,
         wanted: &[Listen],
@@ -203,7 +184,7 @@ impl ConnectorSet {
     }
 
     /// What each repository listens on: `(address, direct HTTPS)`.
-    pub async fn listening(&self) -> BTreeMap<RepoName, Vec<(SocketAddr, bool)>> {
+    pub async fn open_sockets(&self) -> BTreeMap<RepoName, Vec<(SocketAddr, bool)>> {
         let open = self.open.lock().await;
         open.iter()
             .map(|(r, os)| {
@@ -233,5 +214,37 @@ impl ConnectorSet {
             }
         }
         self.graceful.lock().ok()?.take()
+    }
+}
+
+/// The control plane's view of the sockets: a busy port names the process that holds it.
+#[async_trait::async_trait]
+impl Ports for ConnectorSet {
+    async fn sync(&self, repo: &RepoName, wanted: &[Listen]) -> Result<(), PortError> {
+        self.sync_sockets(repo, wanted)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                ServeError::Bind { addr, source, .. } => PortError::Busy {
+                    repo: repo.clone(),
+                    addr,
+                    reason: source.to_string(),
+                    holder: super::holder::port_holder(addr)
+                        .unwrap_or_else(|| "another process".to_owned()),
+                },
+                other => PortError::Other(other.to_string()),
+            })
+    }
+
+    async fn listening(&self) -> BTreeMap<RepoName, Vec<(SocketAddr, bool)>> {
+        self.open_sockets().await
+    }
+
+    async fn certificates(&self) -> Vec<berth_certs::CertEntry> {
+        self.resolvers()
+            .await
+            .iter()
+            .flat_map(|(_, r)| r.inventory())
+            .collect()
     }
 }

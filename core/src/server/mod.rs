@@ -1,32 +1,38 @@
-//! From a config to serving sockets.
+//! Sockets: from a served registry to listening ports.
 //!
 //! # Layout
-//! - `wiring.rs`: builds the API layer's [`Registry`](crate::api::Registry) from the config —
-//!   repositories of every kind over the storage, access control. The binary and the in-process
-//!   API tests both go through it, so what is tested is what runs.
-//! - `listen.rs`: binds the main port and every connector, serves HTTP/1.1 (and direct HTTPS)
-//!   with hyper, caps connections, and shuts down gracefully.
-//! - `tasks.rs`: background work — the upload sweeper, certificate reloads.
+//! - `listen.rs`: binds the main port and every connector, starts serving them and the
+//!   background tasks, and shuts down gracefully; `accept.rs`: one listener's accept loop and
+//!   connections (HTTP/1.1 with hyper, plain or direct HTTPS, capped); `port.rs`: which
+//!   listener a request came in on.
+//! - `connectors.rs`: connector sockets opened and closed while the core runs (the
+//!   [`Ports`](crate::registry::Ports) the control plane drives); `holder.rs` names the
+//!   process holding a busy port.
+//! - `router.rs`: the short table from (port, path) to a front-end — the registry API, the
+//!   admin API, the web UI or the probes — inside one tracing span per request.
+//! - `tasks.rs`: background work — the upload sweeper, certificate reloads, settings changed
+//!   by other cores.
 //!
 //! Binding is separate from serving so that a busy port fails start-up with the name of the
 //! repository that wanted it, and so that tests can bind port 0 and learn the real addresses
 //! (`--ready-file`) before any request is made.
 
+mod accept;
 mod connectors;
-pub mod control;
-pub mod directory;
 mod holder;
 mod listen;
+mod observe;
+mod port;
+pub mod router;
 mod tasks;
-mod wiring;
 
 use std::io;
 use std::net::SocketAddr;
 
-pub use connectors::{BoundConnector, Listen};
-pub use control::Control;
+pub use connectors::BoundConnector;
 pub use listen::{bind, run, write_ready_file, Bound};
-pub use wiring::registry;
+pub use port::Port;
+pub use router::handle;
 
 /// A start-up failure that names who wanted what.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +45,6 @@ pub enum ServeError {
     },
     #[error("cannot write ready file {path}: {source}")]
     ReadyFile { path: String, source: io::Error },
-    #[error("{owner}: {source}")]
-    Repository { owner: String, source: io::Error },
     #[error("{owner}: {source}")]
     Tls {
         owner: String,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::connectors::ConnectorSet;
-use crate::api::Registry;
+use crate::registry::Registry;
 use crate::storage::{Stores, UploadInfo};
 
 /// How often the settings version is read, to follow changes other cores made: the bound on

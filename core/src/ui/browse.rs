@@ -9,8 +9,8 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::{Ctx, PageError, PageResult};
-use crate::api::RepoEntry;
 use crate::oci::{Digest, ImageName, Reference, RepoName};
+use crate::registry::RepoEntry;
 use crate::storage::metadata::Page;
 
 /// Lists are cut here; search narrows them.

@@ -1,6 +1,6 @@
 //! The admin pages: repositories (origin, ports, remote status) with cleanup previews, a form
 //! that creates a repository live, users, and garbage collection runs with a dry run. Changes
-//! go through [`Control`](crate::server::Control), as the admin API's do.
+//! go through [`Control`](crate::registry::Control), as the admin API's do.
 
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::browse::human;
 use super::{form, Ctx, PageError, PageResult};
 use crate::oci::RepoName;
-use crate::server::control::{ChangeError, RepoChange};
+use crate::registry::control::{ChangeError, RepoChange};
 
 pub async fn admin(ctx: &Ctx<'_>) -> PageResult {
     ctx.admin_only()?;
@@ -60,7 +60,7 @@ pub async fn admin(ctx: &Ctx<'_>) -> PageResult {
 /// The create form as one `repositories:` entry.
 fn entry_of(f: &[(String, String)]) -> Value {
     let get = |k: &str| {
-        crate::api::query_get(f, k)
+        crate::http::query_get(f, k)
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
@@ -84,7 +84,7 @@ fn entry_of(f: &[(String, String)]) -> Value {
     v
 }
 
-pub async fn create(ctx: &Ctx<'_>, body: crate::api::Body) -> PageResult {
+pub async fn create(ctx: &Ctx<'_>, body: crate::http::Body) -> PageResult {
     ctx.admin_only()?;
     let entry = entry_of(&form(body).await?);
     let done = ctx
@@ -148,10 +148,10 @@ pub async fn gc(ctx: &Ctx<'_>) -> PageResult {
     )
 }
 
-pub async fn cleanup(ctx: &Ctx<'_>, body: crate::api::Body) -> PageResult {
+pub async fn cleanup(ctx: &Ctx<'_>, body: crate::http::Body) -> PageResult {
     ctx.admin_only()?;
     let f = form(body).await?;
-    let name = crate::api::query_get(&f, "repo").unwrap_or_default();
+    let name = crate::http::query_get(&f, "repo").unwrap_or_default();
     let repo: RepoName = name
         .parse()
         .ok()

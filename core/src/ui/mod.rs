@@ -7,7 +7,7 @@
 //! stylesheet, no scripts and no external assets: it works on an air-gapped network and
 //! needs no Node build. Reads go through the same [`Repository`](crate::repo::Repository)
 //! calls and privilege checks as the registry API; changes through the same
-//! [`Control`](crate::server::Control) as the admin API.
+//! [`Control`](crate::registry::Control) as the admin API.
 //!
 //! # Layout
 //! - this file: routes, the viewer (session cookie), rendering, forms.
@@ -25,9 +25,10 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 
-use crate::api::{response, Body, Registry};
 use crate::auth::{Action, Identity};
+use crate::http::{response, Body};
 use crate::oci::RepoName;
+use crate::registry::Registry;
 
 /// The session cookie's name.
 const COOKIE: &str = "berth_session";
@@ -172,7 +173,7 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     pub fn param(&self, key: &str) -> Option<&str> {
-        crate::api::query_get(&self.query, key)
+        crate::http::query_get(&self.query, key)
     }
 
     fn required(&self, key: &str) -> Result<&str, PageError> {
@@ -325,7 +326,7 @@ pub async fn serve(
         reg,
         req,
         viewer: Viewer::of(reg, req).await,
-        query: crate::api::query(req),
+        query: crate::http::query(req),
         base,
         client,
     };
@@ -382,7 +383,7 @@ async fn login(ctx: &Ctx<'_>, body: Body) -> PageResult {
         return Ok(ctx.redirect("/"));
     };
     let f = form(body).await?;
-    let get = |k: &str| crate::api::query_get(&f, k).unwrap_or_default().to_owned();
+    let get = |k: &str| crate::http::query_get(&f, k).unwrap_or_default().to_owned();
     let (user, password) = (get("user"), get("password"));
     match auth.login(&user, &password, ctx.client).await {
         Ok(Identity::User(name)) => {

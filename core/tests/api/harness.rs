@@ -6,9 +6,11 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use berth_core::api::{response, Conn, Port, Registry};
 use berth_core::config::{Config, Source};
+use berth_core::http::{response, Conn};
 use berth_core::oci::Digest;
+use berth_core::registry::Registry;
+use berth_core::server::Port;
 use berth_core::storage::Stores;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -55,10 +57,10 @@ pub async fn harness_from(yaml: &str) -> Harness {
     );
     let config = Config::parse(&text, &Source::new("api-test.yaml", dir.path())).unwrap();
     let stores = Stores::memory().await.unwrap();
-    let (config, control) = berth_core::server::Control::start(config, stores.clone())
+    let (config, control) = berth_core::registry::Control::start(config, stores.clone())
         .await
         .unwrap();
-    let registry = berth_core::server::registry(&config, &stores, control).unwrap();
+    let registry = berth_core::registry::registry(&config, &stores, control).unwrap();
     let connector = Port::Connector(registry.repos().keys().next().unwrap().clone());
     Harness {
         registry,
@@ -101,7 +103,7 @@ impl Harness {
             tls: false,
             request: 0,
         };
-        let resp = self.registry.handle(l, conn, req).await;
+        let resp = berth_core::server::handle(&self.registry, l, conn, req).await;
         let (parts, body) = resp.into_parts();
         Reply {
             status: parts.status,

@@ -3,8 +3,8 @@
 use http::StatusCode;
 use serde_json::json;
 
-use berth_core::api::Port;
 use berth_core::oci::Digest;
+use berth_core::server::Port;
 
 use crate::harness::*;
 

@@ -30,6 +30,8 @@ pub mod sql;
 #[cfg(any(test, feature = "contract-suite"))]
 pub mod suite;
 #[cfg(any(test, feature = "contract-suite"))]
+mod suite_fixtures;
+#[cfg(any(test, feature = "contract-suite"))]
 pub mod suite_lifecycle;
 
 use std::collections::BTreeMap;

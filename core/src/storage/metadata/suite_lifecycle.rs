@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::lifecycle::{Cutoffs, Restore};
-use super::suite::{actor, digest, manifest, ns, place, put, tag};
+use super::suite_fixtures::{actor, digest, manifest, ns, place, put, tag};
 use super::{now, Actor, MetadataError, MetadataStore, Put};
 
 pub async fn run(store: Arc<dyn MetadataStore>, p: &str) {

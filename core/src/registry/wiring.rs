@@ -1,4 +1,4 @@
-//! Builds the API layer's view of a config: every repository over the storage, groups once
+//! Builds the served registry from a config: every repository over the storage, groups once
 //! their members exist, and access control. At start-up from the config file merged with the
 //! settings changed at run time; on every later change again, reusing each repository whose
 //! entry did not change (a proxy keeps its caches and remote state, a hosted repository its
@@ -7,20 +7,28 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Control, ServeError};
-use crate::api::{Registry, RepoEntry, RepoMap};
+use super::{Control, Registry, RepoEntry, RepoMap};
 use crate::auth::Auth;
 use crate::config::{Config, Limits, RepoConfig, RepoSpec};
 use crate::oci::RepoName;
 use crate::repo::{GroupRepository, HostedRepository, ProxyRepository, Repository};
 use crate::storage::Stores;
 
+/// A part of the registry that could not be built, named: a repository, the notifications
+/// endpoint, the token key.
+#[derive(Debug, thiserror::Error)]
+#[error("{owner}: {source}")]
+pub struct BuildError {
+    pub owner: String,
+    pub source: std::io::Error,
+}
+
 /// Builds the registry the binary serves; `config.repositories` is the merged list.
 pub fn registry(
     config: &Config,
     stores: &Stores,
     control: Control,
-) -> Result<Registry, ServeError> {
+) -> Result<Registry, BuildError> {
     let repos = entries(
         &config.repositories,
         stores,
@@ -46,7 +54,7 @@ pub fn registry(
 }
 
 /// The event notifier; its delivery tasks start with the server.
-fn notifier(config: &Config) -> Result<crate::events::Notifier, ServeError> {
+fn notifier(config: &Config) -> Result<crate::events::Notifier, BuildError> {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned());
@@ -54,11 +62,9 @@ fn notifier(config: &Config) -> Result<crate::events::Notifier, ServeError> {
         addr: format!("{host}:{}", config.main.listen.port()),
         instance_id: format!("{:032x}", rand::random::<u128>()),
     };
-    crate::events::Notifier::new(&config.notifications, source).map_err(|e| {
-        ServeError::Repository {
-            owner: format!("notifications endpoint {}", e.endpoint),
-            source: std::io::Error::other(e.reason),
-        }
+    crate::events::Notifier::new(&config.notifications, source).map_err(|e| BuildError {
+        owner: format!("notifications endpoint {}", e.endpoint),
+        source: std::io::Error::other(e.reason),
     })
 }
 
@@ -79,7 +85,7 @@ pub(super) fn entries(
     stores: &Stores,
     limits: &Limits,
     previous: &RepoMap,
-) -> Result<RepoMap, ServeError> {
+) -> Result<RepoMap, BuildError> {
     let built = repositories(configs, stores, limits, previous)?;
     Ok(configs
         .iter()
@@ -116,7 +122,7 @@ fn leaf(
     r: &RepoConfig,
     stores: &Stores,
     limits: &Limits,
-) -> Result<Option<Arc<dyn Repository>>, ServeError> {
+) -> Result<Option<Arc<dyn Repository>>, BuildError> {
     Ok(Some(match &r.spec {
         RepoSpec::Hosted { write_policy } => Arc::new(
             HostedRepository::new(r.name.clone(), stores.clone(), *write_policy)
@@ -125,7 +131,7 @@ fn leaf(
         ),
         RepoSpec::Proxy(settings) => Arc::new(
             ProxyRepository::new(r.name.clone(), stores.clone(), settings.clone()).map_err(
-                |source| ServeError::Repository {
+                |source| BuildError {
                     owner: format!("repository {}", r.name),
                     source,
                 },
@@ -142,7 +148,7 @@ fn repositories(
     stores: &Stores,
     limits: &Limits,
     previous: &RepoMap,
-) -> Result<BTreeMap<RepoName, Arc<dyn Repository>>, ServeError> {
+) -> Result<BTreeMap<RepoName, Arc<dyn Repository>>, BuildError> {
     let mut built: BTreeMap<RepoName, Arc<dyn Repository>> = BTreeMap::new();
     for r in configs {
         let same = previous
@@ -195,7 +201,7 @@ pub(super) fn anonymous(repos: &[RepoConfig]) -> std::collections::HashSet<RepoN
 }
 
 /// Access control from the `auth` section; without one, open access (and a warning).
-fn auth(config: &Config, stores: &Stores) -> Result<Option<Arc<Auth>>, ServeError> {
+fn auth(config: &Config, stores: &Stores) -> Result<Option<Arc<Auth>>, BuildError> {
     let Some(a) = &config.auth else {
         tracing::warn!(
             "no auth section in the config: anyone may push, pull and delete (development only)"
@@ -206,7 +212,7 @@ fn auth(config: &Config, stores: &Stores) -> Result<Option<Arc<Auth>>, ServeErro
     let sessions = stores.meta.clone();
     let auth =
         Auth::new(a, anonymous(&config.repositories), &keys, sessions).map_err(|source| {
-            ServeError::Repository {
+            BuildError {
                 owner: format!("auth (token key in {})", keys.display()),
                 source,
             }

@@ -7,11 +7,12 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::super::{err, response, ApiError, ApiResult, Registry};
+use super::error::{AdminError, AdminResult};
 use super::repos::change_error;
 use crate::auth::{password, ApiToken, Privilege};
-use crate::oci::ErrorCode;
-use crate::server::directory::EntryChange;
+use crate::http::response;
+use crate::registry::directory::EntryChange;
+use crate::registry::Registry;
 use crate::storage::metadata::settings::SettingKind;
 
 /// A users/roles/tokens endpoint.
@@ -69,24 +70,23 @@ struct TokenBody {
     expires_in: Option<String>,
 }
 
-fn bad(reason: impl Into<String>) -> ApiError {
-    err(ErrorCode::Unsupported, reason).with_status(StatusCode::BAD_REQUEST)
+fn bad(reason: impl Into<String>) -> AdminError {
+    AdminError::invalid(reason)
 }
 
-fn not_found(what: &str, name: &str) -> ApiError {
-    err(ErrorCode::NameUnknown, format!("no {what} named {name:?}"))
-        .with_status(StatusCode::NOT_FOUND)
+fn not_found(what: &str, name: &str) -> AdminError {
+    AdminError::not_found(format!("no {what} named {name:?}"))
 }
 
-fn body<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, ApiError> {
+fn body<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, AdminError> {
     serde_json::from_value(v.unwrap_or(Value::Null)).map_err(|e| bad(format!("request body: {e}")))
 }
 
-fn hash(p: &str) -> Result<String, ApiError> {
+fn hash(p: &str) -> Result<String, AdminError> {
     if p.len() < 8 {
         return Err(bad("password: at least 8 characters"));
     }
-    password::hash(p).map_err(ApiError::Internal)
+    password::hash(p).map_err(AdminError::internal)
 }
 
 /// Serves one users/roles/tokens request.
@@ -96,7 +96,7 @@ pub async fn serve(
     req: &Parts,
     v: Option<Value>,
     actor: &str,
-) -> ApiResult {
+) -> AdminResult {
     let m = &req.method;
     match route {
         DirRoute::Users | DirRoute::User(_) | DirRoute::Password(_) => {
@@ -129,7 +129,7 @@ async fn set_and_show(
     entry: Option<Value>,
     create: bool,
     actor: &str,
-) -> ApiResult {
+) -> AdminResult {
     let deleting = entry.is_none();
     set(reg, kind, name, entry, create, actor).await?;
     if deleting {
@@ -153,7 +153,7 @@ async fn serve_user(
     m: &Method,
     v: Option<Value>,
     actor: &str,
-) -> ApiResult {
+) -> AdminResult {
     let kind = SettingKind::User;
     match route {
         DirRoute::Users if m == Method::POST => {
@@ -177,8 +177,7 @@ async fn serve_user(
         DirRoute::Password(name) => {
             let mut current = current_user(reg, &name).await?;
             current.password_hash = hash(&body::<PasswordBody>(v)?.password)?;
-            let entry =
-                serde_json::to_value(current).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let entry = serde_json::to_value(current).map_err(AdminError::internal)?;
             set(reg, kind, &name, Some(entry), false, actor).await?;
             Ok(response::status(StatusCode::NO_CONTENT))
         }
@@ -192,7 +191,7 @@ async fn serve_role(
     m: &Method,
     v: Option<Value>,
     actor: &str,
-) -> ApiResult {
+) -> AdminResult {
     let kind = SettingKind::Role;
     match route {
         DirRoute::Roles if m == Method::POST => {
@@ -226,7 +225,7 @@ fn user_entry(
     name: &str,
     b: UserBody,
     current: Option<crate::auth::UserConfig>,
-) -> Result<Value, ApiError> {
+) -> Result<Value, AdminError> {
     if b.name.as_deref().is_some_and(|n| n != name) {
         return Err(bad(
             "name: differs from the user in the URL; renaming is not supported",
@@ -253,7 +252,7 @@ async fn set(
     entry: Option<Value>,
     create: bool,
     actor: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), AdminError> {
     let change = EntryChange {
         kind,
         name: name.to_owned(),
@@ -266,7 +265,7 @@ async fn set(
         .map_err(change_error)
 }
 
-async fn current_user(reg: &Registry, name: &str) -> Result<crate::auth::UserConfig, ApiError> {
+async fn current_user(reg: &Registry, name: &str) -> Result<crate::auth::UserConfig, AdminError> {
     let d = reg.control.directory().await.map_err(change_error)?;
     d.users
         .into_iter()
@@ -275,7 +274,7 @@ async fn current_user(reg: &Registry, name: &str) -> Result<crate::auth::UserCon
         .ok_or_else(|| not_found("user", name))
 }
 
-async fn users(reg: &Registry) -> ApiResult {
+async fn users(reg: &Registry) -> AdminResult {
     let d = reg.control.directory().await.map_err(change_error)?;
     let out: Vec<Value> = d
         .users
@@ -288,7 +287,7 @@ async fn users(reg: &Registry) -> ApiResult {
     Ok(response::json(StatusCode::OK, &Value::Array(out)))
 }
 
-async fn user_view(reg: &Registry, name: &str) -> Result<Value, ApiError> {
+async fn user_view(reg: &Registry, name: &str) -> Result<Value, AdminError> {
     let d = reg.control.directory().await.map_err(change_error)?;
     let (u, o) = d
         .users
@@ -299,7 +298,7 @@ async fn user_view(reg: &Registry, name: &str) -> Result<Value, ApiError> {
     Ok(json!({ "name": u.name, "roles": u.roles, "origin": o, "tokens": tokens }))
 }
 
-async fn roles(reg: &Registry) -> ApiResult {
+async fn roles(reg: &Registry) -> AdminResult {
     let d = reg.control.directory().await.map_err(change_error)?;
     let out: Vec<Value> = d
         .roles
@@ -309,7 +308,7 @@ async fn roles(reg: &Registry) -> ApiResult {
     Ok(response::json(StatusCode::OK, &Value::Array(out)))
 }
 
-async fn role_view(reg: &Registry, name: &str) -> Result<Value, ApiError> {
+async fn role_view(reg: &Registry, name: &str) -> Result<Value, AdminError> {
     let d = reg.control.directory().await.map_err(change_error)?;
     d.roles
         .iter()
@@ -325,7 +324,7 @@ fn token_view(t: &ApiToken) -> Value {
     })
 }
 
-async fn tokens(reg: &Registry, user: &str) -> ApiResult {
+async fn tokens(reg: &Registry, user: &str) -> AdminResult {
     current_user(reg, user).await?;
     let d = reg.control.directory().await.map_err(change_error)?;
     let out: Vec<Value> = d
@@ -337,7 +336,7 @@ async fn tokens(reg: &Registry, user: &str) -> ApiResult {
     Ok(response::json(StatusCode::OK, &Value::Array(out)))
 }
 
-async fn create_token(reg: &Registry, user: &str, b: TokenBody, actor: &str) -> ApiResult {
+async fn create_token(reg: &Registry, user: &str, b: TokenBody, actor: &str) -> AdminResult {
     let expires_at = b
         .expires_in
         .as_deref()

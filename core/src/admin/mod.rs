@@ -1,24 +1,35 @@
-//! The main port's own endpoints, under the context path: health, and the admin API (admins
-//! only) — repositories, garbage collection, tag history and restore, storage usage.
+//! The admin API, a front-end of its own on the main port under the context path: health,
+//! and for admins repositories, users, roles and tokens, garbage collection, tag history and
+//! restore, storage usage. JSON in, JSON out, its own errors ([`error`]); it shares only the
+//! HTTP helpers with the registry API and the UI, and changes everything through the service
+//! layer ([`crate::registry`]).
 //!
 //! Routing is decided from the path and method alone ([`route`]), before the body is read, so
 //! that a request that is not an admin one keeps its body for the registry API.
 //!
 //! # Layout
-//! - this file: routes, JSON bodies, errors.
-//! - `lifecycle.rs`: garbage collection, history, restore, usage.
+//! - this file: routes, JSON bodies.
+//! - `guard.rs`: who may call it, and the CSRF rule for writes; `error.rs`: its answers.
+//! - `repos.rs`: repositories and certificates; `users.rs`: users, roles, tokens;
+//!   `lifecycle.rs`: garbage collection, history, restore, usage.
 
+pub mod error;
+mod guard;
 mod lifecycle;
 mod repos;
 mod users;
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Method, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use super::{err, response, ApiError, ApiResult, Body, Registry};
-use crate::oci::{ErrorCode, RepoName};
+use crate::http::{response, Body};
+use crate::oci::RepoName;
+use crate::registry::Registry;
+pub use error::{AdminError, AdminResult, Problem};
 
 /// The OpenAPI 3.1 document of this API, served at `<context>/api/v1/openapi.json` and checked
 /// against the real responses by `tests/tests/openapi.rs`.
@@ -124,14 +135,48 @@ fn route_under(rest: &str, method: &Method) -> Option<AdminRoute> {
     })
 }
 
+/// One admin request, from the socket's view: who the client is (behind a trusted edge),
+/// the external base URL (for the `Origin` check), and the request id internal errors quote.
+pub struct Call<'a> {
+    pub req: &'a Parts,
+    pub client: IpAddr,
+    pub base: &'a str,
+    pub request_id: &'a str,
+}
+
+/// Serves an admin request: health and the document to anyone; everything else to admins
+/// only (without an `auth` section, to anyone: development), JSON writes from this site only.
+pub async fn handle(
+    reg: &Registry,
+    route: AdminRoute,
+    call: Call<'_>,
+    body: Body,
+) -> Response<Body> {
+    let result = async {
+        let actor = if !route.protected() {
+            "anonymous".to_owned()
+        } else {
+            guard::forgery_guard(call.req, call.base)?;
+            match &reg.auth {
+                Some(auth) => guard::admin(auth, call.req, call.client).await?,
+                None => "anonymous".to_owned(),
+            }
+        };
+        serve(reg, route, call.req, body, &actor).await
+    };
+    result
+        .await
+        .unwrap_or_else(|e| e.into_response(call.request_id))
+}
+
 /// Serves an admin endpoint; `actor` is the admin's name for audit lines and tag history.
-pub async fn serve(
+async fn serve(
     reg: &Registry,
     route: AdminRoute,
     req: &Parts,
     body: Body,
     actor: &str,
-) -> ApiResult {
+) -> AdminResult {
     match route {
         AdminRoute::Health => Ok(response::json(
             StatusCode::OK,
@@ -172,87 +217,35 @@ pub async fn serve(
             let repo = repo_name(reg, &repo)?;
             lifecycle::restore(reg, &repo, json_body(body).await?, actor).await
         }
-        AdminRoute::Unknown { allowed: [] } => Err(err(
-            ErrorCode::NameUnknown,
-            format!("no admin endpoint at {}", req.uri.path()),
+        AdminRoute::Unknown { allowed: [] } => Err(AdminError::not_found(format!(
+            "no admin endpoint at {}",
+            req.uri.path()
+        ))),
+        AdminRoute::Unknown { allowed } => Err(AdminError::new(
+            Problem::MethodNotAllowed,
+            format!("method {} is not supported here", req.method),
         )
-        .with_status(StatusCode::NOT_FOUND)),
-        AdminRoute::Unknown { allowed } => {
-            Err(super::method_not_allowed(&req.method).with_header("allow", allowed.join(", ")))
-        }
+        .with_header("allow", allowed.join(", "))),
     }
 }
 
-/// What a browser cannot be made to send from another site: the admin API answers Basic
-/// challenges (so a browser may hold an admin's credentials for the origin), so every write
-/// must be JSON — a cross-site form or a no-CORS `fetch` can only send form, multipart or plain
-/// text bodies, and anything else needs a preflight this API never grants — and must not be
-/// marked cross-site by `Sec-Fetch-Site` or carry a foreign `Origin`.
-pub fn forgery_guard(req: &Parts, base: &str) -> Result<(), ApiError> {
-    if req.method == Method::GET || req.method == Method::HEAD {
-        return Ok(());
-    }
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-    let forbidden = |m: String| err(ErrorCode::Denied, m);
-    if let Some(site @ ("cross-site" | "same-site")) = header("sec-fetch-site") {
-        return Err(forbidden(format!(
-            "admin API writes from another site are refused (Sec-Fetch-Site: {site})"
-        )));
-    }
-    if let Some(origin) = header("origin") {
-        if !origin.eq_ignore_ascii_case(base) {
-            return Err(forbidden(format!(
-                "admin API writes from another origin are refused (Origin: {origin})"
-            )));
-        }
-    }
-    if req.method != Method::DELETE {
-        let json = header("content-type")
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
-            return Err(err(
-                ErrorCode::Unsupported,
-                "admin API writes take Content-Type: application/json (with or without a body)",
-            )
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
-        }
-    }
-    Ok(())
-}
-
-/// A configured repository by name (`NAME_UNKNOWN` otherwise).
-fn repo_name(reg: &Registry, name: &str) -> Result<RepoName, ApiError> {
+/// A configured repository by name (`NOT_FOUND` otherwise).
+fn repo_name(reg: &Registry, name: &str) -> Result<RepoName, AdminError> {
     name.parse::<RepoName>()
         .ok()
         .filter(|n| reg.repos().contains_key(n))
-        .ok_or_else(|| {
-            err(
-                ErrorCode::NameUnknown,
-                format!("no repository named {name:?}"),
-            )
-        })
+        .ok_or_else(|| AdminError::not_found(format!("no repository named {name:?}")))
 }
 
 /// A JSON request body of at most [`MAX_BODY`] bytes.
-async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, AdminError> {
     let bytes: Bytes = Limited::new(body, MAX_BODY)
         .collect()
         .await
-        .map_err(|e| {
-            err(
-                ErrorCode::Unsupported,
-                format!("reading the request body: {e}"),
-            )
-        })?
+        .map_err(|e| AdminError::invalid(format!("reading the request body: {e}")))?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| {
-        err(
-            ErrorCode::Unsupported,
-            format!("request body is not the JSON expected: {e}"),
-        )
-        .with_status(StatusCode::BAD_REQUEST)
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| AdminError::invalid(format!("request body is not the JSON expected: {e}")))
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@ use http::request::Parts;
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::super::{err, query, query_get, response, ApiError, ApiResult, Registry};
+use super::error::{AdminError, AdminResult};
 use crate::events::{Action, TargetInfo};
+use crate::http::{query, query_get, response, Body};
 use crate::lifecycle::RunError;
-use crate::oci::{Digest, ErrorCode, ImageName, RepoName, Tag};
+use crate::oci::{Digest, ImageName, RepoName, Tag};
+use crate::registry::Registry;
 use crate::storage::metadata::lifecycle::Restore;
 use crate::storage::metadata::Actor;
 use crate::storage::Namespace;
@@ -17,8 +19,8 @@ use crate::storage::Namespace;
 const HISTORY_LIMIT: usize = 100;
 const HISTORY_MAX: usize = 10_000;
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(e.to_string())
+fn internal(e: impl std::fmt::Display) -> AdminError {
+    AdminError::internal(e)
 }
 
 fn flag(req: &Parts, key: &str) -> bool {
@@ -28,24 +30,22 @@ fn flag(req: &Parts, key: &str) -> bool {
 
 /// `POST /api/v1/gc[?dry_run=true]`: runs one collection and answers its report. The run goes
 /// on in its own task, so a client that hangs up does not stop it halfway.
-pub(super) async fn run_gc(reg: &Registry, req: &Parts, actor: &str) -> ApiResult {
+pub(super) async fn run_gc(reg: &Registry, req: &Parts, actor: &str) -> AdminResult {
     let dry_run = flag(req, "dry_run");
     tracing::info!(target: "berth_core::audit", who = actor, action = "gc", dry_run, "audit");
     let lifecycle = reg.lifecycle.clone();
     let run = tokio::spawn(async move { lifecycle.collect(dry_run).await });
     match run.await.map_err(internal)? {
         Ok(report) => Ok(response::json(StatusCode::OK, &serde_json::json!(report))),
-        Err(RunError::Running) => Err(err(
-            ErrorCode::Denied,
+        Err(RunError::Running) => Err(AdminError::conflict(
             "a garbage collection is already running in this core; try again when it is done",
-        )
-        .with_status(StatusCode::CONFLICT)),
+        )),
         Err(RunError::Gc(e)) => Err(internal(e)),
     }
 }
 
 /// `GET /api/v1/gc`: settings, whether a run is going on, the latest reports.
-pub(super) fn gc_status(reg: &Registry) -> http::Response<super::Body> {
+pub(super) fn gc_status(reg: &Registry) -> http::Response<Body> {
     let s = &reg.lifecycle.gc;
     response::json(
         StatusCode::OK,
@@ -67,7 +67,7 @@ pub(super) async fn cleanup(
     repo: &RepoName,
     req: &Parts,
     actor: &str,
-) -> ApiResult {
+) -> AdminResult {
     let life = reg.lifecycle.repo(repo);
     if req.method != http::Method::POST {
         let policies: Vec<serde_json::Value> = life
@@ -112,7 +112,7 @@ pub(super) async fn cleanup(
 }
 
 /// `GET /api/v1/repositories/{repo}/usage`.
-pub(super) async fn usage(reg: &Registry, repo: &RepoName) -> ApiResult {
+pub(super) async fn usage(reg: &Registry, repo: &RepoName) -> AdminResult {
     let usage = reg
         .lifecycle
         .stores()
@@ -123,37 +123,28 @@ pub(super) async fn usage(reg: &Registry, repo: &RepoName) -> ApiResult {
     Ok(response::json(StatusCode::OK, &serde_json::json!(usage)))
 }
 
-fn image_param(q: &[(String, String)]) -> Result<ImageName, ApiError> {
-    let image = query_get(q, "image").ok_or_else(|| {
-        err(
-            ErrorCode::NameInvalid,
-            "the image query parameter is required",
-        )
-    })?;
+fn image_param(q: &[(String, String)]) -> Result<ImageName, AdminError> {
+    let image = query_get(q, "image")
+        .ok_or_else(|| AdminError::invalid("the image query parameter is required"))?;
     image
         .parse()
-        .map_err(|e| err(ErrorCode::NameInvalid, format!("image {image:?}: {e}")))
+        .map_err(|e| AdminError::invalid(format!("image {image:?}: {e}")))
 }
 
 /// `GET /api/v1/repositories/{repo}/history?image=I[&tag=T][&limit=N]`: newest first.
-pub(super) async fn history(reg: &Registry, repo: &RepoName, req: &Parts) -> ApiResult {
+pub(super) async fn history(reg: &Registry, repo: &RepoName, req: &Parts) -> AdminResult {
     let q = query(req);
     let ns = Namespace::new(repo.clone(), image_param(&q)?);
     let tag = query_get(&q, "tag")
         .map(|t| {
             t.parse::<Tag>()
-                .map_err(|e| err(ErrorCode::NameInvalid, format!("tag {t:?}: {e}")))
+                .map_err(|e| AdminError::invalid(format!("tag {t:?}: {e}")))
         })
         .transpose()?;
     let limit = match query_get(&q, "limit") {
         Some(n) => n
             .parse::<usize>()
-            .map_err(|_| {
-                err(
-                    ErrorCode::Unsupported,
-                    format!("limit {n:?} is not a number"),
-                )
-            })?
+            .map_err(|_| AdminError::invalid(format!("limit {n:?} is not a number")))?
             .min(HISTORY_MAX),
         None => HISTORY_LIMIT,
     };
@@ -180,19 +171,17 @@ pub(super) struct RestoreRequest {
 /// The image, tag and digest a restore names; at least one of tag and digest.
 fn restore_target(
     body: &RestoreRequest,
-) -> Result<(ImageName, Option<Tag>, Option<Digest>), ApiError> {
-    let image: ImageName = body.image.parse().map_err(|e| {
-        err(
-            ErrorCode::NameInvalid,
-            format!("image {:?}: {e}", body.image),
-        )
-    })?;
+) -> Result<(ImageName, Option<Tag>, Option<Digest>), AdminError> {
+    let image: ImageName = body
+        .image
+        .parse()
+        .map_err(|e| AdminError::invalid(format!("image {:?}: {e}", body.image)))?;
     let tag = body
         .tag
         .as_deref()
         .map(|t| {
             t.parse::<Tag>()
-                .map_err(|e| err(ErrorCode::NameInvalid, format!("tag {t:?}: {e}")))
+                .map_err(|e| AdminError::invalid(format!("tag {t:?}: {e}")))
         })
         .transpose()?;
     let digest = body
@@ -200,15 +189,13 @@ fn restore_target(
         .as_deref()
         .map(|d| {
             d.parse::<Digest>()
-                .map_err(|e| err(ErrorCode::DigestInvalid, format!("digest {d:?}: {e}")))
+                .map_err(|e| AdminError::invalid(format!("digest {d:?}: {e}")))
         })
         .transpose()?;
     if tag.is_none() && digest.is_none() {
-        return Err(err(
-            ErrorCode::Unsupported,
+        return Err(AdminError::invalid(
             "name a tag, a digest or both to restore",
-        )
-        .with_status(StatusCode::BAD_REQUEST));
+        ));
     }
     Ok((image, tag, digest))
 }
@@ -219,7 +206,7 @@ pub(super) async fn restore(
     repo: &RepoName,
     body: RestoreRequest,
     actor: &str,
-) -> ApiResult {
+) -> AdminResult {
     let (image, tag, digest) = restore_target(&body)?;
     let ns = Namespace::new(repo.clone(), image);
     let done = reg
@@ -252,21 +239,15 @@ pub(super) async fn restore(
                 }),
             ))
         }
-        Restore::NoHistory => Err(err(
-            ErrorCode::ManifestUnknown,
-            format!(
-                "{}: no earlier state of {} to restore",
-                ns.path(),
-                tag.map_or("that manifest".to_owned(), |t| format!("tag {t}"))
-            ),
-        )),
-        Restore::Collected(d) => Err(err(
-            ErrorCode::ManifestUnknown,
-            format!(
-                "{}@{d} is gone: garbage collection removed it after the undo window",
-                ns.path()
-            ),
-        )),
+        Restore::NoHistory => Err(AdminError::not_found(format!(
+            "{}: no earlier state of {} to restore",
+            ns.path(),
+            tag.map_or("that manifest".to_owned(), |t| format!("tag {t}"))
+        ))),
+        Restore::Collected(d) => Err(AdminError::not_found(format!(
+            "{}@{d} is gone: garbage collection removed it after the undo window",
+            ns.path()
+        ))),
     }
 }
 

@@ -7,9 +7,11 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::super::{err, response, ApiError, ApiResult, Registry};
-use crate::oci::{ErrorCode, RepoName};
-use crate::server::control::{ChangeError, RepoChange};
+use super::error::{AdminError, AdminResult};
+use crate::http::response;
+use crate::oci::RepoName;
+use crate::registry::control::{ChangeError, RepoChange};
+use crate::registry::Registry;
 
 /// One repository as the admin API shows it.
 async fn view(reg: &Registry, name: &RepoName) -> Option<Value> {
@@ -35,7 +37,7 @@ async fn view(reg: &Registry, name: &RepoName) -> Option<Value> {
 }
 
 /// `GET /api/v1/repositories`.
-pub(super) async fn list(reg: &Registry) -> ApiResult {
+pub(super) async fn list(reg: &Registry) -> AdminResult {
     let mut out = Vec::new();
     for name in reg.repos().keys() {
         if let Some(v) = view(reg, name).await {
@@ -52,7 +54,7 @@ pub(super) async fn change(
     req: &Parts,
     body: Option<Value>,
     actor: &str,
-) -> ApiResult {
+) -> AdminResult {
     let change = match (&req.method, name, body) {
         (&Method::POST, None, Some(v)) => RepoChange::Create(v),
         (&Method::PUT, Some(n), Some(v)) => RepoChange::Replace(n, v),
@@ -62,7 +64,7 @@ pub(super) async fn change(
             let v = view(reg, &name).await.ok_or_else(|| unknown(&n))?;
             return Ok(response::json(StatusCode::OK, &v));
         }
-        _ => return Err(err(ErrorCode::Unsupported, "a JSON body is needed")),
+        _ => return Err(AdminError::invalid("a JSON body is needed")),
     };
     let deleting = matches!(change, RepoChange::Delete(_));
     let created = matches!(change, RepoChange::Create(_));
@@ -85,28 +87,22 @@ pub(super) async fn change(
 
 /// A change refused, as the API says it: `400` for a bad entry (naming the key), `409` for a
 /// clash with another repository or a process holding the port, `404` for no such name.
-pub(super) fn change_error(e: ChangeError) -> ApiError {
+pub(super) fn change_error(e: ChangeError) -> AdminError {
     match e {
-        ChangeError::Invalid { .. } => {
-            err(ErrorCode::Unsupported, e.to_string()).with_status(StatusCode::BAD_REQUEST)
+        ChangeError::Invalid { .. } | ChangeError::Build(_) | ChangeError::Ports(_) => {
+            AdminError::invalid(e.to_string())
         }
-        ChangeError::Conflict(m) => err(ErrorCode::Denied, m).with_status(StatusCode::CONFLICT),
-        ChangeError::NotFound(n) => unknown(&n),
-        ChangeError::Store(e) => ApiError::Internal(e.to_string()),
-        ChangeError::Serve(e) => {
-            err(ErrorCode::Unsupported, e.to_string()).with_status(StatusCode::BAD_REQUEST)
-        }
+        ChangeError::Conflict(m) => AdminError::conflict(m),
+        ChangeError::NotFound(_) => AdminError::not_found(e.to_string()),
+        ChangeError::Store(e) => AdminError::internal(e),
     }
 }
 
-fn unknown(name: &str) -> ApiError {
-    err(
-        ErrorCode::NameUnknown,
-        format!("no repository named {name:?}"),
-    )
+fn unknown(name: &str) -> AdminError {
+    AdminError::not_found(format!("no repository named {name:?}"))
 }
 
-fn known(reg: &Registry, name: &str) -> Result<RepoName, ApiError> {
+fn known(reg: &Registry, name: &str) -> Result<RepoName, AdminError> {
     name.parse::<RepoName>()
         .ok()
         .filter(|n| reg.repos().contains_key(n))
@@ -116,7 +112,7 @@ fn known(reg: &Registry, name: &str) -> Result<RepoName, ApiError> {
 /// `GET /api/v1/certificates`: each direct-HTTPS connector's certificate (subject, names,
 /// validity, days left). What the open connector serves comes from its resolver, with the last
 /// reload's result; a connector not open (yet) is described from its file, or why it cannot be.
-pub(super) async fn certificates(reg: &Registry) -> ApiResult {
+pub(super) async fn certificates(reg: &Registry) -> AdminResult {
     let live = reg.control.certificates().await;
     let mut out = Vec::new();
     for (name, entry) in reg.repos().iter() {

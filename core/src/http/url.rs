@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use http::HeaderMap;
 
-use super::Cidr;
 use super::Conn;
+use crate::config::Cidr;
 
 /// The forwarding headers an edge sets.
 const FORWARDED: [&str; 4] = [

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::control::{merge, ChangeError, Control, Origin};
-use crate::api::Registry;
+use super::Registry;
 use crate::auth::{ApiToken, RoleConfig, UserConfig};
 use crate::storage::metadata::settings::SettingKind;
 

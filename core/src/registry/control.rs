@@ -20,9 +20,9 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
-use super::connectors::{ConnectorSet, Listen};
-use super::{wiring, ServeError};
-use crate::api::Registry;
+use super::ports::{Listen, PortError, Ports};
+use super::wiring::{self, BuildError};
+use super::Registry;
 use crate::config::{Config, EntryError, RepoConfig};
 use crate::oci::RepoName;
 use crate::storage::metadata::settings::{Setting, SettingKind};
@@ -61,7 +61,9 @@ pub enum ChangeError {
     #[error(transparent)]
     Store(#[from] MetadataError),
     #[error("{0}")]
-    Serve(#[from] ServeError),
+    Build(#[from] BuildError),
+    #[error("{0}")]
+    Ports(String),
 }
 
 /// The merged list: entries in order, with their origins.
@@ -128,7 +130,7 @@ pub struct Control {
     pub(super) bootstrap: Config,
     /// One change at a time in this core.
     pub(super) changing: tokio::sync::Mutex<()>,
-    connectors: OnceLock<Arc<ConnectorSet>>,
+    ports: OnceLock<Arc<dyn Ports>>,
     origins: std::sync::RwLock<BTreeMap<RepoName, Origin>>,
     /// The settings version last applied.
     version: AtomicI64,
@@ -152,7 +154,7 @@ impl Control {
             stores,
             bootstrap: config.clone(),
             changing: tokio::sync::Mutex::new(()),
-            connectors: OnceLock::new(),
+            ports: OnceLock::new(),
             origins: std::sync::RwLock::new(origins(&repos, &merged)),
             version: AtomicI64::new(version),
         };
@@ -166,8 +168,8 @@ impl Control {
     }
 
     /// Hands over the connector sockets once they are served.
-    pub fn attach(&self, connectors: Arc<ConnectorSet>) {
-        let _ = self.connectors.set(connectors);
+    pub fn attach(&self, ports: Arc<dyn Ports>) {
+        let _ = self.ports.set(ports);
     }
 
     /// Where a repository's settings come from.
@@ -178,8 +180,8 @@ impl Control {
 
     /// The addresses each repository listens on now: `(address, direct HTTPS)`.
     pub async fn listening(&self) -> BTreeMap<RepoName, Vec<(std::net::SocketAddr, bool)>> {
-        match self.connectors.get() {
-            Some(c) => c.listening().await,
+        match self.ports.get() {
+            Some(p) => p.listening().await,
             None => BTreeMap::new(),
         }
     }
@@ -187,13 +189,8 @@ impl Control {
     /// Every certificate the direct-HTTPS connectors serve now, as their resolvers hold it
     /// (the last reload's result included); the edge's inventory has the same shape.
     pub async fn certificates(&self) -> Vec<berth_certs::CertEntry> {
-        match self.connectors.get() {
-            Some(c) => c
-                .resolvers()
-                .await
-                .iter()
-                .flat_map(|(_, r)| r.inventory())
-                .collect(),
+        match self.ports.get() {
+            Some(p) => p.certificates().await,
             None => Vec::new(),
         }
     }
@@ -247,19 +244,12 @@ impl Control {
     }
 
     async fn sync(&self, repo: &RepoName, wanted: &[Listen]) -> Result<(), ChangeError> {
-        let Some(c) = self.connectors.get() else {
+        let Some(p) = self.ports.get() else {
             return Ok(());
         };
-        c.sync(repo, wanted).await.map(|_| ()).map_err(|e| match e {
-            ServeError::Bind { addr, source, .. } => {
-                let who = super::holder::port_holder(addr)
-                    .unwrap_or_else(|| "another process".to_owned());
-                ChangeError::Conflict(format!(
-                    "port {} ({addr}) is not free for repository {repo}: {source}; {who} holds it",
-                    addr.port()
-                ))
-            }
-            other => ChangeError::Serve(other),
+        p.sync(repo, wanted).await.map_err(|e| match e {
+            busy @ PortError::Busy { .. } => ChangeError::Conflict(busy.to_string()),
+            PortError::Other(m) => ChangeError::Ports(m),
         })
     }
 

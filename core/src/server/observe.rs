@@ -1,4 +1,4 @@
-//! What the API layer tells the metrics ([`crate::metrics`]) about each request, and the
+//! What the router tells the metrics ([`crate::metrics`]) about each request, and the
 //! probes: `/metrics` and `/certs` (on the metrics listener only), `/healthz` (the process
 //! answers) and `/readyz` (the metadata database and the blob store answer), on the metrics
 //! listener and on the main port outside the context path, where orchestrators expect them.
@@ -9,10 +9,12 @@ use http::request::Parts;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
-use super::route::{self, Route};
-use super::{response, Body, Port, Registry};
+use super::port::Port;
+use crate::api::route::{self, Route};
+use crate::http::{response, Body};
 use crate::metrics::{self, RouteLabels};
 use crate::oci::Digest;
+use crate::registry::Registry;
 
 /// Bounded labels for a request: the repository only if it is configured, the route from a
 /// fixed list.

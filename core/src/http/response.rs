@@ -1,4 +1,4 @@
-//! Building responses: bodies, the headers every V2 response carries, and errors.
+//! Building responses: bodies, plain and JSON answers, headers.
 
 use std::io;
 
@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
-/// Request and response body type used throughout the API layer.
+/// Request and response body type of every front-end.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 pub const API_VERSION: &str = "Docker-Distribution-API-Version";
@@ -70,39 +70,6 @@ pub fn json_bytes(code: StatusCode, bytes: Vec<u8>, content_type: &'static str) 
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     r
-}
-
-/// The spec's error body with a status and headers (from `ApiError`).
-pub fn error(
-    error: &crate::oci::RegistryError,
-    status: StatusCode,
-    headers: &[(&'static str, String)],
-) -> Response<Body> {
-    let mut r = json(status, &error.body());
-    for (name, value) in headers {
-        set(&mut r, name, value);
-    }
-    r
-}
-
-/// A 500 that tells the client nothing but the request id to quote.
-pub fn internal(request_id: &str) -> Response<Body> {
-    json(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        &serde_json::json!({
-            "errors": [],
-            "message": "internal error; see the registry log",
-            "request_id": request_id,
-        }),
-    )
-}
-
-/// A 502 for a remote registry that could not answer; the message names the remote.
-pub fn bad_gateway(message: &str) -> Response<Body> {
-    json(
-        StatusCode::BAD_GATEWAY,
-        &serde_json::json!({ "errors": [], "message": message }),
-    )
 }
 
 /// Sets a header from a string we built ourselves; a value that is not a valid header (which
