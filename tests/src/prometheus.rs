@@ -97,8 +97,7 @@ impl Prometheus {
                 .arg(format!("http://{}/api/v1/rules", self.addr))
                 .output()
                 .expect("curl");
-            let rules: serde_json::Value =
-                serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             match rules["data"]["groups"].as_array() {
                 Some(groups) if !groups.is_empty() => return groups.clone(),
                 _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(250)),

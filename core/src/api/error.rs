@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 
 use crate::http::response::{json, set};
 use crate::http::Body;
-use crate::oci::{ErrorCode, RegistryError};
+use crate::oci::{Digest, ErrorCode, RegistryError};
 use crate::repo::RepoError;
 use crate::storage::StorageError;
 
@@ -32,6 +32,17 @@ impl ApiError {
     /// A spec error with the code's usual status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         let error = RegistryError::new(code, message);
+        ApiError::Client {
+            status: code.status(),
+            error,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A spec error whose detail names the digest it is about.
+    fn with_digest(code: ErrorCode, message: String, digest: &Digest) -> ApiError {
+        let error = RegistryError::new(code, message)
+            .with_detail(serde_json::json!({ "digest": digest.to_string() }));
         ApiError::Client {
             status: code.status(),
             error,
@@ -109,30 +120,45 @@ impl ApiError {
 
 impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> ApiError {
-        match e {
-            RepoError::Client(error) => ApiError::Client {
-                status: error.code.status(),
-                error,
-                headers: Vec::new(),
-            },
-            RepoError::OffsetMismatch { current, requested } => ApiError::new(
-                ErrorCode::BlobUploadInvalid,
-                format!("chunk starts at {requested} but the upload has {current} bytes"),
-            )
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
-            RepoError::TooLarge { what, limit } => ApiError::new(
-                ErrorCode::ManifestInvalid,
-                format!("{what} exceeds {limit} bytes"),
-            )
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
-            RepoError::Busy {
-                message,
-                retry_after,
-            } => ApiError::new(ErrorCode::TooManyRequests, message).retry_after(retry_after),
-            RepoError::Storage(e) => ApiError::Internal(e.to_string()),
-            RepoError::Metadata(e) => ApiError::Internal(e.to_string()),
-            RepoError::Remote(m) => ApiError::Remote(m),
-        }
+        use ErrorCode as C;
+        let message = e.to_string();
+        let code = match &e {
+            RepoError::BlobUnknown { .. } => C::BlobUnknown,
+            RepoError::ManifestUnknown { .. } => C::ManifestUnknown,
+            RepoError::NameUnknown { .. } => C::NameUnknown,
+            RepoError::UploadUnknown => C::BlobUploadUnknown,
+            RepoError::DigestMismatch { .. } | RepoError::UnsupportedDigest(_) => C::DigestInvalid,
+            RepoError::BodyEnded(_) | RepoError::Collected(_) => C::BlobUploadInvalid,
+            RepoError::ManifestInvalid(_) => C::ManifestInvalid,
+            RepoError::ReferenceUnknown { digest, .. } => {
+                return ApiError::with_digest(C::ManifestBlobUnknown, message, digest)
+            }
+            RepoError::ReferenceSize { digest, .. } => {
+                return ApiError::with_digest(C::ManifestInvalid, message, digest)
+            }
+            RepoError::Denied(_) => C::Denied,
+            RepoError::OffsetMismatch { .. } => {
+                return ApiError::new(C::BlobUploadInvalid, message)
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            }
+            RepoError::TooLarge { .. } => {
+                return ApiError::new(C::ManifestInvalid, message)
+                    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            RepoError::Busy { retry_after, .. } => {
+                return ApiError::new(C::TooManyRequests, message).retry_after(*retry_after)
+            }
+            RepoError::RateLimited { retry_after, .. } => {
+                let error = ApiError::new(C::TooManyRequests, message);
+                return match retry_after {
+                    Some(after) => error.retry_after(*after),
+                    None => error,
+                };
+            }
+            RepoError::Storage(_) | RepoError::Metadata(_) => return ApiError::Internal(message),
+            RepoError::Remote(_) => return ApiError::Remote(message),
+        };
+        ApiError::new(code, message)
     }
 }
 

@@ -4,15 +4,15 @@
 //! merged. A group may name a hosted member as writable: pushes through the group land there,
 //! and a manifest pushed through the group may reference blobs (or child manifests) that only
 //! another member has — those are copied into the writable member first, so the push never
-//! fails with `MANIFEST_BLOB_UNKNOWN` for content the client could see through the group.
+//! fails with [`RepoError::ReferenceUnknown`] for content the client could see through the group.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{client, Manifest, Page, PushedManifest, RepoError, RepoKind, Repository, Result};
-use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, ManifestInfo, Reference, RepoName};
+use super::{Manifest, Page, PushedManifest, RepoError, RepoKind, Repository, Result};
+use crate::oci::{Descriptor, Digest, ImageName, ManifestInfo, Reference, RepoName};
 use crate::storage::ByteStream;
 
 /// Who copies a member's child manifests into the writable member, in the tag history.
@@ -49,13 +49,10 @@ impl GroupRepository {
 
     fn writable(&self) -> Result<&Arc<dyn Repository>> {
         self.writable.as_ref().ok_or_else(|| {
-            client(
-                ErrorCode::Denied,
-                format!(
-                    "group {} has no writable member; push to a hosted repository",
-                    self.name
-                ),
-            )
+            RepoError::Denied(format!(
+                "group {} has no writable member; push to a hosted repository",
+                self.name
+            ))
         })
     }
 
@@ -102,7 +99,7 @@ impl GroupRepository {
                 return Ok(());
             }
         }
-        Ok(()) // Nobody has it: the writable member will answer MANIFEST_BLOB_UNKNOWN.
+        Ok(()) // Nobody has it: the writable member will report the missing reference.
     }
 
     /// Makes a child manifest (and, recursively, what it references) available.
@@ -199,7 +196,10 @@ impl Repository for GroupRepository {
     }
 
     async fn blob_size(&self, image: &ImageName, digest: &Digest) -> Result<u64> {
-        let unknown = || client(ErrorCode::BlobUnknown, format!("blob {digest} is unknown"));
+        let unknown = || RepoError::BlobUnknown {
+            digest: digest.clone(),
+            remote: None,
+        };
         Ok(self
             .first(unknown, |m| async move { m.blob_size(image, digest).await })
             .await?
@@ -213,7 +213,10 @@ impl Repository for GroupRepository {
         start: u64,
         len: u64,
     ) -> Result<ByteStream> {
-        let unknown = || client(ErrorCode::BlobUnknown, format!("blob {digest} is unknown"));
+        let unknown = || RepoError::BlobUnknown {
+            digest: digest.clone(),
+            remote: None,
+        };
         let (i, _) = self
             .first(unknown, |m| async move { m.blob_size(image, digest).await })
             .await?;
@@ -272,11 +275,10 @@ impl Repository for GroupRepository {
     }
 
     async fn manifest(&self, image: &ImageName, reference: &Reference) -> Result<Manifest> {
-        let unknown = || {
-            client(
-                ErrorCode::ManifestUnknown,
-                format!("manifest {reference} is unknown in {image}"),
-            )
+        let unknown = || RepoError::ManifestUnknown {
+            image: image.clone(),
+            reference: reference.clone(),
+            remote: None,
         };
         Ok(self
             .first(
@@ -335,10 +337,10 @@ impl Repository for GroupRepository {
             if let Some(e) = failure {
                 return Err(e);
             }
-            return Err(client(
-                ErrorCode::NameUnknown,
-                format!("repository {image} is not known to {}", self.name),
-            ));
+            return Err(RepoError::NameUnknown {
+                image: image.clone(),
+                place: self.name.to_string(),
+            });
         }
         // Each member gave at most a page after the same point: their merge, cut to a page,
         // is the group's page.

@@ -1,11 +1,13 @@
 //! Repositories: what the API layer talks to.
 //!
 //! A [`Repository`] speaks in image names, digests, tags and byte streams, and answers with
-//! spec-level outcomes ([`RepoError::Client`]) or internal failures ([`RepoError::Storage`]).
+//! meanings ([`RepoError`]: "blob unknown", "denied by a rule", "the remote is down"), never with
+//! a wire code: `api/error.rs` alone turns them into OCI codes and statuses.
 //! The API layer never learns which kind it serves: a hosted repository stores content, and the
 //! proxy (a caching decorator) and group (an ordered list of members) kinds implement the same
 //! trait.
 
+mod error;
 pub mod group;
 pub mod hosted;
 pub mod proxy;
@@ -14,9 +16,11 @@ pub mod upload_cap;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::oci::{Descriptor, Digest, ImageName, Reference, RegistryError, RepoName};
+use crate::oci::{Descriptor, Digest, ImageName, Reference, RepoName};
 pub use crate::storage::metadata::Page;
-use crate::storage::{ByteStream, StorageError};
+use crate::storage::ByteStream;
+
+pub use error::{RepoError, Result};
 
 pub use group::{GroupRepository, GroupSettings};
 pub use hosted::{HostedRepository, WritePolicy};
@@ -29,79 +33,6 @@ pub enum RepoKind {
     Hosted,
     Proxy,
     Group,
-}
-
-/// A failure: either the client's (a spec error to send back) or ours (logged, 500).
-#[derive(Debug, thiserror::Error)]
-pub enum RepoError {
-    #[error(transparent)]
-    Client(#[from] RegistryError),
-    #[error("storage: {0}")]
-    Storage(#[from] StorageError),
-    #[error("{0}")]
-    Metadata(crate::storage::metadata::MetadataError),
-    /// A remote registry (behind a proxy repository) could not answer: a 502 naming it.
-    #[error("{0}")]
-    Remote(String),
-    /// A chunk does not start where the upload session ends.
-    #[error("chunk starts at {requested} but the upload has {current} bytes")]
-    OffsetMismatch { current: u64, requested: u64 },
-    /// Content over a size limit.
-    #[error("{what} exceeds {limit} bytes")]
-    TooLarge { what: &'static str, limit: usize },
-    /// A bounded resource is in use by live work; the client may retry after a while.
-    #[error("{message}")]
-    Busy {
-        message: String,
-        retry_after: std::time::Duration,
-    },
-}
-
-pub type Result<T> = std::result::Result<T, RepoError>;
-
-impl From<crate::storage::UploadEndError> for RepoError {
-    fn from(e: crate::storage::UploadEndError) -> Self {
-        match e {
-            crate::storage::UploadEndError::Blobs(e) => RepoError::Storage(e),
-            crate::storage::UploadEndError::Metadata(e) => e.into(),
-        }
-    }
-}
-
-/// What the store's transaction found on re-checking is the client's business; the rest is a
-/// logged 500.
-impl From<crate::storage::metadata::MetadataError> for RepoError {
-    fn from(e: crate::storage::metadata::MetadataError) -> Self {
-        use crate::oci::ErrorCode;
-        use crate::storage::metadata::MetadataError;
-        match e {
-            MetadataError::Missing(d) => RepoError::Client(
-                RegistryError::new(
-                    ErrorCode::ManifestBlobUnknown,
-                    format!("manifest references {d}, which is not in the image (any more)"),
-                )
-                .with_detail(serde_json::json!({ "digest": d.to_string() })),
-            ),
-            MetadataError::Collected(d) => client(
-                ErrorCode::BlobUploadInvalid,
-                format!("{d} was garbage-collected while it was being stored; push it again"),
-            ),
-            other => RepoError::Metadata(other),
-        }
-    }
-}
-
-/// A spec error for the client: the one constructor every layer uses.
-pub fn client(code: crate::oci::ErrorCode, msg: impl Into<String>) -> RepoError {
-    RepoError::Client(RegistryError::new(code, msg))
-}
-
-impl RepoError {
-    /// Whether this says "not here" (so a group may ask its next member).
-    pub fn is_not_found(&self) -> bool {
-        use crate::oci::ErrorCode::*;
-        matches!(self, RepoError::Client(e) if matches!(e.code, BlobUnknown | ManifestUnknown | NameUnknown))
-    }
 }
 
 /// A manifest as served: exact bytes, their digest and media type.
@@ -125,7 +56,7 @@ pub trait Repository: Send + Sync + 'static {
     fn name(&self) -> &RepoName;
     fn kind(&self) -> RepoKind;
 
-    /// Size of a blob visible in `image` (`BLOB_UNKNOWN` if not).
+    /// Size of a blob visible in `image` ([`RepoError::BlobUnknown`] if not).
     async fn blob_size(&self, image: &ImageName, digest: &Digest) -> Result<u64>;
     /// Streams `len` bytes of a blob from `start`.
     async fn blob_read(
@@ -174,7 +105,7 @@ pub trait Repository: Send + Sync + 'static {
         actor: &str,
     ) -> Result<()>;
 
-    /// Tags of `image` in `page`, sorted (`NAME_UNKNOWN` if the image does not exist). The
+    /// Tags of `image` in `page`, sorted ([`RepoError::NameUnknown`] if the image does not exist). The
     /// store pages, so a listing never loads more than the page.
     async fn tags(&self, image: &ImageName, page: &Page) -> Result<Vec<String>>;
     /// Images in this repository in `page`, sorted.

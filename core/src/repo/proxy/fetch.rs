@@ -19,9 +19,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{Method, StatusCode};
+use http::Method;
 use tokio::sync::watch;
 
+use super::answer::Answer;
+use super::remote::RemoteError;
 use super::{Inner, PROXY_CLIENT};
 use crate::oci::{Digest, ImageName};
 use crate::repo::{RepoError, Repository};
@@ -44,9 +46,9 @@ pub enum Outcome {
     Cached,
     /// The remote does not have it.
     Missing,
-    /// The remote rate-limits us (its 429).
-    RateLimited(String),
-    /// Anything else: the message names the remote.
+    /// The remote could not or would not answer (rate-limited, refused, unreachable).
+    Refused(RemoteError),
+    /// Caching what it sent failed, or the fetch was abandoned: the message says which.
     Failed(String),
 }
 
@@ -135,8 +137,14 @@ impl Inner {
         let task_fetch = fetch.clone();
         tokio::spawn(async move {
             let outcome = inner.run(&task_fetch, &tx).await;
-            if let Outcome::Failed(e) = &outcome {
-                tracing::warn!(repository = %inner.name, digest = %task_fetch.digest, error = %e, "proxy fetch failed");
+            match &outcome {
+                Outcome::Failed(e) => {
+                    tracing::warn!(repository = %inner.name, digest = %task_fetch.digest, error = %e, "proxy fetch failed")
+                }
+                Outcome::Refused(e) => {
+                    tracing::warn!(repository = %inner.name, digest = %task_fetch.digest, error = %e, "proxy fetch failed")
+                }
+                Outcome::Cached | Outcome::Missing => {}
             }
             tx.send_modify(|s| s.done = Some(outcome));
             let mut inflight = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,27 +167,20 @@ impl Inner {
         if self.local.blob_size(&f.image, &f.digest).await.is_ok() {
             return Outcome::Cached;
         }
-        let what = format!("blob {}", f.digest);
+        let rest = format!("blobs/{}", f.digest);
+        let path = self.path(&f.image, &rest);
         let resp = match self
-            .ask(Method::GET, &f.image, &format!("blobs/{}", f.digest), None)
+            .remote
+            .ask(Method::GET, &path, None, &self.scope(&f.image), &rest)
             .await
         {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failed(e.to_string()),
-        };
-        match resp.status() {
-            StatusCode::NOT_FOUND => {
+            Ok(Answer::Found(r)) => r,
+            Ok(Answer::Missing) => {
                 self.remember_missing(format!("b:{}:{}", f.image, f.digest));
                 return Outcome::Missing;
             }
-            StatusCode::TOO_MANY_REQUESTS => {
-                return Outcome::RateLimited(format!("remote {} rate-limits us", self.url()))
-            }
-            s if !s.is_success() => {
-                return Outcome::Failed(format!("remote {} answered {s} for {what}", self.url()))
-            }
-            _ => {}
-        }
+            Err(e) => return Outcome::Refused(e),
+        };
         let total = resp
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -258,11 +259,14 @@ impl Inner {
             }
             match self.local.upload_finish(&f.image, id, &f.digest).await {
                 Ok(_) => Ok(()),
-                Err(RepoError::Client(e)) => Err(format!(
-                    "remote {} sent {written} bytes that are not {}: {}; nothing cached",
+                Err(
+                    e @ (RepoError::DigestMismatch { .. }
+                    | RepoError::UnsupportedDigest(_)
+                    | RepoError::BodyEnded(_)),
+                ) => Err(format!(
+                    "remote {} sent {written} bytes that are not {}: {e}; nothing cached",
                     self.url(),
                     f.digest,
-                    e.message
                 )),
                 Err(e) => Err(format!("caching failed: {e}")),
             }
@@ -320,9 +324,8 @@ impl Inner {
                     let n = (end - offset).min(READ_CHUNK);
                     return self.read_cached(fetch, offset, n).await;
                 }
-                Some(Outcome::Failed(e) | Outcome::RateLimited(e)) => {
-                    return Err(io::Error::other(e.clone()))
-                }
+                Some(Outcome::Failed(e)) => return Err(io::Error::other(e.clone())),
+                Some(Outcome::Refused(e)) => return Err(io::Error::other(e.to_string())),
                 Some(Outcome::Missing) => return Err(io::Error::other("the remote lost the blob")),
                 None => {
                     if rx.changed().await.is_err() {

@@ -14,6 +14,7 @@
 //!   `max_concurrent_fetches` at a time;
 //! - clients cannot push: a proxy is read-only.
 
+mod answer;
 mod bounded;
 mod fetch;
 mod pull;
@@ -25,12 +26,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::Method;
 
 use super::{Manifest, Page, PushedManifest, RepoError, RepoKind, Repository, Result};
-use crate::oci::{Descriptor, Digest, ErrorCode, ImageName, Reference, RepoName, Tag};
+use crate::oci::{Descriptor, Digest, ImageName, Reference, RepoName, Tag};
 use crate::repo::{HostedRepository, WritePolicy};
 use crate::storage::{ByteStream, Stores};
+use answer::Answer;
 use bounded::BoundedMap;
 use fetch::{Fetch, Outcome};
 use pull::{MAX_NEGATIVE, MAX_SMALL_BODY, MAX_TAG_CHECKS, MAX_TAG_LISTS, MAX_TAG_LIST_BODY};
@@ -69,11 +71,16 @@ pub struct ProxyRepository {
     inner: Arc<Inner>,
 }
 
-pub(super) use super::client;
-
-/// The remote could not be asked: a remote failure that names it.
+/// The remote could not answer: its rate limit passes through as such, anything else is a
+/// remote failure that names it.
 pub(super) fn remote_failure(e: RemoteError) -> RepoError {
-    RepoError::Remote(e.to_string())
+    match e {
+        RemoteError::RateLimited { url, retry_after } => RepoError::RateLimited {
+            remote: url,
+            retry_after,
+        },
+        other => RepoError::Remote(other.to_string()),
+    }
 }
 
 impl ProxyRepository {
@@ -102,21 +109,18 @@ impl ProxyRepository {
     }
 
     fn read_only(&self) -> RepoError {
-        client(
-            ErrorCode::Denied,
-            format!(
-                "{} is a proxy of {}: it is read-only; push to a hosted repository",
-                self.inner.name,
-                self.inner.url()
-            ),
-        )
+        RepoError::Denied(format!(
+            "{} is a proxy of {}: it is read-only; push to a hosted repository",
+            self.inner.name,
+            self.inner.url()
+        ))
     }
 
     fn blob_unknown(&self, digest: &Digest) -> RepoError {
-        client(
-            ErrorCode::BlobUnknown,
-            format!("blob {digest} is unknown (remote {})", self.inner.url()),
-        )
+        RepoError::BlobUnknown {
+            digest: digest.clone(),
+            remote: Some(self.inner.url().to_owned()),
+        }
     }
 
     /// The size of an uncached blob, from a fetch in progress or a HEAD to the remote.
@@ -135,15 +139,15 @@ impl ProxyRepository {
         if i.negative_hit(&neg) {
             return Err(self.blob_unknown(digest));
         }
-        let resp = i
+        match i
             .ask(Method::HEAD, image, &format!("blobs/{digest}"), None)
-            .await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => {
+            .await?
+        {
+            Answer::Missing => {
                 i.remember_missing(neg);
                 Err(self.blob_unknown(digest))
             }
-            s if s.is_success() => resp
+            Answer::Found(resp) => resp
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
@@ -151,7 +155,6 @@ impl ProxyRepository {
                 .ok_or_else(|| {
                     RepoError::Remote(format!("remote {} gave no size for blob {digest}", i.url()))
                 }),
-            s => Err(i.refused(s, &format!("blob {digest}"))),
         }
     }
 }
@@ -213,7 +216,7 @@ impl Repository for ProxyRepository {
             None => Ok(i.follow(f, start, start + len)),
             Some(Outcome::Cached) => i.local.blob_read(image, digest, start, len).await,
             Some(Outcome::Missing) => Err(self.blob_unknown(digest)),
-            Some(Outcome::RateLimited(m)) => Err(client(ErrorCode::TooManyRequests, m)),
+            Some(Outcome::Refused(e)) => Err(remote_failure(e)),
             Some(Outcome::Failed(m)) => Err(RepoError::Remote(m)),
         }
     }
@@ -307,10 +310,10 @@ impl Repository for ProxyRepository {
                 i.tag_lists.insert(image.clone(), tags.clone());
                 Ok(paged(tags, page))
             }
-            Ok(None) => Err(client(
-                ErrorCode::NameUnknown,
-                format!("repository {image} is unknown at remote {}", i.url()),
-            )),
+            Ok(None) => Err(RepoError::NameUnknown {
+                image: image.clone(),
+                place: format!("remote {}", i.url()),
+            }),
             // Remote down: what was pulled through before is still known.
             Err(e) => match local(i.local.tags(image, page).await)? {
                 Some(t) if !t.is_empty() => Ok(t),

@@ -1,10 +1,11 @@
 //! The pull-through logic of a proxy repository: asking the remote, caching what it answers in
 //! the local hosted store, revalidating tags and remembering misses.
 
-use http::{Method, StatusCode};
+use http::Method;
 
-use super::{client, remote_failure, Inner, MANIFEST_ACCEPT, MAX_REMOTE_MANIFEST};
-use crate::oci::{Digest, ErrorCode, ImageName, ManifestInfo, Reference, Tag};
+use super::answer::Answer;
+use super::{remote_failure, Inner, MANIFEST_ACCEPT, MAX_REMOTE_MANIFEST};
+use crate::oci::{Digest, ImageName, ManifestInfo, Reference, Tag};
 use crate::repo::{Manifest, RepoError, Repository, Result};
 
 impl Inner {
@@ -19,26 +20,17 @@ impl Inner {
         image: &ImageName,
         rest: &str,
         accept: Option<&str>,
-    ) -> Result<http::Response<hyper::body::Incoming>> {
+    ) -> Result<Answer> {
         self.remote
-            .request(method, &self.path(image, rest), accept, &self.scope(image))
+            .ask(
+                method,
+                &self.path(image, rest),
+                accept,
+                &self.scope(image),
+                rest,
+            )
             .await
             .map_err(remote_failure)
-    }
-
-    /// What a client is told when the remote answered `status` for `what`: its 429 passes
-    /// through as TOOMANYREQUESTS, anything else is a remote failure naming it.
-    pub(super) fn refused(&self, status: StatusCode, what: &str) -> RepoError {
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return client(
-                ErrorCode::TooManyRequests,
-                format!("remote {} rate-limits us", self.url()),
-            );
-        }
-        RepoError::Remote(format!(
-            "remote {} answered {status} for {what}",
-            self.url()
-        ))
     }
 
     pub(super) fn scope(&self, image: &ImageName) -> String {
@@ -77,21 +69,17 @@ impl Inner {
         reference: &Reference,
     ) -> Result<Option<Manifest>> {
         let what = format!("manifest {reference}");
-        let resp = self
+        let Answer::Found(resp) = self
             .ask(
                 Method::GET,
                 image,
                 &format!("manifests/{reference}"),
                 Some(MANIFEST_ACCEPT),
             )
-            .await?;
-        let status = resp.status();
-        if status == StatusCode::NOT_FOUND {
+            .await?
+        else {
             return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(self.refused(status, &what));
-        }
+        };
         let content_type = resp
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -130,7 +118,7 @@ impl Inner {
 
     /// Asks the remote which digest a tag has now (HEAD: free under Docker Hub's limits).
     async fn remote_tag_digest(&self, image: &ImageName, tag: &Tag) -> Result<Option<Digest>> {
-        let resp = self
+        let answer = self
             .ask(
                 Method::HEAD,
                 image,
@@ -138,28 +126,23 @@ impl Inner {
                 Some(MANIFEST_ACCEPT),
             )
             .await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(resp
+        Ok(match answer {
+            Answer::Missing => None,
+            Answer::Found(resp) => resp
                 .headers()
                 .get("docker-content-digest")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())),
-            s => Err(self.refused(s, &format!("tag {tag}"))),
-        }
+                .and_then(|v| v.parse().ok()),
+        })
     }
 
     /// A tag: served from the cache while fresh, revalidated with a HEAD after
     /// `metadata_max_age`, re-fetched only when it moved; the cached one when the remote fails.
     pub(super) async fn manifest_by_tag(&self, image: &ImageName, tag: &Tag) -> Result<Manifest> {
-        let unknown = || {
-            client(
-                ErrorCode::ManifestUnknown,
-                format!(
-                    "manifest {tag} is unknown in {image} (remote {})",
-                    self.url()
-                ),
-            )
+        let unknown = || RepoError::ManifestUnknown {
+            image: image.clone(),
+            reference: Reference::Tag(tag.clone()),
+            remote: Some(self.url().to_owned()),
         };
         let reference = Reference::Tag(tag.clone());
         let cached = self.cached(image, &reference).await?;
@@ -225,14 +208,10 @@ impl Inner {
             self.counters.manifest_hit.inc();
             return Ok(m);
         }
-        let unknown = || {
-            client(
-                ErrorCode::ManifestUnknown,
-                format!(
-                    "manifest {digest} is unknown in {image} (remote {})",
-                    self.url()
-                ),
-            )
+        let unknown = || RepoError::ManifestUnknown {
+            image: image.clone(),
+            reference: Reference::Digest(digest.clone()),
+            remote: Some(self.url().to_owned()),
         };
         let neg = format!("m:{image}:{digest}");
         if self.negative_hit(&neg) {
@@ -256,16 +235,14 @@ impl Inner {
         scope: &str,
         limit: usize,
     ) -> Result<Option<serde_json::Value>> {
-        let resp = self
+        let Answer::Found(resp) = self
             .remote
-            .request(Method::GET, path, None, scope)
+            .ask(Method::GET, path, None, scope, path)
             .await
-            .map_err(remote_failure)?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => return Ok(None),
-            s if !s.is_success() => return Err(self.refused(s, path)),
-            _ => {}
-        }
+            .map_err(remote_failure)?
+        else {
+            return Ok(None);
+        };
         let body = self
             .remote
             .read_body(resp, limit, path)

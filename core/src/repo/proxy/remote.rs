@@ -54,6 +54,19 @@ pub enum RemoteError {
         what: String,
         reason: String,
     },
+    /// Its 429, with the wait its `Retry-After` asked for.
+    #[error("remote {url} rate-limits us")]
+    RateLimited {
+        url: String,
+        retry_after: Option<Duration>,
+    },
+    /// Any other answer than found or missing.
+    #[error("remote {url} answered {status} for {what}")]
+    Refused {
+        url: String,
+        status: StatusCode,
+        what: String,
+    },
 }
 
 #[derive(Default)]
@@ -358,7 +371,7 @@ impl Remote {
 
     /// Sends a request for `path` (starting with `/v2/` or `/v1/`), authenticating as the remote
     /// asks. 429 and 5xx answers count as failures for auto-blocking but are returned.
-    pub async fn request(
+    pub(super) async fn request(
         &self,
         method: Method,
         path: &str,
