@@ -16,6 +16,8 @@
 //! - [`config`]: the YAML file, parsed into types.
 //! - [`events`]: push, pull and delete events to webhooks; [`metrics`]: Prometheus.
 //! - [`net`]: the outbound HTTPS client (proxy remotes, event endpoints).
+//! - [`process`]: one core process start to end (stores, service layer, sockets); the
+//!   binary's `main.rs` only parses the command line.
 //!
 //! Each layer knows only the ones below it: storage never sees a status code, handlers never
 //! see a file path, and the service layer never sees a request.
@@ -30,6 +32,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod oci;
+pub mod process;
 pub mod registry;
 pub mod repo;
 pub mod server;

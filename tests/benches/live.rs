@@ -176,6 +176,10 @@ fn main() {
         events_overhead();
         return;
     }
+    if std::env::args().any(|a| a == "auth") {
+        auth_table();
+        return;
+    }
     let mut columns = vec!["this build"];
     let mut rows: Vec<(&str, Vec<f64>)> = Vec::new();
     let dir = tempfile::tempdir().unwrap();
@@ -198,8 +202,14 @@ fn main() {
     rows.push(("manifest GET, open: CPU us/request", get_cpu));
     print_table(&columns, &rows);
 
-    // Access control: Basic with a remembered password or an API token, the registry tokens
-    // each gets from the realm, and first logins; for the reference build too.
+    auth_table();
+    events_overhead();
+}
+
+/// Access control: Basic with a remembered password or an API token, the registry tokens each
+/// gets from the realm, and first logins; for the reference build too (`bench live -- auth`
+/// runs only this).
+fn auth_table() {
     let reference = std::env::var_os("BERTH_REFERENCE_CORE").map(PathBuf::from);
     let mut columns = vec!["this build"];
     let mut table = auth_costs(None);
@@ -210,7 +220,6 @@ fn main() {
         }
     }
     print_table(&columns, &table);
-    events_overhead();
 }
 
 /// A registry token for `basic` from the realm of `core`'s hosted connector.

@@ -86,6 +86,47 @@ pub struct GcReport {
     pub preview: Option<Preview>,
 }
 
+impl GcReport {
+    /// The report as `berth-core gc` prints it: what went (or would go), then the totals.
+    pub fn lines(&self) -> Vec<String> {
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        let mut out = Vec::new();
+        if let Some(p) = &self.preview {
+            out.extend(
+                p.manifests
+                    .iter()
+                    .map(|m| format!("{verb} deleted manifest {m}")),
+            );
+            out.extend(p.links.iter().map(|l| format!("{verb} blob link {l}")));
+            out.extend(
+                p.blobs
+                    .iter()
+                    .map(|(d, size)| format!("{verb} blob {d} ({size} bytes)")),
+            );
+            if p.truncated {
+                out.push(format!(
+                    "(lists cut at {} entries each; totals below are complete)",
+                    p.blobs.len().max(p.links.len()).max(p.manifests.len())
+                ));
+            }
+        }
+        out.push(format!(
+            "{verb} {} manifests, {} blob links, {} blobs: {} bytes freed{} ({} ms)",
+            self.manifests_removed,
+            self.links_removed,
+            self.blobs_removed,
+            self.bytes_freed,
+            if self.dry_run { " (dry run)" } else { "" },
+            self.millis
+        ));
+        out
+    }
+}
+
 /// Why a collection stopped; what it removed before is consistent and stays removed.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
