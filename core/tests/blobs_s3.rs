@@ -1,5 +1,6 @@
 //! The BlobStore contract suite against a real S3 server (s3s-fs, which enforces AWS's rules
-//! on part sizes and conditional PUTs), plus what only an object store can get wrong: large
+//! on part sizes and conditional PUTs), one test per case (`s3::…` with conditional PUTs,
+//! `s3_unconditional::…` without), plus what only an object store can get wrong: large
 //! appends going multipart, an upload continued through a second store (another core), two
 //! stores racing for one offset, and a prefix keeping registries apart in one bucket.
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use berth_core::oci::Digest;
 use berth_core::storage::blob::s3::{S3BlobStore, S3Settings};
-use berth_core::storage::blob::{new_upload_id, suite, BlobStore};
+use berth_core::storage::blob::{new_upload_id, BlobStore};
 use berth_core::storage::{ByteStream, StorageError};
 use berth_tests::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
 use bytes::Bytes;
@@ -37,15 +38,26 @@ fn body(data: Vec<u8>) -> ByteStream {
     Box::pin(futures_util::stream::iter(chunks))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_fulfils_the_contract() {
+/// One contract case on a fresh server: a store in bucket `berth` under the case's prefix.
+async fn s3_store(case: &str, conditional_put: bool) -> (S3Server, Arc<dyn BlobStore>) {
     let server = tokio::task::spawn_blocking(S3Server::start).await.unwrap();
-    let store = S3BlobStore::open(&settings(&server, "suite")).unwrap();
-    suite::run(Arc::new(store)).await;
-    // As for a server that ignores If-None-Match (Garage): no claims, same contract.
-    let mut plain = settings(&server, "suite-unconditional");
-    plain.conditional_put = false;
-    suite::run(Arc::new(S3BlobStore::open(&plain).unwrap())).await;
+    let mut s = settings(&server, case);
+    s.conditional_put = conditional_put;
+    let store = S3BlobStore::open(&s).unwrap();
+    (server, Arc::new(store))
+}
+
+mod s3 {
+    use super::*;
+
+    berth_core::blob_contract!(tests | case | s3_store(case, true).await);
+}
+
+/// As for a server that ignores If-None-Match (Garage): no claims, the same contract.
+mod s3_unconditional {
+    use super::*;
+
+    berth_core::blob_contract!(tests | case | s3_store(case, false).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,17 +1,71 @@
-//! The MetadataStore contract suite against every backend: SQLite in a temporary file and a
-//! real PostgreSQL server started for the test.
+//! The MetadataStore contract suite against every backend, one test per case and backend
+//! (`sqlite::uploads`, `postgres::uploads`, ...): SQLite in a temporary file, and a real
+//! PostgreSQL server started for the tests (shared by the cases that run at once, a database
+//! of its own per case).
 
 // Test code panics on purpose when something is off.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use berth_core::storage::metadata::sql::{Backend, SqlMetadata};
 use berth_core::storage::metadata::{suite, MetadataStore};
 use berth_tests::postgres::Postgres;
 
+mod sqlite {
+    use super::*;
+
+    berth_core::metadata_contract!(
+        tests | case | {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("metadata.db");
+            let store = SqlMetadata::open(&Backend::Sqlite(path)).await.unwrap();
+            (dir, Arc::new(store))
+        }
+    );
+}
+
+/// The running server while some case holds it; stopped when the last lets go.
+static POSTGRES: Mutex<Weak<Postgres>> = Mutex::new(Weak::new());
+
+async fn postgres() -> Arc<Postgres> {
+    tokio::task::spawn_blocking(|| {
+        let mut held = POSTGRES.lock().unwrap_or_else(|p| p.into_inner());
+        held.upgrade().unwrap_or_else(|| {
+            let pg = Arc::new(Postgres::start());
+            *held = Arc::downgrade(&pg);
+            pg
+        })
+    })
+    .await
+    .unwrap()
+}
+
+mod postgres {
+    use super::*;
+
+    berth_core::metadata_contract!(
+        tests | case | {
+            let pg = postgres().await;
+            let url = tokio::task::spawn_blocking({
+                let (pg, case) = (pg.clone(), case.to_owned());
+                move || pg.database(&case)
+            })
+            .await
+            .unwrap();
+            let store = SqlMetadata::open(&Backend::Postgres {
+                url,
+                password: None,
+            })
+            .await
+            .unwrap();
+            (pg, Arc::new(store))
+        }
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_fulfils_the_contract_and_keeps_it_across_reopening() {
+async fn sqlite_keeps_the_contract_across_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metadata.db");
     let store: Arc<dyn MetadataStore> = Arc::new(
@@ -19,9 +73,9 @@ async fn sqlite_fulfils_the_contract_and_keeps_it_across_reopening() {
             .await
             .unwrap(),
     );
-    suite::run(store.clone(), "first").await;
+    suite::listings_page_in_the_store(store.clone(), "first").await;
     drop(store);
-    // Reopening migrates nothing twice and keeps what was written.
+    // Reopening migrates nothing twice and keeps what was written; then every case in turn.
     let again: Arc<dyn MetadataStore> =
         Arc::new(SqlMetadata::open(&Backend::Sqlite(path)).await.unwrap());
     let repo = "first-listing".parse().unwrap();
@@ -31,16 +85,14 @@ async fn sqlite_fulfils_the_contract_and_keeps_it_across_reopening() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_fulfils_the_contract() {
-    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
-    let backend = Backend::Postgres {
-        url: pg.url.clone(),
-        password: None,
-    };
-    let store: Arc<dyn MetadataStore> = Arc::new(SqlMetadata::open(&backend).await.unwrap());
-    suite::run(store.clone(), "pg").await;
-    // Two cores starting at once on one database: migrations do not race.
-    let url = pg.database("twice");
+async fn postgres_migrations_do_not_race_when_two_cores_start_at_once() {
+    let pg = postgres().await;
+    let url = tokio::task::spawn_blocking({
+        let pg = pg.clone();
+        move || pg.database("twice")
+    })
+    .await
+    .unwrap();
     let b = Backend::Postgres {
         url,
         password: None,
@@ -48,8 +100,6 @@ async fn postgres_fulfils_the_contract() {
     let (x, y) = tokio::join!(SqlMetadata::open(&b), SqlMetadata::open(&b));
     x.unwrap();
     y.unwrap();
-    drop(store);
-    drop(pg);
 }
 
 /// run-local.sh's default config names the storage root as `deploy/../.berth/data`: a relative

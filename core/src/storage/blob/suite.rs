@@ -32,18 +32,45 @@ async fn read_all(s: &dyn BlobStore, d: &Digest, start: u64, len: u64) -> Vec<u8
     out
 }
 
-/// Runs every case against `store`.
-pub async fn run(store: Arc<dyn BlobStore>) {
-    upload_commit_and_read(store.as_ref()).await;
-    offset_mismatch_keeps_data(store.as_ref()).await;
-    digest_mismatch_stores_nothing(store.as_ref()).await;
-    broken_body_keeps_received_bytes(store.as_ref()).await;
-    small_blobs_list_and_delete(store.as_ref()).await;
-    commit_racing_cancel(store.clone()).await;
-    concurrent_commits_of_one_blob(store).await;
+/// The contract's cases, listed once: `blob_contract!(run)` defines [`run`] (every case in
+/// turn), and a backend's test file writes `berth_core::blob_contract!(tests |case| open(case));` to
+/// get one `#[tokio::test]` per case, named after it, each on a fresh store: the expression
+/// gives `(keep, store)`, `keep` (a temporary directory, a server) living as long as the case;
+/// `case` is the case's name (e.g. for a prefix of its own in a shared bucket).
+#[macro_export]
+macro_rules! blob_contract {
+    (@with [run] $($case:ident),*) => {
+        /// Runs every case against `store`, one after another.
+        pub async fn run(store: Arc<dyn BlobStore>) {
+            $( $crate::storage::blob::suite::$case(store.clone()).await; )*
+        }
+    };
+    (@with [tests |$name:ident| $open:expr] $($case:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let $name: &str = stringify!($case);
+            let _ = $name;
+            let (_keep, store): (_, ::std::sync::Arc<dyn $crate::storage::blob::BlobStore>) =
+                $open;
+            $crate::storage::blob::suite::$case(store).await;
+        }
+    )*};
+    ($($how:tt)*) => {
+        $crate::blob_contract!(@with [$($how)*]
+            upload_commit_and_read,
+            offset_mismatch_keeps_data,
+            digest_mismatch_stores_nothing,
+            broken_body_keeps_received_bytes,
+            small_blobs_list_and_delete,
+            commit_racing_cancel,
+            concurrent_commits_of_one_blob);
+    };
 }
 
-async fn upload_commit_and_read(s: &dyn BlobStore) {
+blob_contract!(run);
+
+pub async fn upload_commit_and_read(s: Arc<dyn BlobStore>) {
+    let s = s.as_ref();
     let id = new_upload_id();
     s.upload_create(&id).await.unwrap();
     assert_eq!(s.upload_size(&id).await.unwrap(), 0);
@@ -69,7 +96,8 @@ async fn upload_commit_and_read(s: &dyn BlobStore) {
     assert!(!s.uploads().await.unwrap().contains(&id), "session is gone");
 }
 
-async fn offset_mismatch_keeps_data(s: &dyn BlobStore) {
+pub async fn offset_mismatch_keeps_data(s: Arc<dyn BlobStore>) {
+    let s = s.as_ref();
     let id = new_upload_id();
     s.upload_create(&id).await.unwrap();
     s.upload_append(&id, Some(0), body(&[b"abc"]))
@@ -91,7 +119,8 @@ async fn offset_mismatch_keeps_data(s: &dyn BlobStore) {
     s.upload_cancel(&id).await.unwrap();
 }
 
-async fn digest_mismatch_stores_nothing(s: &dyn BlobStore) {
+pub async fn digest_mismatch_stores_nothing(s: Arc<dyn BlobStore>) {
+    let s = s.as_ref();
     let id = new_upload_id();
     s.upload_create(&id).await.unwrap();
     s.upload_append(&id, Some(0), body(&[b"actual"]))
@@ -104,7 +133,8 @@ async fn digest_mismatch_stores_nothing(s: &dyn BlobStore) {
     assert_eq!(s.stat(&Digest::sha256_of(b"actual")).await.unwrap(), None);
 }
 
-async fn broken_body_keeps_received_bytes(s: &dyn BlobStore) {
+pub async fn broken_body_keeps_received_bytes(s: Arc<dyn BlobStore>) {
+    let s = s.as_ref();
     let id = new_upload_id();
     s.upload_create(&id).await.unwrap();
     let broken: ByteStream = Box::pin(futures_util::stream::iter(vec![
@@ -125,7 +155,8 @@ async fn broken_body_keeps_received_bytes(s: &dyn BlobStore) {
     assert_eq!(s.upload_commit(&id, &d).await.unwrap(), 12);
 }
 
-async fn small_blobs_list_and_delete(s: &dyn BlobStore) {
+pub async fn small_blobs_list_and_delete(s: Arc<dyn BlobStore>) {
+    let s = s.as_ref();
     let d = s
         .put(Bytes::from_static(b"{\"manifest\":1}"))
         .await
@@ -155,7 +186,7 @@ async fn small_blobs_list_and_delete(s: &dyn BlobStore) {
 
 /// A commit and a cancel of one session at once: either the blob is stored whole and verified,
 /// or nothing is; never a partial blob, never a panic.
-async fn commit_racing_cancel(s: Arc<dyn BlobStore>) {
+pub async fn commit_racing_cancel(s: Arc<dyn BlobStore>) {
     for round in 0..8u8 {
         let id = new_upload_id();
         let data = vec![round; 64 * 1024];
@@ -181,7 +212,7 @@ async fn commit_racing_cancel(s: Arc<dyn BlobStore>) {
 }
 
 /// Two sessions carrying the same content committed at once: both succeed, one copy is kept.
-async fn concurrent_commits_of_one_blob(s: Arc<dyn BlobStore>) {
+pub async fn concurrent_commits_of_one_blob(s: Arc<dyn BlobStore>) {
     let data = vec![42u8; 256 * 1024];
     let d = Digest::sha256_of(&data);
     let mut tasks = Vec::new();
@@ -201,20 +232,25 @@ async fn concurrent_commits_of_one_blob(s: Arc<dyn BlobStore>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod memory {
+    use std::sync::Arc;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory_fulfils_the_contract() {
-        run(Arc::new(super::super::memory::MemoryBlobStore::new())).await;
-    }
+    use crate::storage::blob::memory::MemoryBlobStore;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn filesystem_fulfils_the_contract() {
-        let dir = tempfile::tempdir().unwrap();
-        run(Arc::new(
-            super::super::fs::FsBlobStore::open(dir.path()).unwrap(),
-        ))
-        .await;
-    }
+    crate::blob_contract!(tests | _case | ((), Arc::new(MemoryBlobStore::new())));
+}
+
+#[cfg(test)]
+mod filesystem {
+    use std::sync::Arc;
+
+    use crate::storage::blob::fs::FsBlobStore;
+
+    crate::blob_contract!(
+        tests | _case | {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FsBlobStore::open(dir.path()).unwrap();
+            (dir, Arc::new(store))
+        }
+    );
 }

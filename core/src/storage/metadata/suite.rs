@@ -14,21 +14,58 @@ use super::suite_fixtures::{actor, digest, manifest, ns, place, put, tag};
 use super::{now_ms, Actor, Deleted, MetadataStore, Page, UploadRecord};
 use crate::storage::Namespace;
 
-/// Runs every case against `store`; `prefix` keeps this run's namespaces apart.
-pub async fn run(store: Arc<dyn MetadataStore>, prefix: &str) {
-    blob_links(store.as_ref(), prefix).await;
-    manifests_tags_and_referrers(store.as_ref(), prefix).await;
-    listings_page_in_the_store(store.as_ref(), prefix).await;
-    uploads(store.as_ref(), prefix).await;
-    concurrent_pushes_of_one_tag(store.clone(), prefix).await;
-    concurrent_pushes_of_many_images(store.clone(), prefix).await;
-    close_racing_progress(store.clone(), prefix).await;
-    settings(store.as_ref(), prefix).await;
-    sessions(store.as_ref(), prefix).await;
-    super::suite_lifecycle::run(store, prefix).await;
+/// The contract's cases, listed once: `metadata_contract!(run)` defines [`run`] (every case in
+/// turn), and a backend's test file writes
+/// `berth_core::metadata_contract!(tests |case| open(case).await);` to get one `#[tokio::test]`
+/// per case — named after it, so a failure names the case and the file names the backend —
+/// each on a fresh store from the expression, which gives `(keep, store)`: `keep` (a temporary
+/// directory, a server) lives as long as the case, and `case` is the case's name (e.g. for a
+/// database of its own: the collection cases sweep the whole store).
+#[macro_export]
+macro_rules! metadata_contract {
+    (@with [run] $($m:ident :: $case:ident),*) => {
+        /// Runs every case against `store`, one after another; `prefix` keeps this run's
+        /// namespaces apart.
+        pub async fn run(store: Arc<dyn MetadataStore>, prefix: &str) {
+            $( $crate::storage::metadata::$m::$case(store.clone(), prefix).await; )*
+        }
+    };
+    (@with [tests |$name:ident| $open:expr] $($m:ident :: $case:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let $name: &str = stringify!($case);
+            let _ = $name;
+            let (_keep, store): (_, ::std::sync::Arc<dyn $crate::storage::metadata::MetadataStore>) =
+                $open;
+            $crate::storage::metadata::$m::$case(store, $name).await;
+        }
+    )*};
+    ($($how:tt)*) => {
+        $crate::metadata_contract!(@with [$($how)*]
+            suite::blob_links,
+            suite::manifests_tags_and_referrers,
+            suite::listings_page_in_the_store,
+            suite::uploads,
+            suite::concurrent_pushes_of_one_tag,
+            suite::concurrent_pushes_of_many_images,
+            suite::close_racing_progress,
+            suite::settings,
+            suite::sessions,
+            // Last in a run: they collect whatever else in the store is garbage too.
+            suite_lifecycle::history_and_restore,
+            suite_lifecycle::referrers_go_and_come_back_with_their_subject,
+            suite_lifecycle::pushes_recheck_references,
+            suite_lifecycle::usage_counts_shared_blobs_once,
+            suite_lifecycle::totals_count_stored_blobs_once,
+            suite_lifecycle::collection_keeps_what_is_reachable,
+            suite_lifecycle::a_claim_holds_off_a_push_of_the_same_digest);
+    };
 }
 
-async fn blob_links(s: &dyn MetadataStore, p: &str) {
+metadata_contract!(run);
+
+pub async fn blob_links(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let a = ns(p, "links", "app");
     let b = ns(p, "links", "other");
     let d = digest("blob");
@@ -58,7 +95,8 @@ async fn blob_links(s: &dyn MetadataStore, p: &str) {
     assert!(!s.blob_linked(&a, &d).await.unwrap());
 }
 
-async fn manifests_tags_and_referrers(s: &dyn MetadataStore, p: &str) {
+pub async fn manifests_tags_and_referrers(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let a = ns(p, "manifests", "team/app");
     let image = manifest("image", None);
     put(s, &a, &image, Some(&tag("v1"))).await;
@@ -128,7 +166,8 @@ async fn manifests_tags_and_referrers(s: &dyn MetadataStore, p: &str) {
         .is_some());
 }
 
-async fn listings_page_in_the_store(s: &dyn MetadataStore, p: &str) {
+pub async fn listings_page_in_the_store(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let repo = ns(p, "listing", "x").repo;
     let m = manifest("listed", None);
     // Names chosen so byte order differs from case-insensitive or locale orders.
@@ -189,7 +228,8 @@ async fn listings_page_in_the_store(s: &dyn MetadataStore, p: &str) {
     assert_eq!(after_a[0].as_str(), "a/z");
 }
 
-async fn uploads(s: &dyn MetadataStore, p: &str) {
+pub async fn uploads(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let a = ns(p, "uploads", "app");
     let u = UploadRecord {
         id: format!("{p}-session-1"),
@@ -213,7 +253,7 @@ async fn uploads(s: &dyn MetadataStore, p: &str) {
 
 /// Two (here: eight) pushes of one tag at once: every push succeeds, and the tag ends on one
 /// of the pushed manifests, which is there.
-async fn concurrent_pushes_of_one_tag(s: Arc<dyn MetadataStore>, p: &str) {
+pub async fn concurrent_pushes_of_one_tag(s: Arc<dyn MetadataStore>, p: &str) {
     let a = ns(p, "race", "app");
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -235,7 +275,7 @@ async fn concurrent_pushes_of_one_tag(s: Arc<dyn MetadataStore>, p: &str) {
     }
 }
 
-async fn concurrent_pushes_of_many_images(s: Arc<dyn MetadataStore>, p: &str) {
+pub async fn concurrent_pushes_of_many_images(s: Arc<dyn MetadataStore>, p: &str) {
     let repo = ns(p, "many", "x").repo;
     let mut tasks = Vec::new();
     for i in 0..32 {
@@ -253,7 +293,7 @@ async fn concurrent_pushes_of_many_images(s: Arc<dyn MetadataStore>, p: &str) {
 }
 
 /// Closing a session while progress is recorded: exactly one close wins, nothing errors.
-async fn close_racing_progress(s: Arc<dyn MetadataStore>, p: &str) {
+pub async fn close_racing_progress(s: Arc<dyn MetadataStore>, p: &str) {
     let a = ns(p, "close", "app");
     let id = format!("{p}-session-race");
     s.upload_open(&UploadRecord {
@@ -283,7 +323,8 @@ async fn close_racing_progress(s: Arc<dyn MetadataStore>, p: &str) {
 
 /// Settings: written, overwritten, tombstoned, forgotten, each bumping the version; retiring a
 /// repository trashes its manifests and its tags (with history), restorable.
-async fn settings(s: &dyn MetadataStore, p: &str) {
+pub async fn settings(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     use super::settings::SettingKind::{Repository, User};
     let name = format!("{p}repo");
     let v0 = s.settings_version().await.unwrap();
@@ -331,7 +372,8 @@ async fn settings(s: &dyn MetadataStore, p: &str) {
 }
 
 /// Sessions: found by id until closed; ended per user; pruned once expired.
-async fn sessions(s: &dyn MetadataStore, p: &str) {
+pub async fn sessions(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     use super::sessions::SessionRecord;
     let now = now_ms();
     let record = |id: &str, user: &str, expires_at: i64| SessionRecord {

@@ -1,7 +1,7 @@
 //! The life-cycle contract: tag history, undo, usage, and the collector's steps — including
-//! the locking that makes collection safe while pushes go on. Run by `suite::run` after the
-//! content cases; the collection cases collect whatever else in the store is garbage too, so
-//! they come last.
+//! the locking that makes collection safe while pushes go on. Listed in
+//! `metadata_contract!` after the content cases: the collection cases collect whatever else in
+//! the store is garbage too, so a run has them last.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,16 +11,6 @@ use std::time::Duration;
 use super::lifecycle::{Cutoffs, Restore};
 use super::suite_fixtures::{actor, digest, manifest, ns, place, put, tag};
 use super::{now, Actor, MetadataError, MetadataStore, Put};
-
-pub async fn run(store: Arc<dyn MetadataStore>, p: &str) {
-    history_and_restore(store.as_ref(), p).await;
-    referrers_go_and_come_back_with_their_subject(store.as_ref(), p).await;
-    pushes_recheck_references(store.as_ref(), p).await;
-    usage_counts_shared_blobs_once(store.as_ref(), p).await;
-    totals_count_stored_blobs_once(store.as_ref(), p).await;
-    collection_keeps_what_is_reachable(store.as_ref(), p).await;
-    a_claim_holds_off_a_push_of_the_same_digest(store, p).await;
-}
 
 /// Everything is old enough.
 fn all() -> Cutoffs {
@@ -63,7 +53,8 @@ async fn collect(s: &dyn MetadataStore, c: Cutoffs) -> (u64, u64, Vec<String>) {
     (manifests, links, blobs)
 }
 
-async fn history_and_restore(s: &dyn MetadataStore, p: &str) {
+pub async fn history_and_restore(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let a = ns(p, "history", "app");
     let (one, two) = (manifest("h-one", None), manifest("h-two", None));
     put(s, &a, &one, Some(&tag("v1"))).await;
@@ -146,7 +137,8 @@ async fn history_and_restore(s: &dyn MetadataStore, p: &str) {
     assert!(all.windows(2).all(|w| w[0].at >= w[1].at), "newest first");
 }
 
-async fn referrers_go_and_come_back_with_their_subject(s: &dyn MetadataStore, p: &str) {
+pub async fn referrers_go_and_come_back_with_their_subject(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let a = ns(p, "referrers-undo", "app");
     let image = manifest("r-image", None);
     let sig = manifest("r-sig", Some(&image.digest));
@@ -184,7 +176,8 @@ async fn referrers_go_and_come_back_with_their_subject(s: &dyn MetadataStore, p:
         .is_some());
 }
 
-async fn pushes_recheck_references(s: &dyn MetadataStore, p: &str) {
+pub async fn pushes_recheck_references(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let a = ns(p, "recheck", "app");
     let m = manifest("checked", None);
     s.blob_intent(&m.digest).await.unwrap();
@@ -215,7 +208,8 @@ async fn pushes_recheck_references(s: &dyn MetadataStore, p: &str) {
     assert!(!s.blob_linked(&a, &stray).await.unwrap());
 }
 
-async fn usage_counts_shared_blobs_once(s: &dyn MetadataStore, p: &str) {
+pub async fn usage_counts_shared_blobs_once(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let repo_ns = |i: &str| ns(p, "usage", i);
     let (x, y) = (repo_ns("x"), repo_ns("y"));
     let m = manifest("u", None);
@@ -230,7 +224,8 @@ async fn usage_counts_shared_blobs_once(s: &dyn MetadataStore, p: &str) {
     assert_eq!(u.bytes, 2000 + m.size);
 }
 
-async fn totals_count_stored_blobs_once(s: &dyn MetadataStore, p: &str) {
+pub async fn totals_count_stored_blobs_once(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let before = s.blob_totals().await.unwrap();
     let (x, y) = (ns(p, "totals", "x"), ns(p, "totals", "y"));
     let (one, two) = (
@@ -248,7 +243,8 @@ async fn totals_count_stored_blobs_once(s: &dyn MetadataStore, p: &str) {
     assert_eq!((after.0 - before.0, after.1 - before.1), (2, 1200));
 }
 
-async fn collection_keeps_what_is_reachable(s: &dyn MetadataStore, p: &str) {
+pub async fn collection_keeps_what_is_reachable(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
     let a = ns(p, "gc", "app");
     let kept = manifest("gc-kept", None);
     let dropped = manifest("gc-dropped", None);
@@ -326,7 +322,7 @@ async fn collection_keeps_what_is_reachable(s: &dyn MetadataStore, p: &str) {
 /// The race the collector must win: a push of a digest the collector is deleting waits for
 /// the claim, then writes a fresh record; a claim dropped without commit gives its records
 /// back.
-async fn a_claim_holds_off_a_push_of_the_same_digest(s: Arc<dyn MetadataStore>, p: &str) {
+pub async fn a_claim_holds_off_a_push_of_the_same_digest(s: Arc<dyn MetadataStore>, p: &str) {
     let a = ns(p, "claim", "app");
     let d = digest("claimed");
     place(s.as_ref(), &a, &d, 10).await;
