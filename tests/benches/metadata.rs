@@ -46,18 +46,11 @@ fn start(name: &'static str, binary: PathBuf, metadata: &str) -> Setup {
     }
 }
 
-fn push_blob(addr: &str, image: &str, data: &[u8]) -> String {
-    let d = http::digest(data);
-    let r = request(
-        addr,
-        "POST",
-        &format!("/v2/{image}/blobs/uploads/?digest={d}"),
-        &[],
-        data,
-    )
-    .expect("push blob");
+/// A blob pushed anonymously; its digest.
+fn pushed_blob(addr: &str, image: &str, data: &[u8]) -> String {
+    let r = berth_tests::registry::push_blob(addr, image, data).expect("push blob");
     assert_eq!(r.status, 201);
-    d
+    http::digest(data)
 }
 
 fn manifest(config: &str, config_len: usize, layer: &str, layer_len: usize) -> Vec<u8> {
@@ -113,8 +106,8 @@ fn measure(s: &Setup) -> Vec<f64> {
             let image = format!("small/img{i:04}");
             let c = format!("{{\"n\":{i}}}");
             let l = format!("layer {i}");
-            let cd = push_blob(&addr, &image, c.as_bytes());
-            let ld = push_blob(&addr, &image, l.as_bytes());
+            let cd = pushed_blob(&addr, &image, c.as_bytes());
+            let ld = pushed_blob(&addr, &image, l.as_bytes());
             put(&addr, &image, "v1", &manifest(&cd, c.len(), &ld, l.len()));
         }
     });
@@ -126,8 +119,8 @@ fn measure(s: &Setup) -> Vec<f64> {
     // 10 000 tags on one image.
     let c = b"{\"tags\":1}";
     let l = b"tag layer";
-    let cd = push_blob(&addr, "many/tags", c);
-    let ld = push_blob(&addr, "many/tags", l);
+    let cd = pushed_blob(&addr, "many/tags", c);
+    let ld = pushed_blob(&addr, "many/tags", l);
     let m = manifest(&cd, c.len(), &ld, l.len());
     for i in 0..TAGS {
         put(&addr, "many/tags", &format!("t{i:05}"), &m);

@@ -122,6 +122,13 @@ impl Edge {
         fs::read_to_string(self.dir.path().join("edge.log")).unwrap_or_default()
     }
 
+    /// The log once it contains `needle` (panics with the log after 30 s): for tests that wait
+    /// for the edge to have done something, not for time to pass.
+    pub fn wait_log(&self, needle: &str) -> String {
+        wait_for(|| Some(self.log()).filter(|l| l.contains(needle)))
+            .unwrap_or_else(|| panic!("the edge never logged {needle:?}:\n{}", self.log()))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("running")
     }
@@ -166,4 +173,18 @@ pub fn curl(ca: &Path, name: &str, ip: &str, port: u16) -> Command {
         .arg("--resolve")
         .arg(format!("{name}:{port}:{ip}"));
     c
+}
+
+/// Polls `check` every 20 ms for up to 30 s; its first `Some`.
+pub fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -6,15 +6,29 @@ use crate::http::{self, request, Response};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-/// `POST /v2/<image>/blobs/uploads/?digest=` with the whole blob.
+/// `POST /v2/<image>/blobs/uploads/?digest=` with the whole blob, anonymously.
 pub fn push_blob(addr: &str, image: &str, data: &[u8]) -> std::io::Result<Response> {
-    request(
-        addr,
-        "POST",
-        &format!("/v2/{image}/blobs/uploads/?digest={}", http::digest(data)),
-        &[],
-        data,
-    )
+    send_blob(addr, image, "", &[], data)
+}
+
+/// The same push signed with `Authorization: auth`, with `query` (`ns=HOST&`, or empty) before
+/// `digest=`; panics if the request cannot be sent.
+pub fn push_blob_as(addr: &str, image: &str, query: &str, auth: &str, data: &[u8]) -> Response {
+    send_blob(addr, image, query, &[("Authorization", auth)], data).expect("blob push sent")
+}
+
+fn send_blob(
+    addr: &str,
+    image: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    data: &[u8],
+) -> std::io::Result<Response> {
+    let path = format!(
+        "/v2/{image}/blobs/uploads/?{query}digest={}",
+        http::digest(data)
+    );
+    request(addr, "POST", &path, headers, data)
 }
 
 /// An OCI image manifest naming `config` and `layers` with their true digests and sizes.

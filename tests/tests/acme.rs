@@ -191,8 +191,8 @@ fn first_issuance_then_a_restart_reuses_account_and_certificate() {
     assert_eq!(again["source"], "acme");
     assert_eq!(again["not_after"], issued["not_after"]);
     verified(&root, "registry.test", s.ports[0]).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    let log = edge.log();
+    // Once the task has looked and found nothing due, nothing else may have happened.
+    let log = edge.wait_log("ACME certificate current; nothing to order");
     assert!(!log.contains("ACME account registered"), "{log}");
     assert!(!log.contains("ACME certificate issued"), "{log}");
     assert!(!log.contains("temporary self-signed"), "{log}");
@@ -264,7 +264,10 @@ fn renewal_under_traffic_and_a_ca_outage_at_renewal_time() {
         first["not_after"].as_str().unwrap(),
         Duration::from_secs(40),
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // Traffic goes on under the new certificate before the load stops.
+    let at_renewal = ok.load(Ordering::SeqCst);
+    berth_tests::edge::wait_for(|| (ok.load(Ordering::SeqCst) >= at_renewal + 5).then_some(()))
+        .expect("no request succeeded after the renewal");
     stop.store(true, Ordering::SeqCst);
     worker.join().unwrap();
     assert!(

@@ -9,8 +9,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use berth_tests::core::Core;
 use berth_tests::edge::{issue, make_ca, Edge};
-use berth_tests::http::{self, request, Response};
+use berth_tests::http::{self, request};
 use berth_tests::image::write_layout;
+use berth_tests::registry::push_blob_as;
 use berth_tests::tools::{podman, run, skopeo, Dockerd};
 
 fn hash(password: &str) -> String {
@@ -69,18 +70,6 @@ fn token(addr: &str, auth: Option<&str>, scope: &str) -> (u16, String) {
     )
 }
 
-fn push_blob(addr: &str, image: &str, auth: &str, data: &[u8]) -> Response {
-    let d = http::digest(data);
-    request(
-        addr,
-        "POST",
-        &format!("/v2/{image}/blobs/uploads/?digest={d}"),
-        &[("Authorization", auth)],
-        data,
-    )
-    .unwrap()
-}
-
 #[test]
 fn basic_bearer_scopes_expiry_anonymous_and_admin() {
     let core = secured_core("  token_ttl: 2s\n", "");
@@ -97,9 +86,12 @@ fn basic_bearer_scopes_expiry_anonymous_and_admin() {
 
     // Basic works on every request; writes need write.
     let alice = basic("alice", "alice-pw");
-    assert_eq!(push_blob(&hosted, "app", &alice, b"by alice").status, 201);
+    assert_eq!(
+        push_blob_as(&hosted, "app", "", &alice, b"by alice").status,
+        201
+    );
     let bob = basic("bob", "bob-pw");
-    let r = push_blob(&hosted, "app", &bob, b"by bob");
+    let r = push_blob_as(&hosted, "app", "", &bob, b"by bob");
     assert_eq!((r.status, r.code().as_str()), (403, "DENIED"));
     let r = request(
         &hosted,
@@ -115,7 +107,7 @@ fn basic_bearer_scopes_expiry_anonymous_and_admin() {
     let (status, t) = token(&hosted, Some(&bob), "repository:app:pull,push");
     assert_eq!(status, 200);
     let bearer = format!("Bearer {t}");
-    let r = push_blob(&hosted, "app", &bearer, b"bob with a token");
+    let r = push_blob_as(&hosted, "app", "", &bearer, b"bob with a token");
     assert_eq!(r.status, 401);
     assert!(r
         .header("www-authenticate")
@@ -136,15 +128,16 @@ fn basic_bearer_scopes_expiry_anonymous_and_admin() {
             .encode(serde_json::to_vec(&claims).unwrap())
     );
     assert_eq!(
-        push_blob(&hosted, "app", &format!("Bearer {forged}"), b"forged").status,
+        push_blob_as(&hosted, "app", "", &format!("Bearer {forged}"), b"forged").status,
         401
     );
     // alice's token allows the push; after token_ttl it is refused.
     let (_, t) = token(&hosted, Some(&alice), "repository:app:pull,push");
     assert_eq!(
-        push_blob(
+        push_blob_as(
             &hosted,
             "app",
+            "",
             &format!("Bearer {t}"),
             b"alice with a token"
         )
@@ -153,7 +146,7 @@ fn basic_bearer_scopes_expiry_anonymous_and_admin() {
     );
     std::thread::sleep(Duration::from_millis(3100));
     assert_eq!(
-        push_blob(&hosted, "app", &format!("Bearer {t}"), b"too late").status,
+        push_blob_as(&hosted, "app", "", &format!("Bearer {t}"), b"too late").status,
         401
     );
     // A token is bound to its repository: one for `app` does not open `other`.
@@ -170,7 +163,7 @@ fn basic_bearer_scopes_expiry_anonymous_and_admin() {
 
     // Anonymous pull where allowed, never push; nothing on the private repository.
     assert_eq!(
-        push_blob(&public, "lib", &alice, b"public layer").status,
+        push_blob_as(&public, "lib", "", &alice, b"public layer").status,
         201
     );
     let r = request(
@@ -185,7 +178,14 @@ fn basic_bearer_scopes_expiry_anonymous_and_admin() {
     let (status, anon) = token(&public, None, "repository:lib:pull,push");
     assert_eq!(status, 200);
     assert_eq!(
-        push_blob(&public, "lib", &format!("Bearer {anon}"), b"anonymous push").status,
+        push_blob_as(
+            &public,
+            "lib",
+            "",
+            &format!("Bearer {anon}"),
+            b"anonymous push"
+        )
+        .status,
         401
     );
     let r = request(
@@ -212,11 +212,11 @@ fn basic_bearer_scopes_expiry_anonymous_and_admin() {
     .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(
-        push_blob(&all, "lib", &dave, b"dave through the group").status,
+        push_blob_as(&all, "lib", "", &dave, b"dave through the group").status,
         403
     );
     assert_eq!(
-        push_blob(&all, "lib", &alice, b"alice through the group").status,
+        push_blob_as(&all, "lib", "", &alice, b"alice through the group").status,
         201
     );
     let r = request(
@@ -233,9 +233,10 @@ fn basic_bearer_scopes_expiry_anonymous_and_admin() {
     );
     let (_, t_dave) = token(&all, Some(&dave), "repository:lib:pull,push");
     assert_eq!(
-        push_blob(
+        push_blob_as(
             &all,
             "lib",
+            "",
             &format!("Bearer {t_dave}"),
             b"dave with a token"
         )

@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use berth_tests::core::{hash_password, Core};
 use berth_tests::http::{self, request, Response};
+use berth_tests::registry::push_blob_as;
 use serde_json::{json, Value};
 
 /// root administers, alice reads/writes/deletes everywhere, erin writes `hosted` and reads the
@@ -90,24 +91,11 @@ fn admin(core: &Core, method: &str, path: &str, auth: &str, body: Value) -> Resp
     .unwrap()
 }
 
-fn push_blob(addr: &str, image: &str, auth: &str, data: &[u8]) -> Response {
-    push_blob_ns(addr, image, "", auth, data)
-}
-
-/// A monolithic blob push; `ns` is `ns=HOST&` or empty.
-fn push_blob_ns(addr: &str, image: &str, ns: &str, auth: &str, data: &[u8]) -> Response {
-    let path = format!(
-        "/v2/{image}/blobs/uploads/?{ns}digest={}",
-        http::digest(data)
-    );
-    request(addr, "POST", &path, &[("Authorization", auth)], data).unwrap()
-}
-
 /// Pushes a config blob and a manifest tagged `tag` naming it, with `ns` (`ns=HOST&` or
 /// empty) on both; the manifest push's answer.
 fn push_image(addr: &str, image: &str, ns: &str, tag: &str, auth: &str) -> Response {
     let config = format!("{{\"image\":\"{image}\"}}");
-    let r = push_blob_ns(addr, image, ns, auth, config.as_bytes());
+    let r = push_blob_as(addr, image, ns, auth, config.as_bytes());
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let manifest = json!({
         "schemaVersion": 2,
@@ -237,7 +225,7 @@ fn the_realm_renews_nothing_and_api_token_revocation_ends_its_bearers() {
         "repository:app:pull,push",
     );
     assert_eq!(
-        push_blob(&hosted, "app", &bearer(&t), b"narrow").status,
+        push_blob_as(&hosted, "app", "", &bearer(&t), b"narrow").status,
         401
     );
     assert_eq!(
@@ -325,7 +313,7 @@ fn ns_steers_reads_only_and_mirrors_are_proxies() {
     let hosted = core.connector("hosted").to_owned();
     let erin = basic("erin", "erin-pw");
     let ns = "ns=docker.io&";
-    let r = push_blob_ns(&all, "library/x", ns, &erin, b"erin's layer");
+    let r = push_blob_as(&all, "library/x", ns, &erin, b"erin's layer");
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let blob = format!("/v2/library/x/blobs/{}", http::digest(b"erin's layer"));
     assert_eq!(
@@ -551,12 +539,15 @@ fn a_deleted_users_tokens_die_with_the_user() {
     );
     assert_eq!(status, 200);
     assert_eq!(
-        push_blob(&hosted, "app", &bearer(&t), b"carol's").status,
+        push_blob_as(&hosted, "app", "", &bearer(&t), b"carol's").status,
         201
     );
     let r = admin(&core, "DELETE", "/api/v1/users/carol", &root, Value::Null);
     assert_eq!(r.status, 204);
-    assert_eq!(push_blob(&hosted, "app", &bearer(&t), b"ghost").status, 401);
+    assert_eq!(
+        push_blob_as(&hosted, "app", "", &bearer(&t), b"ghost").status,
+        401
+    );
     let blob = format!("/v2/app/blobs/{}", http::digest(b"carol's"));
     assert_eq!(get(&hosted, &blob, &bearer(&t)).status, 401);
 }

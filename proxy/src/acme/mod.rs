@@ -114,6 +114,10 @@ impl AcmeTask {
 impl BackgroundService for AcmeTask {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut failures = 0u32;
+        if let Ok(wait) = self.renewal_due().duration_since(SystemTime::now()) {
+            tracing::info!(listener = %self.listener, renewal_in_s = wait.as_secs(),
+                "ACME certificate current; nothing to order");
+        }
         loop {
             if failures > 0 {
                 // Backing off: the whole wait, whatever is asked meanwhile (the CA said so).

@@ -1,10 +1,11 @@
 //! Bodies stream: a 2 GiB chunked upload with flat edge memory, an interrupted upload resumed,
 //! and SIGTERM draining what is in flight, on the edge and on a core serving HTTPS.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_tests::edge::curl;
+use berth_tests::edge::{curl, wait_for};
 use berth_tests::proc;
 use berth_tests::tools::run;
 
@@ -87,20 +88,20 @@ fn sigterm_drains_in_flight_requests_then_exits() {
     let port = edge.ports[0];
     // A 200 MiB blob, downloaded slowly enough to be in flight when SIGTERM arrives.
     let digest = push_200_mib(core.connector("hosted"));
-    let download = slow_download(&pki, port, &digest);
-    std::thread::sleep(Duration::from_millis(1000));
+    let sink = tempfile::NamedTempFile::new().unwrap();
+    let download = slow_download(&pki, port, &digest, sink.path());
+    wait_receiving(sink.path());
     edge.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
     // No new connections once draining...
-    let refused = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
-        .args(["--fail", "-o", "/dev/null"])
-        .arg(format!("https://registry.test:{port}/v2/"))
-        .output()
-        .unwrap();
-    assert!(
-        !refused.status.success(),
-        "a new request was accepted while draining"
-    );
+    let refused = || {
+        let out = curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+            .args(["--fail", "-o", "/dev/null"])
+            .arg(format!("https://registry.test:{port}/v2/"))
+            .output()
+            .unwrap();
+        (!out.status.success()).then_some(())
+    };
+    wait_for(refused).expect("new requests were still accepted while draining");
     // ...the in-flight download completes...
     let out = download.wait_with_output().unwrap();
     assert!(
@@ -152,20 +153,22 @@ fn a_client_that_disconnects_mid_upload_can_resume() {
             stdin.write_all(&buf).unwrap();
         }
         stdin.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        // Cut once bytes have reached the core: a disconnect mid-upload.
+        wait_for(|| (received(&pki, port, &loc) > 0).then_some(()))
+            .expect("no bytes reached the core");
         let _ = patch.kill();
     }
     let _ = patch.wait();
-    std::thread::sleep(Duration::from_millis(300));
-    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
-        .args(["-D", "-", "-o", "/dev/null"])
-        .arg(&loc));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.starts_with("HTTP/2 204"), "{text}");
-    let have: u64 = header(&text, "range")
-        .and_then(|r| r.trim_start_matches("0-").parse::<u64>().ok())
-        .map(|e| e + 1)
-        .expect("range");
+    // The core keeps what it got before the body broke; the count settles.
+    let mut last = received(&pki, port, &loc);
+    let have = wait_for(|| {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = received(&pki, port, &loc);
+        let settled = (now == last).then_some(now);
+        last = now;
+        settled
+    })
+    .expect("the upload's size never settled");
     assert!(have > 0 && have <= TOTAL / 2, "resume point {have}");
     // Resume from where the core says it is, through the edge.
     let rest = tempfile::NamedTempFile::new().unwrap();
@@ -208,8 +211,9 @@ fn core_sigterm_drains_with_https_connections_open() {
     )
     .unwrap();
     assert_eq!(idle.request("GET", "/v2/", &[], b"").unwrap().0, 200);
-    let download = slow_download(&pki, port, &digest);
-    std::thread::sleep(Duration::from_millis(1000));
+    let sink = tempfile::NamedTempFile::new().unwrap();
+    let download = slow_download(&pki, port, &digest, sink.path());
+    wait_receiving(sink.path());
     core.signal("TERM");
     let out = download.wait_with_output().unwrap();
     assert!(
@@ -234,23 +238,34 @@ fn core_sigterm_drains_with_https_connections_open() {
 /// Pushes a 200 MiB blob to `slow/` on a plain connector; returns its digest.
 fn push_200_mib(connector: &str) -> String {
     let blob = vec![9u8; 200 << 20];
-    let digest = berth_tests::http::digest(&blob);
-    let r = berth_tests::http::request(
-        connector,
-        "POST",
-        &format!("/v2/slow/blobs/uploads/?digest={digest}"),
-        &[],
-        &blob,
-    )
-    .unwrap();
+    let r = berth_tests::registry::push_blob(connector, "slow", &blob).unwrap();
     assert_eq!(r.status, 201);
-    digest
+    berth_tests::http::digest(&blob)
+}
+
+/// Returns once the first bytes of a download have arrived in `file`: it is in flight.
+fn wait_receiving(file: &Path) {
+    let started = || std::fs::metadata(file).is_ok_and(|m| m.len() > 0);
+    wait_for(|| started().then_some(())).expect("the download never started");
+}
+
+/// How many bytes the upload session at `loc` holds (its `Range`), asked through the edge.
+fn received(pki: &Pki, port: u16, loc: &str) -> u64 {
+    let out = run(curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
+        .args(["-D", "-", "-o", "/dev/null"])
+        .arg(loc));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with("HTTP/2 204"), "{text}");
+    header(&text, "range")
+        .and_then(|r| r.trim_start_matches("0-").parse::<u64>().ok())
+        .map_or(0, |e| e + 1)
 }
 
 /// Downloads `slow/<digest>` over HTTPS at 50 MB/s (about 4 s); prints the size downloaded.
-fn slow_download(pki: &Pki, port: u16, digest: &str) -> std::process::Child {
+fn slow_download(pki: &Pki, port: u16, digest: &str, to: &Path) -> std::process::Child {
     curl(&pki.ca_cert(), "registry.test", "127.0.0.1", port)
-        .args(["--fail", "--limit-rate", "50M", "-o", "/dev/null"])
+        .args(["--fail", "--limit-rate", "50M", "-o"])
+        .arg(to)
         .args(["-w", "%{size_download}"])
         .arg(format!(
             "https://registry.test:{port}/v2/slow/blobs/{digest}"
