@@ -138,6 +138,19 @@ impl HostedRepository {
         Ok(())
     }
 
+    /// A blob is visible in an image only through the image's link to it.
+    async fn visible(&self, image: &ImageName, digest: &Digest) -> Result<()> {
+        match self
+            .stores
+            .meta
+            .blob_linked(&self.ns(image), digest)
+            .await?
+        {
+            true => Ok(()),
+            false => Err(Self::blob_unknown(digest)),
+        }
+    }
+
     fn blob_unknown(digest: &Digest) -> RepoError {
         RepoError::BlobUnknown {
             digest: digest.clone(),

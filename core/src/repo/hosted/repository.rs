@@ -26,14 +26,7 @@ impl Repository for HostedRepository {
     }
 
     async fn blob_size(&self, image: &ImageName, digest: &Digest) -> Result<u64> {
-        if !self
-            .stores
-            .meta
-            .blob_linked(&self.ns(image), digest)
-            .await?
-        {
-            return Err(Self::blob_unknown(digest));
-        }
+        self.visible(image, digest).await?;
         self.stores
             .blobs
             .stat(digest)
@@ -49,14 +42,7 @@ impl Repository for HostedRepository {
         len: u64,
     ) -> Result<ByteStream> {
         // The link decides visibility; a missing blob shows as NotFound from the read itself.
-        if !self
-            .stores
-            .meta
-            .blob_linked(&self.ns(image), digest)
-            .await?
-        {
-            return Err(Self::blob_unknown(digest));
-        }
+        self.visible(image, digest).await?;
         match self.stores.blobs.read(digest, start, len).await {
             Err(StorageError::NotFound) => Err(Self::blob_unknown(digest)),
             other => Ok(other?),
