@@ -41,6 +41,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a new key sign registry tokens on every core of the configured metadata store (a
+    /// fresh one, or the new content of `auth.token_key_file`); the previous key is accepted
+    /// for one token lifetime, so nobody is logged out.
+    RotateKey {
+        /// The YAML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Open the configured stores, apply metadata schema migrations and import the filesystem
     /// metadata of an older release (what `serve` does on its first start), then exit.
     Migrate {
@@ -73,6 +81,10 @@ fn main() -> anyhow::Result<()> {
         Command::Migrate { config } => {
             let config = Config::load(&config)?;
             println!("{}", rt()?.block_on(process::migrate(&config))?);
+        }
+        Command::RotateKey { config } => {
+            let config = Config::load(&config)?;
+            println!("{}", rt()?.block_on(process::rotate_key(&config))?);
         }
         Command::Gc {
             config,

@@ -31,6 +31,10 @@ pub enum StartError {
         "garbage collection stopped (what it removed so far is consistent; run it again): {0}"
     )]
     Gc(#[from] GcError),
+    #[error("rotating the registry token key: {0}")]
+    Keys(#[from] crate::auth::KeyError),
+    #[error("{0} has no auth section: no registry tokens are signed, so there is no key")]
+    NoAuth(String),
 }
 
 async fn open(config: &Config) -> Result<Stores, StartError> {
@@ -53,7 +57,7 @@ pub async fn serve(
     let (config, control) = Control::start(config, stores.clone())
         .await
         .map_err(StartError::Settings)?;
-    let registry = Arc::new(registry::registry(&config, &stores, control)?);
+    let registry = Arc::new(registry::registry(&config, &stores, control).await?);
     registry
         .control
         .apply_directory(&registry)
@@ -86,6 +90,30 @@ pub async fn migrate(config: &Config) -> Result<String, StartError> {
 pub async fn collect(config: &Config, dry_run: bool) -> Result<GcReport, StartError> {
     let stores = open(config).await?;
     Ok(gc::collect(&stores, &config.gc, dry_run).await?)
+}
+
+/// Makes a new registry token key current for every core on the configured metadata store
+/// (a fresh key, or `auth.token_key_file`'s new content); says what changed.
+pub async fn rotate_key(config: &Config) -> Result<String, StartError> {
+    use crate::auth::{KeyRing, KeySource};
+    let auth = config
+        .auth
+        .as_ref()
+        .ok_or_else(|| StartError::NoAuth(config.source.file.clone()))?;
+    let stores = open(config).await?;
+    let source = match &auth.token_key_file {
+        Some(path) => KeySource::File(path.clone()),
+        None => KeySource::Store,
+    };
+    let (before, after) = KeyRing::rotate(&source, stores.meta.as_ref()).await?;
+    let ttl = auth.token_ttl.as_secs();
+    Ok(match before {
+        Some(b) => format!(
+            "registry tokens are now signed with key {after}; tokens signed with {b} are \
+             accepted for {ttl} s more; running cores switch within seconds"
+        ),
+        None => format!("registry tokens are now signed with key {after}"),
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -21,7 +21,7 @@ impl Auth {
             }
             Identity::Token { user, id } => (user.clone(), Some(id.clone()), None),
         };
-        self.signer.sign(&Claims {
+        self.keys().sign(&Claims {
             typ: TokenKind::Registry,
             sub,
             tid,
@@ -34,7 +34,7 @@ impl Auth {
     /// The identity and grants of a registry token that is valid now, or `None`: a bad
     /// signature, expired, another kind, or obtained with something that no longer stands.
     pub fn bearer(&self, token: &str) -> Option<(Identity, Claims)> {
-        let claims = self.signer.verify(token)?;
+        let claims = self.keys().verify(token)?;
         if claims.typ != TokenKind::Registry {
             return None;
         }

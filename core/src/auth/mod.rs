@@ -21,12 +21,14 @@
 //! - this file: identities, logins, the directory in force;
 //! - `decide.rs`: whether an identity (with a registry token's grants) may do an action;
 //! - `bearer.rs`: registry tokens issued and checked; `token.rs`: their signature;
+//!   `keys.rs`: which key signs, one for every core on a metadata store;
 //! - `session.rs`: UI sessions; `limiter.rs`: the login back-off; `directory.rs`: users,
 //!   roles and API tokens.
 
 mod bearer;
 mod decide;
 mod directory;
+pub mod keys;
 mod limiter;
 pub mod password;
 mod session;
@@ -41,9 +43,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::oci::RepoName;
-use crate::storage::metadata::sessions::SessionStore;
+use crate::storage::metadata::MetadataStore;
 use directory::Directory;
 pub use directory::{parse_token, ApiToken, TOKEN_PREFIX};
+pub use keys::{KeyError, KeyRing, KeySource};
 use limiter::Limiter;
 pub use limiter::LimiterConfig;
 pub use session::SESSION_TTL;
@@ -139,11 +142,22 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     true
 }
 
+/// Why access control could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("argon2 cannot hash: {0}")]
+    Argon2(String),
+}
+
 /// The access-control state of a core.
 pub struct Auth {
     directory: std::sync::RwLock<Arc<Directory>>,
     anonymous_pull: std::sync::RwLock<HashSet<RepoName>>,
-    signer: Signer,
+    /// The keys registry tokens are signed and checked with; replaced on a rotation.
+    keys: std::sync::RwLock<Arc<KeyRing>>,
+    key_source: KeySource,
     pub token_ttl: Duration,
     limiter: Limiter,
     /// Verified against when the user is unknown, so both failures cost the same.
@@ -154,8 +168,8 @@ pub struct Auth {
     /// Recently verified Basic credentials (by SHA-256 of user and password), so a client that
     /// sends Basic on every request does not pay argon2 (tens of ms of CPU) every time.
     verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
-    /// Where UI sessions live (the metadata store, shared by every core on it).
-    sessions: Arc<dyn SessionStore>,
+    /// Where UI sessions and the signing key live (shared by every core on it).
+    store: Arc<dyn MetadataStore>,
 }
 
 /// How long a verified Basic credential is trusted without argon2.
@@ -175,28 +189,42 @@ fn credential_key(user: &str, pass: &str) -> [u8; 32] {
 }
 
 impl Auth {
-    /// Builds from config; the token key lives under `key_dir`, UI sessions in `sessions`.
-    pub fn new(
+    /// Builds from config over the metadata store (UI sessions, the signing key); an older
+    /// release's token key may be waiting under `legacy_key_dir`.
+    pub async fn open(
         config: &AuthConfig,
         anonymous_pull: HashSet<RepoName>,
-        key_dir: &Path,
-        sessions: Arc<dyn SessionStore>,
-    ) -> std::io::Result<Auth> {
+        legacy_key_dir: &Path,
+        store: Arc<dyn MetadataStore>,
+    ) -> Result<Auth, OpenError> {
+        let key_source = match &config.token_key_file {
+            Some(path) => KeySource::File(path.clone()),
+            None => KeySource::Store,
+        };
+        let ring = KeyRing::load(
+            &key_source,
+            legacy_key_dir,
+            store.as_ref(),
+            config.token_ttl,
+        )
+        .await?;
+        tracing::info!(key = ring.kid(), "registry tokens signed with this key");
         let directory = Directory::new(&config.users, &config.roles, Vec::new());
         Ok(Auth {
             directory: std::sync::RwLock::new(Arc::new(directory)),
             anonymous_pull: std::sync::RwLock::new(anonymous_pull),
-            signer: Signer::load_or_create(key_dir)?,
+            keys: std::sync::RwLock::new(Arc::new(ring)),
+            key_source,
             token_ttl: config.token_ttl,
             limiter: Limiter::new(config.limiter.clone()),
             dummy_hash: password::hash("berth: no such user")
-                .map_err(std::io::Error::other)?
+                .map_err(OpenError::Argon2)?
                 .into(),
             verifying: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             ),
             verified: Mutex::new(HashMap::new()),
-            sessions,
+            store,
         })
     }
 
@@ -337,6 +365,36 @@ impl Auth {
             .unwrap_or_else(|p| p.into_inner()) = repos;
     }
 
+    fn keys(&self) -> Arc<KeyRing> {
+        self.keys
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |k| k.clone())
+    }
+
+    /// The fingerprint of the key registry tokens are signed with now.
+    pub fn key_id(&self) -> String {
+        self.keys().kid().to_owned()
+    }
+
+    /// Follows a rotation of the signing key made elsewhere (another core, `rotate-key`); the
+    /// key signed with until now stays accepted for one token lifetime.
+    pub async fn follow_keys(&self) -> Result<(), KeyError> {
+        let old = self.keys();
+        let Some(next) = old
+            .follow(&self.key_source, self.store.as_ref(), self.token_ttl)
+            .await?
+        else {
+            return Ok(());
+        };
+        tracing::info!(
+            from = old.kid(),
+            to = next.kid(),
+            "registry token key rotated"
+        );
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
     fn anonymous_may_pull(&self, repo: &RepoName) -> bool {
         self.anonymous_pull
             .read()
@@ -356,9 +414,12 @@ mod tests {
         HASH.get_or_init(|| password::hash("pw").unwrap())
     }
 
-    async fn auth(dir: &Path) -> Auth {
+    async fn store() -> Arc<dyn MetadataStore> {
         use crate::storage::metadata::sql::{Backend, SqlMetadata};
-        let sessions = Arc::new(SqlMetadata::open(&Backend::Memory).await.unwrap());
+        Arc::new(SqlMetadata::open(&Backend::Memory).await.unwrap())
+    }
+
+    async fn auth(dir: &Path, store: Arc<dyn MetadataStore>) -> Auth {
         let config = AuthConfig {
             users: vec![UserConfig {
                 name: "alice".into(),
@@ -373,24 +434,27 @@ mod tests {
                 }],
             }],
             token_ttl: Duration::from_secs(60),
+            token_key_file: None,
             limiter: LimiterConfig {
                 attempts: 2,
                 ..LimiterConfig::default()
             },
         };
-        Auth::new(
+        Auth::open(
             &config,
             HashSet::from(["public".parse().unwrap()]),
             dir,
-            sessions,
+            store,
         )
+        .await
         .unwrap()
     }
 
     #[tokio::test]
     async fn logins_privileges_and_the_verified_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let a = auth(dir.path()).await;
+        let shared = store().await;
+        let a = auth(dir.path(), shared.clone()).await;
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let alice_ok = Ok(Identity::User("alice".into()));
         assert_eq!(a.login("alice", "pw", ip).await, alice_ok);
@@ -416,10 +480,13 @@ mod tests {
         assert!(a.can(&Identity::Anonymous, &repo("public"), Action::Read));
         assert!(!a.can(&Identity::Anonymous, &repo("public"), Action::Write));
         assert!(!a.is_admin(&alice));
-        // The token key persists: a second Auth over the same directory accepts the token.
+        // The token key is the store's: a second core on the same store accepts the token.
         let t = a.issue(&alice, vec![]);
         assert_eq!(
-            auth(dir.path()).await.bearer(&t).map(|(who, _)| who),
+            auth(dir.path(), shared)
+                .await
+                .bearer(&t)
+                .map(|(who, _)| who),
             Some(alice.clone())
         );
         // A session is for the UI: not a bearer token, and a bearer token is not a session.

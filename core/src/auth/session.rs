@@ -36,8 +36,8 @@ impl Auth {
         let now = now_ms();
         let ttl = i64::try_from(SESSION_TTL.as_millis()).unwrap_or(i64::MAX);
         // Expired rows of anyone go now and then, so the table does not grow without bound.
-        self.sessions.sessions_prune(now).await?;
-        self.sessions
+        self.store.sessions_prune(now).await?;
+        self.store
             .session_open(&SessionRecord {
                 id: id_of(&secret),
                 user: user.to_owned(),
@@ -52,7 +52,7 @@ impl Auth {
     /// The user of a live session: stored, unexpired, its user still there with the same
     /// password. A store that cannot answer is logged and counts as signed out.
     pub async fn session_user(&self, secret: &str) -> Option<Identity> {
-        let record = match self.sessions.session(&id_of(secret)).await {
+        let record = match self.store.session(&id_of(secret)).await {
             Ok(r) => r?,
             Err(e) => {
                 tracing::error!(error = %e, "reading a UI session failed");
@@ -70,14 +70,11 @@ impl Auth {
 
     /// Ends one session (logout).
     pub async fn close_session(&self, secret: &str) -> Result<(), MetadataError> {
-        self.sessions
-            .session_close(&id_of(secret))
-            .await
-            .map(|_| ())
+        self.store.session_close(&id_of(secret)).await.map(|_| ())
     }
 
     /// Ends every session of `user` (changed or deleted); how many there were.
     pub async fn end_sessions(&self, user: &str) -> Result<u64, MetadataError> {
-        self.sessions.sessions_end(user).await
+        self.store.sessions_end(user).await
     }
 }

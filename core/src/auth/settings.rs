@@ -12,6 +12,8 @@ pub struct AuthConfig {
     pub roles: Vec<RoleConfig>,
     /// Lifetime of bearer tokens from the realm.
     pub token_ttl: Duration,
+    /// A key file every core reads (`auth.token_key_file`) instead of the store's key.
+    pub token_key_file: Option<std::path::PathBuf>,
     pub limiter: LimiterConfig,
 }
 

@@ -2,15 +2,13 @@
 //!
 //! Format: `base64url(claims JSON) "." base64url(HMAC-SHA256(key, first part))`. Clients treat
 //! tokens as opaque; the core verifies the signature and expiry on every request, so editing
-//! the claims (to widen a scope) invalidates the token. The key is generated once and kept in
-//! the storage root (`auth/token.key`, mode 0600), so several cores sharing storage accept each
-//! other's tokens.
+//! the claims (to widen a scope) invalidates the token. Which key signs is decided by
+//! `auth::keys`: one key for every core on a metadata store.
 //!
 //! A token says what it is (`typ`), and the key that signs registry tokens is derived from the
 //! stored one for that purpose alone, so nothing else this core might sign one day can pass
 //! for a registry token. Web UI sessions are not signed tokens at all (see `auth::session`).
 
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -61,54 +59,52 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The signing key.
+/// A signing key: what signs and checks registry tokens, and the fingerprint that names it.
+#[derive(Clone)]
 pub struct Signer {
     key: Vec<u8>,
+    kid: String,
 }
 
 /// What the stored key is turned into before it signs registry tokens.
 const REGISTRY_PURPOSE: &[u8] = b"berth registry token v1";
+/// What the stored key is turned into for its fingerprint.
+const KID_PURPOSE: &[u8] = b"berth key id v1";
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
 
 impl Signer {
     /// The signer of registry tokens for a stored key: HMAC(stored key, purpose), so the key
     /// itself signs nothing.
-    fn for_registry(stored: &[u8]) -> Signer {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(stored)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        mac.update(REGISTRY_PURPOSE);
+    pub fn for_registry(stored: &[u8]) -> Signer {
         Signer {
-            key: mac.finalize().into_bytes().to_vec(),
+            key: hmac(stored, REGISTRY_PURPOSE),
+            kid: Signer::kid_of(stored),
         }
     }
 
-    /// Loads the key from `dir/token.key`, generating it on first use.
-    pub fn load_or_create(dir: &Path) -> std::io::Result<Signer> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join("token.key");
-        if let Ok(key) = std::fs::read(&path) {
-            if key.len() >= 32 {
-                return Ok(Signer::for_registry(&key));
-            }
-        }
-        std::fs::create_dir_all(dir)?;
-        let key: [u8; 32] = rand::random();
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&key)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(Signer::for_registry(&key))
+    /// The fingerprint of a stored key: 16 hex digits of a one-way function of it, safe to
+    /// show and to keep in the metadata store.
+    pub fn kid_of(stored: &[u8]) -> String {
+        hex::encode(&hmac(stored, KID_PURPOSE)[..8])
+    }
+
+    /// The fingerprint naming this key.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     #[cfg(test)]
     pub fn from_key(key: &[u8]) -> Signer {
-        Signer { key: key.to_vec() }
+        Signer {
+            key: key.to_vec(),
+            kid: String::new(),
+        }
     }
 
     fn mac(&self) -> Hmac<Sha256> {

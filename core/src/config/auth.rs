@@ -3,7 +3,10 @@
 use super::raw;
 use crate::auth::{AuthConfig, LimiterConfig, RoleConfig, UserConfig};
 
-pub(super) fn auth_config(raw: raw::RawAuth) -> Result<AuthConfig, (String, String)> {
+pub(super) fn auth_config(
+    raw: raw::RawAuth,
+    source: &berth_config::Source,
+) -> Result<AuthConfig, (String, String)> {
     let role_names: std::collections::HashSet<&str> =
         raw.roles.iter().map(|r| r.name.as_str()).collect();
     let mut seen = std::collections::HashSet::new();
@@ -49,6 +52,7 @@ pub(super) fn auth_config(raw: raw::RawAuth) -> Result<AuthConfig, (String, Stri
         token_ttl: raw
             .token_ttl
             .map_or(std::time::Duration::from_secs(300), Into::into),
+        token_key_file: raw.token_key_file.map(|f| source.resolve(&f)),
         limiter: LimiterConfig {
             attempts: raw.login_attempts.unwrap_or(d.attempts).max(1),
             attempts_per_user: raw

@@ -176,7 +176,10 @@ impl Config {
             gc: lifecycle::gc_settings(raw.gc, source)?,
             auth: raw
                 .auth
-                .map(|a| auth::auth_config(a).map_err(|(k, r)| source.err(format!("auth.{k}"), r)))
+                .map(|a| {
+                    auth::auth_config(a, source)
+                        .map_err(|(k, r)| source.err(format!("auth.{k}"), r))
+                })
                 .transpose()?,
             repository_entries,
             source: source.clone(),

@@ -114,6 +114,9 @@ pub struct RawAuth {
     pub roles: Vec<RawRole>,
     /// Lifetime of bearer tokens (default 5m).
     pub token_ttl: Option<Duration>,
+    /// A file holding the key registry tokens are signed with (at least 32 bytes), the same on
+    /// every core; without it the key is kept in the metadata store.
+    pub token_key_file: Option<String>,
     /// Failed logins per client address (whatever user names it tries) before each further
     /// attempt from it waits, 1 s doubling up to `login_max_delay` (default 10).
     pub login_attempts: Option<u32>,

@@ -344,6 +344,13 @@ impl Control {
         }
         self.install(reg, repos, &merged)?;
         self.apply_directory(reg).await?;
+        if let Some(auth) = &reg.auth {
+            // A key that cannot be followed (a key file not yet replaced here) is logged; the
+            // old key keeps signing, and the other cores accept it as their previous one.
+            if let Err(e) = auth.follow_keys().await {
+                tracing::error!(error = %e, "cannot follow the rotated registry token key");
+            }
+        }
         self.version.store(version, Ordering::SeqCst);
         tracing::info!(version, "applied settings changed by another core");
         Ok(())

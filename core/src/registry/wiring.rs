@@ -24,7 +24,7 @@ pub struct BuildError {
 }
 
 /// Builds the registry the binary serves; `config.repositories` is the merged list.
-pub fn registry(
+pub async fn registry(
     config: &Config,
     stores: &Stores,
     control: Control,
@@ -41,7 +41,7 @@ pub fn registry(
         context_path: config.main.context_path.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         body_idle_timeout: config.limits.body_idle_timeout,
-        auth: auth(config, stores)?,
+        auth: auth(config, stores).await?,
         lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
             stores.clone(),
             config.gc.clone(),
@@ -201,21 +201,24 @@ pub(super) fn anonymous(repos: &[RepoConfig]) -> std::collections::HashSet<RepoN
 }
 
 /// Access control from the `auth` section; without one, open access (and a warning).
-fn auth(config: &Config, stores: &Stores) -> Result<Option<Arc<Auth>>, BuildError> {
+async fn auth(config: &Config, stores: &Stores) -> Result<Option<Arc<Auth>>, BuildError> {
     let Some(a) = &config.auth else {
         tracing::warn!(
             "no auth section in the config: anyone may push, pull and delete (development only)"
         );
         return Ok(None);
     };
-    let keys = config.storage.root.join("auth");
-    let sessions = stores.meta.clone();
-    let auth =
-        Auth::new(a, anonymous(&config.repositories), &keys, sessions).map_err(|source| {
-            BuildError {
-                owner: format!("auth (token key in {})", keys.display()),
-                source,
-            }
-        })?;
+    let legacy = config.storage.root.join("auth");
+    let auth = Auth::open(
+        a,
+        anonymous(&config.repositories),
+        &legacy,
+        stores.meta.clone(),
+    )
+    .await
+    .map_err(|e| BuildError {
+        owner: "auth".to_owned(),
+        source: std::io::Error::other(e),
+    })?;
     Ok(Some(Arc::new(auth)))
 }

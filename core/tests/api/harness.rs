@@ -60,7 +60,9 @@ pub async fn harness_from(yaml: &str) -> Harness {
     let (config, control) = berth_core::registry::Control::start(config, stores.clone())
         .await
         .unwrap();
-    let registry = berth_core::registry::registry(&config, &stores, control).unwrap();
+    let registry = berth_core::registry::registry(&config, &stores, control)
+        .await
+        .unwrap();
     let connector = Port::Connector(registry.repos().keys().next().unwrap().clone());
     Harness {
         registry,

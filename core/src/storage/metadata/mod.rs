@@ -21,8 +21,10 @@
 //! - `manifests.deleted_at` and `tag_events`: deleted manifests stay, restorable, for the undo
 //!   window; every change of a tag is recorded (what, when, by whom). See [`lifecycle`].
 //! - `settings`: what operators change at run time ([`settings`]); `sessions`: web UI sign-ins
-//!   ([`sessions`]).
+//!   ([`sessions`]); `signing_keys`, `leases`, `gc_runs`: what cores on one database share
+//!   ([`cluster`]).
 
+pub mod cluster;
 pub mod lifecycle;
 pub mod sessions;
 pub mod settings;
@@ -179,7 +181,13 @@ pub struct UploadRecord {
 /// The metadata contract every backend fulfils. Listings are sorted.
 #[async_trait]
 pub trait MetadataStore:
-    LifecycleStore + settings::SettingsStore + sessions::SessionStore + Send + Sync + 'static
+    LifecycleStore
+    + settings::SettingsStore
+    + sessions::SessionStore
+    + cluster::ClusterStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Records that the bytes of `digest` are about to be placed in the BlobStore: call it
     /// before placing them, so the collector leaves them alone for the grace period.

@@ -10,6 +10,7 @@
 //!
 //! `open.rs` connects and migrates; this file is the store's statements.
 
+mod cluster;
 mod gc;
 mod lifecycle;
 mod open;

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../../migrations/0002_lifecycle.sql")),
     (3, include_str!("../../../../migrations/0003_settings.sql")),
     (4, include_str!("../../../../migrations/0004_sessions.sql")),
+    (5, include_str!("../../../../migrations/0005_cluster.sql")),
 ];
 
 /// Read connections to an SQLite file (WAL: they never wait for the writer).

@@ -9,7 +9,7 @@ use crate::oci::RepoName;
 use crate::storage::metadata::settings::{Setting, SettingKind, SettingsStore};
 use crate::storage::metadata::{now, now_ms, Actor, Result};
 
-async fn bump(tx: &mut super::Tx) -> Result<()> {
+pub(super) async fn bump(tx: &mut super::Tx) -> Result<()> {
     // The version is a text column of berth_state: read, add one, write (inside the writer's
     // transaction, so two changes never give the same number).
     let row = sqlx::query("SELECT value FROM berth_state WHERE name = 'settings_version'")
