@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::lifecycle::gc::{self, GcError, GcReport};
+use crate::lifecycle::{self, lease, LeaseError, GC_LEASE};
 use crate::registry::control::ChangeError;
 use crate::registry::{self, BuildError, Control};
 use crate::server::{self, ServeError};
@@ -31,6 +32,8 @@ pub enum StartError {
         "garbage collection stopped (what it removed so far is consistent; run it again): {0}"
     )]
     Gc(#[from] GcError),
+    #[error("garbage collection did not run: {0}")]
+    Lease(#[from] LeaseError),
     #[error("rotating the registry token key: {0}")]
     Keys(#[from] crate::auth::KeyError),
     #[error("{0} has no auth section: no registry tokens are signed, so there is no key")]
@@ -89,7 +92,16 @@ pub async fn migrate(config: &Config) -> Result<String, StartError> {
 /// One garbage collection over the configured stores (safe while cores serve them).
 pub async fn collect(config: &Config, dry_run: bool) -> Result<GcReport, StartError> {
     let stores = open(config).await?;
-    Ok(gc::collect(&stores, &config.gc, dry_run).await?)
+    let me = format!("berth-core gc/{}", std::process::id());
+    let work = gc::collect(&stores, &config.gc, dry_run);
+    let report = match dry_run {
+        true => work.await?,
+        false => lease::hold(stores.meta.as_ref(), GC_LEASE, &me, work).await??,
+    };
+    lifecycle::record(&stores, &me, &report, false)
+        .await
+        .map_err(GcError::from)?;
+    Ok(report)
 }
 
 /// Makes a new registry token key current for every core on the configured metadata store

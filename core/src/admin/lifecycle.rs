@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::error::{AdminError, AdminResult};
 use crate::events::{Action, TargetInfo};
-use crate::http::{query, query_get, response, Body};
-use crate::lifecycle::RunError;
+use crate::http::{query, query_get, response};
+use crate::lifecycle::{LeaseError, RunError};
 use crate::oci::{Digest, ImageName, RepoName, Tag};
 use crate::registry::Registry;
 use crate::storage::metadata::lifecycle::Restore;
@@ -40,24 +40,31 @@ pub(super) async fn run_gc(reg: &Registry, req: &Parts, actor: &str) -> AdminRes
         Err(RunError::Running) => Err(AdminError::conflict(
             "a garbage collection is already running in this core; try again when it is done",
         )),
-        Err(RunError::Gc(e)) => Err(internal(e)),
+        Err(RunError::Lease(LeaseError::Held { holder, .. })) => Err(AdminError::conflict(
+            format!("a garbage collection is running on {holder}; try again when it is done"),
+        )),
+        Err(e) => Err(internal(e)),
     }
 }
 
-/// `GET /api/v1/gc`: settings, whether a run is going on, the latest reports.
-pub(super) fn gc_status(reg: &Registry) -> http::Response<Body> {
+/// `GET /api/v1/gc`: settings, whether a run is going on (on any core), the latest reports of
+/// every core.
+pub(super) async fn gc_status(reg: &Registry) -> AdminResult {
     let s = &reg.lifecycle.gc;
-    response::json(
+    let status = reg.lifecycle.status().await.map_err(internal)?;
+    Ok(response::json(
         StatusCode::OK,
         &serde_json::json!({
-            "running": reg.lifecycle.collecting(),
+            "running": status.running,
+            "running_on": status.running_on,
+            "core": reg.lifecycle.core(),
             "interval_seconds": s.interval.map(|i| i.as_secs()),
             "grace_seconds": s.grace.as_secs(),
             "undo_window_seconds": s.undo_window.as_secs(),
             "history_retention_seconds": s.history.as_secs(),
-            "reports": reg.lifecycle.reports(),
+            "reports": status.reports,
         }),
-    )
+    ))
 }
 
 /// `GET /api/v1/repositories/{repo}/cleanup`: the policies and the last run;

@@ -207,7 +207,7 @@ async fn serve(
             users::serve(reg, r, req, body, actor).await
         }
         AdminRoute::Gc if req.method == Method::POST => lifecycle::run_gc(reg, req, actor).await,
-        AdminRoute::Gc => Ok(lifecycle::gc_status(reg)),
+        AdminRoute::Gc => lifecycle::gc_status(reg).await,
         AdminRoute::Usage(repo) => lifecycle::usage(reg, &repo_name(reg, &repo)?).await,
         AdminRoute::History(repo) => lifecycle::history(reg, &repo_name(reg, &repo)?, req).await,
         AdminRoute::Cleanup(repo) => {

@@ -47,6 +47,7 @@ pub async fn registry(
             config.gc.clone(),
             lifecycles(&config.repositories),
             events.clone(),
+            core_name(),
         )),
         control: Arc::new(control),
         events,
@@ -55,9 +56,7 @@ pub async fn registry(
 
 /// The event notifier; its delivery tasks start with the server.
 fn notifier(config: &Config) -> Result<crate::events::Notifier, BuildError> {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
+    let host = hostname();
     let source = crate::events::SourceInfo {
         addr: format!("{host}:{}", config.main.listen.port()),
         instance_id: format!("{:032x}", rand::random::<u128>()),
@@ -66,6 +65,23 @@ fn notifier(config: &Config) -> Result<crate::events::Notifier, BuildError> {
         owner: format!("notifications endpoint {}", e.endpoint),
         source: std::io::Error::other(e.reason),
     })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// This process's name among the cores on one metadata store (leases, collection reports):
+/// host and process id, and a random part for containers where every core is process 1.
+fn core_name() -> String {
+    format!(
+        "{}/{}/{}",
+        hostname(),
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 2]>())
+    )
 }
 
 /// Every repository's life-cycle settings.

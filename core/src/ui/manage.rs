@@ -48,11 +48,16 @@ pub async fn admin(ctx: &Ctx<'_>) -> PageResult {
         ),
         Err(_) => Value::Null,
     };
+    let gc = reg
+        .lifecycle
+        .status()
+        .await
+        .map_err(|e| PageError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     ctx.render(
         "admin.html",
         json!({
             "repos": repos, "users": users,
-            "gc_running": reg.lifecycle.collecting(), "gc_reports": reg.lifecycle.reports(),
+            "gc_running": gc.running, "gc_running_on": gc.running_on, "gc_reports": gc.reports,
         }),
     )
 }

@@ -32,6 +32,8 @@ pub mod sql;
 #[cfg(any(test, feature = "contract-suite"))]
 pub mod suite;
 #[cfg(any(test, feature = "contract-suite"))]
+pub mod suite_cluster;
+#[cfg(any(test, feature = "contract-suite"))]
 mod suite_fixtures;
 #[cfg(any(test, feature = "contract-suite"))]
 pub mod suite_lifecycle;

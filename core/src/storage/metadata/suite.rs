@@ -51,6 +51,9 @@ macro_rules! metadata_contract {
             suite::close_racing_progress,
             suite::settings,
             suite::sessions,
+            suite_cluster::signing_keys_are_one_and_rotate,
+            suite_cluster::leases_have_one_holder,
+            suite_cluster::gc_runs_of_every_core,
             // Last in a run: they collect whatever else in the store is garbage too.
             suite_lifecycle::history_and_restore,
             suite_lifecycle::referrers_go_and_come_back_with_their_subject,
