@@ -216,6 +216,7 @@ fn every_documented_operation_answers_as_documented() {
         true,
     );
     c.call("GET", "/api/v1/gc", None, true);
+    c.call("GET", "/api/v1/signing-key", None, true);
     c.call("POST", "/api/v1/gc?dry_run=true", None, true);
 
     // Users, roles, tokens.

@@ -38,6 +38,22 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
 
+/// `GET /api/v1/signing-key`: the fingerprint of the key registry tokens are signed with and
+/// where it lives, so an operator can see that every core agrees.
+fn signing_key(reg: &Registry) -> AdminResult {
+    let auth = reg.auth.as_ref().ok_or_else(|| {
+        AdminError::not_found("access control is off (no auth section): no tokens are signed")
+    })?;
+    let source = match auth.key_source() {
+        crate::auth::KeySource::Store => "metadata store".to_owned(),
+        crate::auth::KeySource::File(p) => p.display().to_string(),
+    };
+    Ok(response::json(
+        StatusCode::OK,
+        &serde_json::json!({ "kid": auth.key_id(), "source": source }),
+    ))
+}
+
 /// An admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminRoute {
@@ -51,6 +67,8 @@ pub enum AdminRoute {
     /// Users, roles, tokens.
     Directory(users::DirRoute),
     Gc,
+    /// Which key signs registry tokens (the same on every core of a metadata store).
+    SigningKey,
     Usage(String),
     History(String),
     Restore(String),
@@ -101,6 +119,7 @@ fn route_under(rest: &str, method: &Method) -> Option<AdminRoute> {
         ),
         "/api/v1/certificates" => (AdminRoute::Certificates, read, &["GET", "HEAD"]),
         "/api/v1/gc" => (AdminRoute::Gc, read || post, &["GET", "HEAD", "POST"]),
+        "/api/v1/signing-key" => (AdminRoute::SigningKey, read, &["GET", "HEAD"]),
         _ => {
             if let Some(repo) = repo_path("/usage") {
                 (AdminRoute::Usage(repo), read, &["GET", "HEAD"])
@@ -208,6 +227,7 @@ async fn serve(
         }
         AdminRoute::Gc if req.method == Method::POST => lifecycle::run_gc(reg, req, actor).await,
         AdminRoute::Gc => lifecycle::gc_status(reg).await,
+        AdminRoute::SigningKey => signing_key(reg),
         AdminRoute::Usage(repo) => lifecycle::usage(reg, &repo_name(reg, &repo)?).await,
         AdminRoute::History(repo) => lifecycle::history(reg, &repo_name(reg, &repo)?, req).await,
         AdminRoute::Cleanup(repo) => {

@@ -376,6 +376,11 @@ impl Auth {
         self.keys().kid().to_owned()
     }
 
+    /// Where the signing key comes from.
+    pub fn key_source(&self) -> &KeySource {
+        &self.key_source
+    }
+
     /// Follows a rotation of the signing key made elsewhere (another core, `rotate-key`); the
     /// key signed with until now stays accepted for one token lifetime.
     pub async fn follow_keys(&self) -> Result<(), KeyError> {
