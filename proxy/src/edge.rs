@@ -1,5 +1,6 @@
 //! The proxy logic: route by listener port and `Host`, set the forwarding headers the core
-//! trusts, retry another core when one refuses connections, and write an access log line.
+//! trusts, retry another core when one refuses connections (any request) or fails a GET or
+//! HEAD before answering, and write an access log line.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -149,6 +150,40 @@ impl ProxyHttp for Edge {
         tracing::warn!(upstream = %peer.address(), error = %e, "cannot connect to core");
         if ctx.tried.len() < total.max(2) {
             e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("upstream {}", peer.address()));
+        let method = &session.req_header().method;
+        let idempotent = method == http::Method::GET || method == http::Method::HEAD;
+        // A core that died after taking a pull, before a byte of its answer reached the
+        // client: another core can answer the same GET or HEAD. Anything else (a write, or an
+        // answer already begun) is the client's to retry.
+        if idempotent && session.response_written().is_none() {
+            let total = ctx
+                .listener
+                .as_ref()
+                .map(|l| l.pool_for(None).map_or(1, |p| p.addrs.len()))
+                .unwrap_or(1);
+            let again = ctx.tried.len() < total.max(2);
+            if again {
+                tracing::warn!(upstream = %peer.address(), error = %e,
+                    "core failed a pull before answering; trying another");
+            }
+            e.set_retry(again);
+        } else if !method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }

@@ -2,18 +2,20 @@
 //!
 //! The listener's local port picks the listener (one pingora service serves every port); the
 //! `Host` header picks a host route within it (subdomain routing) or falls back to the
-//! listener's default upstreams. Each set of upstreams is a round-robin pool with TCP health
-//! checks, so several stateless cores can stand behind one edge.
+//! listener's default upstreams. Each set of upstreams is a round-robin pool with health checks
+//! (`GET /readyz` by default), so several stateless cores can stand behind one edge and one that
+//! lost its database leaves the pool.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pingora::lb::health_check::TcpHealthCheck;
+use pingora::http::RequestHeader;
+use pingora::lb::health_check::{HealthCheck as Check, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 
-use crate::config::{ListenerConfig, ProxyConfig};
+use crate::config::{HealthCheck, ListenerConfig, ProxyConfig};
 
 /// A round-robin pool of core connectors.
 pub struct Pool {
@@ -22,9 +24,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    fn new(addrs: &[SocketAddr]) -> std::io::Result<Pool> {
+    fn new(addrs: &[SocketAddr], check: HealthCheck) -> std::io::Result<Pool> {
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs.iter().copied())?;
-        lb.set_health_check(TcpHealthCheck::new());
+        lb.set_health_check(checker(check)?);
         Ok(Pool {
             lb,
             addrs: addrs.to_vec(),
@@ -51,6 +53,23 @@ impl Pool {
             .and_then(|b| b.addr.as_inet().copied())
             .or_else(|| self.addrs.iter().find(|a| !tried.contains(a)).copied())
     }
+}
+
+/// The health check of a pool: a core is ready when `GET /readyz` on its connector answers
+/// 200 (its database and blob store answer), not merely when it accepts connections.
+fn checker(check: HealthCheck) -> std::io::Result<Box<dyn Check + Send + Sync>> {
+    Ok(match check {
+        HealthCheck::Tcp => TcpHealthCheck::new(),
+        HealthCheck::Readyz => {
+            let mut hc = HttpHealthCheck::new("berth-edge", false);
+            let mut req = RequestHeader::build("GET", b"/readyz", None)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            req.append_header("Host", "berth-edge")
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            hc.req = req;
+            Box::new(hc)
+        }
+    })
 }
 
 /// One listener's routing table.
@@ -101,15 +120,19 @@ impl Routes {
         let mut by_port = HashMap::new();
         let mut pools = Vec::new();
         for l in &config.listeners {
-            let route = Self::listener(l, &mut pools)?;
+            let route = Self::listener(l, config.health_check, &mut pools)?;
             by_port.insert(l.listen.port(), Arc::new(route));
         }
         Ok(Routes { by_port, pools })
     }
 
-    fn listener(l: &ListenerConfig, pools: &mut Vec<Arc<Pool>>) -> std::io::Result<ListenerRoute> {
+    fn listener(
+        l: &ListenerConfig,
+        check: HealthCheck,
+        pools: &mut Vec<Arc<Pool>>,
+    ) -> std::io::Result<ListenerRoute> {
         let mut make = |addrs: &[SocketAddr]| -> std::io::Result<Arc<Pool>> {
-            let p = Arc::new(Pool::new(addrs)?);
+            let p = Arc::new(Pool::new(addrs, check)?);
             pools.push(p.clone());
             Ok(p)
         };
@@ -164,7 +187,7 @@ mod tests {
     fn picks_skip_tried_upstreams() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let pool = Pool::new(&[a, b]).unwrap();
+        let pool = Pool::new(&[a, b], HealthCheck::Tcp).unwrap();
         let first = pool.pick(&[]).unwrap();
         let second = pool.pick(&[first]).unwrap();
         assert_ne!(first, second);

@@ -51,25 +51,40 @@ impl Postgres {
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
             .args(["--locale=C.UTF-8"]));
         let port = free_port();
-        run(as_postgres(&bin, "pg_ctl")
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.path().join("log"))
-            .args(["-w", "start", "-o"])
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
-                dir.path().display()
-            )));
-        run(Command::new(bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .args(["-c", "CREATE DATABASE berth"]));
-        Postgres {
+        let pg = Postgres {
             url: format!("postgres://postgres@127.0.0.1:{port}/berth"),
             dir,
             bin,
             port,
-        }
+        };
+        pg.resume();
+        run(Command::new(pg.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .args(["-c", "CREATE DATABASE berth"]));
+        pg
+    }
+
+    /// Starts the server (again, after [`Postgres::stop`]) on the same port and data.
+    pub fn resume(&self) {
+        run(as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "start", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+                self.port,
+                self.dir.path().display()
+            )));
+    }
+
+    /// Stops the server at once, as a crash or a failover would, keeping its data.
+    pub fn stop(&self) {
+        run(as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"]));
     }
 
     /// A new empty database on the same server; returns its URL.

@@ -11,6 +11,7 @@ use crate::http::response::{json, set};
 use crate::http::Body;
 use crate::oci::{Digest, ErrorCode, RegistryError};
 use crate::repo::RepoError;
+use crate::storage::metadata::MetadataError;
 use crate::storage::StorageError;
 
 /// A request's failure as the API layer answers it.
@@ -26,7 +27,13 @@ pub enum ApiError {
     Internal(String),
     /// A remote registry (behind a proxy repository) could not answer: a 502 naming it.
     Remote(String),
+    /// A store this core needs is unreachable: a 503 saying which, with `Retry-After`, so
+    /// clients and the edge try again (or elsewhere) instead of waiting.
+    Unavailable(String),
 }
+
+/// What a 503 asks clients to wait.
+const UNAVAILABLE_RETRY_SECS: &str = "5";
 
 impl ApiError {
     /// A spec error with the code's usual status.
@@ -107,6 +114,17 @@ impl ApiError {
                     }),
                 )
             }
+            ApiError::Unavailable(message) => {
+                tracing::warn!(error = %message, "unavailable");
+                let mut r = json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({
+                        "errors": [{ "code": "UNAVAILABLE", "message": message, "detail": null }],
+                    }),
+                );
+                set(&mut r, "retry-after", UNAVAILABLE_RETRY_SECS);
+                r
+            }
             ApiError::Remote(message) => {
                 tracing::warn!(error = %message, "remote failure");
                 json(
@@ -154,6 +172,9 @@ impl From<RepoError> for ApiError {
                     Some(after) => error.retry_after(*after),
                     None => error,
                 };
+            }
+            RepoError::Metadata(MetadataError::Unavailable(_)) => {
+                return ApiError::Unavailable(message)
             }
             RepoError::Storage(_) | RepoError::Metadata(_) => return ApiError::Internal(message),
             RepoError::Remote(_) => return ApiError::Remote(message),

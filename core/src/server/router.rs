@@ -5,8 +5,9 @@
 //! - the metrics listener: the probes only;
 //! - the main port: the probes, then the web UI and the admin API under the context path, then
 //!   the registry API (`/v2/<repository>/<image>/...`);
-//! - a connector: the registry API for its repository (`/v2/<image>/...`), resolved per
-//!   request so a repository changed at run time is served as it is now.
+//! - a connector: `/readyz` and `/healthz` (what the edge's health checks ask), then the
+//!   registry API for its repository (`/v2/<image>/...`), resolved per request so a repository
+//!   changed at run time is served as it is now.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -91,6 +92,12 @@ async fn route(
             Ok(r) => return r,
             Err(body) => (Listener::Main, body),
         },
+        // `/readyz` and `/healthz` are outside `/v2/`: no image name can reach them. The edge's
+        // health checks ask here, so a core that lost its database leaves the pool.
+        Port::Connector(_) if matches!(parts.uri.path(), "/readyz" | "/healthz") => {
+            let r = observe::probe(reg, &parts, false).await;
+            return r.unwrap_or_else(|| response::status(StatusCode::NOT_FOUND));
+        }
         Port::Connector(name) => match reg.repos().get(name) {
             Some(entry) => (Listener::Connector(entry.clone()), body),
             None => {

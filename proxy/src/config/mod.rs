@@ -81,6 +81,17 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// How the edge checks that an upstream can take requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheck {
+    /// `GET /readyz` answers 200: the core's database and blob store answer.
+    #[default]
+    Readyz,
+    /// The upstream accepts TCP connections.
+    Tcp,
+}
+
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub state_dir: PathBuf,
@@ -88,6 +99,7 @@ pub struct ProxyConfig {
     pub drain: Duration,
     pub timeouts: Timeouts,
     pub health_check_interval: Duration,
+    pub health_check: HealthCheck,
     pub dev_cert_names: Vec<String>,
     /// Where `/metrics`, `/healthz`, `/readyz` and `/certs` are served; `None` turns metrics off.
     pub metrics: Option<SocketAddr>,
@@ -153,6 +165,7 @@ impl ProxyConfig {
                 idle: or(t.idle, 60),
             },
             health_check_interval: or(raw.health_check_interval, 1).max(Duration::from_millis(100)),
+            health_check: raw.health_check.unwrap_or_default(),
             dev_cert_names: raw.dev_cert_names,
             metrics,
             listeners,

@@ -21,6 +21,10 @@ pub struct RawConfig {
     pub timeouts: RawTimeouts,
     /// Time between upstream health checks (default `1s`, at least `100ms`).
     pub health_check_interval: Option<Duration>,
+    /// How an upstream is checked: `readyz` (default: `GET /readyz` on the connector answers
+    /// 200, so a core that lost its database or bucket leaves the pool) or `tcp` (it accepts
+    /// connections; for upstreams that are not Berth cores).
+    pub health_check: Option<super::HealthCheck>,
     /// Extra DNS names for the generated development certificate (localhost is always in).
     #[serde(default)]
     pub dev_cert_names: Vec<String>,

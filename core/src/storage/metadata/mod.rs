@@ -51,6 +51,10 @@ pub use lifecycle::LifecycleStore;
 pub enum MetadataError {
     #[error("metadata database: {0}")]
     Database(String),
+    /// The database cannot be reached (down, restarting, out of connections): worth retrying
+    /// shortly; the pool reconnects by itself when it is back.
+    #[error("the metadata database is unavailable: {0}")]
+    Unavailable(String),
     #[error("stored metadata is corrupt: {0}")]
     Corrupt(String),
     #[error("metadata migration {version} failed: {reason}")]

@@ -75,7 +75,20 @@ impl SqlMetadata {
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 fn db(e: sqlx::Error) -> MetadataError {
-    MetadataError::Database(e.to_string())
+    use sqlx::Error as E;
+    // PostgreSQL's class 57 (operator intervention: shutting down, cannot connect now) and
+    // 08 (connection exceptions) mean the server is going or gone, not that the query is bad.
+    let server_going = |e: &dyn sqlx::error::DatabaseError| {
+        e.code()
+            .is_some_and(|c| c.starts_with("57") || c.starts_with("08"))
+    };
+    match &e {
+        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+            MetadataError::Unavailable(e.to_string())
+        }
+        E::Database(d) if server_going(d.as_ref()) => MetadataError::Unavailable(e.to_string()),
+        _ => MetadataError::Database(e.to_string()),
+    }
 }
 
 fn parse<T: FromStr>(s: String, what: &str) -> Result<T> {

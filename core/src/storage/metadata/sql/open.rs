@@ -24,6 +24,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 const SQLITE_READERS: u32 = 4;
 /// Connections to PostgreSQL per core.
 const POSTGRES_POOL: u32 = 16;
+/// How long a request waits for a PostgreSQL connection: while the server is gone, requests
+/// fail (503, `Retry-After`) after this instead of hanging, and the edge sends them elsewhere.
+/// A pool exhausted by load answers the same way, which is the back-pressure wanted.
+const POSTGRES_ACQUIRE: Duration = Duration::from_secs(3);
 /// How long an SQLite statement waits for another process's write lock.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
 /// The advisory lock id that serialises migrations on PostgreSQL.
@@ -87,7 +91,7 @@ impl SqlMetadata {
                 };
                 let pool = AnyPoolOptions::new()
                     .max_connections(POSTGRES_POOL)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(POSTGRES_ACQUIRE)
                     .connect(&url)
                     .await
                     .map_err(db)?;
