@@ -32,7 +32,10 @@ fn upstream(seen: mpsc::Sender<Vec<String>>) -> String {
                 lines.push(line.trim_end().to_owned());
             }
             // The edge's health checks ask for /readyz (every one answered 200 below).
-            if lines.first().is_some_and(|l| !l.starts_with("GET /readyz ")) {
+            if lines
+                .first()
+                .is_some_and(|l| !l.starts_with("GET /readyz "))
+            {
                 let _ = seen.send(lines);
             }
             let _ = conn.write_all(
