@@ -74,6 +74,31 @@ impl S3BlobStore {
         }
     }
 
+    /// `outcome`, unless it failed because another commit of the same digest (another core,
+    /// a retried request) placed the object meanwhile: the digest names the bytes, so theirs
+    /// are ours, and committing an existing blob is a no-op, never a failure. Some S3 servers
+    /// answer the loser of two concurrent writes of one key with a 500.
+    /// `placed` is what the caller would have had from a write of its own.
+    async fn unless_placed<T>(
+        &self,
+        outcome: Result<T>,
+        key: &Path,
+        size: u64,
+        placed: impl FnOnce() -> T,
+    ) -> Result<T> {
+        let Err(e) = outcome else {
+            return outcome;
+        };
+        match self.store.head(key).await {
+            Ok(meta) if meta.size == size => {
+                tracing::info!(object = %key, error = %e,
+                    "another commit placed this blob first; using it");
+                Ok(placed())
+            }
+            _ => Err(e),
+        }
+    }
+
     /// Commit under the session's lock.
     pub(super) async fn commit_locked(
         &self,
@@ -96,12 +121,18 @@ impl S3BlobStore {
                     None => self.hash_parts(&parts, None).await?.0,
                 };
                 if actual == *expected {
-                    self.store.copy(&part.path, &key).await.map_err(io_err)?;
+                    let copied = self.store.copy(&part.path, &key).await.map_err(io_err);
+                    self.unless_placed(copied, &key, part.size, || ()).await?;
                 }
                 (actual, part.size)
             }
             (_, Some(_)) => self.hash_parts(&parts, None).await?,
-            (_, None) => self.upload_verified(&parts, &key, expected).await?,
+            (_, None) => {
+                let size: u64 = parts.iter().map(|p| p.size).sum();
+                let placed = self.upload_verified(&parts, &key, expected).await;
+                self.unless_placed(placed, &key, size, || (expected.clone(), size))
+                    .await?
+            }
         };
         self.remove_session(id).await?;
         if actual != *expected {
