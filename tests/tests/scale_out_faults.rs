@@ -208,3 +208,61 @@ fn a_core_killed_during_a_pull_load_costs_no_pull_the_edge_can_save() {
         answers.len() - killed_at
     );
 }
+
+/// Three cores on one PostgreSQL and bucket, each with the same proxy repository: the same
+/// cold 32 MiB layer pulled through all three at once is fetched from the remote once, and
+/// every client gets it whole.
+#[test]
+fn three_cores_pulling_one_cold_blob_ask_the_remote_once() {
+    use berth_tests::relay::Relay;
+    let remote = Core::start();
+    let layer: Vec<u8> = (0..32u32 << 20)
+        .map(|i| (i.wrapping_mul(31) % 253) as u8)
+        .collect();
+    let d = digest(&layer);
+    let path = format!("/v2/big/app/blobs/uploads/?digest={d}");
+    let r = request(remote.connector("hosted"), "POST", &path, &[], &layer).unwrap();
+    assert_eq!(r.status, 201);
+    let relay = Relay::start(remote.connector("hosted"));
+    relay.rate.store(16 << 20, Ordering::SeqCst); // ~2 s for the layer
+    let pg = Postgres::start();
+    let s3 = S3Server::start();
+    let cores: Vec<Core> = (0..3)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let config = format!(
+                "storage:\n  root: {}\n  metadata: {{ postgres: {{ url: \"{}\" }} }}\n  blobs: {}\n\
+                 main: {{ listen: 127.0.0.1:0 }}\nrepositories:\n\
+                 \x20 - name: hub\n    kind: proxy\n    connector: {{ http: 127.0.0.1:0 }}\n\
+                 \x20   remote: {{ url: \"http://{}\" }}\n",
+                dir.path().join("data").display(),
+                pg.url,
+                s3.config("registry"),
+                relay.addr,
+            );
+            Core::start_in(dir, &config)
+        })
+        .collect();
+    let pulls: Vec<_> = cores
+        .iter()
+        .flat_map(|c| {
+            let addr = c.connector("hub").to_owned();
+            (0..2).map(move |_| addr.clone())
+        })
+        .map(|addr| {
+            let path = format!("/v2/big/app/blobs/{d}");
+            std::thread::spawn(move || request(&addr, "GET", &path, &[], b"").unwrap())
+        })
+        .collect();
+    for p in pulls {
+        let r = p.join().unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(digest(&r.body), d, "a client got other bytes");
+    }
+    assert_eq!(
+        relay.count("GET", &format!("/blobs/{d}")),
+        1,
+        "remote requests: {:?}",
+        relay.requests.lock().unwrap()
+    );
+}

@@ -1,7 +1,8 @@
-//! One collector at a time across every core (and `berth-core gc`) on a metadata store: a
-//! collection holds a lease row in the store, renewed while it runs. Two collectors at once
+//! One holder at a time across every core on a metadata store: work holds a lease row in the
+//! store, renewed while it runs. One collector (and `berth-core gc`) runs at a time — two
 //! would be safe (the collector's claims see to that) but wasteful; three cores on a `24h`
-//! schedule run one collection, not three.
+//! schedule run one collection, not three. One proxy fetch per cold blob runs at a time, so N
+//! cores pulling one cold layer ask the remote once.
 //!
 //! A core killed mid-run stops renewing, and another may take over once the lease expires
 //! ([`LEASE_TTL`] at most). A holder that cannot renew (the store gone) stops its work: it can
@@ -22,14 +23,11 @@ const RENEW_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("{holder} holds the {name} lease")]
-    Held { name: &'static str, holder: String },
+    Held { name: String, holder: String },
     #[error("the {name} lease could not be renewed; stopped")]
-    Lost { name: &'static str },
+    Lost { name: String },
     #[error("the {name} lease: {source}")]
-    Store {
-        name: &'static str,
-        source: MetadataError,
-    },
+    Store { name: String, source: MetadataError },
 }
 
 fn until() -> i64 {
@@ -40,7 +38,7 @@ fn until() -> i64 {
 /// renewed while `work` runs, given up at the end (or when `work` is dropped, by expiry).
 pub async fn hold<T>(
     store: &dyn ClusterStore,
-    name: &'static str,
+    name: &str,
     holder: &str,
     work: impl Future<Output = T>,
 ) -> Result<T, LeaseError> {
@@ -48,7 +46,10 @@ pub async fn hold<T>(
         store
             .lease_take(name, holder, now_ms(), until())
             .await
-            .map_err(|source| LeaseError::Store { name, source })
+            .map_err(|source| LeaseError::Store {
+                name: name.to_owned(),
+                source,
+            })
     };
     if !take().await? {
         let holder = store
@@ -57,17 +58,26 @@ pub async fn hold<T>(
             .ok()
             .flatten()
             .unwrap_or_else(|| "another core".to_owned());
-        return Err(LeaseError::Held { name, holder });
+        return Err(LeaseError::Held {
+            name: name.to_owned(),
+            holder,
+        });
     }
     let renew = async {
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
             match take().await {
                 Ok(true) => {}
-                Ok(false) => return LeaseError::Lost { name },
+                Ok(false) => {
+                    return LeaseError::Lost {
+                        name: name.to_owned(),
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "renewing a lease failed");
-                    return LeaseError::Lost { name };
+                    return LeaseError::Lost {
+                        name: name.to_owned(),
+                    };
                 }
             }
         }

@@ -47,7 +47,7 @@ pub async fn registry(
             config.gc.clone(),
             lifecycles(&config.repositories),
             events.clone(),
-            core_name(),
+            crate::storage::metadata::cluster::process_name().to_owned(),
         )),
         control: Arc::new(control),
         events,
@@ -71,17 +71,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned())
-}
-
-/// This process's name among the cores on one metadata store (leases, collection reports):
-/// host and process id, and a random part for containers where every core is process 1.
-fn core_name() -> String {
-    format!(
-        "{}/{}/{}",
-        hostname(),
-        std::process::id(),
-        hex::encode(rand::random::<[u8; 2]>())
-    )
 }
 
 /// Every repository's life-cycle settings.

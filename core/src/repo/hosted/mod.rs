@@ -138,6 +138,11 @@ impl HostedRepository {
         Ok(())
     }
 
+    /// The stores under this repository (a proxy over it coordinates fetches through them).
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
     /// A blob is visible in an image only through the image's link to it.
     async fn visible(&self, image: &ImageName, digest: &Digest) -> Result<()> {
         match self

@@ -9,6 +9,11 @@
 //! failed or truncated transfer is discarded and every reader sees an error, so a bad blob
 //! never reaches the cache.
 //!
+//! Across cores, a fetch holds a lease row (`proxy-fetch/<repository>/<digest>`) in the
+//! metadata store while it runs: another core asked for the same cold blob waits until it is
+//! cached (its clients then read it from the shared store), so N cores ask the remote once. A
+//! core killed mid-fetch stops renewing, and a waiting core takes over once the lease expires.
+//!
 //! No lock is held across any I/O: the in-flight map is locked only to find or register a
 //! fetch (audit: it was held across the remote round trip, so one silent remote wedged every
 //! uncached blob of the repository).
@@ -25,14 +30,20 @@ use tokio::sync::watch;
 use super::answer::Answer;
 use super::remote::RemoteError;
 use super::{Inner, PROXY_CLIENT};
+use crate::lifecycle::lease::{self, LeaseError};
 use crate::oci::{Digest, ImageName};
 use crate::repo::{RepoError, Repository};
+use crate::storage::metadata::cluster::process_name;
 use crate::storage::ByteStream;
 
 /// Bytes gathered before they are appended to the session (and shown to readers).
 const APPEND_BATCH: usize = 1 << 20;
 /// Batches read from the remote ahead of the cache writes.
 const QUEUE: usize = 8;
+/// How often a core waiting for another core's fetch of a blob looks whether it is cached.
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// The longest a core waits for another core's fetch (which renews its claim while it runs).
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// Largest piece a reader takes at once.
 const READ_CHUNK: u64 = 1 << 20;
 /// How much of the most recently cached bytes a fetch keeps in memory, so clients that keep
@@ -158,15 +169,44 @@ impl Inner {
         fetch
     }
 
-    /// One fetch, start to end, holding one of the repository's fetch slots.
+    /// One fetch, start to end, holding one of the repository's fetch slots and the cluster's
+    /// claim on the blob: while another core fetches it, this one waits for that core to cache
+    /// it (or to give up, and then fetches it itself).
     async fn run(&self, f: &Fetch, tx: &watch::Sender<FetchState>) -> Outcome {
         let Ok(_slot) = self.fetch_slots.acquire().await else {
             return Outcome::Failed("the repository is shutting down".into());
         };
-        // Another fetch may have finished between the caller's cache check and this one.
-        if self.local.blob_size(&f.image, &f.digest).await.is_ok() {
-            return Outcome::Cached;
+        let meta = self.local.stores().meta.clone();
+        let claim = format!("proxy-fetch/{}/{}", self.name, f.digest);
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        loop {
+            // Another fetch (here or on another core) may have cached it meanwhile.
+            if self.local.blob_size(&f.image, &f.digest).await.is_ok() {
+                return Outcome::Cached;
+            }
+            let work = self.from_remote(f, tx);
+            match lease::hold(meta.as_ref(), &claim, process_name(), work).await {
+                Ok(outcome) => return outcome,
+                Err(LeaseError::Held { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(CLAIM_POLL).await;
+                }
+                Err(LeaseError::Held { holder, .. }) => {
+                    return Outcome::Failed(format!(
+                        "{holder} has been fetching this blob for longer than {CLAIM_WAIT:?}"
+                    ))
+                }
+                Err(e @ LeaseError::Lost { .. }) => return Outcome::Failed(e.to_string()),
+                Err(e @ LeaseError::Store { .. }) => {
+                    // Without the store's claim, fetch anyway: a duplicate fetch beats none.
+                    tracing::warn!(error = %e, "fetching without the cluster's claim");
+                    return self.from_remote(f, tx).await;
+                }
+            }
         }
+    }
+
+    /// Asks the remote and caches what it sends.
+    async fn from_remote(&self, f: &Fetch, tx: &watch::Sender<FetchState>) -> Outcome {
         let rest = format!("blobs/{}", f.digest);
         let path = self.path(&f.image, &rest);
         let resp = match self

@@ -10,9 +10,27 @@
 //! - **Collection runs**: every core's reports, so the admin API lists them all, and the
 //!   schedule starts a run only when none started within the interval on any core.
 
+use std::sync::OnceLock;
+
 use async_trait::async_trait;
 
 use super::Result;
+
+/// This process's name among the cores on one metadata store (lease holders, collection
+/// reports): host, process id, and a random part for containers where every core is process 1.
+pub fn process_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned());
+        format!(
+            "{host}/{}/{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 2]>())
+        )
+    })
+}
 
 /// Which of the two key slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
