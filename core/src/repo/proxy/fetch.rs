@@ -184,7 +184,7 @@ impl Inner {
             if self.local.blob_size(&f.image, &f.digest).await.is_ok() {
                 return Outcome::Cached;
             }
-            let work = self.from_remote(f, tx);
+            let work = self.fetch_remote(f, tx);
             match lease::hold(meta.as_ref(), &claim, process_name(), work).await {
                 Ok(outcome) => return outcome,
                 Err(LeaseError::Held { .. }) if tokio::time::Instant::now() < deadline => {
@@ -199,14 +199,14 @@ impl Inner {
                 Err(e @ LeaseError::Store { .. }) => {
                     // Without the store's claim, fetch anyway: a duplicate fetch beats none.
                     tracing::warn!(error = %e, "fetching without the cluster's claim");
-                    return self.from_remote(f, tx).await;
+                    return self.fetch_remote(f, tx).await;
                 }
             }
         }
     }
 
     /// Asks the remote and caches what it sends.
-    async fn from_remote(&self, f: &Fetch, tx: &watch::Sender<FetchState>) -> Outcome {
+    async fn fetch_remote(&self, f: &Fetch, tx: &watch::Sender<FetchState>) -> Outcome {
         let rest = format!("blobs/{}", f.digest);
         let path = self.path(&f.image, &rest);
         let resp = match self
