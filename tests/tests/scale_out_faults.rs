@@ -266,3 +266,101 @@ fn three_cores_pulling_one_cold_blob_ask_the_remote_once() {
         relay.requests.lock().unwrap()
     );
 }
+
+/// A PATCH cut off by its core's SIGKILL: the session is still there on another core, at the
+/// offset of what was durably appended, and the client finishes it there.
+#[test]
+fn a_patch_cut_off_by_a_killed_core_is_resumed_on_another() {
+    use std::io::Write as _;
+    let pg = Postgres::start();
+    let s3 = S3Server::start();
+    let (a, mut b) = (core(&pg, Some(&s3)), core(&pg, Some(&s3)));
+    let blob: Vec<u8> = (0..6_000_000u32).map(|i| (i % 241) as u8).collect();
+    let (one, rest) = blob.split_at(2_000_000);
+    let started = request(
+        b.connector("hosted"),
+        "POST",
+        "/v2/app/blobs/uploads/",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(started.status, 202);
+    let location = started.header("location").unwrap().to_owned();
+    let path = location
+        .split_once("://")
+        .map_or(location.as_str(), |(_, r)| &r[r.find('/').unwrap()..])
+        .to_owned();
+    let range = format!("0-{}", one.len() - 1);
+    let first = request(
+        b.connector("hosted"),
+        "PATCH",
+        &path,
+        &[("content-range", &range)],
+        one,
+    )
+    .unwrap();
+    assert_eq!(first.status, 202);
+
+    // The second PATCH: half its body sent, then its core dies.
+    let mut conn = std::net::TcpStream::connect(b.connector("hosted")).unwrap();
+    write!(
+        conn,
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Range: {}-{}\r\nContent-Length: {}\r\n\r\n",
+        one.len(),
+        blob.len() - 1,
+        rest.len()
+    )
+    .unwrap();
+    conn.write_all(&rest[..rest.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    b.kill9();
+
+    // On A: the session stands at what B durably appended, and it finishes there.
+    let status = request(a.connector("hosted"), "GET", &path, &[], b"").unwrap();
+    assert_eq!(status.status, 204);
+    let have = status.header("range").unwrap().to_owned();
+    let end: usize = have.split('-').nth(1).unwrap().parse::<usize>().unwrap() + 1;
+    assert!(end >= one.len() && end <= blob.len(), "range {have}");
+    // The dead writer's claim on the offset lapses (10 s without a sign of life): the client's
+    // retries are refused until then, and then taken.
+    let range = format!("{end}-{}", blob.len() - 1);
+    let started = Instant::now();
+    let resumed = wait_for(|| {
+        let r = request(
+            a.connector("hosted"),
+            "PATCH",
+            &path,
+            &[("content-range", &range)],
+            &blob[end..],
+        )
+        .unwrap();
+        if r.status != 202 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        (r.status == 202).then_some(r)
+    })
+    .expect("the append was never resumed");
+    eprintln!("resumed {:?} after the kill", started.elapsed());
+    assert_eq!(resumed.status, 202);
+    let d = digest(&blob);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let done = request(
+        a.connector("hosted"),
+        "PUT",
+        &format!("{path}{sep}digest={d}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+    let got = request(
+        a.connector("hosted"),
+        "GET",
+        &format!("/v2/app/blobs/{d}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(digest(&got.body), d);
+}

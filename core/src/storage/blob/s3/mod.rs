@@ -11,7 +11,10 @@
 //! at; a session's size is the sum of its parts, read from a listing, so any core can continue
 //! an upload another core began. Before writing a part, the writer creates its `.claim` with
 //! `If-None-Match: *`: of two appends at one offset (two cores, or a retried request) exactly
-//! one wins and the other gets `OffsetMismatch`, as the spec asks. A server that ignores the
+//! one wins and the other gets `OffsetMismatch`, as the spec asks. The writer rewrites its
+//! claim every 3 s while the append streams in; a claim left 10 s without a part at its offset
+//! belongs to a writer that died (a core killed mid-PATCH), and the next append takes the
+//! offset over, so the client resumes on another core. A server that ignores the
 //! header (Garage) is configured with `conditional_put: false`: no claims are taken, and only
 //! the per-process lock serialises appends, within one core.
 //!
@@ -51,6 +54,11 @@ pub use settings::S3Settings;
 /// Below this an append is one PUT; above, a multipart upload in parts of this size (S3's
 /// minimum part is 5 MiB).
 const PART: usize = 8 * 1024 * 1024;
+/// How often a writer rewrites its claim while its append streams in, to show it is alive.
+const CLAIM_REFRESH: std::time::Duration = std::time::Duration::from_secs(3);
+/// A claim not rewritten for this long, with no part at its offset, was left by a writer that
+/// died (a core killed mid-PATCH): the next append may take the offset over.
+const CLAIM_STALE_MS: i64 = 10_000;
 /// Parts of one multipart upload in flight at once: an append holds at most
 /// `(PARALLEL_PARTS + 1) * PART` bytes (24 MiB), whatever the blob's size.
 const PARALLEL_PARTS: usize = 2;
@@ -265,18 +273,79 @@ impl S3BlobStore {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self
-            .store
-            .put_opts(&path, PutPayload::default(), create)
-            .await
-        {
-            Ok(_) => Ok(Some(path)),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Err(StorageError::OffsetMismatch {
-                current: self.upload_size(id).await?,
-                requested: at,
-            }),
-            Err(e) => Err(io_err(e)),
+        for attempt in 0..2 {
+            let put = self
+                .store
+                .put_opts(&path, PutPayload::default(), create.clone());
+            match put.await {
+                Ok(_) => return Ok(Some(path)),
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. })
+                    if attempt == 0 && self.abandoned(&path, &dir.clone().join(name)).await =>
+                {
+                    tracing::warn!(
+                        upload = id,
+                        offset = at,
+                        "taking over an append whose writer stopped (its core died mid-request)"
+                    );
+                    let _ = self.store.delete(&path).await;
+                }
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => {
+                    return Err(StorageError::OffsetMismatch {
+                        current: self.upload_size(id).await?,
+                        requested: at,
+                    })
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        Err(StorageError::OffsetMismatch {
+            current: self.upload_size(id).await?,
+            requested: at,
+        })
+    }
+
+    /// Whether the claim at `claim` was left by a writer that stopped: not rewritten for
+    /// `CLAIM_STALE_MS` and no part written at its offset. (Two appends taking one stale
+    /// offset over at once could both write it; the commit's digest check still stands
+    /// between that and a visible blob.)
+    async fn abandoned(&self, claim: &Path, part: &Path) -> bool {
+        let Ok(meta) = self.store.head(claim).await else {
+            return false;
+        };
+        let now = crate::storage::metadata::now_ms();
+        let stale = now.saturating_sub(meta.last_modified.timestamp_millis()) > CLAIM_STALE_MS;
+        stale
+            && matches!(
+                self.store.head(part).await,
+                Err(object_store::Error::NotFound { .. })
+            )
+    }
+
+    /// Writes a part while rewriting its claim every `CLAIM_REFRESH`, so other cores can
+    /// tell a slow append from one whose writer died.
+    async fn write_claimed(
+        &self,
+        claim: Option<&Path>,
+        path: &Path,
+        body: ByteStream,
+        hasher: Option<&mut Sha256>,
+    ) -> Result<(u64, Option<io::Error>)> {
+        let write = self.write_part(path, body, hasher);
+        let Some(claim) = claim else {
+            return write.await;
+        };
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                done = &mut write => return done,
+                _ = tokio::time::sleep(CLAIM_REFRESH) => {
+                    if let Err(e) = self.store.put(claim, PutPayload::default()).await {
+                        tracing::warn!(error = %e, "refreshing an append's claim failed");
+                    }
+                }
+            }
         }
     }
 }
@@ -390,7 +459,7 @@ impl BlobStore for S3BlobStore {
             _ => None,
         };
         let outcome = self
-            .write_part(&dir.join(name), body, hasher.as_mut())
+            .write_claimed(claim.as_ref(), &dir.join(name), body, hasher.as_mut())
             .await;
         if let (Ok((n, _)), Some(hasher)) = (&outcome, hasher) {
             *state = Some(RunningHash {
