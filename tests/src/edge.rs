@@ -52,6 +52,37 @@ pub fn issue(
     )
 }
 
+/// An edge in front of several cores, as a scale-out deployment runs one: listener `front`
+/// on `ports[0]` with TLS (a certificate for localhost and 127.0.0.1 from a new CA under
+/// `pki`) over `upstreams`, health-checked every 200 ms, metrics on `ports[1]`. Returns the
+/// edge and a directory holding the CA as `ca.crt` (for `--cert-dir`; curl takes the file).
+pub fn front_edge(upstreams: &[&str], pki: &Path) -> (Edge, PathBuf) {
+    make_ca(&pki.join("ca"));
+    let (cert, key) = issue(
+        &pki.join("ca"),
+        &pki.join("leaf"),
+        "edge",
+        &["localhost"],
+        &["127.0.0.1"],
+    );
+    let trust = pki.join("trust");
+    fs::create_dir_all(&trust).expect("trust dir");
+    fs::copy(pki.join("ca/ca.crt"), trust.join("ca.crt")).expect("copy ca.crt");
+    let upstreams = upstreams.join(", ");
+    let edge = Edge::start(2, |p| {
+        format!(
+            "state_dir: ./state\nhealth_check_interval: 200ms\nmetrics: {{ listen: 127.0.0.1:{} }}\n\
+             listeners:\n  - name: front\n    listen: 127.0.0.1:{}\n    \
+             tls: {{ cert: {}, key: {} }}\n    upstreams: [{upstreams}]\n",
+            p[1],
+            p[0],
+            cert.display(),
+            key.display()
+        )
+    });
+    (edge, trust)
+}
+
 /// A running edge, killed on drop.
 pub struct Edge {
     pub dir: TempDir,

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use berth_tests::core::Core;
-use berth_tests::edge::{issue, make_ca, Edge};
+use berth_tests::edge::front_edge;
 use berth_tests::http::{digest, request};
 use berth_tests::image::write_layout;
 use berth_tests::postgres::Postgres;
@@ -150,29 +150,7 @@ fn behind_one_edge_a_push_spread_over_two_cores_pulls_back_whole() {
     let s3 = S3Server::start();
     let (a, b) = (core(&pg, &s3), core(&pg, &s3));
     let pki = tempfile::tempdir().unwrap();
-    make_ca(&pki.path().join("ca"));
-    let (cert, key) = issue(
-        &pki.path().join("ca"),
-        &pki.path().join("leaf"),
-        "edge",
-        &["localhost"],
-        &["127.0.0.1"],
-    );
-    let trust = pki.path().join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    std::fs::copy(pki.path().join("ca/ca.crt"), trust.join("ca.crt")).unwrap();
-    let upstreams = format!("{}, {}", a.connector("hosted"), b.connector("hosted"));
-    let edge = Edge::start(2, |p| {
-        format!(
-            "state_dir: ./state\nhealth_check_interval: 200ms\nmetrics: {{ listen: 127.0.0.1:{} }}\n\
-             listeners:\n  - name: front\n    listen: 127.0.0.1:{}\n    \
-             tls: {{ cert: {}, key: {} }}\n    upstreams: [{upstreams}]\n",
-            p[1],
-            p[0],
-            cert.display(),
-            key.display()
-        )
-    });
+    let (edge, trust) = front_edge(&[a.connector("hosted"), b.connector("hosted")], pki.path());
     let registry = format!("localhost:{}", edge.ports[0]);
     let work = tempfile::tempdir().unwrap();
     let img = write_layout(

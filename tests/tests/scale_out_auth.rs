@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use berth_tests::core::{hash_password, Core};
-use berth_tests::edge::{issue, make_ca, wait_for, Edge};
+use berth_tests::edge::{front_edge, wait_for};
 use berth_tests::http::{digest, request, Response};
 use berth_tests::image::write_layout;
 use berth_tests::postgres::Postgres;
@@ -122,35 +122,6 @@ fn within_follow(what: &str, mut check: impl FnMut() -> bool) -> Duration {
     started.elapsed()
 }
 
-/// The edge: one TLS listener (certificate for localhost and 127.0.0.1) over all three cores;
-/// the directory skopeo and podman trust it with.
-fn edge(cores: &[Core], pki: &std::path::Path) -> (Edge, std::path::PathBuf) {
-    make_ca(&pki.join("ca"));
-    let (cert, key) = issue(
-        &pki.join("ca"),
-        &pki.join("leaf"),
-        "edge",
-        &["localhost"],
-        &["127.0.0.1"],
-    );
-    let trust = pki.join("trust");
-    std::fs::create_dir_all(&trust).unwrap();
-    std::fs::copy(pki.join("ca/ca.crt"), trust.join("ca.crt")).unwrap();
-    let upstreams: Vec<&str> = cores.iter().map(|c| c.connector("hosted")).collect();
-    let upstreams = upstreams.join(", ");
-    let edge = Edge::start(1, |p| {
-        format!(
-            "state_dir: ./state\nhealth_check_interval: 200ms\n\
-             listeners:\n  - name: front\n    listen: 127.0.0.1:{}\n    \
-             tls: {{ cert: {}, key: {} }}\n    upstreams: [{upstreams}]\n",
-            p[0],
-            cert.display(),
-            key.display()
-        )
-    });
-    (edge, trust)
-}
-
 #[test]
 fn three_cores_with_access_control_behind_one_edge_are_one_registry() {
     let pg = Postgres::start();
@@ -176,7 +147,10 @@ fn three_cores_with_access_control_behind_one_edge_are_one_registry() {
     assert_eq!(keys[0]["source"], "metadata store");
 
     let pki = tempfile::tempdir().unwrap();
-    let (edge, trust) = edge(&cores, pki.path());
+    let (edge, trust) = front_edge(
+        &conn.iter().map(String::as_str).collect::<Vec<_>>(),
+        pki.path(),
+    );
     let reg = format!("localhost:{}", edge.ports[0]);
     clients_through_the_edge(&reg, &trust, edge.ports[0]);
 

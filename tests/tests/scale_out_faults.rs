@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_tests::core::Core;
-use berth_tests::edge::{curl, issue, make_ca, wait_for, Edge};
+use berth_tests::edge::{curl, front_edge, wait_for, Edge};
 use berth_tests::http::{digest, request};
 use berth_tests::postgres::Postgres;
 use berth_tests::registry::{oci_manifest, push_blob, put_manifest};
@@ -32,29 +32,10 @@ fn core(pg: &Postgres, s3: Option<&S3Server>) -> Core {
     Core::start_in(dir, &config)
 }
 
-/// An edge over `upstreams` with a metrics listener; (edge, its CA certificate).
+/// An edge over `upstreams`; (edge, its CA certificate).
 fn edge(upstreams: &[&str], pki: &Path) -> (Edge, PathBuf) {
-    make_ca(&pki.join("ca"));
-    let (cert, key) = issue(
-        &pki.join("ca"),
-        &pki.join("leaf"),
-        "edge",
-        &["localhost"],
-        &["127.0.0.1"],
-    );
-    let upstreams = upstreams.join(", ");
-    let edge = Edge::start(2, |p| {
-        format!(
-            "state_dir: ./state\nhealth_check_interval: 200ms\nmetrics: {{ listen: 127.0.0.1:{} }}\n\
-             listeners:\n  - name: front\n    listen: 127.0.0.1:{}\n    \
-             tls: {{ cert: {}, key: {} }}\n    upstreams: [{upstreams}]\n",
-            p[1],
-            p[0],
-            cert.display(),
-            key.display()
-        )
-    });
-    (edge, pki.join("ca/ca.crt"))
+    let (edge, trust) = front_edge(upstreams, pki);
+    (edge, trust.join("ca.crt"))
 }
 
 fn healthy_upstreams(edge: &Edge) -> u64 {
