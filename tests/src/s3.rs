@@ -31,35 +31,58 @@ fn binary() -> PathBuf {
     PathBuf::from(home).join(".cache/berth-tools/s3s-fs/bin/s3s-fs")
 }
 
+/// Starts s3s-fs on `port` over `dir` and waits until it accepts connections.
+fn spawn(dir: &TempDir, port: u16) -> Child {
+    let bin = binary();
+    let child = Command::new(&bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (cargo install s3s-fs --version 0.14.1 --features binary --locked --root ~/.cache/berth-tools/s3s-fs)",
+                bin.display()
+            )
+        });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 impl S3Server {
     pub fn start() -> S3Server {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("berth")).expect("bucket directory");
         let port = free_port();
-        let bin = binary();
-        let child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (cargo install s3s-fs --version 0.14.1 --features binary --locked --root ~/.cache/berth-tools/s3s-fs)",
-                    bin.display()
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn(&dir, port);
         S3Server {
             child,
             dir,
             endpoint: format!("http://127.0.0.1:{port}"),
         }
+    }
+
+    /// Kills the server, as an outage would; the bucket's files stay.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and bucket, after [`S3Server::stop`].
+    pub fn resume(&mut self) {
+        let port: u16 = self
+            .endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        self.child = spawn(&self.dir, port);
     }
 
     pub fn pid(&self) -> u32 {

@@ -345,3 +345,42 @@ fn a_patch_cut_off_by_a_killed_core_is_resumed_on_another() {
     .unwrap();
     assert_eq!(digest(&got.body), d);
 }
+
+/// The S3 endpoint goes away: a pull answers 503 naming the blob store (not a 500, not a
+/// minutes-long hang), `/readyz` says so, and the core serves again once the endpoint is back.
+#[test]
+fn a_core_whose_bucket_goes_away_answers_503_and_recovers() {
+    let pg = Postgres::start();
+    let mut s3 = S3Server::start();
+    let a = core(&pg, Some(&s3));
+    let blob = vec![7u8; 300_000];
+    assert_eq!(
+        push_blob(a.connector("hosted"), "app", &blob)
+            .unwrap()
+            .status,
+        201
+    );
+    let path = format!("/v2/app/blobs/{}", digest(&blob));
+
+    s3.stop();
+    let started = Instant::now();
+    let r = request(a.connector("hosted"), "GET", &path, &[], b"").unwrap();
+    let took = started.elapsed();
+    eprintln!(
+        "a pull with the bucket gone answered {} in {took:?}",
+        r.status
+    );
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("blob store is unavailable"));
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let ready = request(a.connector("hosted"), "GET", "/readyz", &[], b"").unwrap();
+    assert_eq!(ready.status, 503);
+
+    s3.resume();
+    let back = wait_for(|| {
+        let r = request(a.connector("hosted"), "GET", &path, &[], b"").unwrap();
+        (r.status == 200).then_some(r)
+    })
+    .expect("the core did not serve again once the bucket was back");
+    assert_eq!(digest(&back.body), digest(&blob));
+}

@@ -173,7 +173,8 @@ impl From<RepoError> for ApiError {
                     None => error,
                 };
             }
-            RepoError::Metadata(MetadataError::Unavailable(_)) => {
+            RepoError::Metadata(MetadataError::Unavailable(_))
+            | RepoError::Storage(StorageError::Unavailable(_)) => {
                 return ApiError::Unavailable(message)
             }
             RepoError::Storage(_) | RepoError::Metadata(_) => return ApiError::Internal(message),

@@ -103,6 +103,9 @@ pub enum StorageError {
     Io(#[from] io::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The blob store cannot be reached (an S3 endpoint down): worth retrying shortly.
+    #[error("the blob store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;

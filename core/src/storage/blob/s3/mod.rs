@@ -76,8 +76,33 @@ type SessionLock = Arc<tokio::sync::Mutex<Option<RunningHash>>>;
 pub(super) fn io_err(e: object_store::Error) -> StorageError {
     match e {
         object_store::Error::NotFound { .. } => StorageError::NotFound,
+        e if unreachable(&e) => StorageError::Unavailable(e.to_string()),
         e => StorageError::Io(io::Error::other(e)),
     }
+}
+
+/// Whether the endpoint could not be reached at all (refused, reset, timed out): somewhere in
+/// the error's chain an I/O error of that kind, or a transport failure with no answer.
+fn unreachable(e: &object_store::Error) -> bool {
+    use io::ErrorKind as K;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::TimedOut
+                    | K::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// One upload part: where it starts and how long it is.

@@ -75,6 +75,13 @@ impl S3BlobStore {
             }
             b = b.with_client_options(options);
         }
+        // While the endpoint is down, give up after a few seconds (the request answers 503 and
+        // the edge's health check takes the core out) instead of retrying for minutes.
+        b = b.with_retry(object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(8),
+            ..object_store::RetryConfig::default()
+        });
         let store = b.build().map_err(io_err)?;
         Ok(S3BlobStore::new(
             Arc::new(store),
