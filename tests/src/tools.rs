@@ -21,6 +21,22 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Runs a command with `input` on its standard input (a `--password-stdin` login); its
+/// output, whether it succeeded or not.
+pub fn with_stdin(cmd: &mut Command, input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
+
 /// `skopeo --insecure-policy ...` (no policy file is needed for tests).
 pub fn skopeo() -> Command {
     let mut c = Command::new("skopeo");

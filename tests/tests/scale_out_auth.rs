@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use berth_tests::http::{digest, request, Response};
 use berth_tests::image::write_layout;
 use berth_tests::postgres::Postgres;
 use berth_tests::s3::S3Server;
-use berth_tests::tools::{podman, run, skopeo, Dockerd};
+use berth_tests::tools::{podman, run, skopeo, with_stdin, Dockerd};
 use serde_json::{json, Value};
 
 /// The longest a change made on one core may take to apply on another: the settings poll
@@ -224,20 +223,14 @@ fn clients_through_the_edge(reg: &str, trust: &std::path::Path, port: u16) {
 
     // podman: login, pull, tag, push.
     let root = work.path().join("podman");
-    let mut login = podman(&root);
-    login
-        .args(["login", "--cert-dir"])
-        .arg(trust)
-        .args(["-u", "alice", "--password-stdin", reg])
-        .stdin(Stdio::piped());
-    let mut child = login.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"alice-pw\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "podman login failed");
+    let login = with_stdin(
+        podman(&root)
+            .args(["login", "--cert-dir"])
+            .arg(trust)
+            .args(["-u", "alice", "--password-stdin", reg]),
+        "alice-pw\n",
+    );
+    assert!(login.status.success(), "podman login: {login:?}");
     let app = format!("{reg}/team/app:v1");
     run(podman(&root)
         .args(["pull", "--arch", "amd64", "--cert-dir"])
@@ -253,19 +246,12 @@ fn clients_through_the_edge(reg: &str, trust: &std::path::Path, port: u16) {
     // docker, on the loopback address (docker does not check certificates there).
     let dockerd = Dockerd::start();
     let host = format!("127.0.0.1:{port}");
-    let mut c = dockerd.docker();
-    c.args(["login", "-u", "alice", "--password-stdin", &host])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"alice-pw\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        dockerd
+            .docker()
+            .args(["login", "-u", "alice", "--password-stdin", &host]),
+        "alice-pw\n",
+    );
     assert!(
         out.status.success(),
         "docker login: {}",

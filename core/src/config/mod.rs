@@ -50,7 +50,7 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     pub gc: GcSettings,
     /// The config file's `repositories` entries as written: the bootstrap that settings
-    /// changed at run time are merged with (see [`crate::server::control`]).
+    /// changed at run time are merged with (by the service layer, `registry/control.rs`).
     pub repository_entries: Vec<serde_json::Value>,
     /// The file, for errors and relative paths of entries created at run time.
     pub source: Source,

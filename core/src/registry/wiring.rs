@@ -56,7 +56,7 @@ pub async fn registry(
 
 /// The event notifier; its delivery tasks start with the server.
 fn notifier(config: &Config) -> Result<crate::events::Notifier, BuildError> {
-    let host = hostname();
+    let host = crate::storage::metadata::cluster::hostname();
     let source = crate::events::SourceInfo {
         addr: format!("{host}:{}", config.main.listen.port()),
         instance_id: format!("{:032x}", rand::random::<u128>()),
@@ -65,12 +65,6 @@ fn notifier(config: &Config) -> Result<crate::events::Notifier, BuildError> {
         owner: format!("notifications endpoint {}", e.endpoint),
         source: std::io::Error::other(e.reason),
     })
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned())
 }
 
 /// Every repository's life-cycle settings.

@@ -16,16 +16,21 @@ use async_trait::async_trait;
 
 use super::Result;
 
+/// This machine's name (`/etc/hostname`), or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
 /// This process's name among the cores on one metadata store (lease holders, collection
 /// reports): host, process id, and a random part for containers where every core is process 1.
 pub fn process_name() -> &'static str {
     static NAME: OnceLock<String> = OnceLock::new();
     NAME.get_or_init(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".to_owned());
         format!(
-            "{host}/{}/{}",
+            "{}/{}/{}",
+            hostname(),
             std::process::id(),
             hex::encode(rand::random::<[u8; 2]>())
         )
