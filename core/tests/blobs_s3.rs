@@ -26,6 +26,7 @@ fn settings(server: &S3Server, prefix: &str) -> S3Settings {
         secret_access_key: Some(SECRET_KEY.into()),
         conditional_put: true,
         ca_file: None,
+        redirect: false,
     }
 }
 

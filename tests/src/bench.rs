@@ -23,16 +23,30 @@ impl Distribution {
     /// Starts with extra top-level YAML (an `auth:` section, for instance).
     pub fn start_with(extra: &str) -> Distribution {
         let dir = tempfile::tempdir().expect("tempdir");
+        let storage = format!(
+            "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+            dir.path().join("data").display()
+        );
+        Distribution::start_in(dir, &storage, extra)
+    }
+
+    /// Starts on the given `storage:` section (its s3 driver, for instance).
+    pub fn start_s3(storage: &str) -> Distribution {
+        Distribution::start_in(tempfile::tempdir().expect("tempdir"), storage, "")
+    }
+
+    fn start_in(dir: tempfile::TempDir, storage: &str, extra: &str) -> Distribution {
         // Distribution cannot take a pre-bound socket: pick a free port and retry on a clash.
         for _ in 0..5 {
             let addr = format!("127.0.0.1:{}", free_port());
             let config = format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n{storage}http:\n  addr: {addr}\n"
             );
             std::fs::write(dir.path().join("config.yml"), format!("{config}{extra}"))
                 .expect("config");
+            // Distribution 2.8 panics at start when AWS_CA_BUNDLE is set.
             let mut child = Command::new("docker-registry")
+                .env_remove("AWS_CA_BUNDLE")
                 .arg("serve")
                 .arg(dir.path().join("config.yml"))
                 .stdout(Stdio::null())

@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod busy_ca;
 pub mod core;
 pub mod edge;
+pub mod garage;
 pub mod http;
 pub mod image;
 pub mod pebble;

@@ -87,6 +87,13 @@ impl Postgres {
             .args(["-m", "immediate", "-w", "stop"]));
     }
 
+    /// The postmaster's pid (its backends are its children), from `postmaster.pid`.
+    pub fn pid(&self) -> u32 {
+        let text = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .expect("postmaster.pid");
+        text.lines().next().and_then(|l| l.trim().parse().ok()).expect("pid")
+    }
+
     /// A new empty database on the same server; returns its URL.
     pub fn database(&self, name: &str) -> String {
         run(Command::new(self.bin.join("psql"))

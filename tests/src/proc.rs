@@ -45,3 +45,20 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
 pub fn reset_peak(pid: u32) {
     let _ = fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
+
+/// CPU seconds of `pid` and every process below it, living or reaped (a PostgreSQL server's
+/// backends, for instance): its own time, its waited-for children's, and each live child's tree.
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime, stime, cutime, cstime.
+    let own = (num(11) + num(12) + num(13) + num(14)) / TICKS;
+    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    own + children
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(tree_cpu_seconds)
+        .sum::<f64>()
+}

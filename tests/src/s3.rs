@@ -97,11 +97,16 @@ impl S3Server {
     /// `storage.blobs.s3` for a core's config, one line of YAML flow style (the secret in a
     /// file, as an operator would keep it).
     pub fn config(&self, prefix: &str) -> String {
+        self.config_with(prefix, "")
+    }
+
+    /// [`S3Server::config`] with more keys of `storage.blobs.s3` (`", redirect: true"`).
+    pub fn config_with(&self, prefix: &str, more: &str) -> String {
         let secret = self.dir.path().join("secret");
         std::fs::write(&secret, format!("{SECRET_KEY}\n")).expect("secret file");
         format!(
             "{{ s3: {{ bucket: berth, endpoint: \"{}\", region: us-east-1, prefix: \"{prefix}\", \
-             access_key_id: {ACCESS_KEY}, secret_access_key_file: {} }} }}",
+             access_key_id: {ACCESS_KEY}, secret_access_key_file: {}{more} }} }}",
             self.endpoint,
             secret.display()
         )

@@ -258,3 +258,49 @@ fn garbage_collection_empties_the_bucket_of_what_nothing_uses() {
     .unwrap();
     assert_eq!(r.status, 200);
 }
+
+/// `storage.blobs.s3.redirect: true`: a blob GET answers 307 to a presigned URL of the
+/// bucket, whose bytes are the blob's; a HEAD and a manifest stay with the core, and skopeo
+/// pulls the image whole by following the redirects.
+#[test]
+fn with_redirect_blob_reads_go_to_the_bucket() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage:\n  root: {}\n  blobs: {}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        dir.path().join("data").display(),
+        s3.config_with("registry", ", redirect: true")
+    );
+    let core = Core::start_in(dir, &config);
+    let addr = core.connector("hosted");
+    let work = tempfile::tempdir().unwrap();
+    let img = write_layout(&work.path().join("img"), "v1", &[("linux", "amd64")], &[700_000], 5);
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", work.path().join("img").display()))
+        .arg(format!("docker://{addr}/app:v1")));
+    let layer = &img.layers[0];
+    let r = request(addr, "GET", &format!("/v2/app/blobs/{layer}"), &[], b"").unwrap();
+    assert_eq!(r.status, 307, "{}", String::from_utf8_lossy(&r.body));
+    let location = r.header("location").unwrap().to_owned();
+    let rest = location
+        .strip_prefix(&format!("{}/", s3.endpoint))
+        .unwrap_or_else(|| panic!("{location} is not on {}", s3.endpoint));
+    let host = s3.endpoint.trim_start_matches("http://");
+    let fetched = request(host, "GET", &format!("/{rest}"), &[], b"").unwrap();
+    assert_eq!(fetched.status, 200, "{}", String::from_utf8_lossy(&fetched.body));
+    assert_eq!(&digest(&fetched.body), layer);
+    // HEAD answers here, with the size; a blob not in the repository is still 404 here.
+    let head = request(addr, "HEAD", &format!("/v2/app/blobs/{layer}"), &[], b"").unwrap();
+    assert_eq!(head.status, 200);
+    assert!(head.header("content-length").is_some());
+    let other = request(addr, "GET", &format!("/v2/other/blobs/{layer}"), &[], b"").unwrap();
+    assert_eq!(other.status, 404);
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{addr}/app:v1"))
+        .arg(format!("oci:{}:back", work.path().join("back").display())));
+    let back = std::fs::read(work.path().join("back/blobs/sha256").join(&layer[7..])).unwrap();
+    assert_eq!(&digest(&back), layer);
+}

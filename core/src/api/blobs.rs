@@ -61,6 +61,14 @@ async fn get(t: &Target, digest: &Digest, req: &Parts) -> ApiResult {
             return Ok(r);
         }
     };
+    if req.method == Method::GET {
+        if let Some(url) = t.repo().blob_redirect(&t.image, digest).await? {
+            let mut r = response::status(StatusCode::TEMPORARY_REDIRECT);
+            response::set(&mut r, "location", &url);
+            response::set(&mut r, "docker-content-digest", &digest.to_string());
+            return Ok(r);
+        }
+    }
     let body = if req.method == Method::HEAD || len == 0 {
         response::empty()
     } else {

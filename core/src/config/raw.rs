@@ -216,6 +216,8 @@ pub struct RawS3 {
     pub conditional_put: Option<bool>,
     /// PEM file with the CA(s) of an endpoint behind a private CA, trusted beside the system's.
     pub ca_file: Option<String>,
+    /// Answer blob `GET`s with a 307 to a presigned URL of the bucket (default `false`).
+    pub redirect: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -123,6 +123,7 @@ fn s3_settings(raw: RawS3, source: &Source) -> Result<S3Settings, ConfigError> {
         access_key_id: raw.access_key_id,
         secret_access_key,
         conditional_put: raw.conditional_put.unwrap_or(true),
+        redirect: raw.redirect.unwrap_or(false),
     })
 }
 

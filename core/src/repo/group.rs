@@ -223,6 +223,17 @@ impl Repository for GroupRepository {
         self.members[i].blob_read(image, digest, start, len).await
     }
 
+    async fn blob_redirect(&self, image: &ImageName, digest: &Digest) -> Result<Option<String>> {
+        let unknown = || RepoError::BlobUnknown {
+            digest: digest.clone(),
+            remote: None,
+        };
+        let (i, _) = self
+            .first(unknown, |m| async move { m.blob_size(image, digest).await })
+            .await?;
+        self.members[i].blob_redirect(image, digest).await
+    }
+
     async fn blob_delete(&self, image: &ImageName, digest: &Digest) -> Result<()> {
         self.writable()?.blob_delete(image, digest).await
     }

@@ -66,6 +66,11 @@ pub trait Repository: Send + Sync + 'static {
         start: u64,
         len: u64,
     ) -> Result<ByteStream>;
+    /// A URL the client may fetch a blob visible in `image` from itself (the bucket's, when
+    /// `storage.blobs.s3.redirect` is on); `None`: read it with [`Repository::blob_read`].
+    async fn blob_redirect(&self, _image: &ImageName, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
     async fn blob_delete(&self, image: &ImageName, digest: &Digest) -> Result<()>;
     /// Makes a blob visible in `image` if it is visible in `from`; `false` if it is not.
     async fn blob_mount(

@@ -49,6 +49,11 @@ impl Repository for HostedRepository {
         }
     }
 
+    async fn blob_redirect(&self, image: &ImageName, digest: &Digest) -> Result<Option<String>> {
+        self.visible(image, digest).await?;
+        Ok(self.stores.blobs.redirect_url(digest).await?)
+    }
+
     async fn blob_delete(&self, image: &ImageName, digest: &Digest) -> Result<()> {
         self.writable()?;
         if self

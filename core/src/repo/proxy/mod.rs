@@ -193,6 +193,15 @@ impl Repository for ProxyRepository {
         }
     }
 
+    async fn blob_redirect(&self, image: &ImageName, digest: &Digest) -> Result<Option<String>> {
+        // Only what is cached here can be sent to the bucket; the rest streams from the remote.
+        let url = local(self.inner.local.blob_redirect(image, digest).await)?.flatten();
+        if url.is_some() {
+            self.inner.counters.blob_hit.inc();
+        }
+        Ok(url)
+    }
+
     async fn blob_read(
         &self,
         image: &ImageName,

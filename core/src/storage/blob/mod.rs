@@ -25,6 +25,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
     /// Streams `len` bytes of a blob from `start` (`NotFound` if absent).
     async fn read(&self, digest: &Digest, start: u64, len: u64) -> Result<ByteStream>;
+    /// Where a client may fetch a stored blob itself, instead of through this process (a
+    /// presigned URL of a bucket); `None`: serve it with [`BlobStore::read`].
+    async fn redirect_url(&self, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Reads a whole (small) blob, such as a manifest.
     async fn bytes(&self, digest: &Digest) -> Result<Bytes>;
     /// Stores small content durably under its digest, computed here.

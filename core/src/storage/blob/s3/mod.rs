@@ -45,6 +45,7 @@ use crate::storage::{ByteStream, Result, StorageError};
 
 mod claim;
 mod commit;
+mod redirect;
 mod settings;
 
 pub use settings::S3Settings;
@@ -116,6 +117,8 @@ pub struct S3BlobStore {
     /// session do not interleave here (across cores the claims do that job).
     /// It also holds the session's running hash, when this process wrote all of it.
     sessions: Mutex<HashMap<String, SessionLock>>,
+    /// Presigns blob reads when `redirect` is on.
+    signer: Option<Arc<dyn object_store::signer::Signer>>,
 }
 
 impl S3BlobStore {
@@ -132,6 +135,7 @@ impl S3BlobStore {
                 format!("{prefix}/")
             },
             sessions: Mutex::new(HashMap::new()),
+            signer: None,
         }
     }
 
@@ -302,6 +306,10 @@ impl BlobStore for S3BlobStore {
         };
         let result = self.store.get_opts(&key, options).await.map_err(io_err)?;
         Ok(Box::pin(result.into_stream().map_err(io::Error::other)))
+    }
+
+    async fn redirect_url(&self, digest: &Digest) -> Result<Option<String>> {
+        self.presigned(digest).await
     }
 
     async fn bytes(&self, digest: &Digest) -> Result<Bytes> {

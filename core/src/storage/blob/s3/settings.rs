@@ -20,6 +20,8 @@ pub struct S3Settings {
     pub conditional_put: bool,
     /// Extra trust for an endpoint behind a private CA.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Blob reads answered with a presigned URL of the bucket.
+    pub redirect: bool,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -36,6 +38,7 @@ impl std::fmt::Debug for S3Settings {
             )
             .field("conditional_put", &self.conditional_put)
             .field("ca_file", &self.ca_file)
+            .field("redirect", &self.redirect)
             .finish()
     }
 }
@@ -82,12 +85,13 @@ impl S3BlobStore {
             retry_timeout: std::time::Duration::from_secs(8),
             ..object_store::RetryConfig::default()
         });
-        let store = b.build().map_err(io_err)?;
-        Ok(S3BlobStore::new(
-            Arc::new(store),
-            &settings.prefix,
-            settings.conditional_put,
-        ))
+        let store = Arc::new(b.build().map_err(io_err)?);
+        let blobs = S3BlobStore::new(store.clone(), &settings.prefix, settings.conditional_put);
+        Ok(if settings.redirect {
+            blobs.with_redirects(store)
+        } else {
+            blobs
+        })
     }
 }
 
