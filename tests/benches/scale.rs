@@ -212,7 +212,13 @@ fn layouts(root: &Path) -> Vec<PathBuf> {
     (0..PARALLEL)
         .map(|i| {
             let dir = root.join(format!("image-{i}"));
-            write_layout(&dir, "v1", &[("linux", "amd64")], &[LAYER; LAYERS], 7000 + i as u64);
+            write_layout(
+                &dir,
+                "v1",
+                &[("linux", "amd64")],
+                &[LAYER; LAYERS],
+                7000 + i as u64,
+            );
             dir
         })
         .collect()

@@ -91,7 +91,10 @@ impl Postgres {
     pub fn pid(&self) -> u32 {
         let text = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
             .expect("postmaster.pid");
-        text.lines().next().and_then(|l| l.trim().parse().ok()).expect("pid")
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("pid")
     }
 
     /// A new empty database on the same server; returns its URL.

@@ -55,7 +55,8 @@ pub fn tree_cpu_seconds(pid: u32) -> f64 {
     let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime, stime, cutime, cstime.
     let own = (num(11) + num(12) + num(13) + num(14)) / TICKS;
-    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let children =
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     own + children
         .split_whitespace()
         .filter_map(|c| c.parse().ok())

@@ -275,7 +275,13 @@ fn with_redirect_blob_reads_go_to_the_bucket() {
     let core = Core::start_in(dir, &config);
     let addr = core.connector("hosted");
     let work = tempfile::tempdir().unwrap();
-    let img = write_layout(&work.path().join("img"), "v1", &[("linux", "amd64")], &[700_000], 5);
+    let img = write_layout(
+        &work.path().join("img"),
+        "v1",
+        &[("linux", "amd64")],
+        &[700_000],
+        5,
+    );
     run(skopeo()
         .args(["copy", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:v1", work.path().join("img").display()))
@@ -289,7 +295,12 @@ fn with_redirect_blob_reads_go_to_the_bucket() {
         .unwrap_or_else(|| panic!("{location} is not on {}", s3.endpoint));
     let host = s3.endpoint.trim_start_matches("http://");
     let fetched = request(host, "GET", &format!("/{rest}"), &[], b"").unwrap();
-    assert_eq!(fetched.status, 200, "{}", String::from_utf8_lossy(&fetched.body));
+    assert_eq!(
+        fetched.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&fetched.body)
+    );
     assert_eq!(&digest(&fetched.body), layer);
     // HEAD answers here, with the size; a blob not in the repository is still 404 here.
     let head = request(addr, "HEAD", &format!("/v2/app/blobs/{layer}"), &[], b"").unwrap();

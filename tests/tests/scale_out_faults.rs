@@ -1,6 +1,7 @@
 //! Faults behind one edge, with real processes: a core that loses its database answers 503 on
 //! `/readyz`, leaves the edge's pool and comes back by itself when the database does; a core
-//! killed with SIGKILL in the middle of a pull load costs no pull the edge could still save.
+//! killed with SIGKILL in the middle of a pull load costs no pull the edge could still save,
+//! and in the middle of pushes and pulls loses no push it acknowledged.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,6 +16,7 @@ use berth_tests::http::{digest, request};
 use berth_tests::postgres::Postgres;
 use berth_tests::registry::{oci_manifest, push_blob, put_manifest};
 use berth_tests::s3::S3Server;
+use berth_tests::tls;
 
 /// A core on `pg` (and `s3`'s bucket, if given; else its own directory).
 fn core(pg: &Postgres, s3: Option<&S3Server>) -> Core {
@@ -383,4 +385,186 @@ fn a_core_whose_bucket_goes_away_answers_503_and_recovers() {
     })
     .expect("the core did not serve again once the bucket was back");
     assert_eq!(digest(&back.body), digest(&blob));
+}
+
+/// What a pusher thread saw: pushes acknowledged (tag, manifest digest, layer) and failures.
+#[derive(Default)]
+struct Pushes {
+    done: Vec<(String, String, Vec<u8>)>,
+    failed: Vec<String>,
+}
+
+/// One push through the edge on `conn`: a 256 KiB layer, then a manifest tagged `tag`; the
+/// manifest's digest once both are acknowledged.
+fn push_through(conn: &mut tls::Conn, tag: &str, layer: &[u8]) -> Result<String, String> {
+    let config = format!("{{\"tag\":\"{tag}\"}}").into_bytes();
+    for blob in [&config[..], layer] {
+        let path = format!("/v2/mixed/blobs/uploads/?digest={}", digest(blob));
+        let (status, _, body) = conn
+            .request("POST", &path, &[], blob)
+            .map_err(|e| e.to_string())?;
+        if status != 201 {
+            return Err(format!("blob: {status} {}", String::from_utf8_lossy(&body)));
+        }
+    }
+    let manifest = oci_manifest(&config, &[layer]);
+    let headers = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")];
+    let path = format!("/v2/mixed/manifests/{tag}");
+    let (status, _, body) = conn
+        .request("PUT", &path, &headers, &manifest)
+        .map_err(|e| e.to_string())?;
+    if status != 201 {
+        return Err(format!(
+            "manifest: {status} {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    Ok(digest(&manifest))
+}
+
+/// Pushes until `stop`, reconnecting after a failure, as a client that retries would.
+fn pusher(id: usize, port: u16, ca: PathBuf, stop: Arc<AtomicBool>, seen: Arc<Mutex<Pushes>>) {
+    let config = tls::config(&ca);
+    let addr = format!("127.0.0.1:{port}");
+    let host = format!("localhost:{port}");
+    let mut conn = None;
+    let mut n = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let tag = format!("p{id}-{n}");
+        let layer: Vec<u8> = (0..256 * 1024u32)
+            .map(|i| (i.wrapping_mul(31) ^ n ^ (id as u32) << 8) as u8)
+            .collect();
+        let c = match conn
+            .take()
+            .map_or_else(|| tls::Conn::open(&config, &addr, &host), Ok)
+        {
+            Ok(c) => conn.insert(c),
+            Err(e) => {
+                seen.lock()
+                    .unwrap()
+                    .failed
+                    .push(format!("{tag}: connect: {e}"));
+                continue;
+            }
+        };
+        match push_through(c, &tag, &layer) {
+            Ok(manifest) => seen.lock().unwrap().done.push((tag, manifest, layer)),
+            Err(e) => {
+                conn = None;
+                seen.lock().unwrap().failed.push(format!("{tag}: {e}"));
+            }
+        }
+    }
+}
+
+/// Three cores under pulls and pushes at once through one edge; one is killed with SIGKILL.
+/// No pull is answered with an error, at most the requests in flight on the dead core are cut
+/// off, and every push acknowledged before or after the kill pulls back whole.
+#[test]
+fn a_core_killed_during_pushes_and_pulls_loses_no_acknowledged_push() {
+    let pg = Postgres::start();
+    let s3 = S3Server::start();
+    let mut cores: Vec<Core> = (0..3).map(|_| core(&pg, Some(&s3))).collect();
+    let layer: Vec<u8> = (0..1_000_000u32).map(|i| (i % 241) as u8).collect();
+    let config = b"{}".to_vec();
+    for blob in [&config, &layer] {
+        let r = push_blob(cores[0].connector("hosted"), "app", blob).unwrap();
+        assert_eq!(r.status, 201);
+    }
+    let manifest = oci_manifest(&config, &[&layer]);
+    let r = put_manifest(cores[0].connector("hosted"), "app", "v1", &manifest).unwrap();
+    assert_eq!(r.status, 201);
+    let pki = tempfile::tempdir().unwrap();
+    let upstreams: Vec<&str> = cores.iter().map(|c| c.connector("hosted")).collect();
+    let (edge, ca) = edge(&upstreams, pki.path());
+    assert!(wait_for(|| (healthy_upstreams(&edge) == 3).then_some(())).is_some());
+
+    let port = edge.ports[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let pulls = Arc::new(Mutex::new(Vec::new()));
+    let pushes = Arc::new(Mutex::new(Pushes::default()));
+    let paths = [
+        "/v2/app/manifests/v1".to_owned(),
+        format!("/v2/app/blobs/{}", digest(&layer)),
+    ];
+    let mut threads: Vec<_> = (0..2)
+        .map(|i| {
+            let (stop, pulls, ca, path) =
+                (stop.clone(), pulls.clone(), ca.clone(), paths[i].clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let got = get_through(port, &ca, &path);
+                    pulls.lock().unwrap().push(got);
+                }
+            })
+        })
+        .collect();
+    for id in 0..2 {
+        let (stop, pushes, ca) = (stop.clone(), pushes.clone(), ca.clone());
+        threads.push(std::thread::spawn(move || {
+            pusher(id, port, ca, stop, pushes)
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    cores[2].kill9();
+    let pulled_at = pulls.lock().unwrap().len();
+    // Once the edge has seen the core die (health checks every 200 ms), nothing more fails.
+    std::thread::sleep(Duration::from_millis(1000));
+    let failed_by_then = pushes.lock().unwrap().failed.len();
+    std::thread::sleep(Duration::from_millis(2000));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+
+    let pulls = pulls.lock().unwrap();
+    let errors: Vec<_> = pulls
+        .iter()
+        .filter(|a| !matches!(a, Ok(200) | Err(_)))
+        .collect();
+    assert!(errors.is_empty(), "error answers to pulls: {errors:?}");
+    let cut = pulls.iter().filter(|a| a.is_err()).count();
+    assert!(cut <= 2, "{cut} pulls cut off");
+    assert!(pulls[pulled_at + 8..].iter().all(|a| *a == Ok(200)));
+    let pushes = pushes.lock().unwrap();
+    // A push in flight on the killed core may fail (the client retries it); two pushers, so
+    // at most two, and none once the edge has taken the core out.
+    assert!(
+        pushes.failed.len() <= 2,
+        "failed pushes: {:?}",
+        pushes.failed
+    );
+    assert_eq!(pushes.failed.len(), failed_by_then, "{:?}", pushes.failed);
+    assert!(pushes.done.len() >= 10, "only {} pushes", pushes.done.len());
+    let alive = cores[0].connector("hosted");
+    for (tag, manifest, blob) in &pushes.done {
+        let r = request(
+            alive,
+            "GET",
+            &format!("/v2/mixed/manifests/{tag}"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{tag}");
+        assert_eq!(&digest(&r.body), manifest, "{tag}");
+        let r = request(
+            alive,
+            "GET",
+            &format!("/v2/mixed/blobs/{}", digest(blob)),
+            &[],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{tag}'s layer");
+        assert_eq!(digest(&r.body), digest(blob), "{tag}'s layer");
+    }
+    eprintln!(
+        "{} pulls ({cut} cut off by the kill), {} pushes acknowledged and pulled back, {} failed: {:?}",
+        pulls.len(),
+        pushes.done.len(),
+        pushes.failed.len(),
+        pushes.failed
+    );
 }
