@@ -8,7 +8,7 @@
 //! `cargo build --release --workspace` first.
 
 use berth_tests::blobs::{pull, push_chunked, push_monolithic, Server};
-use berth_tests::core::Core;
+use berth_tests::core::{stores_config, Core};
 use berth_tests::http;
 use berth_tests::image::Pattern;
 use berth_tests::proc;
@@ -61,12 +61,7 @@ fn main() {
 
     let s3 = S3Server::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "storage:\n  root: {}\n  blobs: {}\nmain: {{ listen: 127.0.0.1:0 }}\n\
-         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
-        dir.path().join("data").display(),
-        s3.config("bench")
-    );
+    let config = stores_config(&dir.path().join("data"), "", &s3.config("bench"));
     let on_s3 = Core::start_in(dir, &config);
     let on_fs = Core::start();
     let servers = [

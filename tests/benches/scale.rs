@@ -13,10 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::bench::Distribution;
-use berth_tests::core::Core;
+use berth_tests::blobs::{header, path_of, send, start_upload, with_digest, Server};
+use berth_tests::core::{stores_config, Core};
 use berth_tests::edge::{front_edge, Edge};
 use berth_tests::garage::Garage;
-use berth_tests::image::write_layout;
+use berth_tests::image::{write_layout, Pattern};
 use berth_tests::postgres::Postgres;
 use berth_tests::proc;
 use berth_tests::tools::{run, skopeo};
@@ -69,12 +70,7 @@ fn distribution() -> Target {
 }
 
 fn core_config(dir: &Path, metadata: &str, s3: &Garage) -> String {
-    format!(
-        "storage:\n  root: {}\n{metadata}  blobs: {}\nmain: {{ listen: 127.0.0.1:0 }}\n\
-         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
-        dir.join("data").display(),
-        s3.berth_config("berth")
-    )
+    stores_config(&dir.join("data"), metadata, &s3.berth_config("berth"))
 }
 
 /// `cores` Berth cores on one Garage (and, for more than one, one PostgreSQL); behind the
@@ -84,7 +80,7 @@ fn berth(cores: usize, edge: bool) -> Target {
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     let pg = (cores > 1).then(Postgres::start);
     let metadata = pg.as_ref().map_or(String::new(), |pg| {
-        format!("  metadata: {{ postgres: {{ url: \"{}\" }} }}\n", pg.url)
+        format!("{{ postgres: {{ url: \"{}\" }} }}", pg.url)
     });
     let started: Vec<Core> = (0..cores)
         .map(|_| {
@@ -250,6 +246,63 @@ fn print(rows: &[(String, [Phase; 4])]) {
     }
 }
 
+/// A 1 GiB upload sent to one core in one PATCH, committed by the same core (which kept the
+/// running SHA-256) and by another (which reads the parts back to hash them): the cost of
+/// finishing an upload on a core that did not receive it.
+fn rehash() {
+    let s3 = Garage::start();
+    let pg = Postgres::start();
+    let metadata = format!("{{ postgres: {{ url: \"{}\" }} }}", pg.url);
+    let cores: Vec<Core> = (0..2)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let text = core_config(dir.path(), &metadata, &s3);
+            Core::start_in(dir, &text)
+        })
+        .collect();
+    let servers: Vec<Server> = cores
+        .iter()
+        .map(|c| Server {
+            name: "berth-core",
+            addr: c.connector("hosted").to_owned(),
+            pid: c.pid().expect("pid"),
+        })
+        .collect();
+    let mut data = vec![0u8; 1 << 30];
+    Pattern::fill_at(0, &mut data);
+    println!("\ncommit of a 1 GiB upload received by core 1 (one PATCH)");
+    for (round, (label, committer)) in [("by core 1", 0), ("by core 2", 1)].into_iter().enumerate()
+    {
+        data[..8].copy_from_slice(&(round as u64).to_le_bytes());
+        let digest = berth_tests::http::digest(&data);
+        let path = start_upload(&servers[0], "bench/rehash");
+        let (status, h) = send(&servers[0].addr, "PATCH", &path, &[], &[&data]);
+        assert_eq!(status, 202, "PATCH");
+        let path = path_of(header(&h, "location"), &servers[0].addr);
+        let cpu = || -> f64 {
+            servers
+                .iter()
+                .map(|s| proc::cpu_seconds(s.pid))
+                .sum::<f64>()
+                + proc::cpu_seconds(s3.pid())
+        };
+        let (c0, t0) = (cpu(), Instant::now());
+        let (status, _) = send(
+            &servers[committer].addr,
+            "PUT",
+            &with_digest(&path, &digest),
+            &[],
+            &[],
+        );
+        assert_eq!(status, 201, "commit");
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "  {label:<10} {secs:>7.2} s {:>8.2} CPU s (cores + S3 server)",
+            cpu() - c0
+        );
+    }
+}
+
 fn main() {
     run(Command::new("skopeo").arg("--version"));
     let rounds: usize = std::env::var("BERTH_BENCH_ROUNDS")
@@ -276,4 +329,5 @@ fn main() {
         println!("\n== round {round} of {rounds} (CPU: registry = cores + edge + PostgreSQL)");
         print(&rows);
     }
+    rehash();
 }

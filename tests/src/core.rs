@@ -66,6 +66,21 @@ pub fn default_config(data: &Path) -> String {
     )
 }
 
+/// One hosted repository named `hosted` on the given stores: `metadata` is a value for
+/// `storage.metadata` (empty: SQLite under `data`), `blobs` one for `storage.blobs`.
+pub fn stores_config(data: &Path, metadata: &str, blobs: &str) -> String {
+    let metadata = if metadata.is_empty() {
+        String::new()
+    } else {
+        format!("  metadata: {metadata}\n")
+    };
+    format!(
+        "storage:\n  root: {}\n{metadata}  blobs: {blobs}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        data.display()
+    )
+}
+
 impl Core {
     /// Starts a core with the default config.
     pub fn start() -> Core {

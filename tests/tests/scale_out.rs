@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use berth_tests::core::Core;
+use berth_tests::core::{stores_config, Core};
 use berth_tests::edge::front_edge;
 use berth_tests::http::{digest, request};
 use berth_tests::image::write_layout;
@@ -266,11 +266,10 @@ fn garbage_collection_empties_the_bucket_of_what_nothing_uses() {
 fn with_redirect_blob_reads_go_to_the_bucket() {
     let s3 = S3Server::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "storage:\n  root: {}\n  blobs: {}\nmain: {{ listen: 127.0.0.1:0 }}\n\
-         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
-        dir.path().join("data").display(),
-        s3.config_with("registry", ", redirect: true")
+    let config = stores_config(
+        &dir.path().join("data"),
+        "",
+        &s3.config_with("registry", ", redirect: true"),
     );
     let core = Core::start_in(dir, &config);
     let addr = core.connector("hosted");

@@ -77,6 +77,18 @@ impl GroupRepository {
         Err(last_err.unwrap_or_else(not_found))
     }
 
+    /// The first member in which the blob is visible.
+    async fn holder(&self, image: &ImageName, digest: &Digest) -> Result<&Arc<dyn Repository>> {
+        let unknown = || RepoError::BlobUnknown {
+            digest: digest.clone(),
+            remote: None,
+        };
+        let (i, _) = self
+            .first(unknown, |m| async move { m.blob_size(image, digest).await })
+            .await?;
+        Ok(&self.members[i])
+    }
+
     /// Makes `digest` (a blob) available in the writable member, copying it from another
     /// member if needed.
     async fn adopt_blob(
@@ -213,25 +225,17 @@ impl Repository for GroupRepository {
         start: u64,
         len: u64,
     ) -> Result<ByteStream> {
-        let unknown = || RepoError::BlobUnknown {
-            digest: digest.clone(),
-            remote: None,
-        };
-        let (i, _) = self
-            .first(unknown, |m| async move { m.blob_size(image, digest).await })
-            .await?;
-        self.members[i].blob_read(image, digest, start, len).await
+        self.holder(image, digest)
+            .await?
+            .blob_read(image, digest, start, len)
+            .await
     }
 
     async fn blob_redirect(&self, image: &ImageName, digest: &Digest) -> Result<Option<String>> {
-        let unknown = || RepoError::BlobUnknown {
-            digest: digest.clone(),
-            remote: None,
-        };
-        let (i, _) = self
-            .first(unknown, |m| async move { m.blob_size(image, digest).await })
-            .await?;
-        self.members[i].blob_redirect(image, digest).await
+        self.holder(image, digest)
+            .await?
+            .blob_redirect(image, digest)
+            .await
     }
 
     async fn blob_delete(&self, image: &ImageName, digest: &Digest) -> Result<()> {
