@@ -192,3 +192,55 @@ async fn an_endpoint_behind_a_private_ca_needs_its_ca_file() {
     assert_eq!(trusted.bytes(&d).await.unwrap(), &b"over tls"[..]);
     drop(edge);
 }
+
+/// A one-part upload written by one core and committed by another: the second finishes the
+/// hash from the first core's checkpoint instead of reading the part back, but only when the
+/// checkpoint names the part's ETag. Shown by doctoring checkpoints in the bucket: one that
+/// names the right ETag but carries another hash is believed (the commit is refused), one
+/// with a wrong ETag is ignored (the part is read back and the commit succeeds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_elsewhere_uses_the_checkpoint_of_the_very_part() {
+    let server = tokio::task::spawn_blocking(S3Server::start).await.unwrap();
+    let a = S3BlobStore::open(&settings(&server, "cp")).unwrap();
+    let b = S3BlobStore::open(&settings(&server, "cp")).unwrap();
+    let x: Vec<u8> = (0..3_000_000u32).map(|i| (i % 239) as u8).collect();
+    let y = vec![9u8; 1000];
+    let checkpoint = |id: &str, end: usize| {
+        server
+            .bucket_dir()
+            .join(format!("cp/uploads/{id}/{end:020}.sha256"))
+    };
+    let mut ids = Vec::new();
+    for data in [&x, &y, &x] {
+        let id = new_upload_id();
+        a.upload_create(&id).await.unwrap();
+        a.upload_append(&id, Some(0), body(data.clone()))
+            .await
+            .unwrap();
+        assert!(checkpoint(&id, data.len()).exists(), "no checkpoint");
+        ids.push(id);
+    }
+    let read = |id: &str, end: usize| std::fs::read(checkpoint(id, end)).unwrap();
+    let (cx, cy) = (read(&ids[0], x.len()), read(&ids[1], y.len()));
+    // [ETag length][ETag][state]: x's ETag with y's state.
+    let (ex, ey) = (usize::from(cx[0]), usize::from(cy[0]));
+    assert!(ex > 0, "the part's ETag is recorded");
+    let forged = [&cx[..=ex], &cy[1 + ey..]].concat();
+    std::fs::write(checkpoint(&ids[0], x.len()), forged).unwrap();
+    let believed = b.upload_commit(&ids[0], &Digest::sha256_of(&x)).await;
+    assert!(
+        matches!(believed, Err(StorageError::DigestMismatch { .. })),
+        "the checkpoint was not used: {believed:?}"
+    );
+    // The same state under an ETag that is not the part's: read back, committed.
+    let cx2 = read(&ids[2], x.len());
+    let ex2 = usize::from(cx2[0]);
+    let wrong = [&[3u8][..], b"\"0\"", &cx2[1 + ex2..]].concat();
+    std::fs::write(checkpoint(&ids[2], x.len()), wrong).unwrap();
+    let size = b
+        .upload_commit(&ids[2], &Digest::sha256_of(&x))
+        .await
+        .unwrap();
+    assert_eq!(size, x.len() as u64);
+    assert_eq!(b.bytes(&Digest::sha256_of(&x)).await.unwrap(), x);
+}

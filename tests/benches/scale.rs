@@ -2,7 +2,8 @@
 //! (a fresh one per registry, so every run starts from an empty bucket): skopeo pushes and
 //! pulls a 5 × 100 MiB image, then four such images at once. Berth runs as one core straight
 //! (plain HTTP, like Distribution), one core behind the edge (TLS) and three cores on one
-//! PostgreSQL behind the edge. Prints throughput and server CPU per MiB: the registry's own
+//! PostgreSQL behind the edge (and so again with `redirect: true`, as Distribution redirects
+//! blob GETs to the bucket by default). Prints throughput and server CPU per MiB: the registry's own
 //! processes (cores, edge, PostgreSQL), the S3 server's, and both together — what a deployment
 //! pays per byte. Needs Garage (see `tests/src/garage.rs`), `docker-registry`, skopeo,
 //! PostgreSQL, and a release build (`cargo build --release --workspace`); run with
@@ -69,14 +70,15 @@ fn distribution() -> Target {
     }
 }
 
-fn core_config(dir: &Path, metadata: &str, s3: &Garage) -> String {
-    stores_config(&dir.join("data"), metadata, &s3.berth_config("berth"))
+fn core_config(dir: &Path, metadata: &str, blobs: &str) -> String {
+    stores_config(&dir.join("data"), metadata, blobs)
 }
 
 /// `cores` Berth cores on one Garage (and, for more than one, one PostgreSQL); behind the
-/// edge with TLS, or straight.
-fn berth(cores: usize, edge: bool) -> Target {
+/// edge with TLS, or straight; `more` keys for `storage.blobs.s3`.
+fn berth(cores: usize, edge: bool, more: &str) -> Target {
     let s3 = Garage::start();
+    let blobs = s3.berth_config_with("berth", more);
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     let pg = (cores > 1).then(Postgres::start);
     let metadata = pg.as_ref().map_or(String::new(), |pg| {
@@ -85,7 +87,7 @@ fn berth(cores: usize, edge: bool) -> Target {
     let started: Vec<Core> = (0..cores)
         .map(|_| {
             let dir = tempfile::tempdir().expect("tempdir");
-            let text = core_config(dir.path(), &metadata, &s3);
+            let text = core_config(dir.path(), &metadata, &blobs);
             Core::start_in(dir, &text)
         })
         .collect();
@@ -103,10 +105,13 @@ fn berth(cores: usize, edge: bool) -> Target {
         (upstreams[0].to_owned(), None)
     };
     let db = pg.as_ref().map(Postgres::pid);
-    let name = match (cores, edge) {
+    let mut name = match (cores, edge) {
         (1, false) => "Berth, 1 core".to_owned(),
         (n, _) => format!("Berth, {n} core{} + edge", if n == 1 { "" } else { "s" }),
     };
+    if more.contains("redirect: true") {
+        name.push_str(", redirect");
+    }
     keep.push(Box::new(started));
     if let Some(pg) = pg {
         keep.push(Box::new(pg));
@@ -167,12 +172,14 @@ fn wait_all(children: Vec<Child>) {
     }
 }
 
-/// skopeo pushes (`push`) or pulls each layout as `bench/<i>:v1`, all at once.
-fn copy_all(t: &Target, layouts: &[PathBuf], push: bool, scratch: &Path) {
+/// skopeo pushes (`push`) or pulls each layout as `bench/<i>:v1`, all at once; `i` counts
+/// from `first`.
+fn copy_all(t: &Target, layouts: &[PathBuf], first: usize, push: bool, scratch: &Path) {
     let children = layouts
         .iter()
         .enumerate()
         .map(|(i, layout)| {
+            let i = first + i;
             let remote = format!("docker://{}/bench/{i}:v1", t.addr);
             let local = format!("oci:{}:v1", layout.display());
             let mut args = t.tls_args(if push { "dest" } else { "src" });
@@ -194,13 +201,12 @@ fn bench(t: &Target, layouts: &[PathBuf], scratch: &Path) -> [Phase; 4] {
     let one = (LAYER * LAYERS) as f64 / MIB;
     let all = one * PARALLEL as f64;
     let (first, rest) = layouts.split_at(1);
-    let push1 = measure(t, one, || copy_all(t, first, true, scratch));
-    let pull1 = measure(t, one, || copy_all(t, first, false, scratch));
-    // The first image is stored already: the parallel phase pushes the others as new
-    // repositories plus the first again under its own name (bench/0 exists: a cheap no-op
-    // would flatter the figure, so it is left out and the rate counts what moved).
-    let pushn = measure(t, all - one, || copy_all(t, rest, true, scratch));
-    let pulln = measure(t, all, || copy_all(t, layouts, false, scratch));
+    let push1 = measure(t, one, || copy_all(t, first, 0, true, scratch));
+    let pull1 = measure(t, one, || copy_all(t, first, 0, false, scratch));
+    // The first image is stored already (pushing it again would be a cheap no-op that
+    // flatters the figure): the parallel push is of the other three, the parallel pull of all.
+    let pushn = measure(t, all - one, || copy_all(t, rest, 1, true, scratch));
+    let pulln = measure(t, all, || copy_all(t, layouts, 0, false, scratch));
     [push1, pull1, pushn, pulln]
 }
 
@@ -230,13 +236,13 @@ fn print(rows: &[(String, [Phase; 4])]) {
     for (p, phase) in phases.iter().enumerate() {
         println!("\n{phase}");
         println!(
-            "  {:<24} {:>8} {:>14} {:>12} {:>12}",
+            "  {:<34} {:>8} {:>14} {:>12} {:>12}",
             "", "MiB/s", "CPU ms/MiB", "registry", "S3 server"
         );
         for (name, f) in rows {
             let f = f[p];
             println!(
-                "  {name:<24} {:>8.1} {:>14.2} {:>12.2} {:>12.2}",
+                "  {name:<34} {:>8.1} {:>14.2} {:>12.2} {:>12.2}",
                 f.mibs,
                 f.own_ms + f.s3_ms,
                 f.own_ms,
@@ -256,7 +262,7 @@ fn rehash() {
     let cores: Vec<Core> = (0..2)
         .map(|_| {
             let dir = tempfile::tempdir().expect("tempdir");
-            let text = core_config(dir.path(), &metadata, &s3);
+            let text = core_config(dir.path(), &metadata, &s3.berth_config("berth"));
             Core::start_in(dir, &text)
         })
         .collect();
@@ -312,11 +318,13 @@ fn main() {
     let scratch = tempfile::tempdir().expect("tempdir");
     eprintln!("writing {PARALLEL} images of {LAYERS} × 100 MiB...");
     let images = layouts(scratch.path());
-    let targets: [fn() -> Target; 4] = [
+    let targets: [fn() -> Target; 5] = [
         distribution,
-        || berth(1, false),
-        || berth(1, true),
-        || berth(3, true),
+        || berth(1, false, ""),
+        || berth(1, true, ""),
+        || berth(3, true, ""),
+        // Distribution redirects blob GETs to the bucket by default; Berth when told to.
+        || berth(3, true, ", redirect: true"),
     ];
     for round in 1..=rounds {
         let mut rows = Vec::new();

@@ -86,12 +86,17 @@ impl Garage {
 
     /// `storage.blobs.s3` for a core: Garage ignores `If-None-Match`, so no conditional puts.
     pub fn berth_config(&self, prefix: &str) -> String {
+        self.berth_config_with(prefix, "")
+    }
+
+    /// [`Garage::berth_config`] with more keys (`", redirect: true"`).
+    pub fn berth_config_with(&self, prefix: &str, more: &str) -> String {
         let secret = self.dir.path().join("secret");
         std::fs::write(&secret, SECRET_KEY).expect("secret file");
         format!(
             "{{ s3: {{ bucket: berth, endpoint: \"{}\", region: {REGION}, prefix: \"{prefix}\", \
              access_key_id: {ACCESS_KEY}, secret_access_key_file: {}, \
-             conditional_put: false }} }}",
+             conditional_put: false{more} }} }}",
             self.endpoint,
             secret.display()
         )

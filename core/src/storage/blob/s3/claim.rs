@@ -4,11 +4,8 @@
 //! alive; a claim left stale with no part at its offset belongs to a writer that died (a core
 //! killed mid-PATCH), and the next append takes the offset over.
 
-use std::io;
-
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use sha2::Sha256;
 
 use super::{io_err, S3BlobStore};
 use crate::storage::blob::BlobStore as _;
@@ -96,8 +93,8 @@ impl S3BlobStore {
         claim: Option<&Path>,
         path: &Path,
         body: ByteStream,
-        hasher: Option<&mut Sha256>,
-    ) -> Result<(u64, Option<io::Error>)> {
+        hasher: Option<&mut super::Hasher>,
+    ) -> Result<super::Written> {
         let write = self.write_part(path, body, hasher);
         let Some(claim) = claim else {
             return write.await;

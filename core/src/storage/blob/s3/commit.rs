@@ -6,9 +6,10 @@
 use futures_util::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
-use sha2::{Digest as _, Sha256};
+use sha2_state::Digest as _;
 
-use super::{io_err, Part, RunningHash, S3BlobStore, MAX_COPY, PARALLEL_PARTS, PART};
+use super::checkpoint::same_etag;
+use super::{io_err, Hasher, Part, RunningHash, S3BlobStore, MAX_COPY, PARALLEL_PARTS, PART};
 use crate::oci::Digest;
 use crate::storage::{Result, StorageError};
 
@@ -20,7 +21,7 @@ impl S3BlobStore {
         parts: &[Part],
         mut into: Option<&mut WriteMultipart>,
     ) -> Result<(Digest, u64)> {
-        let mut hasher = Sha256::new();
+        let mut hasher = Hasher::new();
         let mut size = 0u64;
         for p in parts {
             let mut stream = self.store.get(&p.path).await.map_err(io_err)?.into_stream();
@@ -99,6 +100,38 @@ impl S3BlobStore {
         }
     }
 
+    /// The digest of a session of `size` bytes without reading it: from this process's
+    /// running hash, or from the checkpoint of the core that wrote its first part. With
+    /// `only` (the session's one part), the hash counts only if it was computed over that very
+    /// object: a part overwritten by another writer (a server without conditional puts) has
+    /// another ETag, and is read back.
+    async fn known_digest(
+        &self,
+        id: &str,
+        running: Option<RunningHash>,
+        size: u64,
+        only: Option<&Part>,
+    ) -> Result<Option<Digest>> {
+        let running = match running.filter(|r| r.end == size) {
+            Some(r) => Some(r),
+            None => self.load_checkpoint(&self.session_dir(id)?, size).await,
+        };
+        let Some(running) = running else {
+            return Ok(None);
+        };
+        if let Some(part) = only {
+            // Listings of some servers (s3s-fs) carry no ETag: then ask for the object's.
+            let etag = match &part.etag {
+                Some(e) => Some(e.clone()),
+                None => self.store.head(&part.path).await.map_err(io_err)?.e_tag,
+            };
+            if !same_etag(running.etag.as_deref(), etag.as_deref()) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Digest::from_sha256(running.hasher.finalize().into())))
+    }
+
     /// Commit under the session's lock.
     pub(super) async fn commit_locked(
         &self,
@@ -116,8 +149,11 @@ impl S3BlobStore {
         let (actual, size) = match (parts.as_slice(), stored) {
             // One part (the usual push): verify, then copy inside the object store.
             ([part], None) if part.size <= MAX_COPY => {
-                let actual = match running.filter(|r| r.end == part.size) {
-                    Some(r) => Digest::from_sha256(r.hasher.finalize().into()),
+                let actual = match self
+                    .known_digest(id, running, part.size, Some(part))
+                    .await?
+                {
+                    Some(d) => d,
                     None => self.hash_parts(&parts, None).await?.0,
                 };
                 if actual == *expected {
@@ -126,7 +162,13 @@ impl S3BlobStore {
                 }
                 (actual, part.size)
             }
-            (_, Some(_)) => self.hash_parts(&parts, None).await?,
+            (_, Some(_)) => {
+                let size = parts.iter().map(|p| p.size).sum();
+                match self.known_digest(id, running, size, None).await? {
+                    Some(d) => (d, size),
+                    None => self.hash_parts(&parts, None).await?,
+                }
+            }
             (_, None) => {
                 let size: u64 = parts.iter().map(|p| p.size).sum();
                 let placed = self.upload_verified(&parts, &key, expected).await;

@@ -6,6 +6,7 @@
 //! uploads/<id>/session                 empty: the session exists
 //! uploads/<id>/<offset, 20 digits>     the bytes one append brought, starting at that offset
 //! uploads/<id>/<offset>.claim          empty: who won that offset
+//! uploads/<id>/<end>.sha256            the hash of the first part, for a commit elsewhere
 //! ```
 //! S3 cannot append, so every append is an object of its own, named by the offset it starts
 //! at; a session's size is the sum of its parts, read from a listing, so any core can continue
@@ -22,8 +23,8 @@
 //! A session of one part (what `docker push` sends: one PATCH, or a monolithic PUT) is verified
 //! and then copied to the blob's key inside the object store (CopyObject, up to 5 GiB): no
 //! byte passes through the registry again. Its digest comes from the running SHA-256 this
-//! process kept while the part streamed in, or, when another core wrote it, from reading it
-//! back. Several parts are streamed in order through SHA-256 into a multipart upload of the
+//! process kept while the part streamed in, or, when another core wrote it, from that core's
+//! checkpoint of the hash (`checkpoint.rs`), and only failing both from reading it back. Several parts are streamed in order through SHA-256 into a multipart upload of the
 //! blob's key, completed only when the digest matches. Either way a blob is visible only once
 //! verified and acknowledged by the object store, and a mismatch leaves nothing behind; a blob
 //! already stored is only hashed, not written again.
@@ -37,17 +38,19 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use sha2::{Digest as _, Sha256};
+use sha2_state::Digest as _;
 
 use super::{valid_upload_id, BlobStore};
 use crate::oci::Digest;
 use crate::storage::{ByteStream, Result, StorageError};
 
+mod checkpoint;
 mod claim;
 mod commit;
 mod redirect;
 mod settings;
 
+use checkpoint::Hasher;
 pub use settings::S3Settings;
 
 /// Below this an append is one PUT; above, a multipart upload in parts of this size (S3's
@@ -59,10 +62,22 @@ const PARALLEL_PARTS: usize = 2;
 /// The largest object CopyObject copies in one request.
 const MAX_COPY: u64 = 5 << 30;
 
-/// The SHA-256 of a session's first `end` bytes, as this process wrote them.
+/// The SHA-256 of a session's first `end` bytes, as this process (or, from a checkpoint,
+/// another core) wrote them.
 struct RunningHash {
     end: u64,
-    hasher: Sha256,
+    hasher: Hasher,
+    /// The ETag of the part that ends at `end`, when it is the session's first: the commit
+    /// trusts the hash only for the very object it was computed over.
+    etag: Option<String>,
+}
+
+/// What one append wrote.
+struct Written {
+    size: u64,
+    etag: Option<String>,
+    /// The body's error, if it broke: what arrived before is kept, so the client can resume.
+    broken: Option<io::Error>,
 }
 
 type SessionLock = Arc<tokio::sync::Mutex<Option<RunningHash>>>;
@@ -99,11 +114,12 @@ fn unreachable(e: &object_store::Error) -> bool {
     false
 }
 
-/// One upload part: where it starts and how long it is.
+/// One upload part: where it starts, how long it is, and its ETag as listed.
 struct Part {
     offset: u64,
     size: u64,
     path: Path,
+    etag: Option<String>,
 }
 
 /// Blobs and upload parts in one bucket.
@@ -184,6 +200,7 @@ impl S3BlobStore {
                         offset: name.parse().unwrap_or(u64::MAX),
                         size: o.size,
                         path: o.location,
+                        etag: o.e_tag,
                     }),
                 _ => {}
             }
@@ -205,14 +222,13 @@ impl S3BlobStore {
         Ok(parts)
     }
 
-    /// Writes one part from the body; returns the bytes written and the body's error, if it
-    /// broke (what arrived before is kept, so the client can resume).
+    /// Writes one part from the body.
     async fn write_part(
         &self,
         path: &Path,
         mut body: ByteStream,
-        mut hasher: Option<&mut Sha256>,
-    ) -> Result<(u64, Option<io::Error>)> {
+        mut hasher: Option<&mut Hasher>,
+    ) -> Result<Written> {
         let mut first = BytesMut::new();
         let mut broken = None;
         while first.len() < PART {
@@ -231,14 +247,13 @@ impl S3BlobStore {
             }
         }
         if first.len() < PART || broken.is_some() {
-            let n = first.len() as u64;
-            if n > 0 {
-                self.store
-                    .put(path, PutPayload::from(first.freeze()))
-                    .await
-                    .map_err(io_err)?;
+            let size = first.len() as u64;
+            let mut etag = None;
+            if size > 0 {
+                let put = self.store.put(path, PutPayload::from(first.freeze()));
+                etag = put.await.map_err(io_err)?.e_tag;
             }
-            return Ok((n, broken));
+            return Ok(Written { size, etag, broken });
         }
         let upload = self.store.put_multipart(path).await.map_err(io_err)?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
@@ -260,8 +275,12 @@ impl S3BlobStore {
                 }
             }
         }
-        w.finish().await.map_err(io_err)?;
-        Ok((n, broken))
+        let etag = w.finish().await.map_err(io_err)?.e_tag;
+        Ok(Written {
+            size: n,
+            etag,
+            broken,
+        })
     }
 
     /// Deletes every object of a session.
@@ -393,26 +412,37 @@ impl BlobStore for S3BlobStore {
         let claim = self.claim(id, &dir, &name, current).await?;
         let mut hasher = match state.take() {
             Some(h) if h.end == current => Some(h.hasher),
-            _ if current == 0 => Some(Sha256::new()),
+            _ if current == 0 => Some(Hasher::new()),
             _ => None,
         };
         let outcome = self
-            .write_claimed(claim.as_ref(), &dir.join(name), body, hasher.as_mut())
+            .write_claimed(
+                claim.as_ref(),
+                &dir.clone().join(name),
+                body,
+                hasher.as_mut(),
+            )
             .await;
-        if let (Ok((n, _)), Some(hasher)) = (&outcome, hasher) {
-            *state = Some(RunningHash {
-                end: current + n,
+        if let (Ok(w), Some(hasher)) = (&outcome, hasher) {
+            let running = RunningHash {
+                end: current + w.size,
                 hasher,
-            });
+                etag: w.etag.clone().filter(|_| current == 0),
+            };
+            if current == 0 && w.size > 0 {
+                // The usual push's only part: any core can then commit it without reading.
+                self.save_checkpoint(&dir, &running).await;
+            }
+            *state = Some(running);
         }
-        if let Some(claim) = claim.filter(|_| !matches!(outcome, Ok((n, _)) if n > 0)) {
+        if let Some(claim) = claim.filter(|_| !matches!(&outcome, Ok(w) if w.size > 0)) {
             // Nothing was written at this offset: free it for the next append.
             let _ = self.store.delete(&claim).await;
         }
-        let (written, broken) = outcome?;
-        match broken {
+        let w = outcome?;
+        match w.broken {
             Some(e) => Err(StorageError::Body(e)),
-            None => Ok(current + written),
+            None => Ok(current + w.size),
         }
     }
 
