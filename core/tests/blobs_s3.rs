@@ -27,6 +27,7 @@ fn settings(server: &S3Server, prefix: &str) -> S3Settings {
         conditional_put: true,
         ca_file: None,
         redirect: false,
+        sign_payload: true,
     }
 }
 

@@ -42,8 +42,10 @@ impl Garage {
         let dir = tempfile::tempdir().expect("tempdir");
         let (s3, rpc, admin) = (free_port(), free_port(), free_port());
         let secret = hex::encode(rand_bytes());
+        // LMDB, Garage's default: on SQLite its background workers hit "database is locked"
+        // under four parallel pushes and requests stalled for good.
         let config = format!(
-            "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
+            "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"lmdb\"\n\
              replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
              rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
              [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\

@@ -162,11 +162,12 @@ pub struct RawLimits {
     pub header_read_timeout: Option<Duration>,
     /// How long a request body may stall without a byte arriving (default 5m).
     pub body_idle_timeout: Option<Duration>,
-    /// Open upload sessions per repository (default 1000). At the cap, the least recently
-    /// active idle session gives way; only when all are active is a new one refused (429).
+    /// Open upload sessions per repository (default 1000). At the cap, the oldest empty
+    /// session gives way, else the least recently active idle one; only when all are active
+    /// is a new one refused (429).
     pub max_upload_sessions: Option<usize>,
     /// Each client's share of that cap (default a tenth of it); a client at its share evicts
-    /// its own idle sessions, never others'.
+    /// its own empty or idle sessions, never others'.
     pub max_upload_sessions_per_client: Option<usize>,
     /// A session with no bytes for this long counts as idle and may be evicted (default 2m).
     pub upload_idle_after: Option<Duration>,
@@ -218,6 +219,9 @@ pub struct RawS3 {
     pub ca_file: Option<String>,
     /// Answer blob `GET`s with a 307 to a presigned URL of the bucket (default `false`).
     pub redirect: Option<bool>,
+    /// Sign each request's payload hash (SigV4). Default: over `http://` yes, over `https://`
+    /// no (TLS protects the bytes; each blob's digest is verified anyway).
+    pub sign_payload: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -105,6 +105,13 @@ fn s3_settings(raw: RawS3, source: &Source) -> Result<S3Settings, ConfigError> {
              (or neither, for credentials from the environment)",
         ));
     }
+    // Over TLS the payload needs no second SHA-256 for the signature; over plain HTTP (or
+    // when told) it is signed.
+    let plain = raw
+        .endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"));
+    let sign_payload = raw.sign_payload.unwrap_or(plain);
     let ca_file = raw.ca_file.map(|f| source.resolve(&f));
     if let Some(path) = &ca_file {
         std::fs::metadata(path).map_err(|e| {
@@ -124,6 +131,7 @@ fn s3_settings(raw: RawS3, source: &Source) -> Result<S3Settings, ConfigError> {
         secret_access_key,
         conditional_put: raw.conditional_put.unwrap_or(true),
         redirect: raw.redirect.unwrap_or(false),
+        sign_payload,
     })
 }
 
@@ -175,7 +183,31 @@ mod s3_tests {
         assert_eq!(s.secret_access_key.as_deref(), Some("sekrit"));
         assert_eq!(s.region, "us-east-1");
         assert!(s.conditional_put);
+        assert!(!s.redirect);
+        assert!(s.sign_payload, "plain HTTP signs its payloads by default");
         assert!(!format!("{s:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn payload_signing_follows_the_scheme_unless_told() {
+        let cases = [
+            ("endpoint: \"https://s3.internal\"", false),
+            (
+                "endpoint: \"http://127.0.0.1:9000\", sign_payload: false",
+                false,
+            ),
+            (
+                "endpoint: \"https://s3.internal\", sign_payload: true",
+                true,
+            ),
+        ];
+        for (keys, signed) in cases {
+            let c = parse(&format!("{{ s3: {{ bucket: b, {keys} }} }}")).unwrap();
+            let BlobBackend::S3(s) = &c.storage.blobs else {
+                panic!("not s3")
+            };
+            assert_eq!(s.sign_payload, signed, "{keys}");
+        }
     }
 
     #[test]

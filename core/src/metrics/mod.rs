@@ -50,6 +50,13 @@ pub struct CleanupLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UploadCapLabels {
+    pub repository: String,
+    /// Evictions: `empty` or `idle`; refusals: `per_client` or `repository`.
+    pub reason: String,
+}
+
 /// Every metric of the core.
 pub struct Metrics {
     registry: Registry,
@@ -64,6 +71,9 @@ pub struct Metrics {
     pub cleanup_runs: Family<RepoLabels, Counter>,
     pub cleanup_removed: Family<CleanupLabels, Counter>,
     pub failed_logins: Counter,
+    /// Upload sessions the cap dropped to make room, and new ones it refused.
+    pub upload_evictions: Family<UploadCapLabels, Counter>,
+    pub upload_refusals: Family<UploadCapLabels, Counter>,
     notifications: NotificationMetrics,
     certs: CertMetrics,
     proxy: ProxyMetrics,
@@ -134,6 +144,18 @@ impl Metrics {
             "Logins refused (wrong password or token)",
             failed_logins.clone(),
         );
+        let upload_evictions = Family::<UploadCapLabels, Counter>::default();
+        registry.register(
+            "upload_sessions_evicted",
+            "Upload sessions the session cap dropped to make room (empty first, then idle)",
+            upload_evictions.clone(),
+        );
+        let upload_refusals = Family::<UploadCapLabels, Counter>::default();
+        registry.register(
+            "upload_sessions_refused",
+            "New upload sessions refused because every candidate was receiving bytes",
+            upload_refusals.clone(),
+        );
         let notifications = NotificationMetrics::register(&mut registry);
         let certs = CertMetrics::register(&mut registry);
         let proxy = ProxyMetrics::register(&mut registry);
@@ -155,6 +177,8 @@ impl Metrics {
             cleanup_runs,
             cleanup_removed,
             failed_logins,
+            upload_evictions,
+            upload_refusals,
         }
     }
 

@@ -216,6 +216,7 @@ async fn import_uploads(dir: &Path, stores: &Stores) -> Result<usize, String> {
             client: fs::read_to_string(path.join("client")).unwrap_or_default(),
             size: data.map_or(0, |m| m.len()),
             updated_at,
+            started: true,
         };
         let known = stores.meta.upload(&id).await.map_err(|e| e.to_string())?;
         if known.is_none() {

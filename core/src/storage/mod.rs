@@ -71,6 +71,8 @@ pub struct UploadInfo {
     pub client: String,
     /// Time since bytes last arrived (or since it was opened).
     pub idle: std::time::Duration,
+    /// No bytes ever began to arrive: the first to give way at the cap.
+    pub empty: bool,
 }
 
 impl From<metadata::UploadRecord> for UploadInfo {
@@ -81,6 +83,7 @@ impl From<metadata::UploadRecord> for UploadInfo {
             namespace: r.namespace,
             client: r.client,
             idle: std::time::Duration::from_millis(idle_ms),
+            empty: !r.started,
         }
     }
 }

@@ -99,6 +99,7 @@ impl Repository for HostedRepository {
             client: client.to_owned(),
             size: 0,
             updated_at: now_ms(),
+            started: false,
         };
         if let Err(e) = self.stores.meta.upload_open(&record).await {
             let _ = self.stores.blobs.upload_cancel(&id).await;
@@ -125,6 +126,8 @@ impl Repository for HostedRepository {
     ) -> Result<u64> {
         self.writable()?;
         self.session(image, id).await?;
+        // Bytes are coming: the session is active, no longer an empty one the cap drops first.
+        self.stores.meta.upload_touch(id).await?;
         let appended = self.stores.blobs.upload_append(id, offset, body).await;
         // Bytes received before a broken body are kept: record them either way.
         let size = match &appended {

@@ -3,12 +3,25 @@
 //! shares both can continue a session another one started. A blob becomes visible only when
 //! the BlobStore has verified and durably stored it; then it is linked into the image.
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use super::HostedRepository;
-use crate::oci::ImageName;
+use crate::metrics::{self, UploadCapLabels};
+use crate::oci::{ImageName, RepoName};
 use crate::repo::upload_cap::{admit, Admission};
 use crate::repo::{RepoError, Result};
 use crate::storage::metadata::UploadRecord;
 use crate::storage::{StorageError, UploadInfo};
+
+fn cap_metric(family: &Family<UploadCapLabels, Counter>, repo: &RepoName, reason: &str) {
+    family
+        .get_or_create(&UploadCapLabels {
+            repository: repo.to_string(),
+            reason: reason.to_owned(),
+        })
+        .inc();
+}
 
 /// Maps an upload-session storage error to what the client is told.
 pub(super) fn upload_error(e: StorageError) -> RepoError {
@@ -59,17 +72,28 @@ impl HostedRepository {
                 let Some(victim) = open.iter().find(|u| u.id == id) else {
                     return Ok(());
                 };
+                let kind = if victim.empty { "empty" } else { "idle" };
                 tracing::info!(repository = %self.name, session = %id, owner = %victim.client,
-                    idle_s = victim.idle.as_secs(), "evicted an idle upload session to make room");
+                    idle_ms = victim.idle.as_millis(), kind,
+                    "evicted an upload session to make room");
+                cap_metric(&metrics::global().upload_evictions, &self.name, kind);
                 self.end_session(&id).await
             }
             Admission::Refuse {
+                limit,
                 reason,
                 retry_after,
-            } => Err(RepoError::Busy {
-                message: format!("repository {}: {reason}", self.name),
-                retry_after,
-            }),
+            } => {
+                cap_metric(&metrics::global().upload_refusals, &self.name, limit);
+                Err(RepoError::Busy {
+                    message: format!(
+                        "repository {}: {reason} (limit {limit}; retry in {} s)",
+                        self.name,
+                        retry_after.as_secs().max(1)
+                    ),
+                    retry_after,
+                })
+            }
         }
     }
 

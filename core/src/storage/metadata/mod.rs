@@ -182,6 +182,9 @@ pub struct UploadRecord {
     /// Unix milliseconds of the last bytes (or of the opening): idle sessions give way at the
     /// upload cap, so this needs better than whole seconds.
     pub updated_at: i64,
+    /// Whether bytes ever began to arrive ([`MetadataStore::upload_touch`]): a session that
+    /// never received any is the cheapest to drop and the first to give way at the cap.
+    pub started: bool,
 }
 
 /// The metadata contract every backend fulfils. Listings are sorted.
@@ -241,6 +244,9 @@ pub trait MetadataStore:
     async fn upload(&self, id: &str) -> Result<Option<UploadRecord>>;
     /// Records progress (and activity) of a session.
     async fn upload_progress(&self, id: &str, size: u64) -> Result<()>;
+    /// Records that bytes are arriving for a session (an append began): it is active, and
+    /// no longer an empty session the cap may drop first.
+    async fn upload_touch(&self, id: &str) -> Result<()>;
     /// `false` if it was not open.
     async fn upload_close(&self, id: &str) -> Result<bool>;
     /// Open sessions, of one repository or all, by id.

@@ -240,9 +240,17 @@ pub async fn uploads(s: Arc<dyn MetadataStore>, p: &str) {
         client: "alice".into(),
         size: 0,
         updated_at: now_ms(),
+        started: false,
     };
     s.upload_open(&u).await.unwrap();
     assert_eq!(s.upload(&u.id).await.unwrap().as_ref(), Some(&u));
+    // An append beginning makes it started (even within the millisecond it was opened).
+    s.upload_touch(&u.id).await.unwrap();
+    let touched = s.upload(&u.id).await.unwrap().unwrap();
+    assert!(
+        touched.started && touched.updated_at > u.updated_at,
+        "{touched:?}"
+    );
     s.upload_progress(&u.id, 4096).await.unwrap();
     let got = s.upload(&u.id).await.unwrap().unwrap();
     assert_eq!((got.size, got.client.as_str()), (4096, "alice"));
@@ -305,6 +313,7 @@ pub async fn close_racing_progress(s: Arc<dyn MetadataStore>, p: &str) {
         client: "bob".into(),
         size: 0,
         updated_at: now_ms(),
+        started: false,
     })
     .await
     .unwrap();

@@ -124,10 +124,13 @@ fn upload_row(row: &AnyRow) -> Result<UploadRecord> {
         client: text(row, 3)?,
         size: u64::try_from(size).unwrap_or(0),
         updated_at: row.try_get(5).map_err(db)?,
+        started: row.try_get::<i64, _>(6).map_err(db)? != 0,
     })
 }
 
-const UPLOAD_COLUMNS: &str = "id, repo, image, client, size, updated_at";
+/// `started`: an append touched it (`updated_at` moved past `created_at`) or it has bytes.
+const UPLOAD_COLUMNS: &str = "id, repo, image, client, size, updated_at, \
+    CAST(CASE WHEN size > 0 OR updated_at > created_at THEN 1 ELSE 0 END AS BIGINT)";
 
 #[async_trait]
 impl MetadataStore for SqlMetadata {
@@ -376,6 +379,20 @@ impl MetadataStore for SqlMetadata {
             .execute(&self.write)
             .await
             .map_err(db)?;
+        Ok(())
+    }
+
+    async fn upload_touch(&self, id: &str) -> Result<()> {
+        // Strictly after the opening, even within its millisecond: that is what `started` reads.
+        sqlx::query(
+            "UPDATE uploads SET updated_at = \
+             CASE WHEN $2 > created_at THEN $2 ELSE created_at + 1 END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
