@@ -7,7 +7,8 @@
 //! processes (cores, edge, PostgreSQL), the S3 server's, and both together — what a deployment
 //! pays per byte. Needs Garage (see `tests/src/garage.rs`), `docker-registry`, skopeo,
 //! PostgreSQL, and a release build (`cargo build --release --workspace`); run with
-//! `cargo bench -p berth-tests --bench scale` (`BERTH_BENCH_ROUNDS`, default 2).
+//! `cargo bench -p berth-tests --bench scale` (`BERTH_BENCH_ROUNDS`, default 2;
+//! `BERTH_BENCH_ONLY=distribution,berth-1` for some targets: see `main`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -111,6 +112,9 @@ fn berth(cores: usize, edge: bool, more: &str) -> Target {
     };
     if more.contains("redirect: true") {
         name.push_str(", redirect");
+    }
+    if more.contains("sign_payload: false") {
+        name.push_str(", unsigned");
     }
     keep.push(Box::new(started));
     if let Some(pg) = pg {
@@ -318,17 +322,29 @@ fn main() {
     let scratch = tempfile::tempdir().expect("tempdir");
     eprintln!("writing {PARALLEL} images of {LAYERS} × 100 MiB...");
     let images = layouts(scratch.path());
-    let targets: [fn() -> Target; 5] = [
-        distribution,
-        || berth(1, false, ""),
-        || berth(1, true, ""),
-        || berth(3, true, ""),
+    let targets: [(&str, fn() -> Target); 6] = [
+        ("distribution", distribution),
+        ("berth-1", || berth(1, false, "")),
+        ("berth-1-edge", || berth(1, true, "")),
+        ("berth-3-edge", || berth(3, true, "")),
         // Distribution redirects blob GETs to the bucket by default; Berth when told to.
-        || berth(3, true, ", redirect: true"),
+        ("berth-3-edge-redirect", || {
+            berth(3, true, ", redirect: true")
+        }),
+        // Distribution signs its payloads: this row is Berth on a network it trusts.
+        ("berth-1-unsigned", || {
+            berth(1, false, ", sign_payload: false")
+        }),
     ];
+    // BERTH_BENCH_ONLY=distribution,berth-1: some of them (and no rehash figure).
+    let only = std::env::var("BERTH_BENCH_ONLY").ok();
+    let chosen = |key: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|k| k == key))
+    };
     for round in 1..=rounds {
         let mut rows = Vec::new();
-        for start in targets {
+        for (_, start) in targets.iter().filter(|(k, _)| chosen(k)) {
             let t = start();
             eprintln!("round {round}: {}...", t.name);
             let figures = bench(&t, &images, scratch.path());
@@ -337,5 +353,7 @@ fn main() {
         println!("\n== round {round} of {rounds} (CPU: registry = cores + edge + PostgreSQL)");
         print(&rows);
     }
-    rehash();
+    if only.is_none() {
+        rehash();
+    }
 }
