@@ -131,6 +131,9 @@ fn berth(cores: usize, edge: bool, more: &str) -> Target {
     }
 }
 
+/// A target as `BERTH_BENCH_ONLY` names it, and how to start it.
+type Choice = (&'static str, fn() -> Target);
+
 /// One phase's figures: MiB/s and CPU ms per MiB (registry, S3 server).
 #[derive(Clone, Copy, Default)]
 struct Phase {
@@ -322,7 +325,7 @@ fn main() {
     let scratch = tempfile::tempdir().expect("tempdir");
     eprintln!("writing {PARALLEL} images of {LAYERS} × 100 MiB...");
     let images = layouts(scratch.path());
-    let targets: [(&str, fn() -> Target); 6] = [
+    let targets: [Choice; 6] = [
         ("distribution", distribution),
         ("berth-1", || berth(1, false, "")),
         ("berth-1-edge", || berth(1, true, "")),

@@ -1,5 +1,7 @@
 //! `GET /v2/<name>/tags/list` and `GET /v2/_catalog`, both paged with `n` and `last` and a
-//! `Link: <...>; rel="next"` header while more remain.
+//! `Link: <...>; rel="next"` header while more remain. A page holds at most [`MAX_PAGE`]
+//! entries, also when `n` is absent or larger (the spec lets a registry return fewer than `n`
+//! with a `Link`): a repository of a million tags is never one response.
 
 use http::request::Parts;
 use http::{Method, StatusCode};
@@ -9,6 +11,9 @@ use super::{err, ApiError};
 use super::{method_not_allowed, query, query_get, ApiResult, Listener, Registry, Target};
 use crate::oci::ErrorCode;
 use crate::repo::Page;
+
+/// The most entries a page holds (Distribution's default too).
+pub const MAX_PAGE: usize = 1000;
 
 /// The page a request asks for (`n`, `last`), and the store page that answers it: one entry
 /// more than asked, to know whether a next page exists without counting the rest.
@@ -24,6 +29,7 @@ fn requested(req: &Parts) -> Result<(Option<usize>, Page), ApiError> {
             .with_status(StatusCode::BAD_REQUEST)
         })?),
     };
+    let n = Some(n.unwrap_or(MAX_PAGE).min(MAX_PAGE));
     let page = Page {
         after: query_get(&q, "last")
             .filter(|l| !l.is_empty())

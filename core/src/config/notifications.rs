@@ -29,6 +29,14 @@ pub fn endpoints(
                 format!("{:?} must be an http:// or https:// URL", e.url),
             ));
         }
+        // The URL is logged with every failed delivery: credentials in it would be too.
+        if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(source.err(
+                key("url"),
+                "must not carry user:password@ (the URL is logged); send credentials in \
+                 `headers` instead, e.g. Authorization",
+            ));
+        }
         for h in e.headers.iter() {
             let valid = http::HeaderName::from_bytes(h.0.as_bytes()).is_ok()
                 && http::HeaderValue::from_str(h.1).is_ok();

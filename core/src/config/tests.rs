@@ -196,3 +196,17 @@ fn lifecycle_keys_parse_and_bad_ones_name_the_key() {
     .to_string();
     assert!(e.contains("gc.history_retention"), "{e}");
 }
+
+#[test]
+fn a_webhook_url_with_credentials_is_refused_naming_its_key() {
+    let text = format!(
+        "{GOOD}notifications:\n  endpoints:\n    - {{ name: hook, url: \"https://bob:s3cret@hooks.example/x\" }}\n"
+    );
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.key, "notifications.endpoints[0].url");
+    assert!(!e.to_string().contains("s3cret"), "{e}");
+    let fine = format!(
+        "{GOOD}notifications:\n  endpoints:\n    - {{ name: hook, url: \"https://hooks.example/x\" }}\n"
+    );
+    parse(&fine).unwrap();
+}

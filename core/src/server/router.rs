@@ -34,7 +34,10 @@ pub async fn handle(
 ) -> Response<Body> {
     conn.request = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     let id = format!("{:x}", conn.request);
-    let span = tracing::info_span!(
+    // At WARN, so that it is on whatever RUST_LOG says: every warning, failed login and audit
+    // line inside names the request and its TCP peer (the edge, or whoever set the
+    // X-Forwarded-For that `client`/`from` show).
+    let span = tracing::warn_span!(
         "request",
         id = %id,
         method = %req.method(),

@@ -20,6 +20,7 @@ pub mod blob;
 pub mod import;
 pub mod manifest_cache;
 pub mod metadata;
+pub mod private;
 pub mod pulls;
 
 use std::io;
@@ -169,6 +170,8 @@ pub enum UploadEndError {
 pub enum OpenError {
     #[error("blob store at {path}: {source}")]
     Blobs { path: String, source: io::Error },
+    #[error("storage root {path}: {source}")]
+    Root { path: String, source: io::Error },
     #[error("{0}")]
     Metadata(#[from] metadata::MetadataError),
     #[error("importing the filesystem metadata of an older release: {0}")]
@@ -181,6 +184,10 @@ impl Stores {
     /// Opens both stores; on first start over a data directory of an older release, imports its
     /// filesystem metadata (once).
     pub async fn open(config: &StorageConfig) -> std::result::Result<Stores, OpenError> {
+        private::dir(&config.root).map_err(|source| OpenError::Root {
+            path: config.root.display().to_string(),
+            source,
+        })?;
         let blobs: Arc<dyn BlobStore> = match &config.blobs {
             BlobBackend::Filesystem => {
                 Arc::new(blob::fs::FsBlobStore::open(&config.root).map_err(|source| {

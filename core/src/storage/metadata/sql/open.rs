@@ -202,8 +202,9 @@ impl SqlMetadata {
 fn sqlite_url(path: &Path) -> std::io::Result<String> {
     let absolute = std::path::absolute(path)?;
     if let Some(dir) = absolute.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::storage::private::dir(dir)?;
     }
+    crate::storage::private::database_file(&absolute)?;
     let text = absolute.to_string_lossy();
     let escaped: String = text
         .chars()
