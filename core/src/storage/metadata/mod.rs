@@ -59,6 +59,13 @@ pub enum MetadataError {
     Corrupt(String),
     #[error("metadata migration {version} failed: {reason}")]
     Migration { version: i64, reason: String },
+    /// The database was migrated by a newer release: this one would misread what it added.
+    #[error(
+        "the metadata database has schema version {found}, newer than this release knows \
+         ({known}): run the newer release (every core on one database must be at a release \
+         that knows its schema)"
+    )]
+    NewerSchema { found: i64, known: i64 },
     /// A manifest names a blob not linked in its image, or a child manifest not present there
     /// (found when the push's transaction re-checks what the repository checked before).
     #[error("{0} is not in the image")]

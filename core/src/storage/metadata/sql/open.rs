@@ -192,6 +192,22 @@ impl SqlMetadata {
             tx.commit().await.map_err(fail)?;
             tracing::info!(version, "metadata schema migrated");
         }
+        self.refuse_newer_schema().await
+    }
+
+    /// A database a newer release migrated may mean things this one does not know (times in
+    /// other units, rows it would not clean up): refuse it rather than misread it.
+    async fn refuse_newer_schema(&self) -> Result<()> {
+        let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        let found: i64 = sqlx::query("SELECT MAX(version) FROM berth_schema")
+            .fetch_one(&self.write)
+            .await
+            .map_err(db)?
+            .try_get(0)
+            .map_err(db)?;
+        if found > known {
+            return Err(MetadataError::NewerSchema { found, known });
+        }
         Ok(())
     }
 }
@@ -264,6 +280,28 @@ mod tests {
             p.push("..");
         }
         p.join(target.strip_prefix("/").unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_database_of_a_newer_release_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metadata.db");
+        let store = SqlMetadata::open(&Backend::Sqlite(file.clone()))
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO berth_schema (version, applied_at) VALUES (99, 0)")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        drop(store);
+        let e = SqlMetadata::open(&Backend::Sqlite(file))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, MetadataError::NewerSchema { found: 99, .. }),
+            "{e}"
+        );
     }
 
     #[test]
