@@ -393,3 +393,39 @@ fn deletes_are_undone_through_the_admin_api_until_the_collector_may_take_them() 
     let status = request(&main, "GET", "/berth/api/v1/gc", &[], b"").unwrap();
     assert!(status.json()["reports"].as_array().unwrap().len() >= 2);
 }
+
+/// Issue 26: with `grace: 0s, undo_window: 0s` a deleted image's bytes go in the very next
+/// collection, not up to a second later (touch and delete times are milliseconds now: with
+/// whole seconds, a collection in the same second as the delete kept everything).
+#[test]
+fn a_zero_grace_collects_what_was_deleted_a_moment_ago() {
+    let core = core_with("interval: 0s, grace: 0s, undo_window: 0s");
+    let addr = core.connector("hosted").to_owned();
+    let data = core.dir.path().join("data");
+    let mut noise = Noise::new(26);
+    let img = Image::new("app", "v1", b"a base layer of its own", &mut noise);
+    for round in 0..3 {
+        img.push(&addr);
+        let before = stored_digests(&data);
+        assert!(
+            before.contains(&http::digest(&img.blobs[2])),
+            "round {round}"
+        );
+        let path = format!("/v2/app/manifests/{}", img.digest());
+        assert_eq!(
+            request(&addr, "DELETE", &path, &[], b"").unwrap().status,
+            202
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let r = gc_api(&core, "");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let after = stored_digests(&data);
+        for b in &img.blobs {
+            assert!(
+                !after.contains(&http::digest(b)),
+                "round {round}: {} kept",
+                http::digest(b)
+            );
+        }
+    }
+}

@@ -58,11 +58,11 @@ impl Default for GcSettings {
 
 impl GcSettings {
     pub fn cutoffs(&self) -> Cutoffs {
-        let now = now();
-        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Cutoffs {
-            deleted_before: now.saturating_sub(secs(self.undo_window)),
-            touched_before: now.saturating_sub(secs(self.grace)),
+            deleted_before: now.saturating_sub(ms(self.undo_window)),
+            touched_before: now.saturating_sub(ms(self.grace)),
         }
     }
 }

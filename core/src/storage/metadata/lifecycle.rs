@@ -103,7 +103,7 @@ impl ManifestAge {
     }
 }
 
-/// Cut-off times for a collection (Unix seconds): content older than them may go.
+/// Cut-off times for a collection (Unix milliseconds): content older than them may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cutoffs {
     /// Deleted manifests deleted before this are removed.

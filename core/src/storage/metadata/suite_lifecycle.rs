@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use super::lifecycle::{Cutoffs, Restore};
 use super::suite_fixtures::{actor, digest, manifest, ns, place, put, tag};
-use super::{now, Actor, MetadataError, MetadataStore, Put};
+use super::{now_ms, Actor, MetadataError, MetadataStore, Put};
 
 /// Everything is old enough.
 fn all() -> Cutoffs {
     Cutoffs {
-        deleted_before: now() + 10,
-        touched_before: now() + 10,
+        deleted_before: now_ms() + 10_000,
+        touched_before: now_ms() + 10_000,
     }
 }
 
@@ -267,8 +267,8 @@ pub async fn collection_keeps_what_is_reachable(s: Arc<dyn MetadataStore>, p: &s
         .unwrap();
     // Nothing is old enough yet: a collection with a past cut-off removes nothing of ours.
     let past = Cutoffs {
-        deleted_before: now() - 3600,
-        touched_before: now() - 3600,
+        deleted_before: now_ms() - 3_600_000,
+        touched_before: now_ms() - 3_600_000,
     };
     let preview = s.gc_preview(past, 100).await.unwrap();
     assert!(!preview.blobs.iter().any(|(d, _)| *d == orphan.to_string()));
@@ -351,7 +351,7 @@ pub async fn a_claim_holds_off_a_push_of_the_same_digest(s: Arc<dyn MetadataStor
         .gc_claim_blobs(
             Cutoffs {
                 deleted_before: 0,
-                touched_before: now() - 60,
+                touched_before: now_ms() - 60_000,
             },
             None,
             10_000,

@@ -11,7 +11,7 @@ use crate::storage::metadata::lifecycle::{
     BlobClaim, Cursor, Cutoffs, LifecycleStore, ManifestAge, Preview, Restore, Step, TagEvent,
     TagInfo, Usage,
 };
-use crate::storage::metadata::{now, Actor, Result};
+use crate::storage::metadata::{now_ms, Actor, Result};
 use crate::storage::Namespace;
 
 fn count(row: &sqlx::any::AnyRow, i: usize) -> Result<u64> {
@@ -153,7 +153,7 @@ impl LifecycleStore for SqlMetadata {
 
     async fn adopt_blobs(&self, found: &[(Digest, u64)], done: bool) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let at = now();
+        let at = now_ms();
         for chunk in found.chunks(500) {
             let values: Vec<String> = (0..chunk.len())
                 .map(|i| format!("({}, 1, $1)", placeholders(2 + 2 * i, 2)))

@@ -26,7 +26,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::{
-    now, now_ms, Actor, Deleted, ManifestRecord, MetadataError, MetadataStore, Page, Put, Result,
+    now_ms, Actor, Deleted, ManifestRecord, MetadataError, MetadataStore, Page, Put, Result,
     UploadRecord,
 };
 use crate::oci::{Descriptor, Digest, ImageName, RepoName, Tag};
@@ -140,7 +140,7 @@ impl MetadataStore for SqlMetadata {
              ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at",
         )
         .bind(digest.to_string())
-        .bind(now())
+        .bind(now_ms())
         .execute(&self.write)
         .await
         .map_err(db)?;
@@ -149,7 +149,7 @@ impl MetadataStore for SqlMetadata {
 
     async fn blob_placed(&self, ns: Option<&Namespace>, digest: &Digest, size: u64) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let at = now();
+        let at = now_ms();
         if !writes::mark_stored(&mut tx, digest, size, at).await? {
             drop(tx);
             // Keep the bytes tracked, so the collector removes them if nothing links them.
@@ -164,7 +164,7 @@ impl MetadataStore for SqlMetadata {
 
     async fn link_blob(&self, ns: &Namespace, digest: &Digest) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let at = now();
+        let at = now_ms();
         let touched =
             sqlx::query("UPDATE blobs SET touched_at = $2 WHERE digest = $1 AND stored = 1")
                 .bind(digest.to_string())
@@ -230,7 +230,7 @@ impl MetadataStore for SqlMetadata {
         actor: Actor<'_>,
     ) -> Result<Option<Deleted>> {
         let mut tx = self.write_tx().await?;
-        let deleted = writes::trash_manifest(&mut tx, ns, digest, actor, now()).await?;
+        let deleted = writes::trash_manifest(&mut tx, ns, digest, actor, now_ms()).await?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)
     }

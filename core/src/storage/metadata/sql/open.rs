@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../../migrations/0003_settings.sql")),
     (4, include_str!("../../../../migrations/0004_sessions.sql")),
     (5, include_str!("../../../../migrations/0005_cluster.sql")),
+    (6, include_str!("../../../../migrations/0006_millis.sql")),
 ];
 
 /// Read connections to an SQLite file (WAL: they never wait for the writer).

@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::{db, text, SqlMetadata};
 use crate::oci::RepoName;
 use crate::storage::metadata::settings::{Setting, SettingKind, SettingsStore};
-use crate::storage::metadata::{now, now_ms, Actor, Result};
+use crate::storage::metadata::{now_ms, Actor, Result};
 
 pub(super) async fn bump(tx: &mut super::Tx) -> Result<()> {
     // The version is a text column of berth_state: read, add one, write (inside the writer's
@@ -129,7 +129,7 @@ impl SettingsStore for SqlMetadata {
             "UPDATE manifests SET deleted_at = $2 WHERE repo = $1 AND deleted_at IS NULL",
         )
         .bind(repo.as_str())
-        .bind(now())
+        .bind(now_ms())
         .execute(&mut *tx)
         .await
         .map_err(db)?

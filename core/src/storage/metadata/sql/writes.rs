@@ -157,11 +157,12 @@ pub(super) async fn put_manifest(
     m: &ManifestRecord,
     put: &Put<'_>,
 ) -> Result<()> {
-    let at = now();
-    if !mark_stored(tx, &m.digest, m.size, at).await? {
+    // pushed_at in seconds; what the collector compares in milliseconds.
+    let (at, touched) = (now(), now_ms());
+    if !mark_stored(tx, &m.digest, m.size, touched).await? {
         return Err(MetadataError::Collected(m.digest.clone()));
     }
-    touch_links(tx, ns, &m.blobs, put.check_references, at).await?;
+    touch_links(tx, ns, &m.blobs, put.check_references, touched).await?;
     if put.check_references {
         check_children(tx, ns, &m.children).await?;
     }
