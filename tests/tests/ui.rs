@@ -201,7 +201,7 @@ fn browse_log_in_and_administer_in_chromium() {
     );
 
     // An admin: repositories, users, a repository created from the form, previews.
-    b.click("header .who a");
+    b.click("#logout-link");
     login(&b, &base, "root", "root-password");
     b.click("#nav-admin");
     assert!(b.text("#admin-repositories").contains("hosted"));

@@ -11,7 +11,7 @@ use http::request::Parts;
 use http::Method;
 
 use super::error::{AdminError, Problem};
-use crate::auth::{Auth, LoginError};
+use crate::auth::{Auth, Identity, LoginError};
 use crate::http::{credentials, Credentials};
 
 /// The realm named in the admin API's Basic challenge.
@@ -22,8 +22,8 @@ fn challenge(message: &str) -> AdminError {
         .with_header("www-authenticate", format!("Basic realm=\"{REALM}\""))
 }
 
-/// The admin behind a request, by name (for audit lines and tag history).
-pub async fn admin(auth: &Auth, req: &Parts, client: IpAddr) -> Result<String, AdminError> {
+/// The user behind a request's Basic credentials (a password or an API token).
+async fn authenticate(auth: &Auth, req: &Parts, client: IpAddr) -> Result<Identity, AdminError> {
     let (user, password) = match credentials(req) {
         Credentials::Basic { user, password } => (user, password),
         Credentials::Bearer(_) => {
@@ -36,8 +36,7 @@ pub async fn admin(auth: &Auth, req: &Parts, client: IpAddr) -> Result<String, A
         Credentials::MalformedBasic => return Err(challenge("malformed Basic credentials")),
         Credentials::Unsupported => return Err(challenge("unsupported Authorization scheme")),
     };
-    let identity = auth
-        .login(&user, &password, client)
+    auth.login(&user, &password, client)
         .await
         .map_err(|e| match e {
             LoginError::Invalid => challenge("invalid user name or password"),
@@ -48,7 +47,12 @@ pub async fn admin(auth: &Auth, req: &Parts, client: IpAddr) -> Result<String, A
             }
             LoginError::Busy => AdminError::new(Problem::TooManyRequests, e.to_string())
                 .with_header("retry-after", "1"),
-        })?;
+        })
+}
+
+/// The admin behind a request, by name (for audit lines and tag history).
+pub async fn admin(auth: &Auth, req: &Parts, client: IpAddr) -> Result<String, AdminError> {
+    let identity = authenticate(auth, req, client).await?;
     if !auth.is_admin(&identity) {
         return Err(challenge(
             "the admin API needs an admin user (an API token needs the admin privilege on * \
@@ -56,6 +60,31 @@ pub async fn admin(auth: &Auth, req: &Parts, client: IpAddr) -> Result<String, A
         ));
     }
     Ok(identity.name().to_owned())
+}
+
+/// Who may set `user`'s password: an admin, or `user` signed in with the current password
+/// (not with an API token: a token leaked from CI must not be able to take the account).
+pub async fn admin_or_self(
+    auth: &Auth,
+    req: &Parts,
+    client: IpAddr,
+    user: &str,
+) -> Result<String, AdminError> {
+    let identity = authenticate(auth, req, client).await?;
+    if auth.is_admin(&identity) {
+        return Ok(identity.name().to_owned());
+    }
+    match identity {
+        Identity::User(name) if name == user => Ok(name),
+        Identity::Token { user: owner, .. } if owner == user => Err(AdminError::new(
+            Problem::Forbidden,
+            "an API token cannot change its user's password; sign in with the current password",
+        )),
+        _ => Err(AdminError::new(
+            Problem::Forbidden,
+            format!("only an admin or {user} may set {user}'s password"),
+        )),
+    }
 }
 
 /// What a browser cannot be made to send from another site: the admin API answers Basic

@@ -6,13 +6,11 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::error::{AdminError, AdminResult};
-use crate::events::{Action, TargetInfo};
 use crate::http::{query, query_get, response};
 use crate::lifecycle::{LeaseError, RunError};
 use crate::oci::{Digest, ImageName, RepoName, Tag};
 use crate::registry::Registry;
 use crate::storage::metadata::lifecycle::Restore;
-use crate::storage::metadata::Actor;
 use crate::storage::Namespace;
 
 /// Events a history request returns unless it asks for fewer.
@@ -103,7 +101,7 @@ pub(super) async fn cleanup(
                 "policies": policies,
                 "immutable_tags": life.as_ref().map(|l| l.immutable_tags.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>()),
                 "quota": life.as_ref().and_then(|l| l.quota),
-                "last_run": reg.lifecycle.last_cleanup(repo),
+                "last_run": reg.lifecycle.last_cleanups(Some(repo)).await.map_err(internal)?.pop(),
             }),
         ));
     }
@@ -155,11 +153,7 @@ pub(super) async fn history(reg: &Registry, repo: &RepoName, req: &Parts) -> Adm
             .min(HISTORY_MAX),
         None => HISTORY_LIMIT,
     };
-    let events = reg
-        .lifecycle
-        .stores()
-        .meta
-        .tag_history(&ns, tag.as_ref(), limit)
+    let events = crate::registry::content::history(reg, &ns, tag.as_ref(), limit)
         .await
         .map_err(internal)?;
     Ok(response::json(StatusCode::OK, &serde_json::json!(events)))
@@ -216,16 +210,7 @@ pub(super) async fn restore(
 ) -> AdminResult {
     let (image, tag, digest) = restore_target(&body)?;
     let ns = Namespace::new(repo.clone(), image);
-    let done = reg
-        .lifecycle
-        .stores()
-        .meta
-        .restore(
-            &ns,
-            tag.as_ref(),
-            digest.as_ref(),
-            Actor::new(actor, "restore"),
-        )
+    let done = crate::registry::content::restore(reg, &ns, tag.as_ref(), digest.as_ref(), actor)
         .await
         .map_err(internal)?;
     match done {
@@ -233,19 +218,14 @@ pub(super) async fn restore(
             digest,
             manifests,
             tags,
-        } => {
-            tracing::info!(target: "berth_core::audit", who = actor, action = "restore",
-                namespace = %ns.path(), %digest, tags = ?tags, manifests, "audit");
-            announce_restore(reg, &ns, (&digest, &tags, manifests), actor);
-            Ok(response::json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "digest": digest.to_string(),
-                    "tags": tags,
-                    "manifests_restored": manifests,
-                }),
-            ))
-        }
+        } => Ok(response::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "digest": digest.to_string(),
+                "tags": tags,
+                "manifests_restored": manifests,
+            }),
+        )),
         Restore::NoHistory => Err(AdminError::not_found(format!(
             "{}: no earlier state of {} to restore",
             ns.path(),
@@ -255,29 +235,5 @@ pub(super) async fn restore(
             "{}@{d} is gone: garbage collection removed it after the undo window",
             ns.path()
         ))),
-    }
-}
-
-/// A restore is a push to consumers of events: of each tag that points at the manifest again,
-/// or, brought back without tags, of the manifest by digest.
-fn announce_restore(
-    reg: &Registry,
-    ns: &Namespace,
-    (digest, tags, manifests): (&Digest, &[String], u64),
-    actor: &str,
-) {
-    let target = |tag: &str| TargetInfo {
-        repository: ns.path(),
-        digest: digest.to_string(),
-        tag: tag.to_owned(),
-        ..TargetInfo::default()
-    };
-    for t in tags {
-        reg.events
-            .emit_internal(Action::Push, target(t), "restore", actor);
-    }
-    if tags.is_empty() && manifests > 0 {
-        reg.events
-            .emit_internal(Action::Push, target(""), "restore", actor);
     }
 }

@@ -177,7 +177,12 @@ pub async fn handle(
         } else {
             guard::forgery_guard(call.req, call.base)?;
             match &reg.auth {
-                Some(auth) => guard::admin(auth, call.req, call.client).await?,
+                Some(auth) => match &route {
+                    AdminRoute::Directory(users::DirRoute::Password(user)) => {
+                        guard::admin_or_self(auth, call.req, call.client, user).await?
+                    }
+                    _ => guard::admin(auth, call.req, call.client).await?,
+                },
                 None => "anonymous".to_owned(),
             }
         };

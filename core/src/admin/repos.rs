@@ -93,7 +93,7 @@ pub(super) fn change_error(e: ChangeError) -> AdminError {
             AdminError::invalid(e.to_string())
         }
         ChangeError::Conflict(m) => AdminError::conflict(m),
-        ChangeError::NotFound(_) => AdminError::not_found(e.to_string()),
+        ChangeError::NotFound { .. } => AdminError::not_found(e.to_string()),
         ChangeError::Store(e) => AdminError::internal(e),
     }
 }

@@ -13,6 +13,7 @@ use crate::auth::{password, ApiToken, Privilege};
 use crate::http::response;
 use crate::registry::directory::EntryChange;
 use crate::registry::Registry;
+use crate::storage::metadata::sessions::TokenUse;
 use crate::storage::metadata::settings::SettingKind;
 
 /// A users/roles/tokens endpoint.
@@ -83,8 +84,9 @@ fn body<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, AdminErro
 }
 
 fn hash(p: &str) -> Result<String, AdminError> {
-    if p.len() < 8 {
-        return Err(bad("password: at least 8 characters"));
+    let min = crate::registry::directory::MIN_PASSWORD;
+    if p.chars().count() < min {
+        return Err(bad(format!("password: at least {min} characters")));
     }
     password::hash(p).map_err(AdminError::internal)
 }
@@ -175,10 +177,11 @@ async fn serve_user(
             &user_view(reg, &name).await?,
         )),
         DirRoute::Password(name) => {
-            let mut current = current_user(reg, &name).await?;
-            current.password_hash = hash(&body::<PasswordBody>(v)?.password)?;
-            let entry = serde_json::to_value(current).map_err(AdminError::internal)?;
-            set(reg, kind, &name, Some(entry), false, actor).await?;
+            let password = body::<PasswordBody>(v)?.password;
+            reg.control
+                .set_password(reg, &name, &password, actor)
+                .await
+                .map_err(change_error)?;
             Ok(response::status(StatusCode::NO_CONTENT))
         }
         _ => users(reg).await,
@@ -317,47 +320,39 @@ async fn role_view(reg: &Registry, name: &str) -> Result<Value, AdminError> {
         .ok_or_else(|| not_found("role", name))
 }
 
-fn token_view(t: &ApiToken) -> Value {
+fn token_view(t: &ApiToken, used: Option<&TokenUse>) -> Value {
     json!({
         "id": t.id, "user": t.user, "name": t.name, "privileges": t.privileges,
         "created_at": t.created_at, "expires_at": t.expires_at,
+        "last_used_at": used.map(|u| u.at / 1000), "last_used_from": used.map(|u| &u.from),
     })
 }
 
 async fn tokens(reg: &Registry, user: &str) -> AdminResult {
     current_user(reg, user).await?;
     let d = reg.control.directory().await.map_err(change_error)?;
+    let uses = reg.control.token_uses().await.map_err(change_error)?;
     let out: Vec<Value> = d
         .tokens
         .iter()
         .filter(|t| t.user == user)
-        .map(token_view)
+        .map(|t| token_view(t, uses.get(&t.id)))
         .collect();
     Ok(response::json(StatusCode::OK, &Value::Array(out)))
 }
 
 async fn create_token(reg: &Registry, user: &str, b: TokenBody, actor: &str) -> AdminResult {
-    let expires_at = b
+    let lifetime = b
         .expires_in
         .as_deref()
-        .map(|e| {
-            berth_config::parse_duration(e)
-                .map(|d| {
-                    crate::storage::metadata::now()
-                        + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)
-                })
-                .map_err(|r| bad(format!("expires_in: {r}")))
-        })
+        .map(|e| berth_config::parse_duration(e).map_err(|r| bad(format!("expires_in: {r}"))))
         .transpose()?;
-    if b.name.is_empty() {
-        return Err(bad("name: missing"));
-    }
-    let (token, secret) = ApiToken::generate(user, &b.name, b.privileges, expires_at);
-    reg.control
-        .add_token(reg, &token, actor)
+    let (token, secret) = reg
+        .control
+        .issue_token(reg, user, &b.name, b.privileges, lifetime, actor)
         .await
         .map_err(change_error)?;
-    let mut v = token_view(&token);
+    let mut v = token_view(&token, None);
     v["token"] = json!(secret);
     Ok(response::json(StatusCode::CREATED, &v))
 }

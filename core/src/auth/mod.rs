@@ -168,6 +168,8 @@ pub struct Auth {
     /// Recently verified Basic credentials (by SHA-256 of user and password), so a client that
     /// sends Basic on every request does not pay argon2 (tens of ms of CPU) every time.
     verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// When this core last recorded each API token's use (see [`Auth::note_token_use`]).
+    token_seen: Mutex<HashMap<String, Instant>>,
     /// Where UI sessions and the signing key live (shared by every core on it).
     store: Arc<dyn MetadataStore>,
 }
@@ -224,6 +226,7 @@ impl Auth {
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             ),
             verified: Mutex::new(HashMap::new()),
+            token_seen: Mutex::new(HashMap::new()),
             store,
         })
     }
@@ -292,6 +295,7 @@ impl Auth {
         match dir.token_user(id, secret, token::now() as i64) {
             Some(t) if t.user == user => {
                 self.limiter.refund(attempt);
+                self.note_token_use(id, client);
                 Ok(Identity::Token {
                     user: user.to_owned(),
                     id: id.to_owned(),

@@ -8,13 +8,21 @@
 //! longer matches). A session is for the UI only: the registry and admin APIs never read the
 //! cookie.
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
 use super::{Auth, Identity};
 use crate::storage::metadata::sessions::SessionRecord;
 use crate::storage::metadata::{now_ms, MetadataError};
+
+/// A token's use is written to the store at most this often per core: a CI job logging in on
+/// every step costs one write a minute, not one per request. The time shown is therefore
+/// at most this old.
+const TOKEN_USE_EVERY: Duration = Duration::from_secs(60);
+/// Bound on the tokens remembered as recently recorded (cleared when exceeded).
+const TOKEN_SEEN_MAX: usize = 10_000;
 
 /// How long a web UI login lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -76,5 +84,29 @@ impl Auth {
     /// Ends every session of `user` (changed or deleted); how many there were.
     pub async fn end_sessions(&self, user: &str) -> Result<u64, MetadataError> {
         self.store.sessions_end(user).await
+    }
+
+    /// Records that API token `id` signed in from `client`, in the background (a login never
+    /// waits for it, and a store that cannot take it only costs the record).
+    pub(super) fn note_token_use(&self, id: &str, client: IpAddr) {
+        {
+            let mut seen = self.token_seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.get(id).is_some_and(|t| t.elapsed() < TOKEN_USE_EVERY) {
+                return;
+            }
+            if seen.len() >= TOKEN_SEEN_MAX {
+                seen.clear();
+            }
+            seen.insert(id.to_owned(), Instant::now());
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, id) = (self.store.clone(), id.to_owned());
+        rt.spawn(async move {
+            if let Err(e) = store.token_used(&id, now_ms(), &client.to_string()).await {
+                tracing::warn!(error = %e, token = %id, "recording an API token's use failed");
+            }
+        });
     }
 }

@@ -17,7 +17,7 @@ pub mod lease;
 pub mod policy;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -28,7 +28,7 @@ pub use policy::{CleanupReport, RepoLifecycle};
 
 use crate::events::{Action, Notifier, TargetInfo};
 use crate::oci::RepoName;
-use crate::storage::metadata::cluster::GcRun;
+use crate::storage::metadata::cluster::{CleanupRun, GcRun};
 use crate::storage::metadata::{now, now_ms, MetadataError};
 use crate::storage::Stores;
 
@@ -72,7 +72,7 @@ pub struct Lifecycle {
     core: String,
     /// When this core started (Unix seconds): the schedule's start when no run is stored.
     started: i64,
-    cleanups: Mutex<BTreeMap<RepoName, CleanupReport>>,
+
     /// Removals by policy are delete events, as a client's `DELETE` would be.
     events: Arc<Notifier>,
 }
@@ -93,7 +93,6 @@ impl Lifecycle {
             running: tokio::sync::Mutex::new(()),
             core,
             started: now(),
-            cleanups: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -136,8 +135,15 @@ impl Lifecycle {
                 count(&report);
             }
             self.announce(&report);
-            if let Ok(mut c) = self.cleanups.lock() {
-                c.insert(name.clone(), report.clone());
+            let run = CleanupRun {
+                repo: name.to_string(),
+                core: self.core.clone(),
+                at: now_ms(),
+                report: serde_json::to_string(&report).unwrap_or_default(),
+            };
+            // The removals are done; a report the store cannot take is only a report.
+            if let Err(e) = self.stores.meta.cleanup_run_record(&run).await {
+                tracing::warn!(repository = %name, error = %e, "recording a cleanup run failed");
             }
         }
         Ok(report)
@@ -167,9 +173,27 @@ impl Lifecycle {
         }
     }
 
-    /// The last real cleanup run of a repository.
-    pub fn last_cleanup(&self, name: &RepoName) -> Option<CleanupReport> {
-        self.cleanups.lock().ok()?.get(name).cloned()
+    /// The last real cleanup run of a repository (of `name`, or of all), on any core: its
+    /// report with the core that ran it.
+    pub async fn last_cleanups(
+        &self,
+        name: Option<&RepoName>,
+    ) -> Result<Vec<serde_json::Value>, MetadataError> {
+        let runs = self
+            .stores
+            .meta
+            .cleanup_runs(name.map(RepoName::as_str))
+            .await?;
+        Ok(runs
+            .into_iter()
+            .map(|r| {
+                let mut v: serde_json::Value = serde_json::from_str(&r.report).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("core".into(), r.core.into());
+                }
+                v
+            })
+            .collect())
     }
 
     pub fn stores(&self) -> &Stores {

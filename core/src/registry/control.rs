@@ -56,8 +56,8 @@ pub enum ChangeError {
     Invalid { key: String, reason: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("no repository named {0:?}")]
-    NotFound(String),
+    #[error("no {kind} named {name:?}")]
+    NotFound { kind: &'static str, name: String },
     #[error(transparent)]
     Store(#[from] MetadataError),
     #[error("{0}")]
@@ -389,9 +389,10 @@ fn apply(
             Ok((name, Some(v.clone())))
         }
         RepoChange::Replace(name, v) => {
-            let i = m
-                .index(name)
-                .ok_or_else(|| ChangeError::NotFound(name.clone()))?;
+            let i = m.index(name).ok_or_else(|| ChangeError::NotFound {
+                kind: "repository",
+                name: name.clone(),
+            })?;
             let mut v = v.clone();
             body_name(&v, Some(name))?;
             if let Some(o) = v.as_object_mut() {
@@ -406,9 +407,10 @@ fn apply(
             Ok((name.clone(), Some(v)))
         }
         RepoChange::Delete(name) => {
-            let i = m
-                .index(name)
-                .ok_or_else(|| ChangeError::NotFound(name.clone()))?;
+            let i = m.index(name).ok_or_else(|| ChangeError::NotFound {
+                kind: "repository",
+                name: name.clone(),
+            })?;
             m.values.remove(i);
             m.origins.remove(i);
             Ok((name.clone(), None))

@@ -10,7 +10,11 @@ use serde_json::Value;
 use super::control::{merge, ChangeError, Control, Origin};
 use super::Registry;
 use crate::auth::{ApiToken, RoleConfig, UserConfig};
+use crate::storage::metadata::sessions::TokenUse;
 use crate::storage::metadata::settings::SettingKind;
+
+/// The shortest password accepted (NIST SP 800-63B's floor for user-chosen secrets).
+pub const MIN_PASSWORD: usize = 8;
 
 /// Users, roles and tokens as they are now, with origins.
 pub struct DirectoryView {
@@ -162,6 +166,88 @@ impl Control {
         }
     }
 
+    /// Sets `user`'s password (hashed here, argon2id, off the async workers). Its UI sessions
+    /// end on every core and registry tokens its old password obtained stop working (their
+    /// password stamp no longer matches); API tokens stay, they are separate credentials.
+    pub async fn set_password(
+        &self,
+        reg: &Registry,
+        user: &str,
+        password: &str,
+        actor: &str,
+    ) -> Result<(), ChangeError> {
+        if password.chars().count() < MIN_PASSWORD {
+            return Err(ChangeError::Invalid {
+                key: "password".into(),
+                reason: format!("at least {MIN_PASSWORD} characters"),
+            });
+        }
+        let mut current = self
+            .directory()
+            .await?
+            .users
+            .into_iter()
+            .map(|(u, _)| u)
+            .find(|u| u.name == user)
+            .ok_or_else(|| ChangeError::NotFound {
+                kind: "user",
+                name: user.to_owned(),
+            })?;
+        let plain = password.to_owned();
+        current.password_hash =
+            tokio::task::spawn_blocking(move || crate::auth::password::hash(&plain))
+                .await
+                .map_err(|e| corrupt("password hash", e))?
+                .map_err(|reason| ChangeError::Invalid {
+                    key: "password".into(),
+                    reason,
+                })?;
+        let entry = serde_json::to_value(current).map_err(|e| corrupt("user", e))?;
+        let change = EntryChange {
+            kind: SettingKind::User,
+            name: user.to_owned(),
+            entry: Some(entry),
+            create: false,
+        };
+        self.change_entry(reg, change, actor).await?;
+        tracing::info!(target: "berth_core::audit", who = actor, user, action = "set password",
+            "audit");
+        Ok(())
+    }
+
+    /// When and from where each API token was last used (to the minute), by id.
+    pub async fn token_uses(
+        &self,
+    ) -> Result<std::collections::HashMap<String, TokenUse>, ChangeError> {
+        Ok(self.stores.meta.token_uses().await?)
+    }
+
+    /// Creates an API token for `user`, narrowed to `privileges` (empty: whatever the user may
+    /// do, but the admin API), valid for `lifetime` (`None`: until revoked); the stored record
+    /// and the token itself, to be shown once.
+    pub async fn issue_token(
+        &self,
+        reg: &Registry,
+        user: &str,
+        name: &str,
+        privileges: Vec<crate::auth::Privilege>,
+        lifetime: Option<std::time::Duration>,
+        actor: &str,
+    ) -> Result<(ApiToken, String), ChangeError> {
+        if name.trim().is_empty() {
+            return Err(ChangeError::Invalid {
+                key: "name".into(),
+                reason: "missing".into(),
+            });
+        }
+        let expires_at = lifetime.map(|d| {
+            crate::storage::metadata::now() + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)
+        });
+        let (token, secret) = ApiToken::generate(user, name.trim(), privileges, expires_at);
+        self.add_token(reg, &token, actor).await?;
+        Ok((token, secret))
+    }
+
     /// Stores a new token (its user must exist) and serves it.
     pub async fn add_token(
         &self,
@@ -172,7 +258,10 @@ impl Control {
         let _one = self.changing.lock().await;
         let d = self.directory().await?;
         if !d.users.iter().any(|(u, _)| u.name == token.user) {
-            return Err(ChangeError::NotFound(token.user.clone()));
+            return Err(ChangeError::NotFound {
+                kind: "user",
+                name: token.user.clone(),
+            });
         }
         let body = serde_json::to_string(token).map_err(|e| corrupt("token", e))?;
         self.stores
@@ -203,6 +292,7 @@ impl Control {
             .meta
             .remove_setting(SettingKind::Token, id)
             .await?;
+        self.stores.meta.token_use_forget(id).await?;
         self.note_version().await?;
         self.apply_directory(reg).await?;
         tracing::info!(target: "berth_core::audit", who = actor, user, token = id,
@@ -235,7 +325,10 @@ fn edit<T: serde::de::DeserializeOwned>(
             change.kind.as_str(),
             change.name
         ))),
-        (None, _, false) => Err(ChangeError::NotFound(change.name.clone())),
+        (None, _, false) => Err(ChangeError::NotFound {
+            kind: change.kind.as_str(),
+            name: change.name.clone(),
+        }),
         (Some(i), None, _) => {
             list.remove(i);
             Ok(())
@@ -248,7 +341,10 @@ fn edit<T: serde::de::DeserializeOwned>(
             list.push((e, origin));
             Ok(())
         }
-        (None, None, true) => Err(ChangeError::NotFound(change.name.clone())),
+        (None, None, true) => Err(ChangeError::NotFound {
+            kind: change.kind.as_str(),
+            name: change.name.clone(),
+        }),
     }
 }
 

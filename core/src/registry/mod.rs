@@ -14,10 +14,12 @@
 //!   both go through it, so what is tested is what runs).
 //! - `control.rs`: repositories created, changed and deleted at run time; `directory.rs`: users,
 //!   roles and API tokens the same way.
+//! - `content.rs`: tags and manifests deleted or restored from the admin API and the UI.
 //! - `ports.rs`: what the service layer asks of the socket layer.
 //! - `audit.rs`: the audit line every change writes.
 
 pub mod audit;
+pub mod content;
 pub mod control;
 pub mod directory;
 mod ports;

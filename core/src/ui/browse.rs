@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::{Ctx, PageError, PageResult};
+use super::{content, overview, Ctx, PageError, PageResult};
 use crate::oci::{Digest, ImageName, Reference, RepoName};
 use crate::registry::RepoEntry;
 use crate::storage::metadata::Page;
@@ -17,6 +17,8 @@ use crate::storage::metadata::Page;
 const LIST_LIMIT: usize = 200;
 /// Tags shown on an image page, each resolved to its digest.
 const TAG_LIMIT: usize = 100;
+/// Tag changes shown on an image page.
+const HISTORY_SHOWN: usize = 20;
 /// An image config larger than this is not read for the manifest page.
 const CONFIG_LIMIT: u64 = 1 << 20;
 
@@ -37,7 +39,7 @@ pub fn human(bytes: u64) -> String {
 }
 
 /// `host[:port]` of the base URL the client used.
-fn client_host(ctx: &Ctx<'_>) -> String {
+pub(super) fn client_host(ctx: &Ctx<'_>) -> String {
     let b = ctx.base.as_str();
     b.split_once("://").map_or(b, |(_, h)| h).to_owned()
 }
@@ -73,7 +75,7 @@ fn pull_prefix(ctx: &Ctx<'_>, entry: &RepoEntry, ports: &Ports) -> String {
 }
 
 /// The repository `name`, if the viewer may read it.
-fn readable(ctx: &Ctx<'_>, name: &str) -> Result<Arc<RepoEntry>, PageError> {
+pub(super) fn readable(ctx: &Ctx<'_>, name: &str) -> Result<Arc<RepoEntry>, PageError> {
     let missing = || PageError::not_found(format!("no repository named {name:?} you may read"));
     let repo: RepoName = name.parse().map_err(|_| missing())?;
     if !ctx.viewer.may_read(ctx.reg, &repo) {
@@ -90,23 +92,29 @@ fn image_param(ctx: &Ctx<'_>) -> Result<ImageName, PageError> {
 
 pub async fn home(ctx: &Ctx<'_>) -> PageResult {
     let ports = ctx.reg.control.listening().await;
-    let repos: Vec<Value> = ctx
-        .reg
-        .repos()
-        .values()
-        .filter(|e| ctx.viewer.may_read(ctx.reg, e.repo.name()))
-        .map(|e| {
-            let host = e
-                .config
-                .connector
-                .as_ref()
-                .map(|_| pull_prefix(ctx, e, &ports));
-            json!({ "name": e.repo.name().as_str(), "kind": e.repo.kind(), "host": host })
-        })
-        .collect();
+    let mut repos = Vec::new();
+    for e in ctx.reg.repos().values() {
+        if !ctx.viewer.may_read(ctx.reg, e.repo.name()) {
+            continue;
+        }
+        let host = e
+            .config
+            .connector
+            .as_ref()
+            .map(|_| pull_prefix(ctx, e, &ports));
+        let mut row = overview::repo_figures(ctx, e).await;
+        row["name"] = json!(e.repo.name().as_str());
+        row["kind"] = json!(e.repo.kind());
+        row["host"] = json!(host);
+        repos.push(row);
+    }
+    let overview = match ctx.viewer.admin {
+        true => overview::overview(ctx).await,
+        false => Value::Null,
+    };
     ctx.render(
         "home.html",
-        json!({ "repos": repos, "main_host": client_host(ctx) }),
+        json!({ "repos": repos, "main_host": client_host(ctx), "overview": overview }),
     )
 }
 
@@ -125,11 +133,13 @@ pub async fn repository(ctx: &Ctx<'_>) -> PageResult {
         .collect();
     let more = images.len() > LIST_LIMIT;
     images.truncate(LIST_LIMIT);
+    let rows = overview::image_rows(ctx, &entry, &images).await;
+    let figures = overview::repo_figures(ctx, &entry).await;
     ctx.render(
         "repository.html",
         json!({
             "repo": { "name": entry.repo.name().as_str(), "kind": entry.repo.kind() },
-            "images": images, "more": more,
+            "images": rows, "more": more, "figures": figures,
         }),
     )
 }
@@ -155,13 +165,45 @@ pub async fn image(ctx: &Ctx<'_>) -> PageResult {
             );
         }
     }
+    let history = history(ctx, &entry, &image, &tags).await;
     ctx.render(
         "image.html",
         json!({
             "repo": entry.repo.name().as_str(), "image": image.to_string(), "tags": tags,
-            "more": more,
+            "more": more, "history": history,
+            "may_delete": content::may_delete(ctx, &entry),
             "pull": format!("{}/{image}", pull_prefix(ctx, &entry, &ctx.reg.control.listening().await)),
         }),
+    )
+}
+
+/// The image's latest tag changes, each with the digest a restore would point its tag at
+/// when that differs from where the tag points now (for viewers who may restore).
+async fn history(ctx: &Ctx<'_>, entry: &RepoEntry, image: &ImageName, tags: &[Value]) -> Value {
+    if !content::may_restore(ctx, entry) {
+        return Value::Null;
+    }
+    let ns = crate::storage::Namespace::new(entry.repo.name().clone(), image.clone());
+    let events = crate::registry::content::history(ctx.reg, &ns, None, HISTORY_SHOWN)
+        .await
+        .unwrap_or_default();
+    let now = |tag: &str| {
+        tags.iter()
+            .find(|t| t["tag"] == tag)
+            .and_then(|t| t["digest"].as_str())
+    };
+    Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                let target = e.digest.as_deref().or(e.previous.as_deref());
+                let restore = target.filter(|d| now(&e.tag) != Some(*d));
+                json!({
+                    "tag": e.tag, "digest": e.digest, "previous": e.previous, "actor": e.actor,
+                    "reason": e.reason, "at": overview::when(e.at / 1000), "restore": restore,
+                })
+            })
+            .collect(),
     )
 }
 
@@ -204,6 +246,7 @@ pub async fn manifest(ctx: &Ctx<'_>) -> PageResult {
         "repo": entry.repo.name().as_str(), "image": image.to_string(),
         "reference": r, "sep": sep, "digest": m.digest.to_string(),
         "media_type": m.media_type, "referrers": referrers,
+        "may_delete": content::may_delete(ctx, &entry),
         "pull": format!("{}/{image}", pull_prefix(ctx, &entry, &ctx.reg.control.listening().await)),
     });
     if let Some(list) = doc["manifests"].as_array() {

@@ -98,11 +98,7 @@ pub async fn create(ctx: &Ctx<'_>, body: crate::http::Body) -> PageResult {
         .change(ctx.reg, RepoChange::Create(entry), ctx.viewer.actor())
         .await;
     match done {
-        Ok(name) => {
-            let msg = format!("repository {name} created");
-            let to = format!("/ui/admin?message={}", urlencode(&msg));
-            Ok(ctx.redirect(&to))
-        }
+        Ok(name) => Ok(ctx.done("/ui/admin", &format!("repository {name} created"))),
         Err(e) => {
             let status = match e {
                 ChangeError::Conflict(_) => StatusCode::CONFLICT,
@@ -112,10 +108,6 @@ pub async fn create(ctx: &Ctx<'_>, body: crate::http::Body) -> PageResult {
             Err(PageError::new(status, format!("not created: {e}")))
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 pub async fn gc(ctx: &Ctx<'_>) -> PageResult {

@@ -11,11 +11,17 @@
 //!
 //! # Layout
 //! - this file: routes, the viewer (session cookie), rendering, forms.
-//! - `browse.rs`: repositories, images, tags, manifests, search.
+//! - `browse.rs`: repositories, images, tags, manifests, search; `overview.rs`: the figures
+//!   the first pages show (usage against quota, image summaries, last runs, blocked remotes).
+//! - `content.rs`: deleting tags and manifests, restoring tags, for users with the privilege.
+//! - `account.rs`: a user's own password and API tokens; an admin's password reset.
 //! - `manage.rs`: the admin pages and their forms.
 
+mod account;
 mod browse;
+mod content;
 mod manage;
+mod overview;
 
 use std::sync::OnceLock;
 
@@ -50,6 +56,13 @@ pub enum Page {
     AdminCreate,
     AdminGc,
     AdminCleanup,
+    AdminPassword,
+    Account,
+    AccountPassword,
+    AccountTokens,
+    AccountRevoke,
+    Delete,
+    Restore,
 }
 
 /// The UI page `path` names, if any (the context path itself and `<context>/ui/...`).
@@ -68,6 +81,13 @@ pub fn route(reg: &Registry, path: &str) -> Option<Page> {
         "/ui/admin/repositories" => Page::AdminCreate,
         "/ui/admin/gc" => Page::AdminGc,
         "/ui/admin/cleanup" => Page::AdminCleanup,
+        "/ui/admin/password" => Page::AdminPassword,
+        "/ui/account" => Page::Account,
+        "/ui/account/password" => Page::AccountPassword,
+        "/ui/account/tokens" => Page::AccountTokens,
+        "/ui/account/tokens/revoke" => Page::AccountRevoke,
+        "/ui/delete" => Page::Delete,
+        "/ui/restore" => Page::Restore,
         _ => return None,
     })
 }
@@ -107,11 +127,17 @@ impl Viewer {
 
     /// Whether the viewer may read `repo`, as on the registry API.
     pub fn may_read(&self, reg: &Registry, repo: &RepoName) -> bool {
+        self.may(reg, repo, Action::Read)
+    }
+
+    /// Whether the viewer may do `action` on `repo`, as on the registry API (no auth section:
+    /// anything, as there).
+    pub fn may(&self, reg: &Registry, repo: &RepoName, action: Action) -> bool {
         match &reg.auth {
             None => true,
             Some(auth) => {
                 let who = self.identity.clone().unwrap_or(Identity::Anonymous);
-                auth.can(&who, repo, Action::Read)
+                auth.can(&who, repo, action)
             }
         }
     }
@@ -217,6 +243,27 @@ impl Ctx<'_> {
         r
     }
 
+    /// A redirect to `path` that shows `message` there (what a form did).
+    fn done(&self, path: &str, message: &str) -> Response<Body> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.redirect(&format!("{path}{sep}message={}", urlencode(message)))
+    }
+
+    /// The signed-in user's name; pages about one's own account need one.
+    fn signed_in(&self) -> Result<&str, PageError> {
+        match (&self.viewer.identity, self.viewer.auth) {
+            (Some(Identity::User(name)), _) => Ok(name),
+            (_, false) => Err(PageError::new(
+                StatusCode::NOT_FOUND,
+                "access control is off (no auth section): there are no accounts",
+            )),
+            _ => Err(PageError::new(
+                StatusCode::UNAUTHORIZED,
+                "log in to manage your account",
+            )),
+        }
+    }
+
     fn admin_only(&self) -> Result<(), PageError> {
         if self.viewer.admin {
             Ok(())
@@ -267,6 +314,8 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("login.html", include_str!("templates/login.html")),
             ("admin.html", include_str!("templates/admin.html")),
             ("report.html", include_str!("templates/report.html")),
+            ("account.html", include_str!("templates/account.html")),
+            ("token.html", include_str!("templates/token.html")),
         ] {
             if let Err(e) = env.add_template(name, text) {
                 tracing::error!(template = name, error = %e, "UI template does not parse");
@@ -274,6 +323,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
         }
         env
     })
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn cookie(req: &Parts, name: &str) -> Option<String> {
@@ -350,6 +403,13 @@ pub async fn serve(
         (Page::AdminCreate, true) => manage::create(&ctx, body).await,
         (Page::AdminGc, true) => manage::gc(&ctx).await,
         (Page::AdminCleanup, true) => manage::cleanup(&ctx, body).await,
+        (Page::AdminPassword, true) => account::reset(&ctx, body).await,
+        (Page::Account, _) => account::page(&ctx).await,
+        (Page::AccountPassword, true) => account::password(&ctx, body).await,
+        (Page::AccountTokens, true) => account::create_token(&ctx, body).await,
+        (Page::AccountRevoke, true) => account::revoke_token(&ctx, body).await,
+        (Page::Delete, true) => content::delete(&ctx, body).await,
+        (Page::Restore, true) => content::restore(&ctx, body).await,
         (_, false) => Err(PageError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "this page takes a form (POST)",

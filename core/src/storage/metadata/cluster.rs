@@ -79,6 +79,18 @@ pub struct GcRun {
     pub report: String,
 }
 
+/// The last real cleanup run of one repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupRun {
+    pub repo: String,
+    /// The core that ran it.
+    pub core: String,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The run's report, JSON.
+    pub report: String,
+}
+
 #[async_trait]
 pub trait ClusterStore: Send + Sync {
     /// The `current` key, storing `candidate` first if there is none; whichever of several
@@ -111,4 +123,8 @@ pub trait ClusterStore: Send + Sync {
     async fn gc_runs(&self, limit: u32) -> Result<Vec<GcRun>>;
     /// When the newest scheduled run started (Unix seconds), on any core.
     async fn gc_last_scheduled(&self) -> Result<Option<i64>>;
+    /// Stores a repository's latest cleanup run (replacing the one before).
+    async fn cleanup_run_record(&self, run: &CleanupRun) -> Result<()>;
+    /// The latest cleanup run of every repository that had one (of `repo` only, if given).
+    async fn cleanup_runs(&self, repo: Option<&str>) -> Result<Vec<CleanupRun>>;
 }

@@ -69,6 +69,10 @@ pub struct Usage {
     pub tags: u64,
     /// Deleted manifests the undo window still keeps.
     pub deleted_manifests: u64,
+    /// Images with at least one manifest not deleted.
+    pub images: u64,
+    /// Unix seconds of the newest push, if any.
+    pub last_pushed_at: Option<i64>,
 }
 
 /// A tag as cleanup policies judge it.

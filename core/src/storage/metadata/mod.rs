@@ -37,6 +37,7 @@ pub mod suite_cluster;
 mod suite_fixtures;
 #[cfg(any(test, feature = "contract-suite"))]
 pub mod suite_lifecycle;
+pub mod summary;
 
 use std::collections::BTreeMap;
 
@@ -201,6 +202,7 @@ pub trait MetadataStore:
     + settings::SettingsStore
     + sessions::SessionStore
     + cluster::ClusterStore
+    + summary::SummaryStore
     + Send
     + Sync
     + 'static

@@ -4,6 +4,9 @@
 //!
 //! A session is found by the SHA-256 of its cookie's secret: someone who reads the database
 //! learns who is signed in, not a cookie that would sign them in.
+//!
+//! The last use of each API token lives here too: like a session, it is about who signs in,
+//! and it changes far more often than the settings the tokens themselves are.
 
 use async_trait::async_trait;
 
@@ -23,6 +26,15 @@ pub struct SessionRecord {
     pub expires_at: i64,
 }
 
+/// When and from where an API token was used last.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenUse {
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The client's address.
+    pub from: String,
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new session.
@@ -35,4 +47,10 @@ pub trait SessionStore: Send + Sync {
     async fn sessions_end(&self, user: &str) -> Result<u64>;
     /// Forgets sessions that expired before `now_ms`; how many.
     async fn sessions_prune(&self, now_ms: i64) -> Result<u64>;
+    /// Records a use of the API token `id`.
+    async fn token_used(&self, id: &str, at_ms: i64, from: &str) -> Result<()>;
+    /// The last use of every API token that has been used, by id.
+    async fn token_uses(&self) -> Result<std::collections::HashMap<String, TokenUse>>;
+    /// Forgets the use of a revoked token.
+    async fn token_use_forget(&self, id: &str) -> Result<()>;
 }

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{db, text, SqlMetadata};
-use crate::storage::metadata::cluster::{ClusterStore, GcRun, KeyRecord, KeySlot};
+use crate::storage::metadata::cluster::{CleanupRun, ClusterStore, GcRun, KeyRecord, KeySlot};
 use crate::storage::metadata::{now_ms, Result};
 
 fn key(r: &AnyRow) -> Result<KeyRecord> {
@@ -177,6 +177,43 @@ impl ClusterStore for SqlMetadata {
             .await
             .map_err(db)?;
         r_opt(&row)
+    }
+
+    async fn cleanup_run_record(&self, run: &CleanupRun) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cleanup_runs (repo, core, at, report) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (repo) DO UPDATE SET core = excluded.core, at = excluded.at, \
+             report = excluded.report",
+        )
+        .bind(&run.repo)
+        .bind(&run.core)
+        .bind(run.at)
+        .bind(&run.report)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn cleanup_runs(&self, repo: Option<&str>) -> Result<Vec<CleanupRun>> {
+        let rows = sqlx::query(
+            "SELECT repo, core, at, report FROM cleanup_runs WHERE $1 = '' OR repo = $1 \
+             ORDER BY repo",
+        )
+        .bind(repo.unwrap_or_default().to_owned())
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(CleanupRun {
+                    repo: text(r, 0)?,
+                    core: text(r, 1)?,
+                    at: r.try_get(2).map_err(db)?,
+                    report: text(r, 3)?,
+                })
+            })
+            .collect()
     }
 }
 

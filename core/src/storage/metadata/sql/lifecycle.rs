@@ -277,7 +277,9 @@ impl LifecycleStore for SqlMetadata {
         let counts = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM manifests WHERE repo = $1 AND deleted_at IS NULL), \
              (SELECT COUNT(*) FROM manifests WHERE repo = $1 AND deleted_at IS NOT NULL), \
-             (SELECT COUNT(*) FROM tags WHERE repo = $1)",
+             (SELECT COUNT(*) FROM tags WHERE repo = $1), \
+             (SELECT COUNT(DISTINCT image) FROM manifests WHERE repo = $1 AND deleted_at IS NULL), \
+             (SELECT MAX(pushed_at) FROM manifests WHERE repo = $1 AND deleted_at IS NULL)",
         )
         .bind(repo.as_str())
         .fetch_one(&self.read)
@@ -289,6 +291,8 @@ impl LifecycleStore for SqlMetadata {
             manifests: count(&counts, 0)?,
             deleted_manifests: count(&counts, 1)?,
             tags: count(&counts, 2)?,
+            images: count(&counts, 3)?,
+            last_pushed_at: counts.try_get(4).map_err(db)?,
         })
     }
 

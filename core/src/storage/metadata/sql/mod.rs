@@ -17,6 +17,7 @@ mod open;
 mod policy;
 mod sessions;
 mod settings;
+mod summary;
 mod writes;
 
 use std::str::FromStr;

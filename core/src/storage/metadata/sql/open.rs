@@ -19,6 +19,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../../migrations/0004_sessions.sql")),
     (5, include_str!("../../../../migrations/0005_cluster.sql")),
     (6, include_str!("../../../../migrations/0006_millis.sql")),
+    (
+        7,
+        include_str!("../../../../migrations/0007_uses_and_runs.sql"),
+    ),
 ];
 
 /// Read connections to an SQLite file (WAL: they never wait for the writer).

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{db, text, SqlMetadata};
-use crate::storage::metadata::sessions::{SessionRecord, SessionStore};
+use crate::storage::metadata::sessions::{SessionRecord, SessionStore, TokenUse};
 use crate::storage::metadata::Result;
 
 #[async_trait]
@@ -73,5 +73,49 @@ impl SessionStore for SqlMetadata {
             .map_err(db)?
             .rows_affected();
         Ok(gone)
+    }
+
+    async fn token_used(&self, id: &str, at_ms: i64, from: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO token_uses (id, used_at, used_from) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET used_at = excluded.used_at, \
+             used_from = excluded.used_from",
+        )
+        .bind(id)
+        .bind(at_ms)
+        .bind(from)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn token_uses(&self) -> Result<std::collections::HashMap<String, TokenUse>> {
+        let rows = sqlx::query("SELECT id, used_at, used_from FROM token_uses")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let id = text(r, 0)?;
+                let at = r.try_get(1).map_err(db)?;
+                Ok((
+                    id,
+                    TokenUse {
+                        at,
+                        from: text(r, 2)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn token_use_forget(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM token_uses WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 }
