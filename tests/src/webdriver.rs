@@ -210,6 +210,22 @@ impl Browser {
         self.navigating(|| self.type_into(css, &format!("{text}\u{E007}")));
     }
 
+    /// Signs in on the UI's login page under `base` (`http://host:port/context`).
+    pub fn login(&self, base: &str, user: &str, password: &str) {
+        self.goto(&format!("{base}/ui/login"));
+        self.type_into("#user", user);
+        self.type_into("#password", password);
+        self.click("#login");
+    }
+
+    /// The visible texts of every element matching `css`.
+    pub fn texts(&self, css: &str) -> Vec<String> {
+        self.all(css)
+            .iter()
+            .map(|e| self.element_text(e))
+            .collect()
+    }
+
     /// The page's visible text.
     pub fn body_text(&self) -> String {
         self.text("body")
