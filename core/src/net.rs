@@ -19,6 +19,21 @@ where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
+    https_client_over(ca_file, connect_timeout, HttpConnector::new())
+}
+
+/// The same client over `http`, a connector with its own resolver.
+pub fn https_client_over<R, B>(
+    ca_file: Option<&Path>,
+    connect_timeout: std::time::Duration,
+    mut http: HttpConnector<R>,
+) -> std::io::Result<Client<HttpsConnector<HttpConnector<R>>, B>>
+where
+    R: Clone,
+    HttpsConnector<HttpConnector<R>>: hyper_util::client::legacy::connect::Connect,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let roots = berth_certs::client_roots(ca_file).map_err(std::io::Error::other)?;
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -27,7 +42,6 @@ where
     .map_err(std::io::Error::other)?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);

@@ -116,7 +116,7 @@ fn events_overhead() {
     let receiver = Nginx::sink();
     let port = receiver.port;
     let hooks = |path: &str| {
-        format!("notifications:\n  endpoints:\n    - {{ name: hooks, url: 'http://127.0.0.1:{port}/{path}', queue: 100000 }}\n")
+        format!("notifications:\n  allow_private_targets: true\n  endpoints:\n    - {{ name: hooks, url: 'http://127.0.0.1:{port}/{path}', queue: 100000 }}\n")
     };
     let mut columns = vec!["events off", "events on"];
     let mut cores = vec![events_core(None, ""), events_core(None, &hooks("this"))];

@@ -220,10 +220,7 @@ impl Browser {
 
     /// The visible texts of every element matching `css`.
     pub fn texts(&self, css: &str) -> Vec<String> {
-        self.all(css)
-            .iter()
-            .map(|e| self.element_text(e))
-            .collect()
+        self.all(css).iter().map(|e| self.element_text(e)).collect()
     }
 
     /// The page's visible text.

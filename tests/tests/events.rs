@@ -63,7 +63,7 @@ fn core_with_hooks(dir: tempfile::TempDir, port: u16, dead_port: u16) -> Core {
     let config = format!(
         "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nmetrics: {{ listen: 127.0.0.1:0 }}\n\
          repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n\
-         notifications:\n  endpoints:\n\
+         notifications:\n  allow_private_targets: true\n  endpoints:\n\
          \x20   - name: hooks\n      url: http://127.0.0.1:{port}/events\n      \
          headers: {{ Authorization: Bearer s3cret }}\n      backoff: 100ms\n      max_backoff: 400ms\n\
          \x20   - name: no-pulls\n      url: http://127.0.0.1:{port}/no-pulls\n      ignore: {{ actions: [pull] }}\n\
@@ -229,7 +229,7 @@ fn cleanup_removals_and_restores_are_events() {
         "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nmetrics: {{ listen: 127.0.0.1:0 }}\n\
          repositories:\n  - name: hosted\n    kind: hosted\n    connector: {{ http: 127.0.0.1:0 }}\n    \
          cleanup: [{{ name: two-builds, tags: '^b-', keep_last: 1 }}]\n\
-         notifications:\n  endpoints:\n    - {{ name: hooks, url: 'http://127.0.0.1:{port}/events' }}\n",
+         notifications:\n  allow_private_targets: true\n  endpoints:\n    - {{ name: hooks, url: 'http://127.0.0.1:{port}/events' }}\n",
         dir.path().join("data").display()
     );
     let core = Core::start_in(tempfile::tempdir().unwrap(), &config);

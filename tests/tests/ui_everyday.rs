@@ -100,7 +100,10 @@ fn a_password_change_a_tag_deleted_and_restored_and_a_token_in_chromium() {
     assert_eq!(b.texts("#repositories td.images"), ["1"]);
     b.goto(&format!("{base}/ui/repository?name=hosted"));
     let images = b.text("#images");
-    assert!(images.contains("app") && images.contains("never"), "{images}");
+    assert!(
+        images.contains("app") && images.contains("never"),
+        "{images}"
+    );
     assert_eq!(tags(&b, &base), ["v1", "v2"]);
     assert!(b.all(".delete-tag").is_empty() && b.all("#history").is_empty());
     b.goto(&format!("{base}/ui/manifest?repo=hosted&image=app&ref=v1"));
@@ -116,7 +119,9 @@ fn a_password_change_a_tag_deleted_and_restored_and_a_token_in_chromium() {
     assert_eq!(manifest_as(&addr, &alice, "v1").0, 404);
     b.screenshot(&shots, "everyday-1-tag-deleted");
     b.click(".restore-tag[data-tag=v1]");
-    assert!(b.text("#message").contains(&format!("tag v1 points at {v1} again")));
+    assert!(b
+        .text("#message")
+        .contains(&format!("tag v1 points at {v1} again")));
     assert_eq!(b.texts("a.tag"), ["v1", "v2"]);
     assert_eq!(manifest_as(&addr, &alice, "v1"), (200, v1.clone()));
     b.goto(&format!("{base}/ui/manifest?repo=hosted&image=app&ref=v2"));

@@ -14,6 +14,7 @@ pub fn endpoints(
 ) -> Result<Vec<EndpointSettings>, ConfigError> {
     let mut names = HashSet::new();
     let mut out = Vec::new();
+    let allow_private = raw.allow_private_targets;
     for (i, e) in raw.endpoints.into_iter().enumerate() {
         let key = |k: &str| format!("notifications.endpoints[{i}].{k}");
         if e.name.is_empty() || !names.insert(e.name.clone()) {
@@ -35,6 +36,16 @@ pub fn endpoints(
                 key("url"),
                 "must not carry user:password@ (the URL is logged); send credentials in \
                  `headers` instead, e.g. Authorization",
+            ));
+        }
+        let refused = url.host().and_then(crate::events::target::refused_host);
+        if let (Some(why), false) = (refused, allow_private) {
+            return Err(source.err(
+                key("url"),
+                format!(
+                    "{why}: events are not sent inside the network unless \
+                     notifications.allow_private_targets is true"
+                ),
             ));
         }
         for h in e.headers.iter() {
@@ -73,6 +84,7 @@ pub fn endpoints(
             ca_file: e.ca_file.map(|p| source.resolve(&p)),
             ignored_actions,
             ignored_media_types: e.ignore.media_types,
+            allow_private,
         });
     }
     Ok(out)

@@ -46,6 +46,9 @@ pub struct RawConfig {
 pub struct RawNotifications {
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+    /// Endpoints may be on loopback, private or link-local addresses (see `events::target`).
+    #[serde(default)]
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,6 +22,7 @@ use hyper_util::client::legacy::Client;
 use tokio::sync::Notify;
 
 use super::envelope::{envelope, Event, MEDIA_TYPE};
+use super::target::PublicOnly;
 use super::{EndpointSettings, NotifyError};
 use crate::metrics;
 
@@ -35,18 +36,21 @@ pub struct Endpoint {
     settings: EndpointSettings,
     queue: Mutex<VecDeque<Arc<Event>>>,
     wake: Notify,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector<PublicOnly>>, Full<Bytes>>,
     /// `berth_notification_pending{endpoint}`, looked up once.
     pending_gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Endpoint {
     pub fn new(settings: EndpointSettings) -> Result<Endpoint, NotifyError> {
-        let client = crate::net::https_client(settings.ca_file.as_deref(), settings.timeout)
-            .map_err(|e| NotifyError {
-                endpoint: settings.name.clone(),
-                reason: e.to_string(),
-            })?;
+        let resolver = PublicOnly::new(settings.allow_private);
+        let http = HttpConnector::new_with_resolver(resolver);
+        let client =
+            crate::net::https_client_over(settings.ca_file.as_deref(), settings.timeout, http)
+                .map_err(|e| NotifyError {
+                    endpoint: settings.name.clone(),
+                    reason: e.to_string(),
+                })?;
         Ok(Endpoint {
             pending_gauge: metrics::global().notification_pending_gauge(&settings.name),
             queue: Mutex::new(VecDeque::new()),
@@ -200,11 +204,15 @@ impl Failure {
 }
 
 /// The client error with its cause (hyper's own text is only "client error (Connect)").
+/// The error with every cause under it (`dns error: vm resolves only to private addresses`).
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out = format!("{out}: {c}");
+        cause = c.source();
     }
+    out
 }
 
 /// `d` ± 25 %.

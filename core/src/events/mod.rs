@@ -11,6 +11,7 @@
 
 mod endpoint;
 mod envelope;
+pub mod target;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct EndpointSettings {
     pub ca_file: Option<PathBuf>,
     pub ignored_actions: Vec<Action>,
     pub ignored_media_types: Vec<String>,
+    /// `notifications.allow_private_targets`: loopback, private and link-local targets allowed.
+    pub allow_private: bool,
 }
 
 /// Why the notifier could not start.
