@@ -15,6 +15,7 @@ pub mod http;
 pub mod image;
 pub mod pebble;
 pub mod postgres;
+pub mod principals;
 pub mod proc;
 pub mod prometheus;
 pub mod registry;
