@@ -54,11 +54,13 @@ macro_rules! metadata_contract {
             suite_cluster::signing_keys_are_one_and_rotate,
             suite_cluster::leases_have_one_holder,
             suite_cluster::gc_runs_of_every_core,
+            suite_cluster::uses_and_cleanup_runs_are_the_latest,
             // Last in a run: they collect whatever else in the store is garbage too.
             suite_lifecycle::history_and_restore,
             suite_lifecycle::referrers_go_and_come_back_with_their_subject,
             suite_lifecycle::pushes_recheck_references,
             suite_lifecycle::usage_counts_shared_blobs_once,
+            suite_lifecycle::image_summaries_sum_each_image,
             suite_lifecycle::totals_count_stored_blobs_once,
             suite_lifecycle::collection_keeps_what_is_reachable,
             suite_lifecycle::a_claim_holds_off_a_push_of_the_same_digest);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::cluster::{GcRun, KeyRecord, KeySlot};
+use super::cluster::{CleanupRun, GcRun, KeyRecord, KeySlot};
 use super::{now_ms, MetadataStore};
 
 fn key(kid: &str) -> KeyRecord {
@@ -118,4 +118,33 @@ pub async fn gc_runs_of_every_core(s: Arc<dyn MetadataStore>, p: &str) {
     assert_eq!(runs[0].core, format!("{p}-core1"));
     assert!(runs[1].scheduled && !runs[0].scheduled);
     assert_eq!(s.gc_last_scheduled().await.unwrap(), Some(base + 2));
+}
+
+/// A token's last use and a repository's last cleanup run are one row each, whichever core
+/// wrote them last.
+pub async fn uses_and_cleanup_runs_are_the_latest(s: Arc<dyn MetadataStore>, p: &str) {
+    let id = format!("{p}-token");
+    s.token_used(&id, 1_000, "10.0.0.1").await.unwrap();
+    s.token_used(&id, 2_000, "10.0.0.2").await.unwrap();
+    let uses = s.token_uses().await.unwrap();
+    let u = uses.get(&id).unwrap();
+    assert_eq!((u.at, u.from.as_str()), (2_000, "10.0.0.2"));
+    s.token_use_forget(&id).await.unwrap();
+    assert!(!s.token_uses().await.unwrap().contains_key(&id));
+
+    let repo = format!("{p}-repo");
+    for (core, at) in [("core-a", 1), ("core-b", 2)] {
+        let run = CleanupRun {
+            repo: repo.clone(),
+            core: core.into(),
+            at,
+            report: format!("{{\"at\":{at}}}"),
+        };
+        s.cleanup_run_record(&run).await.unwrap();
+    }
+    let runs = s.cleanup_runs(Some(&repo)).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].core.as_str(), runs[0].at), ("core-b", 2));
+    let all = s.cleanup_runs(None).await.unwrap();
+    assert!(all.iter().any(|r| r.repo == repo));
 }

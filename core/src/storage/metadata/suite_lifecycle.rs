@@ -222,6 +222,40 @@ pub async fn usage_counts_shared_blobs_once(s: Arc<dyn MetadataStore>, p: &str) 
     let u = s.usage(&x.repo).await.unwrap();
     assert_eq!((u.blobs, u.manifests, u.tags), (3, 2, 2), "{u:?}");
     assert_eq!(u.bytes, 2000 + m.size);
+    assert_eq!(u.images, 2);
+    assert!(u.last_pushed_at.is_some_and(|t| t >= super::now() - 60));
+}
+
+/// The first pages' figures: per image its tags, live manifests, bytes, last push.
+pub async fn image_summaries_sum_each_image(s: Arc<dyn MetadataStore>, p: &str) {
+    let s = s.as_ref();
+    let (x, y) = (ns(p, "sum", "x"), ns(p, "sum", "y"));
+    let (m1, m2) = (
+        manifest(&format!("{p}-s1"), None),
+        manifest(&format!("{p}-s2"), None),
+    );
+    for (n, m, t) in [(&x, &m1, "a"), (&x, &m2, "b"), (&y, &m1, "a")] {
+        for b in &m.blobs {
+            place(s, n, b, 1000).await;
+        }
+        put(s, n, m, Some(&tag(t))).await;
+    }
+    let all = s.image_summaries(&x.repo, "a", "z").await.unwrap();
+    let names: Vec<&str> = all.iter().map(|i| i.image.as_str()).collect();
+    assert_eq!(
+        names,
+        ["x", "y"],
+        "only images with manifests, in the range"
+    );
+    assert_eq!((all[0].tags, all[0].manifests), (2, 2));
+    assert_eq!(all[0].bytes, 4000 + m1.size + m2.size);
+    assert_eq!(
+        (all[1].tags, all[1].manifests, all[1].bytes),
+        (1, 1, 2000 + m1.size)
+    );
+    assert!(all[0].pushed_at.is_some() && all[0].pulled_at.is_none());
+    let just_y = s.image_summaries(&x.repo, "y", "y").await.unwrap();
+    assert_eq!(just_y.len(), 1);
 }
 
 pub async fn totals_count_stored_blobs_once(s: Arc<dyn MetadataStore>, p: &str) {
