@@ -7,7 +7,7 @@
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
-use super::overview::when;
+use super::common::{client_host, when};
 use super::{form, Ctx, PageError, PageResult, COOKIE};
 use crate::auth::{Action, Identity, LoginError, Privilege};
 use crate::registry::control::ChangeError;
@@ -160,7 +160,7 @@ pub async fn create_token(ctx: &Ctx<'_>, body: crate::http::Body) -> PageResult 
     ctx.render(
         "token.html",
         json!({
-            "user": user, "name": token.name, "secret": secret, "host": super::browse::client_host(ctx),
+            "user": user, "name": token.name, "secret": secret, "host": client_host(ctx),
             "expires": token.expires_at.map_or_else(|| "never".to_owned(), when),
         }),
     )

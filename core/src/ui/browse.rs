@@ -2,12 +2,11 @@
 //! layers of an image; referrers such as signatures and SBOMs), search. Every read is the
 //! registry API's own call on the repository, with the viewer's read privilege checked.
 
-use std::sync::Arc;
-
 use futures_util::StreamExt;
 use http::StatusCode;
 use serde_json::{json, Value};
 
+use super::common::{client_host, human, readable};
 use super::{content, overview, Ctx, PageError, PageResult};
 use crate::oci::{Digest, ImageName, Reference, RepoName};
 use crate::registry::RepoEntry;
@@ -21,28 +20,6 @@ const TAG_LIMIT: usize = 100;
 const HISTORY_SHOWN: usize = 20;
 /// An image config larger than this is not read for the manifest page.
 const CONFIG_LIMIT: u64 = 1 << 20;
-
-/// `1.2 MiB`-style sizes.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// `host[:port]` of the base URL the client used.
-pub(super) fn client_host(ctx: &Ctx<'_>) -> String {
-    let b = ctx.base.as_str();
-    b.split_once("://").map_or(b, |(_, h)| h).to_owned()
-}
 
 /// The ports each repository listens on now (a configured port 0 is a real one here).
 type Ports = std::collections::BTreeMap<RepoName, Vec<(std::net::SocketAddr, bool)>>;
@@ -72,16 +49,6 @@ fn pull_prefix(ctx: &Ctx<'_>, entry: &RepoEntry, ports: &Ports) -> String {
         Some(p) => format!("{bare}:{p}"),
         None => bare,
     }
-}
-
-/// The repository `name`, if the viewer may read it.
-pub(super) fn readable(ctx: &Ctx<'_>, name: &str) -> Result<Arc<RepoEntry>, PageError> {
-    let missing = || PageError::not_found(format!("no repository named {name:?} you may read"));
-    let repo: RepoName = name.parse().map_err(|_| missing())?;
-    if !ctx.viewer.may_read(ctx.reg, &repo) {
-        return Err(missing());
-    }
-    ctx.reg.repos().get(&repo).cloned().ok_or_else(missing)
 }
 
 fn image_param(ctx: &Ctx<'_>) -> Result<ImageName, PageError> {
@@ -200,7 +167,7 @@ async fn history(ctx: &Ctx<'_>, entry: &RepoEntry, image: &ImageName, tags: &[Va
                 let restore = target.filter(|d| now(&e.tag) != Some(*d));
                 json!({
                     "tag": e.tag, "digest": e.digest, "previous": e.previous, "actor": e.actor,
-                    "reason": e.reason, "at": overview::when(e.at / 1000), "restore": restore,
+                    "reason": e.reason, "at": super::common::when(e.at / 1000), "restore": restore,
                 })
             })
             .collect(),

@@ -5,7 +5,7 @@
 
 use http::StatusCode;
 
-use super::browse::readable;
+use super::common::readable;
 use super::{form, Ctx, PageError, PageResult};
 use crate::auth::Action;
 use crate::oci::{Digest, ImageName, Reference, RepoName, Tag};

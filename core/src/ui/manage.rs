@@ -5,7 +5,7 @@
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::browse::human;
+use super::common::human;
 use super::{form, Ctx, PageError, PageResult};
 use crate::oci::RepoName;
 use crate::registry::control::{ChangeError, RepoChange};

@@ -13,12 +13,14 @@
 //! - this file: routes, the viewer (session cookie), rendering, forms.
 //! - `browse.rs`: repositories, images, tags, manifests, search; `overview.rs`: the figures
 //!   the first pages show (usage against quota, image summaries, last runs, blocked remotes).
+//! - `common.rs`: sizes, times, the browser's host, finding a readable repository.
 //! - `content.rs`: deleting tags and manifests, restoring tags, for users with the privilege.
 //! - `account.rs`: a user's own password and API tokens; an admin's password reset.
 //! - `manage.rs`: the admin pages and their forms.
 
 mod account;
 mod browse;
+mod common;
 mod content;
 mod manage;
 mod overview;

@@ -7,26 +7,11 @@
 
 use serde_json::{json, Value};
 
-use super::browse::human;
+use super::common::{human, when};
 use super::Ctx;
 use crate::registry::RepoEntry;
 use crate::repo::RepoKind;
 use crate::storage::metadata::summary::ImageSummary;
-
-/// `2026-12-07 15:04 UTC` for Unix seconds.
-pub fn when(secs: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(t) => format!(
-            "{}-{:02}-{:02} {:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute()
-        ),
-        Err(_) => secs.to_string(),
-    }
-}
 
 /// What the repository list shows of one repository beside its name: images, storage (and
 /// quota), last push. A store that cannot answer leaves the figures out.
