@@ -4,7 +4,9 @@
 //! and any that ask meanwhile — joins it. The fetch runs in its own task (a client that goes
 //! away does not cancel it for the others): it asks the remote, writes the bytes into an upload
 //! session of the local hosted store as they arrive, and every client reads that session from
-//! its own offset as it grows, so nobody waits for the whole layer. When the remote is done,
+//! its own offset as it grows, so nobody waits for the whole layer (but for its last byte, held
+//! back until the commit has verified the whole: a blob the cache rejects never reaches a
+//! client complete). When the remote is done,
 //! the session is committed through the hosted store (digest verified, data made durable); a
 //! failed or truncated transfer is discarded and every reader sees an error, so a bad blob
 //! never reaches the cache.
@@ -348,8 +350,9 @@ impl Inner {
     ) -> io::Result<Bytes> {
         loop {
             let st = rx.borrow_and_update().clone();
-            if let (true, Some(id)) = (offset < st.written, &st.upload) {
-                let n = (st.written.min(end) - offset).min(READ_CHUNK);
+            let shown = visible(&st);
+            if let (true, Some(id)) = (offset < shown, &st.upload) {
+                let n = (shown.min(end) - offset).min(READ_CHUNK);
                 if let Some(b) = fetch.recent_at(offset, n) {
                     return Ok(b);
                 }
@@ -387,5 +390,17 @@ impl Inner {
             out.extend_from_slice(&c?);
         }
         Ok(out.freeze())
+    }
+}
+
+/// How far readers may read the session before the fetch ends: what is on disk, but not the
+/// last byte of a blob whose length is known until the commit has verified it (a client that
+/// got every byte of a blob the cache then rejects would hold a complete, wrong layer); once
+/// the fetch failed, nothing more.
+fn visible(st: &FetchState) -> u64 {
+    match (&st.done, st.total) {
+        (Some(Outcome::Cached), _) | (None, None) => st.written,
+        (Some(_), _) => 0,
+        (None, Some(total)) => st.written.min(total.saturating_sub(1)),
     }
 }
