@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use super::error::{AdminError, AdminResult};
 use super::repos::change_error;
-use crate::auth::{password, ApiToken, Privilege};
+use crate::auth::{ApiToken, Privilege};
 use crate::http::response;
-use crate::registry::directory::EntryChange;
+use crate::registry::directory::{hash_new_password, EntryChange};
 use crate::registry::Registry;
 use crate::storage::metadata::sessions::TokenUse;
 use crate::storage::metadata::settings::SettingKind;
@@ -81,14 +81,6 @@ fn not_found(what: &str, name: &str) -> AdminError {
 
 fn body<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, AdminError> {
     serde_json::from_value(v.unwrap_or(Value::Null)).map_err(|e| bad(format!("request body: {e}")))
-}
-
-fn hash(p: &str) -> Result<String, AdminError> {
-    let min = crate::registry::directory::MIN_PASSWORD;
-    if p.chars().count() < min {
-        return Err(bad(format!("password: at least {min} characters")));
-    }
-    password::hash(p).map_err(AdminError::internal)
 }
 
 /// Serves one users/roles/tokens request.
@@ -161,12 +153,12 @@ async fn serve_user(
         DirRoute::Users if m == Method::POST => {
             let b: UserBody = body(v)?;
             let name = b.name.clone().ok_or_else(|| bad("name: missing"))?;
-            let entry = user_entry(&name, b, None)?;
+            let entry = user_entry(&name, b, None).await?;
             set_and_show(reg, kind, &name, Some(entry), true, actor).await
         }
         DirRoute::User(name) if m == Method::PUT => {
             let current = current_user(reg, &name).await?;
-            let entry = user_entry(&name, body(v)?, Some(current))?;
+            let entry = user_entry(&name, body(v)?, Some(current)).await?;
             set_and_show(reg, kind, &name, Some(entry), false, actor).await
         }
         DirRoute::User(name) if m == Method::DELETE => {
@@ -224,7 +216,7 @@ async fn serve_role(
 }
 
 /// A user entry in the config file's shape from a body (and the user as it was).
-fn user_entry(
+async fn user_entry(
     name: &str,
     b: UserBody,
     current: Option<crate::auth::UserConfig>,
@@ -235,7 +227,7 @@ fn user_entry(
         ));
     }
     let password_hash = match (b.password, b.password_hash, &current) {
-        (Some(p), None, _) => hash(&p)?,
+        (Some(p), None, _) => hash_new_password(&p).await.map_err(change_error)?,
         (None, Some(h), _) => h,
         (None, None, Some(c)) => c.password_hash.clone(),
         (None, None, None) => return Err(bad("password: missing")),

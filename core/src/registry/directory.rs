@@ -16,6 +16,23 @@ use crate::storage::metadata::settings::SettingKind;
 /// The shortest password accepted (NIST SP 800-63B's floor for user-chosen secrets).
 pub const MIN_PASSWORD: usize = 8;
 
+/// The argon2id hash of a new password, at least [`MIN_PASSWORD`] characters long, computed
+/// off the async workers (tens of milliseconds of CPU).
+pub async fn hash_new_password(password: &str) -> Result<String, ChangeError> {
+    let invalid = |reason: String| ChangeError::Invalid {
+        key: "password".into(),
+        reason,
+    };
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(invalid(format!("at least {MIN_PASSWORD} characters")));
+    }
+    let plain = password.to_owned();
+    tokio::task::spawn_blocking(move || crate::auth::password::hash(&plain))
+        .await
+        .map_err(|e| corrupt("password hash", e))?
+        .map_err(invalid)
+}
+
 /// Users, roles and tokens as they are now, with origins.
 pub struct DirectoryView {
     pub users: Vec<(UserConfig, Origin)>,
@@ -176,12 +193,7 @@ impl Control {
         password: &str,
         actor: &str,
     ) -> Result<(), ChangeError> {
-        if password.chars().count() < MIN_PASSWORD {
-            return Err(ChangeError::Invalid {
-                key: "password".into(),
-                reason: format!("at least {MIN_PASSWORD} characters"),
-            });
-        }
+        let hash = hash_new_password(password).await?;
         let mut current = self
             .directory()
             .await?
@@ -193,15 +205,7 @@ impl Control {
                 kind: "user",
                 name: user.to_owned(),
             })?;
-        let plain = password.to_owned();
-        current.password_hash =
-            tokio::task::spawn_blocking(move || crate::auth::password::hash(&plain))
-                .await
-                .map_err(|e| corrupt("password hash", e))?
-                .map_err(|reason| ChangeError::Invalid {
-                    key: "password".into(),
-                    reason,
-                })?;
+        current.password_hash = hash;
         let entry = serde_json::to_value(current).map_err(|e| corrupt("user", e))?;
         let change = EntryChange {
             kind: SettingKind::User,
