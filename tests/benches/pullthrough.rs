@@ -4,13 +4,17 @@
 //! run. Needs release binaries and `docker-registry`. Each cold run starts on warmed memory
 //! (see `bench::warm_memory`): on a VM the first touch of fresh pages costs more than the
 //! whole pull, and whoever ran first paid it.
+//!
+//! Distribution serves a cold blob by asking the remote twice, once for the client and once
+//! for its cache, which it fills in the background after the client is served; so the cache's
+//! CPU is counted until it settles, and the remote's reads of the layer are printed.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
 use berth_tests::bench::{print_table, warm_memory, Distribution};
-use berth_tests::core::Core;
+use berth_tests::core::{default_config, Core};
 use berth_tests::http::{self, request};
 use berth_tests::image::Pattern;
 use berth_tests::proc;
@@ -38,9 +42,30 @@ fn pull(addr: &str, path: &str) -> (f64, usize) {
     (t.elapsed().as_secs_f64(), total)
 }
 
+/// Response body bytes the remote has sent so far (its `http_response_bytes` counters).
+fn served(remote: &Core) -> f64 {
+    let metrics = remote
+        .metrics
+        .as_deref()
+        .expect("the remote's metrics listener");
+    let text = request(metrics, "GET", "/metrics", &[], b"")
+        .expect("metrics")
+        .body;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.starts_with("berth_http_response_bytes_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn main() {
     eprintln!("preparing a 1 GiB layer on the remote...");
-    let remote = Core::start();
+    let remote_dir = tempfile::tempdir().expect("tempdir");
+    let remote_config = format!(
+        "{}metrics: {{ listen: 127.0.0.1:0 }}\n",
+        default_config(&remote_dir.path().join("data"))
+    );
+    let remote = Core::start_in(remote_dir, &remote_config);
     let mut blob = vec![0u8; SIZE];
     Pattern::fill_at(3 << 20, &mut blob);
     let digest = http::digest(&blob);
@@ -81,16 +106,27 @@ fn main() {
         eprintln!("measuring {name}...");
         // The cold pull writes the layer into the cache: on memory the machine has used.
         warm_memory(2 * SIZE);
-        let c0 = proc::cpu_seconds(pid);
+        let (c0, r0) = (proc::cpu_seconds(pid), served(&remote));
         let (cold, n) = pull(&addr, &path);
         assert!(n >= SIZE, "{name}: short cold pull ({n} bytes)");
         let cold_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
-        std::thread::sleep(std::time::Duration::from_secs(1));
+        // Distribution caches in the background, after the client is served: count that too.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let cached_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
+        let reads = (served(&remote) - r0) / SIZE as f64;
         let c0 = proc::cpu_seconds(pid);
         let (warm, n) = pull(&addr, &path);
         assert!(n >= SIZE, "{name}: short warm pull ({n} bytes)");
         let warm_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
-        cols.push((name, mib / cold, mib / warm, cold_cpu, warm_cpu));
+        cols.push((
+            name,
+            mib / cold,
+            mib / warm,
+            cold_cpu,
+            cached_cpu,
+            warm_cpu,
+            reads,
+        ));
     }
     let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
     print_table(
@@ -99,12 +135,20 @@ fn main() {
             ("cold pull 1 GiB (MB/s)", cols.iter().map(|c| c.1).collect()),
             ("warm pull 1 GiB (MB/s)", cols.iter().map(|c| c.2).collect()),
             (
-                "cache CPU per MiB, cold (ms)",
+                "cache CPU per MiB, cold, while serving (ms)",
                 cols.iter().map(|c| c.3).collect(),
             ),
             (
-                "cache CPU per MiB, warm (ms)",
+                "cache CPU per MiB, cold, until cached (ms)",
                 cols.iter().map(|c| c.4).collect(),
+            ),
+            (
+                "cache CPU per MiB, warm (ms)",
+                cols.iter().map(|c| c.5).collect(),
+            ),
+            (
+                "remote reads of the layer per cold pull",
+                cols.iter().map(|c| c.6).collect(),
             ),
         ],
     );

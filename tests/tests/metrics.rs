@@ -32,6 +32,16 @@ fn prometheus_scrapes_the_core_and_the_probes_answer() {
     for _ in 0..3 {
         assert_eq!(get(&repo, "app", "manifests", "v1").unwrap().status, 200);
     }
+    // A HEAD states the length of a body it does not send: not counted as bytes sent.
+    let head = request(
+        &repo,
+        "HEAD",
+        &format!("/v2/app/blobs/{}", http::digest(&layer)),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(head.status, 200);
     let blob = request(
         &repo,
         "GET",

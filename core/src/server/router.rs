@@ -50,8 +50,15 @@ pub async fn handle(
         let labels = observe::labels(reg, port, req.uri().path());
         let method = observe::method_label(req.method());
         let bytes_in = observe::length(req.headers());
+        // A HEAD answer states the length of a body it does not send.
+        let head = req.method() == Method::HEAD;
         let mut resp = route(reg, port, conn, req, &id).await;
-        let sizes = (bytes_in, observe::length(resp.headers()));
+        let bytes_out = if head {
+            0
+        } else {
+            observe::length(resp.headers())
+        };
+        let sizes = (bytes_in, bytes_out);
         let status = resp.status().as_u16();
         crate::metrics::global().request(labels, method, status, started.elapsed(), sizes);
         if !v1 {

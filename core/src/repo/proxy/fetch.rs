@@ -2,14 +2,15 @@
 //!
 //! The first client to ask for an uncached blob starts one fetch; every client — the first one
 //! and any that ask meanwhile — joins it. The fetch runs in its own task (a client that goes
-//! away does not cancel it for the others): it asks the remote, writes the bytes into an upload
-//! session of the local hosted store as they arrive, and every client reads that session from
-//! its own offset as it grows, so nobody waits for the whole layer (but for its last byte, held
-//! back until the commit has verified the whole: a blob the cache rejects never reaches a
-//! client complete). When the remote is done,
-//! the session is committed through the hosted store (digest verified, data made durable); a
-//! failed or truncated transfer is discarded and every reader sees an error, so a bad blob
-//! never reaches the cache.
+//! away does not cancel it for the others): it asks the remote and hands each piece it sends
+//! both to the clients, from memory (see `window`), and to the cache, which hashes and writes
+//! it into an upload session of the local hosted store on a thread of its own. So clients
+//! get the bytes at the remote's pace, not the disk's, and the remote is asked once (CNCF
+//! Distribution asks it twice, once for the client and once for its cache). The last byte is
+//! held back until the commit has verified the whole: a blob the cache rejects never reaches
+//! a client complete. When the remote is done, the session is committed through the hosted
+//! store (digest verified, data made durable); a failed or truncated transfer is discarded and
+//! every reader sees an error, so a bad blob never reaches the cache.
 //!
 //! Across cores, a fetch holds a lease row (`proxy-fetch/<repository>/<digest>`) in the
 //! metadata store while it runs: another core asked for the same cold blob waits until it is
@@ -20,17 +21,18 @@
 //! fetch (audit: it was held across the remote round trip, so one silent remote wedged every
 //! uncached blob of the repository).
 
-use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::Method;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::answer::Answer;
 use super::remote::RemoteError;
+use super::window::Window;
 use super::{Inner, PROXY_CLIENT};
 use crate::lifecycle::lease::{self, LeaseError};
 use crate::oci::{Digest, ImageName};
@@ -38,19 +40,18 @@ use crate::repo::{RepoError, Repository};
 use crate::storage::metadata::cluster::process_name;
 use crate::storage::ByteStream;
 
-/// Bytes gathered before they are appended to the session (and shown to readers).
-const APPEND_BATCH: usize = 1 << 20;
-/// Batches read from the remote ahead of the cache writes.
-const QUEUE: usize = 8;
+/// Bytes appended to the session per append (the last piece is not split).
+const SEGMENT: u64 = 8 << 20;
+/// How far the remote may be read ahead of the cache's writes (held in memory meanwhile).
+const AHEAD: u64 = 32 << 20;
+/// Pieces in flight to the cache's writer.
+const QUEUE: usize = 64;
 /// How often a core waiting for another core's fetch of a blob looks whether it is cached.
 const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// The longest a core waits for another core's fetch (which renews its claim while it runs).
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// Largest piece a reader takes at once.
 const READ_CHUNK: u64 = 1 << 20;
-/// How much of the most recently cached bytes a fetch keeps in memory, so clients that keep
-/// up are served without reading back what was just written.
-const RECENT_WINDOW: usize = 16 << 20;
 
 /// How a fetch ended.
 #[derive(Clone, Debug)]
@@ -70,7 +71,9 @@ pub enum Outcome {
 pub struct FetchState {
     /// The upload session the bytes go into, once the remote has answered.
     pub upload: Option<String>,
-    /// Bytes durably appended to the session so far.
+    /// Bytes received from the remote so far (each one is in the window until written).
+    pub received: u64,
+    /// Bytes appended to the session so far.
     pub written: u64,
     /// The remote's Content-Length, once known.
     pub total: Option<u64>,
@@ -83,33 +86,11 @@ pub struct Fetch {
     pub image: ImageName,
     pub digest: Digest,
     pub state: watch::Receiver<FetchState>,
-    /// The last pieces appended, `(offset, bytes)`, oldest first; only for bytes already on
-    /// disk (so a reader never sees bytes the cache might not keep). Bounded: RECENT_WINDOW.
-    recent: Mutex<VecDeque<(u64, Bytes)>>,
+    /// What the remote sent that readers may be served from memory.
+    window: Window,
 }
 
 impl Fetch {
-    fn remember(&self, offset: u64, piece: Bytes) {
-        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.push_back((offset, piece));
-        while r.iter().map(|(_, b)| b.len()).sum::<usize>() > RECENT_WINDOW && r.len() > 1 {
-            r.pop_front();
-        }
-    }
-
-    /// Up to `max` bytes at `offset` from memory, if that part is still held.
-    fn recent_at(&self, offset: u64, max: u64) -> Option<Bytes> {
-        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.iter().find_map(|(start, b)| {
-            let end = start + b.len() as u64;
-            (offset >= *start && offset < end).then(|| {
-                let from = (offset - start) as usize;
-                let to = from + ((end - offset).min(max) as usize);
-                b.slice(from..to)
-            })
-        })
-    }
-
     /// Waits until the remote has answered: the state then has an upload session or an end.
     pub async fn started(&self) -> FetchState {
         let mut rx = self.state.clone();
@@ -141,7 +122,7 @@ impl Inner {
                 image: image.clone(),
                 digest: digest.clone(),
                 state: rx,
-                recent: Mutex::new(VecDeque::new()),
+                window: Window::default(),
             });
             inflight.insert(digest.clone(), f.clone());
             f
@@ -248,74 +229,68 @@ impl Inner {
 
     /// Copies `body` into the session, publishing progress, and commits it.
     ///
-    /// Reading the remote and writing the cache overlap: a reader task gathers the remote's
-    /// bytes into batches while this task appends the previous ones, so the remote is never
-    /// kept waiting on the disk or on hashing.
+    /// Receiving and caching overlap: one side takes the remote's pieces as they come, hands
+    /// them to readers (through the fetch's window) and to the other side, which appends them
+    /// to the session in segments of [`SEGMENT`] (the hash and the write run on a thread of
+    /// their own, one file open and one progress record per segment). The remote is kept at
+    /// most [`AHEAD`] ahead of the cache's writes, so memory stays flat in the layer's size.
     async fn copy(
         &self,
         f: &Fetch,
         id: &str,
         tx: &watch::Sender<FetchState>,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<(), String> {
-        // Batches in flight between the two tasks: bounds memory to QUEUE × APPEND_BATCH.
-        let (batches, mut incoming) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(QUEUE);
-        let reader = tokio::spawn(async move {
-            let mut batch = BytesMut::with_capacity(APPEND_BATCH);
-            let mut seen = 0u64;
-            while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(c) => {
-                        seen += c.len() as u64;
-                        batch.extend_from_slice(&c);
-                        if batch.len() >= APPEND_BATCH
-                            && batches.send(Ok(batch.split().freeze())).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let broke = format!("remote transfer broke after {seen} bytes: {e}");
-                        let _ = batches.send(Err(broke)).await;
-                        return;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                let _ = batches.send(Ok(batch.freeze())).await;
-            }
-        });
-        let result = async {
-            let mut written = 0u64;
-            while let Some(piece) = incoming.recv().await {
-                let piece = piece?;
-                let n = piece.len() as u64;
-                let one: ByteStream = Box::pin(futures_util::stream::iter([Ok(piece.clone())]));
-                self.local
-                    .upload_append(&f.image, id, Some(written), one)
-                    .await
-                    .map_err(|e| format!("caching failed: {e}"))?;
-                f.remember(written, piece);
-                written += n;
-                tx.send_modify(|s| s.written = written);
-            }
-            match self.local.upload_finish(&f.image, id, &f.digest).await {
-                Ok(_) => Ok(()),
-                Err(
-                    e @ (RepoError::DigestMismatch { .. }
-                    | RepoError::UnsupportedDigest(_)
-                    | RepoError::BodyEnded(_)),
-                ) => Err(format!(
-                    "remote {} sent {written} bytes that are not {}: {e}; nothing cached",
-                    self.url(),
-                    f.digest,
-                )),
-                Err(e) => Err(format!("caching failed: {e}")),
+        let (pieces, incoming) = mpsc::channel::<Bytes>(QUEUE);
+        let (received, written) = tokio::try_join!(
+            receive(f, tx, body, pieces),
+            self.write_segments(f, id, tx, incoming)
+        )?;
+        if received != written {
+            return Err(format!(
+                "caching failed: {written} of {received} received bytes were written"
+            ));
+        }
+        match self.local.upload_finish(&f.image, id, &f.digest).await {
+            Ok(_) => Ok(()),
+            Err(
+                e @ (RepoError::DigestMismatch { .. }
+                | RepoError::UnsupportedDigest(_)
+                | RepoError::BodyEnded(_)),
+            ) => Err(format!(
+                "remote {} sent {written} bytes that are not {}: {e}; nothing cached",
+                self.url(),
+                f.digest,
+            )),
+            Err(e) => Err(format!("caching failed: {e}")),
+        }
+    }
+
+    /// Appends what `incoming` brings to the session, a segment at a time, until it ends;
+    /// returns the session's size.
+    async fn write_segments(
+        &self,
+        f: &Fetch,
+        id: &str,
+        tx: &watch::Sender<FetchState>,
+        incoming: mpsc::Receiver<Bytes>,
+    ) -> Result<u64, String> {
+        let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
+        let mut written = 0u64;
+        loop {
+            let ended = Arc::new(AtomicBool::new(false));
+            let piece = segment(incoming.clone(), ended.clone());
+            written = self
+                .local
+                .upload_append(&f.image, id, Some(written), piece)
+                .await
+                .map_err(|e| format!("caching failed: {e}"))?;
+            f.window.written(written);
+            tx.send_modify(|s| s.written = written);
+            if ended.load(Ordering::Acquire) {
+                return Ok(written);
             }
         }
-        .await;
-        reader.abort();
-        result
     }
 
     /// A stream of `start..end` of the blob, following the fetch as it progresses.
@@ -353,13 +328,17 @@ impl Inner {
             let shown = visible(&st);
             if let (true, Some(id)) = (offset < shown, &st.upload) {
                 let n = (shown.min(end) - offset).min(READ_CHUNK);
-                if let Some(b) = fetch.recent_at(offset, n) {
+                if let Some(b) = fetch.window.read(offset, n) {
                     return Ok(b);
                 }
-                // An error means committed (moved into the blob store) or discarded meanwhile:
-                // the outcome is published, or about to be; it is handled below.
-                if let Ok(b) = self.local.upload_read(id, offset, n).await {
-                    return Ok(b);
+                // Not held any more, so written. An error means committed (moved into the blob
+                // store) or discarded meanwhile: the outcome is published, or about to be; it
+                // is handled below.
+                let n = n.min(st.written.saturating_sub(offset));
+                if n > 0 {
+                    if let Ok(b) = self.local.upload_read(id, offset, n).await {
+                        return Ok(b);
+                    }
                 }
             }
             match &st.done {
@@ -393,14 +372,74 @@ impl Inner {
     }
 }
 
-/// How far readers may read the session before the fetch ends: what is on disk, but not the
+/// How far readers may read before the fetch ends: what was received, but not the
 /// last byte of a blob whose length is known until the commit has verified it (a client that
 /// got every byte of a blob the cache then rejects would hold a complete, wrong layer); once
 /// the fetch failed, nothing more.
 fn visible(st: &FetchState) -> u64 {
     match (&st.done, st.total) {
-        (Some(Outcome::Cached), _) | (None, None) => st.written,
+        (Some(Outcome::Cached), _) | (None, None) => st.received,
         (Some(_), _) => 0,
-        (None, Some(total)) => st.written.min(total.saturating_sub(1)),
+        (None, Some(total)) => st.received.min(total.saturating_sub(1)),
     }
+}
+
+/// Takes the remote's pieces as they come: into the window (for readers) and on to the cache's
+/// writer, waiting while the cache is more than [`AHEAD`] behind. Returns the bytes received.
+async fn receive(
+    f: &Fetch,
+    tx: &watch::Sender<FetchState>,
+    mut body: ByteStream,
+    pieces: mpsc::Sender<Bytes>,
+) -> Result<u64, String> {
+    let mut progress = tx.subscribe();
+    let mut received = 0u64;
+    while let Some(piece) = body.next().await {
+        let piece =
+            piece.map_err(|e| format!("remote transfer broke after {received} bytes: {e}"))?;
+        if piece.is_empty() {
+            continue;
+        }
+        while received - progress.borrow_and_update().written > AHEAD {
+            if progress.changed().await.is_err() {
+                return Err("the fetch was abandoned".into());
+            }
+        }
+        let n = piece.len() as u64;
+        f.window.push(received, piece.clone());
+        received += n;
+        tx.send_modify(|s| s.received = received);
+        if pieces.send(piece).await.is_err() {
+            return Err("caching stopped taking bytes".into());
+        }
+    }
+    Ok(received)
+}
+
+/// One segment of the session: the next pieces from `incoming`, [`SEGMENT`] bytes or more
+/// (the last piece is not split), or fewer when `incoming` ends (then `ended` is set).
+fn segment(
+    incoming: Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>,
+    ended: Arc<AtomicBool>,
+) -> ByteStream {
+    let stream = futures_util::stream::unfold(0u64, move |taken| {
+        let incoming = incoming.clone();
+        let ended = ended.clone();
+        async move {
+            if taken >= SEGMENT {
+                return None;
+            }
+            match incoming.lock().await.recv().await {
+                Some(piece) => {
+                    let n = piece.len() as u64;
+                    Some((Ok(piece), taken + n))
+                }
+                None => {
+                    ended.store(true, Ordering::Release);
+                    None
+                }
+            }
+        }
+    });
+    Box::pin(stream)
 }

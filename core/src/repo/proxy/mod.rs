@@ -20,6 +20,7 @@ mod fetch;
 mod pull;
 mod remote;
 mod settings;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

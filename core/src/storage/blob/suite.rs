@@ -61,6 +61,7 @@ macro_rules! blob_contract {
             offset_mismatch_keeps_data,
             digest_mismatch_stores_nothing,
             broken_body_keeps_received_bytes,
+            large_appends_verify_every_byte,
             small_blobs_list_and_delete,
             commit_racing_cancel,
             concurrent_commits_of_one_blob);
@@ -153,6 +154,37 @@ pub async fn broken_body_keeps_received_bytes(s: Arc<dyn BlobStore>) {
         .unwrap();
     let d = Digest::sha256_of(b"first second");
     assert_eq!(s.upload_commit(&id, &d).await.unwrap(), 12);
+}
+
+/// Appends of several MiB (the filesystem hashes those on a thread of its own): the digest
+/// covers every byte, across appends, and one changed byte is caught.
+pub async fn large_appends_verify_every_byte(s: Arc<dyn BlobStore>) {
+    let s = s.as_ref();
+    let data: Vec<u8> = (0..10u32 << 20).map(|i| (i % 251) as u8).collect();
+    let good = Digest::sha256_of(&data);
+    for flip in [None, Some(7 << 20)] {
+        let mut sent = data.clone();
+        if let Some(at) = flip {
+            sent[at] ^= 1;
+        }
+        let id = new_upload_id();
+        s.upload_create(&id).await.unwrap();
+        let (first, second) = sent.split_at(6 << 20);
+        for (at, part) in [(0, first), (first.len(), second)] {
+            let chunks: Vec<&[u8]> = part.chunks(256 << 10).collect();
+            let size = s.upload_append(&id, Some(at as u64), body(&chunks)).await;
+            assert_eq!(size.unwrap(), (at + part.len()) as u64);
+        }
+        match (flip, s.upload_commit(&id, &good).await) {
+            (None, Ok(size)) => assert_eq!(size, data.len() as u64),
+            (Some(_), Err(StorageError::DigestMismatch { .. })) => {}
+            (flip, other) => panic!("flip {flip:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        read_all(s, &good, 9 << 20, 5).await,
+        &data[9 << 20..(9 << 20) + 5]
+    );
 }
 
 pub async fn small_blobs_list_and_delete(s: Arc<dyn BlobStore>) {
