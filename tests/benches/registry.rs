@@ -5,6 +5,10 @@
 //! and RSS growth while a 2 GiB blob is pushed. Wall-clock figures swing with machine load;
 //! CPU figures hold steadier. Needs `docker-registry` and `wrk` (Debian packages) and a
 //! release build of berth-core: `cargo build --release --workspace` first.
+//!
+//! `BERTH_REFERENCE_CORE=/path/to/berth-core` (e.g. built from the commit before, or with one
+//! change taken out) adds a column measured the same way in the same run, so a change is kept
+//! only when it pays against its own absence.
 
 use berth_tests::bench::{wrk, Distribution};
 use berth_tests::blobs::{
@@ -115,6 +119,11 @@ fn main() {
         addr: core.connector("hosted").to_owned(),
         pid: core.pid().expect("pid"),
     };
+    let reference = std::env::var_os("BERTH_REFERENCE_CORE").map(|binary| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = berth_tests::core::default_config(&dir.path().join("data"));
+        Core::start_binary(binary.into(), dir, &config)
+    });
     let dist = Distribution::start();
     let distribution = Server {
         name: "distribution",
@@ -124,63 +133,53 @@ fn main() {
 
     eprintln!("measuring berth-core...");
     let b = measure(&berth, &one, &two, &big);
+    let r = reference.as_ref().map(|core| {
+        eprintln!("measuring the reference berth-core...");
+        let server = Server {
+            name: "reference",
+            addr: core.connector("hosted").to_owned(),
+            pid: core.pid().expect("pid"),
+        };
+        measure(&server, &one, &two, &big)
+    });
     eprintln!("measuring distribution...");
     let d = measure(&distribution, &one, &two, &big);
+    print_figures(&b, r.as_ref(), &d);
+}
 
-    let rows: [(&str, f64, f64, bool); 11] = [
-        ("monolithic push 1 GiB (MB/s)", b.mono_mbs, d.mono_mbs, true),
-        (
-            "chunked push 1 GiB (MB/s)",
-            b.chunked_mbs,
-            d.chunked_mbs,
-            true,
-        ),
-        ("pull 1 GiB (MB/s)", b.pull_mbs, d.pull_mbs, true),
-        ("manifest GET, 16 conns (req/s)", b.get_rps, d.get_rps, true),
-        ("manifest GET p99 (ms)", b.get_p99_ms, d.get_p99_ms, false),
-        (
-            "server CPU per MiB pushed (ms)",
-            b.cpu_ms_per_mib_push,
-            d.cpu_ms_per_mib_push,
-            false,
-        ),
-        (
-            "  of which kernel (ms)",
-            b.sys_ms_per_mib_push,
-            d.sys_ms_per_mib_push,
-            false,
-        ),
-        (
-            "server CPU per MiB pulled (ms)",
-            b.cpu_ms_per_mib_pull,
-            d.cpu_ms_per_mib_pull,
-            false,
-        ),
-        (
-            "server CPU per manifest GET (ms)",
-            b.cpu_ms_per_get,
-            d.cpu_ms_per_get,
-            false,
-        ),
-        ("peak RSS (MiB)", b.peak_rss, d.peak_rss, false),
-        (
-            "RSS growth, 2 GiB push (MiB)",
-            b.rss_growth_2g,
-            d.rss_growth_2g,
-            false,
-        ),
-    ];
+fn print_figures(b: &Figures, r: Option<&Figures>, d: &Figures) {
+    let r = r.map(rows);
+
     println!();
     println!(
-        "{:<36} {:>12} {:>14} {:>10}",
-        "figure", "berth-core", "distribution", "berth/dist"
+        "{:<36} {:>12} {:>12} {:>14} {:>10}",
+        "figure", "berth-core", "reference", "distribution", "berth/dist"
     );
-    for (name, bv, dv, _higher_better) in rows {
+    for (i, (name, bv)) in rows(b).into_iter().enumerate() {
+        let dv = rows(d)[i].1;
+        let rv = r.as_ref().map_or(f64::NAN, |r| r[i].1);
         let ratio = if dv.abs() > f64::EPSILON {
             bv / dv
         } else {
             f64::NAN
         };
-        println!("{name:<36} {bv:>12.3} {dv:>14.3} {ratio:>10.2}");
+        println!("{name:<36} {bv:>12.3} {rv:>12.3} {dv:>14.3} {ratio:>10.2}");
     }
+}
+
+/// Each figure with its name, in print order.
+fn rows(f: &Figures) -> [(&'static str, f64); 11] {
+    [
+        ("monolithic push 1 GiB (MB/s)", f.mono_mbs),
+        ("chunked push 1 GiB (MB/s)", f.chunked_mbs),
+        ("pull 1 GiB (MB/s)", f.pull_mbs),
+        ("manifest GET, 16 conns (req/s)", f.get_rps),
+        ("manifest GET p99 (ms)", f.get_p99_ms),
+        ("server CPU per MiB pushed (ms)", f.cpu_ms_per_mib_push),
+        ("  of which kernel (ms)", f.sys_ms_per_mib_push),
+        ("server CPU per MiB pulled (ms)", f.cpu_ms_per_mib_pull),
+        ("server CPU per manifest GET (ms)", f.cpu_ms_per_get),
+        ("peak RSS (MiB)", f.peak_rss),
+        ("RSS growth, 2 GiB push (MiB)", f.rss_growth_2g),
+    ]
 }
