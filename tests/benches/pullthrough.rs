@@ -1,4 +1,4 @@
-//! Pull-through benchmark: a 1 GiB layer pulled cold (fetched from the remote while it is
+//! Pull-through benchmark: a 1 GiB layer (`BERTH_PULLTHROUGH_MIB` sets another size) pulled cold (fetched from the remote while it is
 //! served) and warm (from the cache), through a berth-core proxy repository and through CNCF
 //! Distribution configured as a pull-through cache of the same remote (a berth-core), in one
 //! run. Needs release binaries and `docker-registry`. Each cold run starts on warmed memory
@@ -7,7 +7,8 @@
 //!
 //! Distribution serves a cold blob by asking the remote twice, once for the client and once
 //! for its cache, which it fills in the background after the client is served; so the cache's
-//! CPU is counted until it settles, and the remote's reads of the layer are printed.
+//! CPU is counted until it settles, and the remote's reads of the layer are printed. The
+//! cache's peak RSS growth during the cold pull shows whether memory stays flat in layer size.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,8 +20,28 @@ use berth_tests::http::{self, request};
 use berth_tests::image::Pattern;
 use berth_tests::proc;
 
-const SIZE: usize = 1 << 30;
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// One server's figures.
+struct Column {
+    name: &'static str,
+    cold_mbs: f64,
+    warm_mbs: f64,
+    cold_cpu: f64,
+    cached_cpu: f64,
+    warm_cpu: f64,
+    reads: f64,
+    rss_growth: f64,
+}
+
+/// The layer's size: `BERTH_PULLTHROUGH_MIB` MiB, 1 GiB unless set.
+fn layer_size() -> usize {
+    std::env::var("BERTH_PULLTHROUGH_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1024)
+        << 20
+}
 
 /// GETs a blob, reading and discarding it; returns (seconds, bytes).
 fn pull(addr: &str, path: &str) -> (f64, usize) {
@@ -59,14 +80,15 @@ fn served(remote: &Core) -> f64 {
 }
 
 fn main() {
-    eprintln!("preparing a 1 GiB layer on the remote...");
+    let size = layer_size();
+    eprintln!("preparing a {} MiB layer on the remote...", size >> 20);
     let remote_dir = tempfile::tempdir().expect("tempdir");
     let remote_config = format!(
         "{}metrics: {{ listen: 127.0.0.1:0 }}\n",
         default_config(&remote_dir.path().join("data"))
     );
     let remote = Core::start_in(remote_dir, &remote_config);
-    let mut blob = vec![0u8; SIZE];
+    let mut blob = vec![0u8; size];
     Pattern::fill_at(3 << 20, &mut blob);
     let digest = http::digest(&blob);
     let r = request(
@@ -93,7 +115,6 @@ fn main() {
     ));
 
     let path = format!("/v2/lib/big/blobs/{digest}");
-    let mib = SIZE as f64 / MIB;
     let mut cols = Vec::new();
     for (name, addr, pid) in [
         (
@@ -104,52 +125,71 @@ fn main() {
         ("distribution", dist.addr.clone(), dist.child.id()),
     ] {
         eprintln!("measuring {name}...");
-        // The cold pull writes the layer into the cache: on memory the machine has used.
-        warm_memory(2 * SIZE);
-        let (c0, r0) = (proc::cpu_seconds(pid), served(&remote));
-        let (cold, n) = pull(&addr, &path);
-        assert!(n >= SIZE, "{name}: short cold pull ({n} bytes)");
-        let cold_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
-        // Distribution caches in the background, after the client is served: count that too.
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        let cached_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
-        let reads = (served(&remote) - r0) / SIZE as f64;
-        let c0 = proc::cpu_seconds(pid);
-        let (warm, n) = pull(&addr, &path);
-        assert!(n >= SIZE, "{name}: short warm pull ({n} bytes)");
-        let warm_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
-        cols.push((
-            name,
-            mib / cold,
-            mib / warm,
-            cold_cpu,
-            cached_cpu,
-            warm_cpu,
-            reads,
-        ));
+        cols.push(measure(name, &addr, pid, &path, &remote, size));
     }
-    let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
-    print_table(
-        &names,
-        &[
-            ("cold pull 1 GiB (MB/s)", cols.iter().map(|c| c.1).collect()),
-            ("warm pull 1 GiB (MB/s)", cols.iter().map(|c| c.2).collect()),
-            (
-                "cache CPU per MiB, cold, while serving (ms)",
-                cols.iter().map(|c| c.3).collect(),
-            ),
-            (
-                "cache CPU per MiB, cold, until cached (ms)",
-                cols.iter().map(|c| c.4).collect(),
-            ),
-            (
-                "cache CPU per MiB, warm (ms)",
-                cols.iter().map(|c| c.5).collect(),
-            ),
-            (
-                "remote reads of the layer per cold pull",
-                cols.iter().map(|c| c.6).collect(),
-            ),
-        ],
-    );
+    let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
+    let layer = if size == 1 << 30 {
+        "1 GiB".to_owned()
+    } else {
+        format!("{} MiB", size >> 20)
+    };
+    let row = |label: &str, f: fn(&Column) -> f64| {
+        (
+            label.replace("LAYER", &layer),
+            cols.iter().map(f).collect::<Vec<f64>>(),
+        )
+    };
+    let rows = [
+        row("cold pull LAYER (MB/s)", |c| c.cold_mbs),
+        row("warm pull LAYER (MB/s)", |c| c.warm_mbs),
+        row("cache CPU per MiB, cold, while serving (ms)", |c| {
+            c.cold_cpu
+        }),
+        row("cache CPU per MiB, cold, until cached (ms)", |c| {
+            c.cached_cpu
+        }),
+        row("cache CPU per MiB, warm (ms)", |c| c.warm_cpu),
+        row("remote reads of the layer per cold pull", |c| c.reads),
+        row("cache peak RSS growth, cold pull (MiB)", |c| c.rss_growth),
+    ];
+    let rows: Vec<(&str, Vec<f64>)> = rows.iter().map(|(l, v)| (l.as_str(), v.clone())).collect();
+    print_table(&names, &rows);
+}
+
+/// Pulls the layer cold, then warm, through one server.
+fn measure(
+    name: &'static str,
+    addr: &str,
+    pid: u32,
+    path: &str,
+    remote: &Core,
+    size: usize,
+) -> Column {
+    let mib = size as f64 / MIB;
+    // The cold pull writes the layer into the cache: on memory the machine has used.
+    warm_memory(2 * size);
+    let (c0, r0) = (proc::cpu_seconds(pid), served(remote));
+    let rss0 = proc::rss_mib(pid);
+    proc::reset_peak(pid);
+    let (cold, n) = pull(addr, path);
+    assert!(n >= size, "{name}: short cold pull ({n} bytes)");
+    let cold_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
+    // Distribution caches in the background, after the client is served: count that too.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let cached_cpu = (proc::cpu_seconds(pid) - c0) * 1000.0 / mib;
+    let rss_growth = proc::peak_rss_mib(pid) - rss0;
+    let reads = (served(remote) - r0) / size as f64;
+    let c0 = proc::cpu_seconds(pid);
+    let (warm, n) = pull(addr, path);
+    assert!(n >= size, "{name}: short warm pull ({n} bytes)");
+    Column {
+        name,
+        cold_mbs: mib / cold,
+        warm_mbs: mib / warm,
+        cold_cpu,
+        cached_cpu,
+        warm_cpu: (proc::cpu_seconds(pid) - c0) * 1000.0 / mib,
+        reads,
+        rss_growth,
+    }
 }
