@@ -133,26 +133,32 @@ fn main() {
     } else {
         format!("{} MiB", size >> 20)
     };
-    let row = |label: &str, f: fn(&Column) -> f64| {
+    let values = |f: fn(&Column) -> f64| cols.iter().map(f).collect::<Vec<f64>>();
+    let (cold, warm) = (
+        format!("cold pull {layer} (MB/s)"),
+        format!("warm pull {layer} (MB/s)"),
+    );
+    let rows: Vec<(&str, Vec<f64>)> = vec![
+        (&cold, values(|c| c.cold_mbs)),
+        (&warm, values(|c| c.warm_mbs)),
         (
-            label.replace("LAYER", &layer),
-            cols.iter().map(f).collect::<Vec<f64>>(),
-        )
-    };
-    let rows = [
-        row("cold pull LAYER (MB/s)", |c| c.cold_mbs),
-        row("warm pull LAYER (MB/s)", |c| c.warm_mbs),
-        row("cache CPU per MiB, cold, while serving (ms)", |c| {
-            c.cold_cpu
-        }),
-        row("cache CPU per MiB, cold, until cached (ms)", |c| {
-            c.cached_cpu
-        }),
-        row("cache CPU per MiB, warm (ms)", |c| c.warm_cpu),
-        row("remote reads of the layer per cold pull", |c| c.reads),
-        row("cache peak RSS growth, cold pull (MiB)", |c| c.rss_growth),
+            "cache CPU per MiB, cold, while serving (ms)",
+            values(|c| c.cold_cpu),
+        ),
+        (
+            "cache CPU per MiB, cold, until cached (ms)",
+            values(|c| c.cached_cpu),
+        ),
+        ("cache CPU per MiB, warm (ms)", values(|c| c.warm_cpu)),
+        (
+            "remote reads of the layer per cold pull",
+            values(|c| c.reads),
+        ),
+        (
+            "cache peak RSS growth, cold pull (MiB)",
+            values(|c| c.rss_growth),
+        ),
     ];
-    let rows: Vec<(&str, Vec<f64>)> = rows.iter().map(|(l, v)| (l.as_str(), v.clone())).collect();
     print_table(&names, &rows);
 }
 

@@ -25,20 +25,18 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::{valid_upload_id, BlobStore};
 use crate::oci::Digest;
 use crate::storage::{ByteStream, Result, StorageError};
+use write::{pump, write_chunks, WRITE_QUEUE};
+
+mod write;
 
 /// Size of the pieces a blob is read in; large enough to keep syscalls per MiB low.
 const READ_CHUNK: usize = 512 * 1024;
-/// Body chunks buffered between the network task and the writer thread (backpressure bound).
-const WRITE_QUEUE: usize = 16;
-/// Bytes of one append after which the hash runs on a thread of its own.
-const HASH_APART: u64 = 4 << 20;
 
 /// Running hash of one upload: valid for the first `offset` bytes of its data file.
 struct HashState {
@@ -343,9 +341,7 @@ impl BlobStore for FsBlobStore {
                 return Ok(None);
             };
             f.seek(SeekFrom::Start(offset))?;
-            let mut buf = vec![0u8; len as usize];
-            f.read_exact(&mut buf)?;
-            Ok(Some(Bytes::from(buf)))
+            Ok(Some(read_chunk(&mut f, len as usize)?))
         })
         .await?;
         bytes.ok_or(StorageError::NotFound)
@@ -433,7 +429,7 @@ fn read_chunk(file: &mut File, want: usize) -> io::Result<Bytes> {
     if buf.len() < want {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            "blob file shorter than its recorded size",
+            "file shorter than expected",
         ));
     }
     Ok(Bytes::from(buf))
@@ -444,78 +440,4 @@ fn tokio_stream_from(
     rx: mpsc::Receiver<io::Result<Bytes>>,
 ) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
-}
-
-/// What a writer thread did: bytes written, the running hash (`None` once unknown), and the
-/// write error that stopped it.
-type Written = (u64, Option<Sha256>, Option<io::Error>);
-
-/// Writes and hashes the chunks `rx` brings until it closes or a write fails.
-///
-/// Past [`HASH_APART`] bytes the hash moves to a thread of its own, fed the same (shared)
-/// chunks: a large layer is then hashed and written at once on two cores, instead of one after
-/// the other on one (a thread is not worth starting for a small blob).
-fn write_chunks(
-    mut file: std::fs::File,
-    mut hasher: Option<Sha256>,
-    mut rx: mpsc::Receiver<Bytes>,
-) -> Written {
-    let mut written = 0u64;
-    let mut hasher = loop {
-        if written >= HASH_APART {
-            if let Some(h) = hasher.take() {
-                break h;
-            }
-        }
-        let Some(chunk) = rx.blocking_recv() else {
-            return (written, hasher, None);
-        };
-        if let Err(e) = file.write_all(&chunk) {
-            // A partial write leaves the running hash unknown; recompute at commit.
-            return (written, None, Some(e));
-        }
-        if let Some(h) = hasher.as_mut() {
-            h.update(&chunk);
-        }
-        written += chunk.len() as u64;
-    };
-    std::thread::scope(|s| {
-        let (to_hash, chunks) = std::sync::mpsc::sync_channel::<Bytes>(WRITE_QUEUE);
-        let hashing = s.spawn(move || {
-            for chunk in chunks {
-                hasher.update(&chunk);
-            }
-            hasher
-        });
-        let (mut error, mut hashed) = (None, true);
-        while let Some(chunk) = rx.blocking_recv() {
-            // A hashing thread that died leaves the hash unknown: recomputed at commit.
-            hashed = hashed && to_hash.send(chunk.clone()).is_ok();
-            if let Err(e) = file.write_all(&chunk) {
-                error = Some(e);
-                break;
-            }
-            written += chunk.len() as u64;
-        }
-        drop(to_hash);
-        let hasher = hashing.join().ok().filter(|_| hashed && error.is_none());
-        (written, hasher, error)
-    })
-}
-
-/// Hands the body's chunks to the writer until the body ends, fails (the error) or the writer
-/// stops taking them.
-async fn pump(body: &mut ByteStream, tx: mpsc::Sender<Bytes>) -> Option<io::Error> {
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(bytes) if bytes.is_empty() => {}
-            Ok(bytes) => {
-                if tx.send(bytes).await.is_err() {
-                    return None;
-                }
-            }
-            Err(e) => return Some(e),
-        }
-    }
-    None
 }
