@@ -13,6 +13,7 @@ pub mod edge;
 pub mod garage;
 pub mod http;
 pub mod image;
+pub mod ldap;
 pub mod pebble;
 pub mod postgres;
 pub mod principals;

@@ -24,6 +24,8 @@ pub enum Problem {
     UnsupportedMediaType,
     /// The login back-off; `Retry-After` says when.
     TooManyRequests,
+    /// Something we depend on cannot answer now (the LDAP directory); `Retry-After` says when.
+    Unavailable,
     /// Ours: logged; the answer carries only the request id.
     Internal,
 }
@@ -39,6 +41,7 @@ impl Problem {
             Problem::Conflict => StatusCode::CONFLICT,
             Problem::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Problem::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Problem::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Problem::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -54,6 +57,7 @@ impl Problem {
             Problem::Conflict => "CONFLICT",
             Problem::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Problem::TooManyRequests => "TOO_MANY_REQUESTS",
+            Problem::Unavailable => "UNAVAILABLE",
             Problem::Internal => "INTERNAL",
         }
     }

@@ -47,6 +47,9 @@ async fn authenticate(auth: &Auth, req: &Parts, client: IpAddr) -> Result<Identi
             }
             LoginError::Busy => AdminError::new(Problem::TooManyRequests, e.to_string())
                 .with_header("retry-after", "1"),
+            LoginError::Unavailable(_) => {
+                AdminError::new(Problem::Unavailable, e.to_string()).with_header("retry-after", "5")
+            }
         })
 }
 

@@ -61,6 +61,18 @@ pub async fn identify(
     parts: &Parts,
     base: &str,
 ) -> Result<Caller, ApiError> {
+    identify_as(auth, client, parts, base, false).await
+}
+
+/// [`identify`]; `fresh` asks a directory user's password (and groups) of the directory even
+/// when it passed a moment ago, as the token realm does.
+async fn identify_as(
+    auth: &Auth,
+    client: IpAddr,
+    parts: &Parts,
+    base: &str,
+    fresh: bool,
+) -> Result<Caller, ApiError> {
     let refuse = |message: &str| unauthorized(message, challenge(base, None));
     let (user, pass) = match credentials(parts) {
         Credentials::None => {
@@ -85,7 +97,12 @@ pub async fn identify(
         Credentials::MalformedBasic => return Err(refuse("malformed Basic credentials")),
         Credentials::Unsupported => return Err(refuse("unsupported Authorization scheme")),
     };
-    match auth.login(&user, &pass, client).await {
+    let checked = if fresh {
+        auth.login_fresh(&user, &pass, client).await
+    } else {
+        auth.login(&user, &pass, client).await
+    };
+    match checked {
         Ok(identity) => Ok(Caller {
             identity,
             claims: None,
@@ -96,6 +113,8 @@ pub async fn identify(
         }
         Err(e @ LoginError::Busy) => Err(err(ErrorCode::TooManyRequests, e.to_string())
             .retry_after(std::time::Duration::from_secs(1))),
+        // Not 401: nobody should think their password is wrong.
+        Err(e @ LoginError::Unavailable(_)) => Err(ApiError::Unavailable(e.to_string())),
     }
 }
 
@@ -185,7 +204,12 @@ pub fn authorize(auth: &Auth, caller: &Caller, t: &Target, action: Action) -> Re
     let scope = format!("repository:{}:{}", t.client_name(), scope_actions(action));
     match (&caller.identity, &caller.claims) {
         // Known user, password given, not allowed: no token will change that.
-        (Identity::User(u) | Identity::Token { user: u, .. }, None) => Err(err(
+        (
+            Identity::User(u)
+            | Identity::Token { user: u, .. }
+            | Identity::External { user: u, .. },
+            None,
+        ) => Err(err(
             ErrorCode::Denied,
             format!("{u} may not {} {}", scope_actions(action), t.client_name()),
         )),
@@ -229,7 +253,7 @@ pub async fn token(
             ));
         }
         Credentials::Basic { .. } | Credentials::MalformedBasic => {
-            identify(auth, client, parts, base)
+            identify_as(auth, client, parts, base, true)
                 .await
                 .map_err(|e| match e {
                     ApiError::Client { error, .. } if error.code == ErrorCode::Unauthorized => {

@@ -2,30 +2,42 @@
 //!
 //! A token is worth its grants only while what it was obtained with still stands — checked on
 //! every request, against the directory in force (which every core refreshes from the metadata
-//! store): its user exists; an API token it came from is neither revoked nor expired; a
+//! store): its user exists (a directory user's: no local user has taken the name); an API token it came from is neither revoked nor expired; a
 //! password it came from has not changed. It is never a login: the realm does not take it, and
 //! the admin API and the UI refuse it.
 
-use super::token::{self, Claims, TokenKind};
+use super::token::{self, Claims, ExternalClaim, TokenKind};
 use super::{Auth, Grant, Identity};
 
 impl Auth {
     /// Signs a registry token for `who` holding `access`.
     pub fn issue(&self, who: &Identity, access: Vec<Grant>) -> String {
         let dir = self.dir();
-        let (sub, tid, pwd) = match who {
-            Identity::Anonymous => (String::new(), None, None),
+        let (sub, tid, pwd, ext) = match who {
+            Identity::Anonymous => (String::new(), None, None, None),
             Identity::User(u) => {
                 let stamp = dir.users.get(u).map(|x| x.stamp.clone());
-                (u.clone(), None, stamp)
+                (u.clone(), None, stamp, None)
             }
-            Identity::Token { user, id } => (user.clone(), Some(id.clone()), None),
+            Identity::Token { user, id } => (user.clone(), Some(id.clone()), None, None),
+            Identity::External {
+                user,
+                origin,
+                roles,
+            } => {
+                let ext = ExternalClaim {
+                    origin: *origin,
+                    roles: roles.clone(),
+                };
+                (user.clone(), None, None, Some(ext))
+            }
         };
         self.keys().sign(&Claims {
             typ: TokenKind::Registry,
             sub,
             tid,
             pwd,
+            ext,
             exp: token::now() + self.token_ttl.as_secs(),
             access,
         })
@@ -42,6 +54,18 @@ impl Auth {
             return Some((Identity::Anonymous, claims));
         }
         let dir = self.dir();
+        if let Some(ext) = &claims.ext {
+            // A local user of that name since: the name is theirs now.
+            if dir.users.contains_key(&claims.sub) {
+                return None;
+            }
+            let identity = Identity::External {
+                user: claims.sub.clone(),
+                origin: ext.origin,
+                roles: ext.roles.clone(),
+            };
+            return Some((identity, claims));
+        }
         let user = dir.users.get(&claims.sub)?;
         let identity = match (&claims.tid, &claims.pwd) {
             (Some(id), _) => {

@@ -13,6 +13,9 @@ impl Auth {
         match who {
             Identity::Anonymous => public,
             Identity::User(name) => public || user_can(&self.dir(), name, repo, action),
+            Identity::External { roles, .. } => {
+                public || roles_can(&self.dir(), roles, repo, action)
+            }
             Identity::Token { user, id } => {
                 if public {
                     return true;
@@ -58,6 +61,9 @@ impl Auth {
         match who {
             Identity::Anonymous => false,
             Identity::User(name) => admin(name),
+            Identity::External { roles, .. } => dir
+                .role_privileges(roles)
+                .any(|p| p.pattern == "*" && p.actions.contains(&Action::Admin)),
             Identity::Token { user, id } => {
                 admin(user)
                     && dir
@@ -69,8 +75,16 @@ impl Auth {
 }
 
 fn user_can(dir: &Directory, user: &str, repo: &RepoName, action: Action) -> bool {
-    dir.privileges(user).any(|p| {
-        glob(&p.pattern, repo.as_str())
-            && (p.actions.contains(&action) || p.actions.contains(&Action::Admin))
-    })
+    dir.privileges(user).any(|p| allows(p, repo, action))
+}
+
+/// What roles given by a directory allow, by the roles' privileges in force now (a role since
+/// removed from the config gives nothing).
+fn roles_can(dir: &Directory, roles: &[String], repo: &RepoName, action: Action) -> bool {
+    dir.role_privileges(roles).any(|p| allows(p, repo, action))
+}
+
+fn allows(p: &super::Privilege, repo: &RepoName, action: Action) -> bool {
+    glob(&p.pattern, repo.as_str())
+        && (p.actions.contains(&action) || p.actions.contains(&Action::Admin))
 }

@@ -163,4 +163,12 @@ impl Directory {
             .filter_map(|r| self.roles.get(r))
             .flatten()
     }
+
+    /// Every privilege these roles give (a directory user's, mapped from its groups).
+    pub fn role_privileges<'a>(
+        &'a self,
+        roles: &'a [String],
+    ) -> impl Iterator<Item = &'a Privilege> + 'a {
+        roles.iter().filter_map(|r| self.roles.get(r)).flatten()
+    }
 }

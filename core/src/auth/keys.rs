@@ -282,6 +282,7 @@ mod tests {
             sub: "alice".into(),
             tid: None,
             pwd: None,
+            ext: None,
             exp: now() + 60,
             access: vec![],
         }

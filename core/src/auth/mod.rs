@@ -18,7 +18,8 @@
 //! - a **UI session** (cookie) is a row in the metadata store, for the web UI only.
 //!
 //! # Layout
-//! - this file: identities, logins, the directory in force;
+//! - this file: identities, the directory in force; `login.rs`: logins, local and LDAP
+//!   (`ldap.rs`: the directory's side);
 //! - `decide.rs`: whether an identity (with a registry token's grants) may do an action;
 //! - `bearer.rs`: registry tokens issued and checked; `token.rs`: their signature;
 //!   `keys.rs`: which key signs, one for every core on a metadata store;
@@ -29,7 +30,9 @@ mod bearer;
 mod decide;
 mod directory;
 pub mod keys;
+pub mod ldap;
 mod limiter;
+mod login;
 pub mod password;
 mod session;
 mod settings;
@@ -37,7 +40,6 @@ pub mod token;
 
 use std::collections::{HashMap, HashSet};
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,7 +52,7 @@ pub use keys::{KeyError, KeyRing, KeySource};
 use limiter::Limiter;
 pub use limiter::LimiterConfig;
 pub use session::SESSION_TTL;
-pub use settings::{AuthConfig, RoleConfig, UserConfig};
+pub use settings::{AuthConfig, LdapConfig, RoleConfig, Secret, UserConfig};
 pub use token::{Claims, Grant, Signer};
 
 /// What a request wants to do to a repository.
@@ -86,13 +88,30 @@ pub enum Identity {
         user: String,
         id: String,
     },
+    /// A user defined outside Berth (a directory), with the roles it mapped to at login.
+    External {
+        user: String,
+        origin: Origin,
+        roles: Vec<String>,
+    },
+}
+
+/// Where a user is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `auth.users`, or added through the admin API or the UI.
+    Local,
+    Ldap,
 }
 
 impl Identity {
     pub fn name(&self) -> &str {
         match self {
             Identity::Anonymous => "anonymous",
-            Identity::User(u) | Identity::Token { user: u, .. } => u,
+            Identity::User(u)
+            | Identity::Token { user: u, .. }
+            | Identity::External { user: u, .. } => u,
         }
     }
 }
@@ -106,6 +125,9 @@ pub enum LoginError {
     TooMany(Duration),
     #[error("too many logins are being verified at once; try again shortly")]
     Busy,
+    /// The directory that holds the user could not be asked (not a wrong password).
+    #[error("the user directory is unavailable; try again shortly ({0})")]
+    Unavailable(String),
 }
 
 /// A privilege: actions on repositories whose names match a pattern (`*` matches anything).
@@ -149,6 +171,8 @@ pub enum OpenError {
     Keys(#[from] KeyError),
     #[error("argon2 cannot hash: {0}")]
     Argon2(String),
+    #[error("auth.ldap: {0}")]
+    Ldap(String),
 }
 
 /// The access-control state of a core.
@@ -167,27 +191,13 @@ pub struct Auth {
     verifying: tokio::sync::Semaphore,
     /// Recently verified Basic credentials (by SHA-256 of user and password), so a client that
     /// sends Basic on every request does not pay argon2 (tens of ms of CPU) every time.
-    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    verified: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    /// The LDAP directory, for users not defined here.
+    ldap: Option<ldap::Ldap>,
     /// When this core last recorded each API token's use (see [`Auth::note_token_use`]).
     token_seen: Mutex<HashMap<String, Instant>>,
     /// Where UI sessions and the signing key live (shared by every core on it).
     store: Arc<dyn MetadataStore>,
-}
-
-/// How long a verified Basic credential is trusted without argon2.
-const VERIFIED_TTL: Duration = Duration::from_secs(60);
-/// Bound on remembered credentials; the cache is cleared when it is exceeded.
-const VERIFIED_MAX: usize = 10_000;
-/// How long a login may wait for a verification slot before it is told to retry.
-const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(10);
-
-fn credential_key(user: &str, pass: &str) -> [u8; 32] {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    h.update(user.as_bytes());
-    h.update([0u8]);
-    h.update(pass.as_bytes());
-    h.finalize().into()
 }
 
 impl Auth {
@@ -226,87 +236,15 @@ impl Auth {
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             ),
             verified: Mutex::new(HashMap::new()),
+            ldap: config
+                .ldap
+                .clone()
+                .map(ldap::Ldap::new)
+                .transpose()
+                .map_err(OpenError::Ldap)?,
             token_seen: Mutex::new(HashMap::new()),
             store,
         })
-    }
-
-    /// Checks a user name and password from `client`. A password verified in the last minute
-    /// passes without argon2 (and without the back-off: it is not a guess); otherwise the
-    /// back-off is consulted, and argon2 runs on a blocking thread behind `verifying`.
-    pub async fn login(
-        &self,
-        user: &str,
-        pass: &str,
-        client: IpAddr,
-    ) -> Result<Identity, LoginError> {
-        if let Some((id, secret)) = parse_token(pass) {
-            return self.token_login(user, id, secret, client);
-        }
-        let cred = credential_key(user, pass);
-        if self.recently_verified(&cred, user) {
-            return Ok(Identity::User(user.to_owned()));
-        }
-        // Counted as a failure before argon2 runs, refunded if it succeeds: a burst cannot
-        // outrun the back-off.
-        let attempt = self
-            .limiter
-            .reserve(client, user)
-            .map_err(LoginError::TooMany)?;
-        let known = self.dir().users.get(user).map(|u| u.hash.clone());
-        // Always verify (unknown users against the dummy hash): both failures cost the same.
-        let hash = known.clone().unwrap_or_else(|| self.dummy_hash.clone());
-        let verified = match self.verify_password(pass, hash).await {
-            Ok(v) => v,
-            Err(e) => {
-                // Never verified: not a guess.
-                self.limiter.refund(attempt);
-                return Err(e);
-            }
-        };
-        if verified && known.is_some() {
-            self.limiter.refund(attempt);
-            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= VERIFIED_MAX {
-                cache.clear();
-            }
-            cache.insert(cred, (user.to_owned(), Instant::now()));
-            Ok(Identity::User(user.to_owned()))
-        } else {
-            crate::metrics::global().failed_logins.inc();
-            tracing::warn!(user, %client, "failed login");
-            Err(LoginError::Invalid)
-        }
-    }
-
-    /// An API token given as the password: checked by its digest, no argon2.
-    fn token_login(
-        &self,
-        user: &str,
-        id: &str,
-        secret: &str,
-        client: IpAddr,
-    ) -> Result<Identity, LoginError> {
-        let attempt = self
-            .limiter
-            .reserve(client, user)
-            .map_err(LoginError::TooMany)?;
-        let dir = self.dir();
-        match dir.token_user(id, secret, token::now() as i64) {
-            Some(t) if t.user == user => {
-                self.limiter.refund(attempt);
-                self.note_token_use(id, client);
-                Ok(Identity::Token {
-                    user: user.to_owned(),
-                    id: id.to_owned(),
-                })
-            }
-            _ => {
-                crate::metrics::global().failed_logins.inc();
-                tracing::warn!(user, %client, token = id, "failed token login");
-                Err(LoginError::Invalid)
-            }
-        }
     }
 
     fn dir(&self) -> Arc<Directory> {
@@ -339,26 +277,6 @@ impl Auth {
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
         }
-    }
-
-    fn recently_verified(&self, cred: &[u8; 32], user: &str) -> bool {
-        let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(cred).is_some_and(|(name, at)| {
-            at.elapsed() < VERIFIED_TTL && name == user && self.dir().users.contains_key(user)
-        })
-    }
-
-    /// argon2 off the async workers, at most `verifying` at once. An unknown user is checked
-    /// against the dummy hash (the same cost), so the caller cannot tell the two apart.
-    async fn verify_password(&self, pass: &str, hash: Arc<str>) -> Result<bool, LoginError> {
-        let _permit = tokio::time::timeout(VERIFY_QUEUE_WAIT, self.verifying.acquire())
-            .await
-            .map_err(|_| LoginError::Busy)?
-            .map_err(|_| LoginError::Busy)?;
-        let pass = pass.to_owned();
-        tokio::task::spawn_blocking(move || password::verify(&pass, &hash))
-            .await
-            .map_err(|_| LoginError::Busy)
     }
 
     /// The repositories unauthenticated clients may pull from, from now on.
@@ -415,6 +333,7 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     /// One hash for every `Auth` a test builds: a token carries the stamp of
     /// the hash it was issued under, and a fresh salt is a new password.
@@ -448,6 +367,7 @@ mod tests {
                 attempts: 2,
                 ..LimiterConfig::default()
             },
+            ldap: None,
         };
         Auth::open(
             &config,

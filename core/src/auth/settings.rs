@@ -1,4 +1,4 @@
-//! Access-control settings: users, roles, tokens and the login back-off. Owned here; the config
+//! Access-control settings: users, roles, tokens, the login back-off and the LDAP directory. Owned here; the config
 //! module builds them from the `auth` section.
 
 use std::time::Duration;
@@ -15,6 +15,8 @@ pub struct AuthConfig {
     /// A key file every core reads (`auth.token_key_file`) instead of the store's key.
     pub token_key_file: Option<std::path::PathBuf>,
     pub limiter: LimiterConfig,
+    /// Users in a directory, beside the local ones (which win on a name clash).
+    pub ldap: Option<LdapConfig>,
 }
 
 /// One user, in the config file's shape (`auth.users` entries; run-time settings too).
@@ -35,4 +37,38 @@ pub struct RoleConfig {
     pub name: String,
     #[serde(default)]
     pub privileges: Vec<Privilege>,
+}
+
+/// A directory to check the passwords of users not defined here (`auth.ldap`).
+#[derive(Debug, Clone)]
+pub struct LdapConfig {
+    /// `ldaps://host:636` or `ldap://host:389` (then usually with `start_tls`).
+    pub url: String,
+    pub start_tls: bool,
+    /// The service account users are searched with; anonymous search without it.
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<Secret>,
+    pub user_base: String,
+    /// With `{user}`: the login name, escaped per RFC 4515.
+    pub user_filter: String,
+    /// Where groups are searched; no group search (so no roles) without it.
+    pub group_base: Option<String>,
+    /// With `{dn}` (the user's DN) and/or `{user}`, both escaped.
+    pub group_filter: String,
+    /// Group DN to Berth roles.
+    pub group_roles: Vec<(String, Vec<String>)>,
+    /// PEM certificates trusted for the directory's TLS, instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The longest a login may wait for the directory before it is told it is unavailable.
+    pub timeout: Duration,
+}
+
+/// A secret read from a file: never printed, not even by `Debug`.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }

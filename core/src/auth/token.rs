@@ -40,10 +40,21 @@ pub struct Claims {
     /// password ends the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pwd: Option<String>,
+    /// Obtained by a user defined outside Berth: where, and the roles it had then (there is
+    /// no local record to check them against later; they last as long as the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<ExternalClaim>,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
     /// Granted `(repository/image, actions)` pairs; actions are `pull`, `push`, `delete`.
     pub access: Vec<Grant>,
+}
+
+/// A directory user's part of a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalClaim {
+    pub origin: super::Origin,
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +154,7 @@ mod tests {
             sub: "alice".into(),
             tid: None,
             pwd: None,
+            ext: None,
             exp,
             access: vec![Grant {
                 name: "hosted/app".into(),

@@ -23,8 +23,13 @@ pub(super) fn auth_config(
             return Err((format!("users[{i}].roles"), format!("no role named {r}")));
         }
     }
+    let ldap = raw
+        .ldap
+        .map(|l| super::ldap::ldap_config(l, &role_names, source))
+        .transpose()?;
     let d = LimiterConfig::default();
     Ok(AuthConfig {
+        ldap,
         users: raw
             .users
             .into_iter()

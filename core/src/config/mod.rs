@@ -14,6 +14,7 @@
 mod auth;
 mod cidr;
 mod kinds;
+mod ldap;
 mod lifecycle;
 mod limits;
 mod notifications;

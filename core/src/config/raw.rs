@@ -129,6 +129,30 @@ pub struct RawAuth {
     pub login_window: Option<Duration>,
     /// The longest wait between attempts once backing off (default `60s`).
     pub login_max_delay: Option<Duration>,
+    /// An LDAP directory whose users log in beside the local ones.
+    pub ldap: Option<RawLdap>,
+}
+
+/// `auth.ldap`: see `deploy/core.yaml` for every key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLdap {
+    pub url: String,
+    #[serde(default)]
+    pub start_tls: bool,
+    pub bind_dn: Option<String>,
+    pub bind_password_file: Option<String>,
+    pub user_base: String,
+    /// Default `(uid={user})`.
+    pub user_filter: Option<String>,
+    pub group_base: Option<String>,
+    /// Default `(member={dn})`.
+    pub group_filter: Option<String>,
+    #[serde(default)]
+    pub group_roles: std::collections::BTreeMap<String, Vec<String>>,
+    pub ca_file: Option<String>,
+    /// Default `5s`.
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

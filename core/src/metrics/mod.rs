@@ -71,6 +71,8 @@ pub struct Metrics {
     pub cleanup_runs: Family<RepoLabels, Counter>,
     pub cleanup_removed: Family<CleanupLabels, Counter>,
     pub failed_logins: Counter,
+    /// Logins the LDAP directory could not decide (unreachable, timed out, refused our bind).
+    pub directory_failures: Counter,
     /// Upload sessions the cap dropped to make room, and new ones it refused.
     pub upload_evictions: Family<UploadCapLabels, Counter>,
     pub upload_refusals: Family<UploadCapLabels, Counter>,
@@ -144,6 +146,12 @@ impl Metrics {
             "Logins refused (wrong password or token)",
             failed_logins.clone(),
         );
+        let directory_failures = Counter::default();
+        registry.register(
+            "directory_failures",
+            "Logins the LDAP directory could not decide (unreachable, timed out, bind refused)",
+            directory_failures.clone(),
+        );
         let upload_evictions = Family::<UploadCapLabels, Counter>::default();
         registry.register(
             "upload_sessions_evicted",
@@ -177,6 +185,7 @@ impl Metrics {
             cleanup_runs,
             cleanup_removed,
             failed_logins,
+            directory_failures,
             upload_evictions,
             upload_refusals,
         }

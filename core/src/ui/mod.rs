@@ -466,6 +466,11 @@ async fn login(ctx: &Ctx<'_>, body: Body) -> PageResult {
             tracing::info!(target: "berth_core::audit", who = %name, action = "ui login", "audit");
             Ok(r)
         }
+        Ok(Identity::External { .. }) => Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "directory users sign in with docker login, podman or skopeo; the web UI takes \
+             local users only for now",
+        )),
         Ok(_) => Err(PageError::new(
             StatusCode::UNAUTHORIZED,
             "API tokens are for clients; log in with your password",

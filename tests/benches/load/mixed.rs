@@ -123,16 +123,21 @@ fn measure(tls: &Arc<rustls::ClientConfig>, target: &Target, seconds: u64) -> Fi
         target.name,
         LAYER >> 20
     );
-    let mut conn = Conn::open(tls, &target.addr, &target.host).expect("connect");
+    let mut link = Link {
+        tls: tls.clone(),
+        addr: target.addr.clone(),
+        host: target.host.clone(),
+        conn: None,
+    };
     let layers: Vec<String> = (0..IMAGES)
         .map(|i| {
             let mut layer = vec![0u8; LAYER];
             Noise::new(i as u64 + 1).fill(&mut layer);
-            push_image(&mut conn, &format!("mixed/i{i}"), "v1", &layer).expect("seed");
+            push_image(&mut link, &format!("mixed/i{i}"), "v1", &layer).expect("seed");
             http::digest(&layer)
         })
         .collect();
-    drop(conn);
+    drop(link);
     eprintln!("{}: {CLIENTS} clients for {seconds} s...", target.name);
     let stop = Arc::new(AtomicBool::new(false));
     let cpu0: f64 = target.pids.iter().map(|p| proc::cpu_seconds(*p)).sum();
@@ -179,96 +184,106 @@ fn client(
     stop: &AtomicBool,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut conn = None;
+    let mut link = Link {
+        tls: tls.clone(),
+        addr: addr.to_owned(),
+        host: host.to_owned(),
+        conn: None,
+    };
     let mut small = vec![0u8; SMALL];
     let mut n = c;
     while !stop.load(Ordering::Relaxed) {
-        if conn.is_none() {
-            match Conn::open(tls, addr, host) {
-                Ok(fresh) => conn = Some(fresh),
-                Err(e) => {
-                    tally.errors.push(format!("connect: {e}"));
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            }
-        }
-        let live = conn.as_mut().expect("opened above");
         let kind = CYCLE[n % CYCLE.len()];
         let image = n % IMAGES;
         let started = Instant::now();
         let outcome = match kind {
-            Kind::Manifest => get_manifest(live, image),
-            Kind::Pull => pull_layer(live, image, &layers[image]),
+            Kind::Manifest => get_manifest(&mut link, image),
+            Kind::Pull => pull_layer(&mut link, image, &layers[image]),
             Kind::Push => {
                 Noise::new(((c as u64) << 32) | n as u64).fill(&mut small);
-                push_image(live, &format!("mixed/c{c}"), &format!("t{}", n % 5), &small)
+                push_image(
+                    &mut link,
+                    &format!("mixed/c{c}"),
+                    &format!("t{}", n % 5),
+                    &small,
+                )
             }
         };
         match outcome {
-            Ok(keep) => {
-                tally.latencies[kind as usize].push(started.elapsed().as_secs_f64() * 1000.0);
-                if !keep {
-                    conn = None;
-                }
-            }
-            Err(e) => {
-                tally.errors.push(e);
-                conn = None;
-            }
+            Ok(()) => tally.latencies[kind as usize].push(started.elapsed().as_secs_f64() * 1000.0),
+            Err(e) => tally.errors.push(e),
         }
         n += 1;
     }
     tally
 }
 
-/// Whether the server keeps the connection open after this reply.
-fn keeps(reply: &Reply) -> bool {
-    !reply
-        .1
-        .iter()
-        .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"))
+/// A client's keep-alive connection, opened again when the server closes it (nginx does after
+/// `keepalive_requests`, 1000 by default) or a request fails.
+struct Link {
+    tls: Arc<rustls::ClientConfig>,
+    addr: String,
+    host: String,
+    conn: Option<Conn>,
 }
 
-/// Sends one request and checks its status; `Ok` says whether the connection stays usable.
-fn expect(
-    conn: &mut Conn,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    want: u16,
-) -> Result<Reply, String> {
-    match conn.request(method, path, headers, body) {
-        Ok(reply) if reply.0 == want => Ok(reply),
-        Ok((status, _, body)) => Err(format!(
-            "{method} {path}: {status} {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        )),
-        Err(e) => Err(format!("{method} {path}: {e}")),
+impl Link {
+    /// Sends one request and checks its status.
+    fn expect(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        want: u16,
+    ) -> Result<Reply, String> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let fresh = Conn::open(&self.tls, &self.addr, &self.host)
+                    .map_err(|e| format!("connect: {e}"))?;
+                self.conn.insert(fresh)
+            }
+        };
+        let reply = conn.request(method, path, headers, body);
+        let closing = reply.as_ref().map_or(true, |r| {
+            r.1.iter()
+                .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"))
+        });
+        if closing {
+            self.conn = None;
+        }
+        match reply {
+            Ok(reply) if reply.0 == want => Ok(reply),
+            Ok((status, _, body)) => Err(format!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )),
+            Err(e) => Err(format!("{method} {path}: {e}")),
+        }
     }
 }
 
-fn get_manifest(conn: &mut Conn, image: usize) -> Result<bool, String> {
+fn get_manifest(link: &mut Link, image: usize) -> Result<(), String> {
     let path = format!("/v2/mixed/i{image}/manifests/v1");
-    let reply = expect(conn, "GET", &path, &[("Accept", OCI)], b"", 200)?;
-    Ok(keeps(&reply))
+    link.expect("GET", &path, &[("Accept", OCI)], b"", 200)
+        .map(drop)
 }
 
-fn pull_layer(conn: &mut Conn, image: usize, digest: &str) -> Result<bool, String> {
+fn pull_layer(link: &mut Link, image: usize, digest: &str) -> Result<(), String> {
     let path = format!("/v2/mixed/i{image}/blobs/{digest}");
-    let reply = expect(conn, "GET", &path, &[], b"", 200)?;
+    let reply = link.expect("GET", &path, &[], b"", 200)?;
     if reply.2.len() != LAYER {
         return Err(format!("GET {path}: {} bytes", reply.2.len()));
     }
-    Ok(keeps(&reply))
+    Ok(())
 }
 
 /// Pushes a blob the way both servers take it: POST opens the session, PUT with the digest
 /// carries the bytes and closes it (Distribution 2.8 has no one-request monolithic POST).
-fn push_blob(conn: &mut Conn, image: &str, bytes: &[u8]) -> Result<bool, String> {
+fn push_blob(link: &mut Link, image: &str, bytes: &[u8]) -> Result<(), String> {
     let start = format!("/v2/{image}/blobs/uploads/");
-    let reply = expect(conn, "POST", &start, &[], b"", 202)?;
+    let reply = link.expect("POST", &start, &[], b"", 202)?;
     let location = reply
         .1
         .iter()
@@ -278,12 +293,11 @@ fn push_blob(conn: &mut Conn, image: &str, bytes: &[u8]) -> Result<bool, String>
     let sep = if location.contains('?') { '&' } else { '?' };
     let put = format!("{location}{sep}digest={}", http::digest(bytes));
     let headers = [("Content-Type", "application/octet-stream")];
-    let done = expect(conn, "PUT", &put, &headers, bytes, 201)?;
-    Ok(keeps(&reply) && keeps(&done))
+    link.expect("PUT", &put, &headers, bytes, 201).map(drop)
 }
 
 /// Pushes a one-layer image: its config, its layer, then its manifest under `tag`.
-fn push_image(conn: &mut Conn, image: &str, tag: &str, layer: &[u8]) -> Result<bool, String> {
+fn push_image(link: &mut Link, image: &str, tag: &str, layer: &[u8]) -> Result<(), String> {
     let config = format!("{{\"image\":\"{image}\",\"tag\":\"{tag}\"}}");
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": OCI,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
@@ -291,21 +305,12 @@ fn push_image(conn: &mut Conn, image: &str, tag: &str, layer: &[u8]) -> Result<b
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
                     "digest": http::digest(layer), "size": layer.len()}]})
     .to_string();
-    let mut keep = push_blob(conn, image, config.as_bytes())?;
-    keep = keep && push_blob(conn, image, layer)?;
-    if !keep {
-        return Ok(false);
-    }
+    push_blob(link, image, config.as_bytes())?;
+    push_blob(link, image, layer)?;
     let path = format!("/v2/{image}/manifests/{tag}");
-    let done = expect(
-        conn,
-        "PUT",
-        &path,
-        &[("Content-Type", OCI)],
-        manifest.as_bytes(),
-        201,
-    )?;
-    Ok(keeps(&done))
+    let headers = [("Content-Type", OCI)];
+    link.expect("PUT", &path, &headers, manifest.as_bytes(), 201)
+        .map(drop)
 }
 
 /// The `p` quantile of sorted values, 0 when there are none.
