@@ -185,6 +185,7 @@ fn admin_cells(f: &Fixture, c: &Caller, wrong: &mut Wrong) {
         ("POST", "/api/v1/users/pat/tokens", "{}", admin, &[400]),
         ("DELETE", "/api/v1/users/pat/tokens/nope", "", admin, &[404]),
         ("GET", "/api/v1/roles", "", admin, &[200]),
+        ("GET", "/api/v1/directory-users", "", admin, &[200]),
         ("POST", "/api/v1/roles", "{}", admin, &[400]),
         ("GET", "/api/v1/roles/admins", "", admin, &[200]),
         ("PUT", "/api/v1/roles/nope", "{}", admin, &[400, 404]),

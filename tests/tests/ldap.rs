@@ -101,6 +101,34 @@ fn ldaps_logins_map_groups_to_roles_and_outlive_a_down_directory() {
     ] {
         assert_eq!(token(&addr, user, pass).0, 401, "{user}:{pass}");
     }
+    // The admin API shows where each user comes from, and the roles a directory user got.
+    let listed = berth_tests::edge::wait_for(|| {
+        let r = request(
+            &core.main,
+            "GET",
+            "/api/v1/directory-users",
+            &[("Authorization", &basic("root", "root-pw"))],
+            b"",
+        )
+        .unwrap();
+        let all = r.json();
+        let found = all.as_array()?.iter().find(|u| u["name"] == "bob")?.clone();
+        Some((all.clone(), found))
+    });
+    let (all, bob_entry) = listed.expect("bob listed as a directory user");
+    assert_eq!(bob_entry["source"], "ldap", "{all}");
+    assert_eq!(bob_entry["roles"], serde_json::json!(["devs"]), "{all}");
+    let users = request(
+        &core.main,
+        "GET",
+        "/api/v1/users",
+        &[("Authorization", &basic("root", "root-pw"))],
+        b"",
+    )
+    .unwrap()
+    .json();
+    assert_eq!(users[0]["source"], "local", "{users}");
+
     // The local root wins the name: its password works, the directory's does not.
     assert_eq!(token(&addr, "root", "root-pw").0, 200);
     assert_eq!(token(&addr, "root", "ldap-root-pw").0, 401);

@@ -227,6 +227,7 @@ fn every_documented_operation_answers_as_documented() {
         201
     );
     c.call("GET", "/api/v1/roles", None, true);
+    c.call("GET", "/api/v1/directory-users", None, true);
     c.call("GET", "/api/v1/roles/ci", None, true);
     let wider = json!({ "privileges": [{ "repositories": "*", "actions": ["read", "write"] }] });
     assert_eq!(

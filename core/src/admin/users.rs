@@ -26,6 +26,8 @@ pub enum DirRoute {
     Token(String, String),
     Roles,
     Role(String),
+    /// Users of a directory (LDAP) who logged in: read-only, their source of truth is elsewhere.
+    DirectoryUsers,
 }
 
 /// The route and the methods it takes, for `rest` (the path under the context path).
@@ -42,6 +44,7 @@ pub fn route(rest: &str) -> Option<(DirRoute, &'static [&'static str])> {
         ["users", u, "tokens", id] => (DirRoute::Token(s(u), s(id)), &["DELETE"]),
         ["roles"] => (DirRoute::Roles, LIST),
         ["roles", r] if !r.is_empty() => (DirRoute::Role(s(r)), ONE),
+        ["directory-users"] => (DirRoute::DirectoryUsers, &["GET", "HEAD"]),
         _ => return None,
     })
 }
@@ -112,7 +115,29 @@ pub async fn serve(
             Ok(response::status(StatusCode::NO_CONTENT))
         }
         DirRoute::Roles | DirRoute::Role(_) => serve_role(reg, route, m, v, actor).await,
+        DirRoute::DirectoryUsers => directory_users(reg).await,
     }
+}
+
+/// Every directory user that logged in (on any core), with the roles of its last login.
+async fn directory_users(reg: &Registry) -> AdminResult {
+    let logins = match &reg.auth {
+        Some(auth) => auth.directory_logins().await.map_err(|e| {
+            AdminError::new(
+                super::error::Problem::Internal,
+                format!("reading directory logins: {e}"),
+            )
+        })?,
+        None => Vec::new(),
+    };
+    let out: Vec<Value> = logins
+        .into_iter()
+        .map(|l| {
+            json!({ "name": l.user, "source": l.source, "roles": l.roles,
+                    "last_login_at": l.at / 1000, "last_login_from": l.from })
+        })
+        .collect();
+    Ok(response::json(StatusCode::OK, &Value::Array(out)))
 }
 
 /// Stores a user or role and answers it as it is now (`view`).
@@ -276,7 +301,8 @@ async fn users(reg: &Registry) -> AdminResult {
         .iter()
         .map(|(u, o)| {
             let tokens = d.tokens.iter().filter(|t| t.user == u.name).count();
-            json!({ "name": u.name, "roles": u.roles, "origin": o, "tokens": tokens })
+            json!({ "name": u.name, "roles": u.roles, "origin": o, "tokens": tokens,
+                    "source": "local" })
         })
         .collect();
     Ok(response::json(StatusCode::OK, &Value::Array(out)))
@@ -290,7 +316,10 @@ async fn user_view(reg: &Registry, name: &str) -> Result<Value, AdminError> {
         .find(|(u, _)| u.name == name)
         .ok_or_else(|| not_found("user", name))?;
     let tokens = d.tokens.iter().filter(|t| t.user == u.name).count();
-    Ok(json!({ "name": u.name, "roles": u.roles, "origin": o, "tokens": tokens }))
+    Ok(
+        json!({ "name": u.name, "roles": u.roles, "origin": o, "tokens": tokens,
+               "source": "local" }),
+    )
 }
 
 async fn roles(reg: &Registry) -> AdminResult {

@@ -22,11 +22,11 @@ impl Auth {
             Identity::Token { user, id } => (user.clone(), Some(id.clone()), None, None),
             Identity::External {
                 user,
-                origin,
+                source,
                 roles,
             } => {
                 let ext = ExternalClaim {
-                    origin: *origin,
+                    source: *source,
                     roles: roles.clone(),
                 };
                 (user.clone(), None, None, Some(ext))
@@ -61,7 +61,7 @@ impl Auth {
             }
             let identity = Identity::External {
                 user: claims.sub.clone(),
-                origin: ext.origin,
+                source: ext.source,
                 roles: ext.roles.clone(),
             };
             return Some((identity, claims));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ldap::LdapError;
-use super::{parse_token, password, token, Auth, Identity, LoginError, Origin};
+use super::{parse_token, password, token, Auth, Identity, LoginError, UserSource};
 
 /// How long a verified Basic credential is trusted without argon2 or the directory.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
@@ -80,7 +80,7 @@ impl Auth {
             .map_err(LoginError::TooMany)?;
         let known = self.dir().users.get(user).map(|u| u.hash.clone());
         let checked = match (&known, &self.ldap) {
-            (None, Some(_)) => self.directory_login(user, pass).await,
+            (None, Some(_)) => self.directory_login(user, pass, client).await,
             _ => self.local_login(user, pass, known.clone()).await,
         };
         match checked {
@@ -120,6 +120,7 @@ impl Auth {
         &self,
         user: &str,
         pass: &str,
+        client: IpAddr,
     ) -> Result<Option<Identity>, LoginError> {
         let Some(ldap) = &self.ldap else {
             return Ok(None);
@@ -127,9 +128,10 @@ impl Auth {
         match ldap.authenticate(user, pass).await {
             Ok(found) => Ok(found.map(|u| {
                 tracing::debug!(user, dn = %u.dn, roles = ?u.roles, "directory login");
+                self.note_directory_login(user, &u.roles, client);
                 Identity::External {
                     user: user.to_owned(),
-                    origin: Origin::Ldap,
+                    source: UserSource::Ldap,
                     roles: u.roles,
                 }
             })),

@@ -91,7 +91,7 @@ pub enum Identity {
     /// A user defined outside Berth (a directory), with the roles it mapped to at login.
     External {
         user: String,
-        origin: Origin,
+        source: UserSource,
         roles: Vec<String>,
     },
 }
@@ -99,7 +99,7 @@ pub enum Identity {
 /// Where a user is defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Origin {
+pub enum UserSource {
     /// `auth.users`, or added through the admin API or the UI.
     Local,
     Ldap,
@@ -196,6 +196,8 @@ pub struct Auth {
     ldap: Option<ldap::Ldap>,
     /// When this core last recorded each API token's use (see [`Auth::note_token_use`]).
     token_seen: Mutex<HashMap<String, Instant>>,
+    /// When this core last recorded each directory user's login, with which roles.
+    directory_seen: Mutex<HashMap<String, (Vec<String>, Instant)>>,
     /// Where UI sessions and the signing key live (shared by every core on it).
     store: Arc<dyn MetadataStore>,
 }
@@ -243,6 +245,7 @@ impl Auth {
                 .transpose()
                 .map_err(OpenError::Ldap)?,
             token_seen: Mutex::new(HashMap::new()),
+            directory_seen: Mutex::new(HashMap::new()),
             store,
         })
     }

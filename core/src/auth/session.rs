@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest as _;
 
 use super::{Auth, Identity};
-use crate::storage::metadata::sessions::SessionRecord;
+use crate::storage::metadata::sessions::{DirectoryLogin, SessionRecord};
 use crate::storage::metadata::{now_ms, MetadataError};
 
 /// A token's use is written to the store at most this often per core: a CI job logging in on
@@ -108,5 +108,47 @@ impl Auth {
                 tracing::warn!(error = %e, token = %id, "recording an API token's use failed");
             }
         });
+    }
+
+    /// Records a directory user's login with its roles, in the background like a token's use:
+    /// at most once a minute per user on this core, unless the roles changed.
+    pub(super) fn note_directory_login(&self, user: &str, roles: &[String], client: IpAddr) {
+        {
+            let mut seen = self
+                .directory_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let fresh = seen
+                .get(user)
+                .is_some_and(|(r, t)| r == roles && t.elapsed() < TOKEN_USE_EVERY);
+            if fresh {
+                return;
+            }
+            if seen.len() >= TOKEN_SEEN_MAX {
+                seen.clear();
+            }
+            seen.insert(user.to_owned(), (roles.to_vec(), Instant::now()));
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let login = DirectoryLogin {
+            user: user.to_owned(),
+            source: "ldap".into(),
+            roles: roles.to_vec(),
+            at: now_ms(),
+            from: client.to_string(),
+        };
+        let store = self.store.clone();
+        rt.spawn(async move {
+            if let Err(e) = store.directory_login(&login).await {
+                tracing::warn!(error = %e, user = %login.user, "recording a directory login failed");
+            }
+        });
+    }
+
+    /// Every directory user that logged in, with the roles of its last login.
+    pub async fn directory_logins(&self) -> Result<Vec<DirectoryLogin>, MetadataError> {
+        self.store.directory_logins().await
     }
 }

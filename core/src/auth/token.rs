@@ -53,7 +53,7 @@ pub struct Claims {
 /// A directory user's part of a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExternalClaim {
-    pub origin: super::Origin,
+    pub source: super::UserSource,
     pub roles: Vec<String>,
 }
 

@@ -48,6 +48,18 @@ pub async fn admin(ctx: &Ctx<'_>) -> PageResult {
         ),
         Err(_) => Value::Null,
     };
+    // Directory users are a record of logins, not settings: none when it cannot be read.
+    let directory_users = match &reg.auth {
+        Some(auth) => auth.directory_logins().await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let directory_users: Vec<Value> = directory_users
+        .into_iter()
+        .map(|l| {
+            let at = super::common::when(l.at / 1000);
+            json!({ "user": l.user, "source": l.source, "roles": l.roles, "at": at, "from": l.from })
+        })
+        .collect();
     let gc = reg
         .lifecycle
         .status()
@@ -56,7 +68,7 @@ pub async fn admin(ctx: &Ctx<'_>) -> PageResult {
     ctx.render(
         "admin.html",
         json!({
-            "repos": repos, "users": users,
+            "repos": repos, "users": users, "directory_users": directory_users,
             "gc_running": gc.running, "gc_running_on": gc.running_on, "gc_reports": gc.reports,
         }),
     )

@@ -5,7 +5,7 @@
 //! A session is found by the SHA-256 of its cookie's secret: someone who reads the database
 //! learns who is signed in, not a cookie that would sign them in.
 //!
-//! The last use of each API token lives here too: like a session, it is about who signs in,
+//! The last use of each API token lives here too, and the last login of each directory user: like a session, it is about who signs in,
 //! and it changes far more often than the settings the tokens themselves are.
 
 use async_trait::async_trait;
@@ -35,6 +35,20 @@ pub struct TokenUse {
     pub from: String,
 }
 
+/// A directory user's last login, as every core shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DirectoryLogin {
+    pub user: String,
+    /// Where the user is defined: `ldap`.
+    pub source: String,
+    /// The roles its groups gave it at that login.
+    pub roles: Vec<String>,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The client's address.
+    pub from: String,
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new session.
@@ -53,4 +67,8 @@ pub trait SessionStore: Send + Sync {
     async fn token_uses(&self) -> Result<std::collections::HashMap<String, TokenUse>>;
     /// Forgets the use of a revoked token.
     async fn token_use_forget(&self, id: &str) -> Result<()>;
+    /// Records a directory user's login (replacing the last one).
+    async fn directory_login(&self, login: &DirectoryLogin) -> Result<()>;
+    /// The last login of every directory user that logged in, by name.
+    async fn directory_logins(&self) -> Result<Vec<DirectoryLogin>>;
 }

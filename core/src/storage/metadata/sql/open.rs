@@ -23,6 +23,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../../migrations/0007_uses_and_runs.sql"),
     ),
+    (
+        8,
+        include_str!("../../../../migrations/0008_directory_logins.sql"),
+    ),
 ];
 
 /// Read connections to an SQLite file (WAL: they never wait for the writer).

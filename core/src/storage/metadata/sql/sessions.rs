@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{db, text, SqlMetadata};
-use crate::storage::metadata::sessions::{SessionRecord, SessionStore, TokenUse};
+use crate::storage::metadata::sessions::{DirectoryLogin, SessionRecord, SessionStore, TokenUse};
 use crate::storage::metadata::Result;
 
 #[async_trait]
@@ -117,5 +117,46 @@ impl SessionStore for SqlMetadata {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    async fn directory_login(&self, login: &DirectoryLogin) -> Result<()> {
+        let roles = serde_json::to_string(&login.roles).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO directory_logins (username, source, roles, login_at, login_from) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO UPDATE SET \
+             source = excluded.source, roles = excluded.roles, login_at = excluded.login_at, \
+             login_from = excluded.login_from",
+        )
+        .bind(&login.user)
+        .bind(&login.source)
+        .bind(roles)
+        .bind(login.at)
+        .bind(&login.from)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn directory_logins(&self) -> Result<Vec<DirectoryLogin>> {
+        let rows = sqlx::query(
+            "SELECT username, source, roles, login_at, login_from FROM directory_logins \
+             ORDER BY username",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let roles = text(r, 2)?;
+                Ok(DirectoryLogin {
+                    user: text(r, 0)?,
+                    source: text(r, 1)?,
+                    roles: serde_json::from_str(&roles).unwrap_or_default(),
+                    at: r.try_get(3).map_err(db)?,
+                    from: text(r, 4)?,
+                })
+            })
+            .collect()
     }
 }
