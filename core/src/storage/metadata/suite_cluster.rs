@@ -120,8 +120,8 @@ pub async fn gc_runs_of_every_core(s: Arc<dyn MetadataStore>, p: &str) {
     assert_eq!(s.gc_last_scheduled().await.unwrap(), Some(base + 2));
 }
 
-/// A token's last use and a repository's last cleanup run are one row each, whichever core
-/// wrote them last.
+/// A token's last use, a directory user's last login and a repository's last cleanup run are
+/// one row each, whichever core wrote them last.
 pub async fn uses_and_cleanup_runs_are_the_latest(s: Arc<dyn MetadataStore>, p: &str) {
     let id = format!("{p}-token");
     s.token_used(&id, 1_000, "10.0.0.1").await.unwrap();
@@ -131,6 +131,23 @@ pub async fn uses_and_cleanup_runs_are_the_latest(s: Arc<dyn MetadataStore>, p: 
     assert_eq!((u.at, u.from.as_str()), (2_000, "10.0.0.2"));
     s.token_use_forget(&id).await.unwrap();
     assert!(!s.token_uses().await.unwrap().contains_key(&id));
+
+    // A directory user's last login replaces the one before, roles included.
+    let user = format!("{p}-ldap-user");
+    for (at, roles) in [(1_000, vec!["devs".to_owned()]), (2_000, vec![])] {
+        let login = crate::storage::metadata::sessions::DirectoryLogin {
+            user: user.clone(),
+            source: "ldap".into(),
+            roles,
+            at,
+            from: "10.0.0.3".into(),
+        };
+        s.directory_login(&login).await.unwrap();
+    }
+    let logins = s.directory_logins().await.unwrap();
+    let mine: Vec<_> = logins.iter().filter(|l| l.user == user).collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!((mine[0].at, mine[0].roles.len()), (2_000, 0));
 
     let repo = format!("{p}-repo");
     for (core, at) in [("core-a", 1), ("core-b", 2)] {
