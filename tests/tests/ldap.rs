@@ -2,7 +2,8 @@
 //! ldaps with a test CA and over StartTLS; groups mapped to roles and read again at the next
 //! token; local users winning a name clash and working while the directory is down (503 for
 //! directory users, never 401); the login back-off; no password in the log; skopeo pushing
-//! and pulling with a directory password.
+//! and pulling with a directory password; two cores on one PostgreSQL honouring each other's
+//! directory tokens and listing the same directory users.
 
 use std::process::Command;
 
@@ -10,7 +11,9 @@ use berth_tests::core::Core;
 use berth_tests::http::{basic, request};
 use berth_tests::image::write_layout;
 use berth_tests::ldap::Slapd;
+use berth_tests::postgres::Postgres;
 use berth_tests::registry::push_blob_as;
+use berth_tests::s3::S3Server;
 use berth_tests::tools::skopeo;
 
 const BIND_PW: &str = "berth-bind-pw";
@@ -30,11 +33,16 @@ dn: cn=devs,ou=groups,dc=example,dc=com\nobjectClass: groupOfNames\ncn: devs\nme
 dn: cn=readers,ou=groups,dc=example,dc=com\nobjectClass: groupOfNames\ncn: readers\nmember: uid=carol,ou=people,dc=example,dc=com\n";
 
 fn core_for(slapd: &Slapd, url: &str, start_tls: bool) -> Core {
+    core_on(slapd, url, start_tls, "")
+}
+
+/// [`core_for`] with `stores` (`metadata:` and `blobs:` lines of `storage`) shared.
+fn core_on(slapd: &Slapd, url: &str, start_tls: bool, stores: &str) -> Core {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("bind.pw");
     std::fs::write(&pw, format!("{BIND_PW}\n")).unwrap();
     let config = format!(
-        "storage: {{ root: {data} }}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+        "storage:\n  root: {data}\n{stores}main: {{ listen: 127.0.0.1:0 }}\n\
          auth:\n  login_attempts: 7\n\
          \x20 ldap:\n    url: {url}\n    start_tls: {start_tls}\n\
          \x20   bind_dn: \"cn=berth,ou=services,dc=example,dc=com\"\n    bind_password_file: {pw}\n\
@@ -252,4 +260,41 @@ fn start_tls_logins_and_a_config_that_names_the_wrong_key() {
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && text.contains(key), "{key}: {text}");
     }
+}
+
+#[test]
+fn a_directory_login_on_one_core_is_good_on_another() {
+    let slapd = Slapd::start(PEOPLE);
+    let (pg, s3) = (Postgres::start(), S3Server::start());
+    let stores = format!(
+        "  metadata: {{ postgres: {{ url: \"{}\" }} }}\n  blobs: {}\n",
+        pg.url,
+        s3.config("registry")
+    );
+    let a = core_on(&slapd, &slapd.ldaps_url(), false, &stores);
+    let b = core_on(&slapd, &slapd.ldaps_url(), false, &stores);
+    // A token from a's realm carries bob's roles: b honours it with no record of its own.
+    let (status, bob, _) = token(a.connector("hosted"), "bob", "bob-pw");
+    assert_eq!(status, 200);
+    assert_eq!(push_with(b.connector("hosted"), &bob, b"pushed on b"), 201);
+    let (_, carol, _) = token(a.connector("hosted"), "carol", "carol-pw");
+    assert_ne!(push_with(b.connector("hosted"), &carol, b"carol on b"), 201);
+    // The login made on a is listed by b's admin API.
+    let root = basic("root", "root-pw");
+    let listed = berth_tests::edge::wait_for(|| {
+        let r = request(
+            &b.main,
+            "GET",
+            "/api/v1/directory-users",
+            &[("Authorization", &root)],
+            b"",
+        )
+        .ok()?;
+        r.json()
+            .as_array()?
+            .iter()
+            .any(|u| u["name"] == "bob" && u["roles"] == serde_json::json!(["devs"]))
+            .then_some(())
+    });
+    assert!(listed.is_some(), "bob's login on a is not listed on b");
 }
