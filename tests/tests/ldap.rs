@@ -211,12 +211,23 @@ fn ldaps_logins_map_groups_to_roles_and_outlive_a_down_directory() {
     slapd.resume();
     assert_eq!(token(&addr, "carol", "carol-pw").0, 200);
 
+    // The service account's password is rotated: refused with the old file (503, our
+    // problem, not the user's), good again once the file has the new one, without a restart.
+    slapd.modify(
+        "dn: cn=berth,ou=services,dc=example,dc=com\nchangetype: modify\nreplace: userPassword\n\
+         userPassword: rotated-bind-pw\n",
+    );
+    assert_eq!(token(&addr, "carol", "carol-pw").0, 503);
+    let pw_file = core.config_path().with_file_name("bind.pw");
+    std::fs::write(&pw_file, "rotated-bind-pw\n").unwrap();
+    assert_eq!(token(&addr, "carol", "carol-pw").0, 200);
+
     // The back-off counts directory guesses too.
     let statuses: Vec<u16> = (0..8).map(|_| token(&addr, "eve", "guess").0).collect();
     assert!(statuses.contains(&429), "{statuses:?}");
 
     let log = core.log();
-    for secret in [BIND_PW, "bob-pw", "carol-pw", "root-pw"] {
+    for secret in [BIND_PW, "rotated-bind-pw", "bob-pw", "carol-pw", "root-pw"] {
         assert!(!log.contains(secret), "{secret} in the log");
     }
 }

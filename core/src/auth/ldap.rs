@@ -19,7 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls;
 
-use super::LdapConfig;
+use super::{LdapConfig, Secret};
 
 /// The LDAP result code for a wrong password (or a DN that does not exist).
 const INVALID_CREDENTIALS: u32 = 49;
@@ -108,7 +108,10 @@ impl Ldap {
         password: &str,
     ) -> Result<Option<LdapUser>, LdapError> {
         let mut service = self.connect().await?;
-        if let (Some(dn), Some(pw)) = (&self.config.bind_dn, &self.config.bind_password) {
+        if let (Some(dn), Some(file)) = (&self.config.bind_dn, &self.config.bind_password_file) {
+            let pw = Secret::read(file).map_err(|e| {
+                LdapError::Unavailable(format!("cannot read {}: {}", file.display(), e.kind()))
+            })?;
             let result = service.simple_bind(dn, &pw.0).await.map_err(down)?;
             if result.rc != 0 {
                 // Our own account refused: an operator's problem, never the user's password.

@@ -47,7 +47,9 @@ pub struct LdapConfig {
     pub start_tls: bool,
     /// The service account users are searched with; anonymous search without it.
     pub bind_dn: Option<String>,
-    pub bind_password: Option<Secret>,
+    /// Read at each service bind, so a rotated password needs no restart (checked readable
+    /// at start).
+    pub bind_password_file: Option<std::path::PathBuf>,
     pub user_base: String,
     /// With `{user}`: the login name, escaped per RFC 4515.
     pub user_filter: String,
@@ -66,6 +68,14 @@ pub struct LdapConfig {
 /// A secret read from a file: never printed, not even by `Debug`.
 #[derive(Clone)]
 pub struct Secret(pub String);
+
+impl Secret {
+    /// The file's first line (a trailing newline is not part of a password).
+    pub fn read(path: &std::path::Path) -> std::io::Result<Secret> {
+        let text = std::fs::read_to_string(path)?;
+        Ok(Secret(text.lines().next().unwrap_or_default().to_owned()))
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -29,12 +29,12 @@ pub(super) fn ldap_config(
             ))
         }
     }
-    let bind_password = match (&raw.bind_dn, &raw.bind_password_file) {
+    let bind_password_file = match (&raw.bind_dn, &raw.bind_password_file) {
         (Some(_), Some(file)) => {
             let path = source.resolve(file);
-            let text = std::fs::read_to_string(&path)
+            Secret::read(&path)
                 .map_err(|e| err("bind_password_file", format!("{}: {e}", path.display())))?;
-            Some(Secret(text.trim_end_matches(['\r', '\n']).to_owned()))
+            Some(path)
         }
         (Some(_), None) => {
             return Err(err(
@@ -80,7 +80,7 @@ pub(super) fn ldap_config(
         url: raw.url,
         start_tls: raw.start_tls,
         bind_dn: raw.bind_dn,
-        bind_password,
+        bind_password_file,
         user_base: raw.user_base,
         user_filter,
         group_base: raw.group_base,
