@@ -10,3 +10,7 @@ CREATE TABLE directory_logins (
     login_at BIGINT NOT NULL,
     login_from TEXT NOT NULL
 );
+
+-- And web UI sessions of directory users: the roles of the login they were opened with
+-- (NULL for a local user's session, whose roles are read from the users in force).
+ALTER TABLE sessions ADD COLUMN roles TEXT;

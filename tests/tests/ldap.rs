@@ -137,6 +137,44 @@ fn ldaps_logins_map_groups_to_roles_and_outlive_a_down_directory() {
     .json();
     assert_eq!(users[0]["source"], "local", "{users}");
 
+    // bob signs in to the web UI with the directory password; his session holds his roles.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = request(
+        &core.main,
+        "POST",
+        "/ui/login",
+        &form,
+        b"user=bob&password=bob-pw",
+    )
+    .unwrap();
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=3600"));
+    let home = request(&core.main, "GET", "/", &[("Cookie", &cookie)], b"").unwrap();
+    let page = String::from_utf8_lossy(&home.body);
+    assert!(
+        home.status == 200 && page.contains("bob") && page.contains("hosted"),
+        "{page}"
+    );
+    let account = request(
+        &core.main,
+        "GET",
+        "/ui/account",
+        &[("Cookie", &cookie)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        account.status, 403,
+        "a directory account is managed in the directory"
+    );
+
     // The local root wins the name: its password works, the directory's does not.
     assert_eq!(token(&addr, "root", "root-pw").0, 200);
     assert_eq!(token(&addr, "root", "ldap-root-pw").0, 401);

@@ -51,7 +51,7 @@ pub use directory::{parse_token, ApiToken, TOKEN_PREFIX};
 pub use keys::{KeyError, KeyRing, KeySource};
 use limiter::Limiter;
 pub use limiter::LimiterConfig;
-pub use session::SESSION_TTL;
+pub use session::{DIRECTORY_SESSION_TTL, SESSION_TTL};
 pub use settings::{AuthConfig, LdapConfig, RoleConfig, Secret, UserConfig};
 pub use token::{Claims, Grant, Signer};
 
@@ -422,7 +422,7 @@ mod tests {
             Some(alice.clone())
         );
         // A session is for the UI: not a bearer token, and a bearer token is not a session.
-        let s = a.open_session("alice").await.unwrap();
+        let s = a.open_session(&alice).await.unwrap();
         assert_eq!(a.session_user(&s).await, Some(alice.clone()));
         assert!(a.bearer(&s).is_none());
         assert!(a.session_user(&t).await.is_none());

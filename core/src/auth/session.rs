@@ -26,32 +26,54 @@ const TOKEN_SEEN_MAX: usize = 10_000;
 
 /// How long a web UI login lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long a directory user's web UI login lasts: its roles are those of the sign-in, so a
+/// group change reaches the UI within this.
+pub const DIRECTORY_SESSION_TTL: Duration = Duration::from_secs(3600);
 
 fn id_of(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
 impl Auth {
-    /// Opens a session for `user` (just verified with a password); the cookie's value.
-    pub async fn open_session(&self, user: &str) -> Result<String, MetadataError> {
-        let stamp = self
-            .dir()
-            .users
-            .get(user)
-            .map(|u| u.stamp.clone())
-            .ok_or_else(|| MetadataError::Corrupt(format!("no user {user} to sign in")))?;
+    /// Opens a session for `who` (just verified with a password); the cookie's value. A
+    /// directory user's session keeps the roles of this login and lasts
+    /// [`DIRECTORY_SESSION_TTL`]: its groups are read again at the next sign-in.
+    pub async fn open_session(&self, who: &Identity) -> Result<String, MetadataError> {
+        let (user, stamp, roles, ttl) = match who {
+            Identity::User(user) => {
+                let stamp = self
+                    .dir()
+                    .users
+                    .get(user)
+                    .map(|u| u.stamp.clone())
+                    .ok_or_else(|| MetadataError::Corrupt(format!("no user {user} to sign in")))?;
+                (user, stamp, None, SESSION_TTL)
+            }
+            Identity::External { user, roles, .. } => (
+                user,
+                String::new(),
+                Some(roles.clone()),
+                DIRECTORY_SESSION_TTL,
+            ),
+            _ => {
+                return Err(MetadataError::Corrupt(
+                    "only a password opens a UI session".into(),
+                ))
+            }
+        };
         let secret = hex::encode(rand::random::<[u8; 32]>());
         let now = now_ms();
-        let ttl = i64::try_from(SESSION_TTL.as_millis()).unwrap_or(i64::MAX);
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         // Expired rows of anyone go now and then, so the table does not grow without bound.
         self.store.sessions_prune(now).await?;
         self.store
             .session_open(&SessionRecord {
                 id: id_of(&secret),
-                user: user.to_owned(),
+                user: user.clone(),
                 stamp,
                 created_at: now,
                 expires_at: now.saturating_add(ttl),
+                roles,
             })
             .await?;
         Ok(secret)
@@ -67,13 +89,22 @@ impl Auth {
                 return None;
             }
         };
-        let live = record.expires_at > now_ms()
-            && self
-                .dir()
-                .users
-                .get(&record.user)
-                .is_some_and(|u| u.stamp == record.stamp);
-        live.then_some(Identity::User(record.user))
+        if record.expires_at <= now_ms() {
+            return None;
+        }
+        let dir = self.dir();
+        let local = dir.users.get(&record.user);
+        match record.roles {
+            // A directory user's, while no local user has taken the name.
+            Some(roles) => local.is_none().then_some(Identity::External {
+                user: record.user,
+                source: super::UserSource::Ldap,
+                roles,
+            }),
+            None => local
+                .is_some_and(|u| u.stamp == record.stamp)
+                .then_some(Identity::User(record.user)),
+        }
     }
 
     /// Ends one session (logout).

@@ -255,6 +255,11 @@ impl Ctx<'_> {
     fn signed_in(&self) -> Result<&str, PageError> {
         match (&self.viewer.identity, self.viewer.auth) {
             (Some(Identity::User(name)), _) => Ok(name),
+            (Some(Identity::External { .. }), _) => Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                "your account lives in the directory: change its password there; API tokens \
+                 are for local users",
+            )),
             (_, false) => Err(PageError::new(
                 StatusCode::NOT_FOUND,
                 "access control is off (no auth section): there are no accounts",
@@ -447,37 +452,45 @@ async fn login(ctx: &Ctx<'_>, body: Body) -> PageResult {
     let f = form(body).await?;
     let get = |k: &str| crate::http::query_get(&f, k).unwrap_or_default().to_owned();
     let (user, password) = (get("user"), get("password"));
-    match auth.login(&user, &password, ctx.client).await {
-        Ok(Identity::User(name)) => {
-            let session = auth.open_session(&name).await.map_err(|e| {
+    // Fresh: a directory user's groups are read again at every sign-in.
+    match auth.login_fresh(&user, &password, ctx.client).await {
+        Ok(who @ (Identity::User(_) | Identity::External { .. })) => {
+            let session = auth.open_session(&who).await.map_err(|e| {
                 tracing::error!(error = %e, "storing a UI session failed");
                 PageError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot sign in right now")
             })?;
+            let ttl = match who {
+                Identity::External { .. } => crate::auth::DIRECTORY_SESSION_TTL,
+                _ => crate::auth::SESSION_TTL,
+            };
             let mut r = ctx.redirect("/");
             let secure = if https { "; Secure" } else { "" };
             let c = format!(
                 "{COOKIE}={session}; Path={}/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 ctx.reg.context_path,
-                crate::auth::SESSION_TTL.as_secs()
+                ttl.as_secs()
             );
             if let Ok(v) = HeaderValue::from_str(&c) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
+            let name = who.name();
             tracing::info!(target: "berth_core::audit", who = %name, action = "ui login", "audit");
             Ok(r)
         }
-        Ok(Identity::External { .. }) => Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "directory users sign in with docker login, podman or skopeo; the web UI takes \
-             local users only for now",
-        )),
         Ok(_) => Err(PageError::new(
             StatusCode::UNAUTHORIZED,
             "API tokens are for clients; log in with your password",
         )),
         Err(e) => {
+            let status = match e {
+                crate::auth::LoginError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                crate::auth::LoginError::TooMany(_) | crate::auth::LoginError::Busy => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                crate::auth::LoginError::Invalid => StatusCode::UNAUTHORIZED,
+            };
             let mut data = json!({ "error": e.to_string() });
-            ctx.render_status(StatusCode::UNAUTHORIZED, "login.html", &mut data)
+            ctx.render_status(status, "login.html", &mut data)
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct SessionRecord {
     pub created_at: i64,
     /// Unix milliseconds.
     pub expires_at: i64,
+    /// A directory user's session: the roles of its login (`None` for a local user).
+    pub roles: Option<Vec<String>>,
 }
 
 /// When and from where an API token was used last.

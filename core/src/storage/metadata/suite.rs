@@ -396,11 +396,16 @@ pub async fn sessions(s: Arc<dyn MetadataStore>, p: &str) {
         stamp: "stamp".into(),
         created_at: now,
         expires_at,
+        roles: None,
     };
+    // bob is a directory user: his session keeps the roles of his login.
     let (a1, a2, b, old) = (
         record("a1", "alice", now + 60_000),
         record("a2", "alice", now + 60_000),
-        record("b", "bob", now + 60_000),
+        SessionRecord {
+            roles: Some(vec!["devs".into()]),
+            ..record("b", "bob", now + 60_000)
+        },
         record("old", "carol", now - 1),
     );
     for r in [&a1, &a2, &b, &old] {

@@ -11,14 +11,19 @@ use crate::storage::metadata::Result;
 impl SessionStore for SqlMetadata {
     async fn session_open(&self, s: &SessionRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, username, stamp, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sessions (id, username, stamp, created_at, expires_at, roles) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&s.id)
         .bind(&s.user)
         .bind(&s.stamp)
         .bind(s.created_at)
         .bind(s.expires_at)
+        .bind(
+            s.roles
+                .as_ref()
+                .map(|r| serde_json::to_string(r).unwrap_or_else(|_| "[]".into())),
+        )
         .execute(&self.write)
         .await
         .map_err(db)?;
@@ -27,7 +32,7 @@ impl SessionStore for SqlMetadata {
 
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
         let row = sqlx::query(
-            "SELECT id, username, stamp, created_at, expires_at FROM sessions WHERE id = $1",
+            "SELECT id, username, stamp, created_at, expires_at, roles FROM sessions WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.read)
@@ -40,6 +45,10 @@ impl SessionStore for SqlMetadata {
                 stamp: text(&r, 2)?,
                 created_at: r.try_get(3).map_err(db)?,
                 expires_at: r.try_get(4).map_err(db)?,
+                roles: r
+                    .try_get::<Option<String>, _>(5)
+                    .map_err(db)?
+                    .map(|t| serde_json::from_str(&t).unwrap_or_default()),
             })
         })
         .transpose()
