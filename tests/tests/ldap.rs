@@ -85,152 +85,30 @@ fn push_with(addr: &str, token: &str, data: &[u8]) -> u16 {
     push_blob_as(addr, "team/app", "", &format!("Bearer {token}"), data).status
 }
 
+/// An admin API GET on `core`'s main port as the local root.
+fn admin_get(core: &Core, path: &str) -> serde_json::Value {
+    let root = basic("root", "root-pw");
+    let r = request(&core.main, "GET", path, &[("Authorization", &root)], b"").unwrap();
+    assert_eq!(r.status, 200, "{path}");
+    r.json()
+}
+
+/// skopeo with `args`: whether it succeeded, and what it said.
+fn skopeo_with(args: &[&str]) -> (bool, String) {
+    let out = skopeo().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn ldaps_logins_map_groups_to_roles_and_outlive_a_down_directory() {
     let mut slapd = Slapd::start(PEOPLE);
     let core = core_for(&slapd, &slapd.ldaps_url(), false);
     let addr = core.connector("hosted").to_owned();
-
-    // bob (devs) may push; carol (readers) gets a token without push.
-    let (status, bob, _) = token(&addr, "bob", "bob-pw");
-    assert_eq!(status, 200);
-    assert_eq!(push_with(&addr, &bob, b"from bob"), 201);
-    let (status, carol, _) = token(&addr, "carol", "carol-pw");
-    assert_eq!(status, 200);
-    assert_ne!(push_with(&addr, &carol, b"from carol"), 201);
-
-    // Wrong password, unknown user, an injected filter, an empty password: 401, all of them.
-    for (user, pass) in [
-        ("bob", "wrong"),
-        ("nobody", "x"),
-        ("*", "bob-pw"),
-        ("bob)(uid=*", "bob-pw"),
-        ("bob", ""),
-    ] {
-        assert_eq!(token(&addr, user, pass).0, 401, "{user}:{pass}");
-    }
-    // The admin API shows where each user comes from, and the roles a directory user got.
-    let listed = berth_tests::edge::wait_for(|| {
-        let r = request(
-            &core.main,
-            "GET",
-            "/api/v1/directory-users",
-            &[("Authorization", &basic("root", "root-pw"))],
-            b"",
-        )
-        .unwrap();
-        let all = r.json();
-        let found = all.as_array()?.iter().find(|u| u["name"] == "bob")?.clone();
-        Some((all.clone(), found))
-    });
-    let (all, bob_entry) = listed.expect("bob listed as a directory user");
-    assert_eq!(bob_entry["source"], "ldap", "{all}");
-    assert_eq!(bob_entry["roles"], serde_json::json!(["devs"]), "{all}");
-    let users = request(
-        &core.main,
-        "GET",
-        "/api/v1/users",
-        &[("Authorization", &basic("root", "root-pw"))],
-        b"",
-    )
-    .unwrap()
-    .json();
-    assert_eq!(users[0]["source"], "local", "{users}");
-
-    // bob signs in to the web UI with the directory password; his session holds his roles.
-    let form = [("Content-Type", "application/x-www-form-urlencoded")];
-    let r = request(
-        &core.main,
-        "POST",
-        "/ui/login",
-        &form,
-        b"user=bob&password=bob-pw",
-    )
-    .unwrap();
-    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    assert!(r.header("set-cookie").unwrap().contains("Max-Age=3600"));
-    let home = request(&core.main, "GET", "/", &[("Cookie", &cookie)], b"").unwrap();
-    let page = String::from_utf8_lossy(&home.body);
-    assert!(
-        home.status == 200 && page.contains("bob") && page.contains("hosted"),
-        "{page}"
-    );
-    let account = request(
-        &core.main,
-        "GET",
-        "/ui/account",
-        &[("Cookie", &cookie)],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(
-        account.status, 403,
-        "a directory account is managed in the directory"
-    );
-
-    // The local root wins the name: its password works, the directory's does not.
-    assert_eq!(token(&addr, "root", "root-pw").0, 200);
-    assert_eq!(token(&addr, "root", "ldap-root-pw").0, 401);
-
-    // skopeo pushes and pulls with directory passwords, straight at the connector.
-    let work = tempfile::tempdir().unwrap();
-    write_layout(
-        &work.path().join("img"),
-        "v1",
-        &[("linux", "amd64")],
-        &[50_000],
-        9,
-    );
-    let layout = format!("oci:{}:v1", work.path().join("img").display());
-    let remote = format!("docker://{addr}/team/app:v1");
-    let out = skopeo()
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "bob:bob-pw",
-        ])
-        .args([&layout, &remote])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = skopeo()
-        .args([
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            "carol:carol-pw",
-            &remote,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = skopeo()
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "carol:carol-pw",
-        ])
-        .args([&layout, &format!("docker://{addr}/team/app:v2")])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "a reader pushed");
+    groups_give_roles_and_nothing_else_passes(&core, &addr);
+    clients_and_the_ui_take_directory_passwords(&core, &addr);
 
     // bob leaves devs: the next token no longer pushes, however recently bob logged in.
     slapd.modify(
@@ -241,33 +119,105 @@ fn ldaps_logins_map_groups_to_roles_and_outlive_a_down_directory() {
     assert_eq!(status, 200);
     assert_ne!(push_with(&addr, &bob_now, b"bob again"), 201);
 
-    // The directory goes down: 503 for its users (not 401), the local admin carries on.
-    slapd.stop();
-    let (status, _, code) = token(&addr, "carol", "carol-pw");
-    assert_eq!((status, code.as_str()), (503, "UNAVAILABLE"));
-    assert_eq!(token(&addr, "root", "root-pw").0, 200);
-    slapd.resume();
-    assert_eq!(token(&addr, "carol", "carol-pw").0, 200);
-
-    // The service account's password is rotated: refused with the old file (503, our
-    // problem, not the user's), good again once the file has the new one, without a restart.
-    slapd.modify(
-        "dn: cn=berth,ou=services,dc=example,dc=com\nchangetype: modify\nreplace: userPassword\n\
-         userPassword: rotated-bind-pw\n",
-    );
-    assert_eq!(token(&addr, "carol", "carol-pw").0, 503);
-    let pw_file = core.config_path().with_file_name("bind.pw");
-    std::fs::write(&pw_file, "rotated-bind-pw\n").unwrap();
-    assert_eq!(token(&addr, "carol", "carol-pw").0, 200);
+    outages_are_503_and_local_users_carry_on(&core, &addr, &mut slapd);
 
     // The back-off counts directory guesses too.
     let statuses: Vec<u16> = (0..8).map(|_| token(&addr, "eve", "guess").0).collect();
     assert!(statuses.contains(&429), "{statuses:?}");
-
     let log = core.log();
     for secret in [BIND_PW, "rotated-bind-pw", "bob-pw", "carol-pw", "root-pw"] {
         assert!(!log.contains(secret), "{secret} in the log");
     }
+}
+
+/// bob (devs) pushes, carol (readers) does not; bad names and passwords are 401; the admin
+/// API shows where users come from; the local root wins its name.
+fn groups_give_roles_and_nothing_else_passes(core: &Core, addr: &str) {
+    let (status, bob, _) = token(addr, "bob", "bob-pw");
+    assert_eq!(status, 200);
+    assert_eq!(push_with(addr, &bob, b"from bob"), 201);
+    let (status, carol, _) = token(addr, "carol", "carol-pw");
+    assert_eq!(status, 200);
+    assert_ne!(push_with(addr, &carol, b"from carol"), 201);
+    // Wrong password, unknown user, an injected filter, an empty password: 401, all of them.
+    for (user, pass) in [
+        ("bob", "wrong"),
+        ("nobody", "x"),
+        ("*", "bob-pw"),
+        ("bob)(uid=*", "bob-pw"),
+        ("bob", ""),
+    ] {
+        assert_eq!(token(addr, user, pass).0, 401, "{user}:{pass}");
+    }
+    let listed = berth_tests::edge::wait_for(|| {
+        let all = admin_get(core, "/api/v1/directory-users");
+        let found = all.as_array()?.iter().find(|u| u["name"] == "bob")?.clone();
+        Some((all.clone(), found))
+    });
+    let (all, bob_entry) = listed.expect("bob listed as a directory user");
+    assert_eq!(bob_entry["source"], "ldap", "{all}");
+    assert_eq!(bob_entry["roles"], serde_json::json!(["devs"]), "{all}");
+    let users = admin_get(core, "/api/v1/users");
+    assert_eq!(users[0]["source"], "local", "{users}");
+    assert_eq!(token(addr, "root", "root-pw").0, 200);
+    assert_eq!(token(addr, "root", "ldap-root-pw").0, 401);
+}
+
+/// skopeo pushes and pulls with directory passwords, straight at the connector; bob signs in
+/// to the web UI, his session holding his roles.
+fn clients_and_the_ui_take_directory_passwords(core: &Core, addr: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let img = work.path().join("img");
+    write_layout(&img, "v1", &[("linux", "amd64")], &[50_000], 9);
+    let layout = format!("oci:{}:v1", img.display());
+    let remote = format!("docker://{addr}/team/app:v1");
+    let push = ["copy", "--dest-tls-verify=false", "--dest-creds"];
+    let (ok, said) = skopeo_with(&[&push[..], &["bob:bob-pw", &layout, &remote]].concat());
+    assert!(ok, "{said}");
+    let inspect = ["inspect", "--tls-verify=false", "--creds", "carol:carol-pw"];
+    let (ok, said) = skopeo_with(&[&inspect[..], &[remote.as_str()]].concat());
+    assert!(ok, "{said}");
+    let other = format!("docker://{addr}/team/app:v2");
+    let (ok, _) = skopeo_with(&[&push[..], &["carol:carol-pw", &layout, &other]].concat());
+    assert!(!ok, "a reader pushed");
+
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let body = b"user=bob&password=bob-pw";
+    let r = request(&core.main, "POST", "/ui/login", &form, body).unwrap();
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    let set = r.header("set-cookie").unwrap();
+    assert!(set.contains("Max-Age=3600"), "{set}");
+    let cookie = [("Cookie", set.split(';').next().unwrap())];
+    let home = request(&core.main, "GET", "/", &cookie, b"").unwrap();
+    let page = String::from_utf8_lossy(&home.body);
+    assert!(
+        home.status == 200 && page.contains("bob") && page.contains("hosted"),
+        "{page}"
+    );
+    let account = request(&core.main, "GET", "/ui/account", &cookie, b"").unwrap();
+    assert_eq!(
+        account.status, 403,
+        "a directory account is managed in the directory"
+    );
+}
+
+/// The directory down, then its service password rotated: 503 for its users (not 401), the
+/// local admin carries on, and a new password file is taken without a restart.
+fn outages_are_503_and_local_users_carry_on(core: &Core, addr: &str, slapd: &mut Slapd) {
+    slapd.stop();
+    let (status, _, code) = token(addr, "carol", "carol-pw");
+    assert_eq!((status, code.as_str()), (503, "UNAVAILABLE"));
+    assert_eq!(token(addr, "root", "root-pw").0, 200);
+    slapd.resume();
+    assert_eq!(token(addr, "carol", "carol-pw").0, 200);
+    slapd.modify(
+        "dn: cn=berth,ou=services,dc=example,dc=com\nchangetype: modify\nreplace: userPassword\n\
+         userPassword: rotated-bind-pw\n",
+    );
+    assert_eq!(token(addr, "carol", "carol-pw").0, 503);
+    let pw_file = core.config_path().with_file_name("bind.pw");
+    std::fs::write(&pw_file, "rotated-bind-pw\n").unwrap();
+    assert_eq!(token(addr, "carol", "carol-pw").0, 200);
 }
 
 #[test]
@@ -329,17 +279,8 @@ fn a_directory_login_on_one_core_is_good_on_another() {
     let (_, carol, _) = token(a.connector("hosted"), "carol", "carol-pw");
     assert_ne!(push_with(b.connector("hosted"), &carol, b"carol on b"), 201);
     // The login made on a is listed by b's admin API.
-    let root = basic("root", "root-pw");
     let listed = berth_tests::edge::wait_for(|| {
-        let r = request(
-            &b.main,
-            "GET",
-            "/api/v1/directory-users",
-            &[("Authorization", &root)],
-            b"",
-        )
-        .ok()?;
-        r.json()
+        admin_get(&b, "/api/v1/directory-users")
             .as_array()?
             .iter()
             .any(|u| u["name"] == "bob" && u["roles"] == serde_json::json!(["devs"]))
