@@ -2,7 +2,8 @@
 //!
 //! A token is worth its grants only while what it was obtained with still stands — checked on
 //! every request, against the directory in force (which every core refreshes from the metadata
-//! store): its user exists (a directory user's: no local user has taken the name); an API token it came from is neither revoked nor expired; a
+//! store): its user exists (a directory user: this core still has the directory, and no local
+//! user has taken the name); an API token it came from is neither revoked nor expired; a
 //! password it came from has not changed. It is never a login: the realm does not take it, and
 //! the admin API and the UI refuse it.
 
@@ -55,8 +56,9 @@ impl Auth {
         }
         let dir = self.dir();
         if let Some(ext) = &claims.ext {
-            // A local user of that name since: the name is theirs now.
-            if dir.users.contains_key(&claims.sub) {
+            // The directory since removed from the config, or a local user of that name since
+            // (the name is theirs now): nothing.
+            if self.ldap.is_none() || dir.users.contains_key(&claims.sub) {
                 return None;
             }
             let identity = Identity::External {

@@ -95,8 +95,9 @@ impl Auth {
         let dir = self.dir();
         let local = dir.users.get(&record.user);
         match record.roles {
-            // A directory user's, while no local user has taken the name.
-            Some(roles) => local.is_none().then_some(Identity::External {
+            // A directory user's, while the directory is configured and no local user has
+            // taken the name.
+            Some(roles) => (local.is_none() && self.ldap.is_some()).then_some(Identity::External {
                 user: record.user,
                 source: super::UserSource::Ldap,
                 roles,
@@ -173,7 +174,8 @@ impl Auth {
         let store = self.store.clone();
         rt.spawn(async move {
             if let Err(e) = store.directory_login(&login).await {
-                tracing::warn!(error = %e, user = %login.user, "recording a directory login failed");
+                let user = &login.user;
+                tracing::warn!(error = %e, %user, "recording a directory login failed");
             }
         });
     }

@@ -1,5 +1,5 @@
-//! Access-control settings: users, roles, tokens, the login back-off and the LDAP directory. Owned here; the config
-//! module builds them from the `auth` section.
+//! Access-control settings: users, roles, tokens, the login back-off and the LDAP directory.
+//! Owned here; the config module builds them from the `auth` section.
 
 use std::time::Duration;
 

@@ -57,7 +57,9 @@ pub async fn admin(ctx: &Ctx<'_>) -> PageResult {
         .into_iter()
         .map(|l| {
             let at = super::common::when(l.at / 1000);
-            json!({ "user": l.user, "source": l.source, "roles": l.roles, "at": at, "from": l.from })
+            json!({
+                "user": l.user, "source": l.source, "roles": l.roles, "at": at, "from": l.from,
+            })
         })
         .collect();
     let gc = reg

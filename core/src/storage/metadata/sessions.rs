@@ -5,8 +5,8 @@
 //! A session is found by the SHA-256 of its cookie's secret: someone who reads the database
 //! learns who is signed in, not a cookie that would sign them in.
 //!
-//! The last use of each API token lives here too, and the last login of each directory user: like a session, it is about who signs in,
-//! and it changes far more often than the settings the tokens themselves are.
+//! The last use of each API token lives here too, and the last login of each directory user:
+//! like a session, each is about who signs in, and changes far more often than settings do.
 
 use async_trait::async_trait;
 
