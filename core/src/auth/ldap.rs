@@ -65,6 +65,14 @@ pub fn read_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, Strin
 
 impl Ldap {
     pub fn new(config: LdapConfig) -> Result<Ldap, String> {
+        if config.url.starts_with("ldap://") && !config.start_tls {
+            // Allowed (a directory on the same host or a private link), never quietly.
+            tracing::warn!(
+                url = %config.url,
+                "auth.ldap: ldap:// without start_tls sends every directory password in the \
+                 clear; use ldaps:// or start_tls: true"
+            );
+        }
         let tls = match &config.ca_file {
             None => None,
             Some(path) => {
