@@ -16,7 +16,7 @@
 //! - `common.rs`: sizes, times, the browser's host, finding a readable repository.
 //! - `content.rs`: deleting tags and manifests, restoring tags, for users with the privilege.
 //! - `account.rs`: a user's own password and API tokens; an admin's password reset.
-//! - `manage.rs`: the admin pages and their forms.
+//! - `manage.rs`: the admin pages and their forms; `signin.rs`: login and logout.
 
 mod account;
 mod browse;
@@ -24,6 +24,7 @@ mod common;
 mod content;
 mod manage;
 mod overview;
+mod signin;
 
 use std::sync::OnceLock;
 
@@ -399,8 +400,8 @@ pub async fn serve(
     let result = match (page, post) {
         (Page::Style, _) => Ok(style()),
         (Page::Login, false) => ctx.render("login.html", json!({})),
-        (Page::Login, true) => login(&ctx, body).await,
-        (Page::Logout, _) => Ok(logout(&ctx).await),
+        (Page::Login, true) => signin::login(&ctx, body).await,
+        (Page::Logout, _) => Ok(signin::logout(&ctx).await),
         (Page::Home, _) => browse::home(&ctx).await,
         (Page::Repository, _) => browse::repository(&ctx).await,
         (Page::Image, _) => browse::image(&ctx).await,
@@ -441,77 +442,5 @@ fn style() -> Response<Body> {
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=300"),
     );
-    r
-}
-
-async fn login(ctx: &Ctx<'_>, body: Body) -> PageResult {
-    let https = ctx.base.starts_with("https://");
-    let Some(auth) = &ctx.reg.auth else {
-        return Ok(ctx.redirect("/"));
-    };
-    let f = form(body).await?;
-    let get = |k: &str| crate::http::query_get(&f, k).unwrap_or_default().to_owned();
-    let (user, password) = (get("user"), get("password"));
-    // Fresh: a directory user's groups are read again at every sign-in.
-    match auth.login_fresh(&user, &password, ctx.client).await {
-        Ok(who @ (Identity::User(_) | Identity::External { .. })) => {
-            let session = auth.open_session(&who).await.map_err(|e| {
-                tracing::error!(error = %e, "storing a UI session failed");
-                PageError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot sign in right now")
-            })?;
-            let ttl = match who {
-                Identity::External { .. } => crate::auth::DIRECTORY_SESSION_TTL,
-                _ => crate::auth::SESSION_TTL,
-            };
-            let mut r = ctx.redirect("/");
-            let secure = if https { "; Secure" } else { "" };
-            let c = format!(
-                "{COOKIE}={session}; Path={}/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-                ctx.reg.context_path,
-                ttl.as_secs()
-            );
-            if let Ok(v) = HeaderValue::from_str(&c) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            let name = who.name();
-            tracing::info!(target: "berth_core::audit", who = %name, action = "ui login", "audit");
-            Ok(r)
-        }
-        Ok(_) => Err(PageError::new(
-            StatusCode::UNAUTHORIZED,
-            "API tokens are for clients; log in with your password",
-        )),
-        Err(e) => {
-            let status = match e {
-                crate::auth::LoginError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                crate::auth::LoginError::TooMany(_) | crate::auth::LoginError::Busy => {
-                    StatusCode::TOO_MANY_REQUESTS
-                }
-                crate::auth::LoginError::Invalid => StatusCode::UNAUTHORIZED,
-            };
-            let mut data = json!({ "error": e.to_string() });
-            ctx.render_status(status, "login.html", &mut data)
-        }
-    }
-}
-
-/// Ends the session in the store (on every core), then clears the cookie.
-async fn logout(ctx: &Ctx<'_>) -> Response<Body> {
-    if let (Some(auth), Some(session)) = (&ctx.reg.auth, cookie(ctx.req, COOKIE)) {
-        if let Err(e) = auth.close_session(&session).await {
-            tracing::error!(error = %e, "ending a UI session failed");
-        }
-        if let Some(who) = ctx.viewer.name() {
-            tracing::info!(target: "berth_core::audit", who, action = "ui logout", "audit");
-        }
-    }
-    let mut r = ctx.redirect("/");
-    let c = format!(
-        "{COOKIE}=; Path={}/; HttpOnly; SameSite=Strict; Max-Age=0",
-        ctx.reg.context_path
-    );
-    if let Ok(v) = HeaderValue::from_str(&c) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
     r
 }
