@@ -14,6 +14,7 @@ pub mod garage;
 pub mod http;
 pub mod image;
 pub mod ldap;
+pub mod oidc;
 pub mod pebble;
 pub mod postgres;
 pub mod principals;

@@ -58,7 +58,7 @@ impl Auth {
         if let Some(ext) = &claims.ext {
             // The directory since removed from the config, or a local user of that name since
             // (the name is theirs now): nothing.
-            if self.ldap.is_none() || dir.users.contains_key(&claims.sub) {
+            if !self.source_configured(ext.source) || dir.users.contains_key(&claims.sub) {
                 return None;
             }
             let identity = Identity::External {

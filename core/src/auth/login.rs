@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ldap::LdapError;
+use super::oidc::{self, OidcError};
 use super::{parse_token, password, token, Auth, Identity, LoginError, UserSource};
 
 /// How long a verified Basic credential is trusted without argon2 or the directory.
@@ -66,6 +67,9 @@ impl Auth {
     ) -> Result<Identity, LoginError> {
         if let Some((id, secret)) = parse_token(pass) {
             return self.token_login(user, id, secret, client);
+        }
+        if self.oidc.as_ref().is_some_and(|o| o.takes_workloads()) && oidc::looks_like_jwt(pass) {
+            return self.workload_login(user, pass, client).await;
         }
         let cred = credential_key(user, pass);
         let cached = self.recently_verified(&cred, user);
@@ -128,7 +132,7 @@ impl Auth {
         match ldap.authenticate(user, pass).await {
             Ok(found) => Ok(found.map(|u| {
                 tracing::debug!(user, dn = %u.dn, roles = ?u.roles, "directory login");
-                self.note_directory_login(user, &u.roles, client);
+                self.note_directory_login(user, UserSource::Ldap, &u.roles, client);
                 Identity::External {
                     user: user.to_owned(),
                     source: UserSource::Ldap,
@@ -141,6 +145,63 @@ impl Auth {
                 Err(LoginError::Unavailable(why))
             }
         }
+    }
+
+    /// A CI job's ID token given as the password: its issuer's signature and the workload
+    /// rules decide (the user name it came with is not used: the job is the token's `sub`).
+    /// Not cached: the check is cheap and the token's expiry must always hold.
+    async fn workload_login(
+        &self,
+        user: &str,
+        jwt: &str,
+        client: IpAddr,
+    ) -> Result<Identity, LoginError> {
+        let Some(oidc) = &self.oidc else {
+            return Err(LoginError::Invalid);
+        };
+        let attempt = self
+            .limiter
+            .reserve(client, user)
+            .map_err(LoginError::TooMany)?;
+        match oidc.workload(jwt).await {
+            Ok(w) => {
+                self.limiter.refund(attempt);
+                tracing::debug!(job = %w.name, roles = ?w.roles, "workload login");
+                self.note_directory_login(&w.name, UserSource::Oidc, &w.roles, client);
+                Ok(Identity::External {
+                    user: w.name,
+                    source: UserSource::Oidc,
+                    roles: w.roles,
+                })
+            }
+            Err(OidcError::Refused(why)) => {
+                crate::metrics::global().failed_logins.inc();
+                tracing::warn!(user, %client, reason = %why, "failed workload login");
+                Err(LoginError::Invalid)
+            }
+            Err(OidcError::Unavailable(why)) => {
+                self.limiter.refund(attempt);
+                tracing::warn!(reason = %why, "OIDC issuer unavailable for a workload login");
+                crate::metrics::global().directory_failures.inc();
+                Err(LoginError::Unavailable(why))
+            }
+        }
+    }
+
+    /// A person back from the UI's single sign-on: the identity their groups give, recorded
+    /// like a directory login.
+    pub fn sign_on_identity(&self, person: oidc::web::Person, client: IpAddr) -> Option<Identity> {
+        if self.dir().users.contains_key(&person.name) {
+            // A local user of that name: the name is theirs, and only their password opens it.
+            tracing::warn!(user = %person.name, "single sign-on refused: a local user has the name");
+            return None;
+        }
+        self.note_directory_login(&person.name, UserSource::Oidc, &person.roles, client);
+        Some(Identity::External {
+            user: person.name,
+            source: UserSource::Oidc,
+            roles: person.roles,
+        })
     }
 
     /// An API token given as the password: checked by its digest, no argon2.

@@ -33,6 +33,7 @@ pub mod keys;
 pub mod ldap;
 mod limiter;
 mod login;
+pub mod oidc;
 pub mod password;
 mod session;
 mod settings;
@@ -52,7 +53,9 @@ pub use keys::{KeyError, KeyRing, KeySource};
 use limiter::Limiter;
 pub use limiter::LimiterConfig;
 pub use session::{DIRECTORY_SESSION_TTL, SESSION_TTL};
-pub use settings::{AuthConfig, LdapConfig, RoleConfig, Secret, UserConfig};
+pub use settings::{
+    AuthConfig, LdapConfig, OidcConfig, OidcPeople, RoleConfig, Secret, UserConfig, WorkloadRule,
+};
 pub use token::{Claims, Grant, Signer};
 
 /// What a request wants to do to a repository.
@@ -103,6 +106,18 @@ pub enum UserSource {
     /// `auth.users`, or added through the admin API or the UI.
     Local,
     Ldap,
+    /// An OpenID Connect provider (a person) or a CI platform's issuer (a job).
+    Oidc,
+}
+
+impl UserSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserSource::Local => "local",
+            UserSource::Ldap => "ldap",
+            UserSource::Oidc => "oidc",
+        }
+    }
 }
 
 impl Identity {
@@ -173,6 +188,8 @@ pub enum OpenError {
     Argon2(String),
     #[error("auth.ldap: {0}")]
     Ldap(String),
+    #[error("auth.oidc: {0}")]
+    Oidc(String),
 }
 
 /// The access-control state of a core.
@@ -194,6 +211,8 @@ pub struct Auth {
     verified: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
     /// The LDAP directory, for users not defined here.
     ldap: Option<ldap::Ldap>,
+    /// OpenID Connect: the UI's single sign-on, CI jobs' ID tokens.
+    oidc: Option<oidc::Oidc>,
     /// When this core last recorded each API token's use (see [`Auth::note_token_use`]).
     token_seen: Mutex<HashMap<String, Instant>>,
     /// When this core last recorded each directory user's login, with which roles.
@@ -244,6 +263,12 @@ impl Auth {
                 .map(ldap::Ldap::new)
                 .transpose()
                 .map_err(OpenError::Ldap)?,
+            oidc: config
+                .oidc
+                .clone()
+                .map(oidc::Oidc::new)
+                .transpose()
+                .map_err(OpenError::Oidc)?,
             token_seen: Mutex::new(HashMap::new()),
             directory_seen: Mutex::new(HashMap::new()),
             store,
@@ -325,6 +350,20 @@ impl Auth {
         Ok(())
     }
 
+    /// Whether users from `source` are taken now (its section is in the config).
+    fn source_configured(&self, source: UserSource) -> bool {
+        match source {
+            UserSource::Local => true,
+            UserSource::Ldap => self.ldap.is_some(),
+            UserSource::Oidc => self.oidc.is_some(),
+        }
+    }
+
+    /// The UI's single sign-on, when `auth.oidc` names a provider for people.
+    pub fn web_sign_on(&self) -> Option<&oidc::web::WebLogin> {
+        self.oidc.as_ref().and_then(|o| o.web.as_ref())
+    }
+
     fn anonymous_may_pull(&self, repo: &RepoName) -> bool {
         self.anonymous_pull
             .read()
@@ -371,6 +410,7 @@ mod tests {
                 ..LimiterConfig::default()
             },
             ldap: None,
+            oidc: None,
         };
         Auth::open(
             &config,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
-use super::{Auth, Identity};
+use super::{Auth, Identity, UserSource};
 use crate::storage::metadata::sessions::{DirectoryLogin, SessionRecord};
 use crate::storage::metadata::{now_ms, MetadataError};
 
@@ -49,9 +49,14 @@ impl Auth {
                     .ok_or_else(|| MetadataError::Corrupt(format!("no user {user} to sign in")))?;
                 (user, stamp, None, SESSION_TTL)
             }
-            Identity::External { user, roles, .. } => (
+            // An outside user's stamp names where it came from.
+            Identity::External {
                 user,
-                String::new(),
+                roles,
+                source,
+            } => (
+                user,
+                source.as_str().to_owned(),
                 Some(roles.clone()),
                 DIRECTORY_SESSION_TTL,
             ),
@@ -95,13 +100,19 @@ impl Auth {
         let dir = self.dir();
         let local = dir.users.get(&record.user);
         match record.roles {
-            // A directory user's, while the directory is configured and no local user has
-            // taken the name.
-            Some(roles) => (local.is_none() && self.ldap.is_some()).then_some(Identity::External {
-                user: record.user,
-                source: super::UserSource::Ldap,
-                roles,
-            }),
+            // A directory user's, while its source is configured and no local user has taken
+            // the name. The stamp names the source (empty: LDAP, before OIDC came).
+            Some(roles) => {
+                let source = match record.stamp.as_str() {
+                    "oidc" => UserSource::Oidc,
+                    _ => UserSource::Ldap,
+                };
+                (local.is_none() && self.source_configured(source)).then_some(Identity::External {
+                    user: record.user,
+                    source,
+                    roles,
+                })
+            }
             None => local
                 .is_some_and(|u| u.stamp == record.stamp)
                 .then_some(Identity::User(record.user)),
@@ -144,7 +155,13 @@ impl Auth {
 
     /// Records a directory user's login with its roles, in the background like a token's use:
     /// at most once a minute per user on this core, unless the roles changed.
-    pub(super) fn note_directory_login(&self, user: &str, roles: &[String], client: IpAddr) {
+    pub(super) fn note_directory_login(
+        &self,
+        user: &str,
+        source: UserSource,
+        roles: &[String],
+        client: IpAddr,
+    ) {
         {
             let mut seen = self
                 .directory_seen
@@ -166,7 +183,7 @@ impl Auth {
         };
         let login = DirectoryLogin {
             user: user.to_owned(),
-            source: "ldap".into(),
+            source: source.as_str().into(),
             roles: roles.to_vec(),
             at: now_ms(),
             from: client.to_string(),

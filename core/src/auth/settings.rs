@@ -17,6 +17,48 @@ pub struct AuthConfig {
     pub limiter: LimiterConfig,
     /// Users in a directory, beside the local ones (which win on a name clash).
     pub ldap: Option<LdapConfig>,
+    /// OpenID Connect: people signing in to the UI, CI jobs logging in with their ID tokens.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `auth.oidc`: an identity provider for people, and issuers of CI jobs' tokens.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The provider people sign in to the web UI with, if any.
+    pub people: Option<OidcPeople>,
+    /// Whose ID tokens `docker login` takes as a password, and with which roles.
+    pub workload: Vec<WorkloadRule>,
+    /// PEM certificates trusted for the issuers' HTTPS, instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The longest a request to an issuer may take.
+    pub timeout: Duration,
+}
+
+/// The provider of the UI's single sign-on (authorization code with PKCE).
+#[derive(Debug, Clone)]
+pub struct OidcPeople {
+    /// Exactly as the provider's discovery document spells it.
+    pub issuer: String,
+    pub client_id: String,
+    /// Read at each code exchange; none for a public client (PKCE alone).
+    pub client_secret_file: Option<std::path::PathBuf>,
+    pub scopes: Vec<String>,
+    /// The ID token claim that names the user.
+    pub username_claim: String,
+    /// The ID token claim listing the user's groups.
+    pub groups_claim: String,
+    /// Group name to Berth roles.
+    pub group_roles: Vec<(String, Vec<String>)>,
+}
+
+/// One `auth.oidc.workload` entry: tokens of `issuer` for `audience` whose claims match.
+#[derive(Debug, Clone)]
+pub struct WorkloadRule {
+    pub issuer: String,
+    pub audience: String,
+    /// Claim name to a glob its value must match (`*` any run of characters); all must.
+    pub claims: Vec<(String, String)>,
+    pub roles: Vec<String>,
 }
 
 /// One user, in the config file's shape (`auth.users` entries; run-time settings too).

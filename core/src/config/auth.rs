@@ -27,9 +27,14 @@ pub(super) fn auth_config(
         .ldap
         .map(|l| super::ldap::ldap_config(l, &role_names, source))
         .transpose()?;
+    let oidc = raw
+        .oidc
+        .map(|o| super::oidc::oidc_config(o, &role_names, source))
+        .transpose()?;
     let d = LimiterConfig::default();
     Ok(AuthConfig {
         ldap,
+        oidc,
         users: raw
             .users
             .into_iter()

@@ -18,6 +18,7 @@ mod ldap;
 mod lifecycle;
 mod limits;
 mod notifications;
+mod oidc;
 mod policy;
 mod raw;
 mod repos;

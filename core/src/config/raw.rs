@@ -131,6 +131,43 @@ pub struct RawAuth {
     pub login_max_delay: Option<Duration>,
     /// An LDAP directory whose users log in beside the local ones.
     pub ldap: Option<RawLdap>,
+    /// OpenID Connect: the UI's single sign-on, CI jobs' ID tokens as passwords.
+    pub oidc: Option<RawOidc>,
+}
+
+/// `auth.oidc`: see `deploy/core.yaml` for every key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    /// The provider people sign in with (with `client_id`); none: workload tokens only.
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<String>,
+    /// Default `[openid, profile]`.
+    pub scopes: Option<Vec<String>>,
+    /// Default `preferred_username`.
+    pub username_claim: Option<String>,
+    /// Default `groups`.
+    pub groups_claim: Option<String>,
+    #[serde(default)]
+    pub group_roles: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub workload: Vec<RawWorkload>,
+    pub ca_file: Option<String>,
+    /// Default `5s`.
+    pub timeout: Option<Duration>,
+}
+
+/// One `auth.oidc.workload` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// `auth.ldap`: see `deploy/core.yaml` for every key.

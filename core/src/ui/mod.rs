@@ -51,6 +51,8 @@ pub enum Page {
     Style,
     Login,
     Logout,
+    SignOn,
+    SignOnDone,
     Repository,
     Image,
     Manifest,
@@ -76,6 +78,8 @@ pub fn route(reg: &Registry, path: &str) -> Option<Page> {
         "/ui/style.css" => Page::Style,
         "/ui/login" => Page::Login,
         "/ui/logout" => Page::Logout,
+        "/ui/oidc/login" => Page::SignOn,
+        "/ui/oidc/callback" => Page::SignOnDone,
         "/ui/repository" => Page::Repository,
         "/ui/image" => Page::Image,
         "/ui/manifest" => Page::Manifest,
@@ -399,7 +403,9 @@ pub async fn serve(
     }
     let result = match (page, post) {
         (Page::Style, _) => Ok(style()),
-        (Page::Login, false) => ctx.render("login.html", json!({})),
+        (Page::Login, false) => signin::page(&ctx),
+        (Page::SignOn, false) => signin::sign_on(&ctx).await,
+        (Page::SignOnDone, false) => signin::sign_on_done(&ctx).await,
         (Page::Login, true) => signin::login(&ctx, body).await,
         (Page::Logout, _) => Ok(signin::logout(&ctx).await),
         (Page::Home, _) => browse::home(&ctx).await,
@@ -418,6 +424,10 @@ pub async fn serve(
         (Page::AccountRevoke, true) => account::revoke_token(&ctx, body).await,
         (Page::Delete, true) => content::delete(&ctx, body).await,
         (Page::Restore, true) => content::restore(&ctx, body).await,
+        (Page::SignOn | Page::SignOnDone, true) => Err(PageError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "single sign-on pages are links (GET)",
+        )),
         (_, false) => Err(PageError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "this page takes a form (POST)",

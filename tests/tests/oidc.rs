@@ -1,0 +1,262 @@
+//! OpenID Connect against a real provider (the npm package `oidc-provider`, started by the
+//! test): CI jobs logging in with their ID tokens as the password (claims matched as globs;
+//! a wrong audience, another repository, an expired, a tampered token and one signed with a
+//! key the issuer no longer publishes all refused; a rotated key taken at once; an issuer that
+//! cannot be reached is 503, never 401), skopeo pushing with such a token; and people signing
+//! in to the web UI by the authorization-code flow with PKCE, their groups mapped to roles,
+//! the state checked, logout, and the admin API telling where each user comes from.
+
+use std::time::Duration;
+
+use berth_tests::core::Core;
+use berth_tests::http::{basic, request};
+use berth_tests::image::write_layout;
+use berth_tests::oidc::{Browser, Provider};
+use berth_tests::registry::push_blob_as;
+use berth_tests::tools::skopeo;
+use berth_tests::webdriver;
+
+/// A core whose `auth.oidc` trusts `issuer`: single sign-on for people through client
+/// `berth`, and CI jobs of `org/*` repositories (audience `berth-ci` or `berth-ci-short`).
+fn core_for(issuer: &str) -> Core {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client.secret");
+    std::fs::write(&secret, "berth-client-secret\n").unwrap();
+    let config = format!(
+        "storage:\n  root: {data}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+         auth:\n  login_attempts: 20\n\
+         \x20 oidc:\n    issuer: {issuer}\n    client_id: berth\n    client_secret_file: {secret}\n\
+         \x20   scopes: [openid, profile, groups]\n    username_claim: preferred_username\n\
+         \x20   groups_claim: groups\n    group_roles: {{ devs: [devs] }}\n    timeout: 2s\n\
+         \x20   workload:\n\
+         \x20     - {{ issuer: {issuer}, audience: berth-ci, claims: {{ repository: \"org/*\" }}, roles: [ci-push] }}\n\
+         \x20     - {{ issuer: {issuer}, audience: berth-ci-short, claims: {{ repository: \"org/*\" }}, roles: [ci-push] }}\n\
+         \x20 users:\n    - {{ name: root, password_hash: \"{root}\", roles: [admins] }}\n\
+         \x20 roles:\n\
+         \x20   - {{ name: ci-push, privileges: [{{ repositories: hosted, actions: [read, write] }}] }}\n\
+         \x20   - {{ name: devs, privileges: [{{ repositories: hosted, actions: [read] }}] }}\n\
+         \x20   - {{ name: admins, privileges: [{{ repositories: \"*\", actions: [admin] }}] }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        data = dir.path().join("data").display(),
+        secret = secret.display(),
+        root = berth_tests::core::hash_password("root-pw"),
+    );
+    Core::start_in(dir, &config)
+}
+
+/// The realm's answer for `user:pass` asking pull and push on `team/app`: status, token, code.
+fn token(addr: &str, user: &str, pass: &str) -> (u16, String, String) {
+    let r = request(
+        addr,
+        "GET",
+        "/v2/token?service=berth&scope=repository:team/app:pull,push",
+        &[("Authorization", &basic(user, pass))],
+        b"",
+    )
+    .unwrap();
+    let token = r.json()["token"].as_str().unwrap_or("").to_owned();
+    (r.status, token, r.code())
+}
+
+fn admin_get(core: &Core, path: &str) -> serde_json::Value {
+    let root = basic("root", "root-pw");
+    let r = request(&core.main, "GET", path, &[("Authorization", &root)], b"").unwrap();
+    assert_eq!(r.status, 200, "{path}");
+    r.json()
+}
+
+const ORG_JOB: &str = "repo:org/app:ref:refs/heads/main";
+const EVIL_JOB: &str = "repo:evil/app:ref:refs/heads/main";
+
+#[test]
+fn ci_jobs_log_in_with_their_id_tokens() {
+    let port = Provider::port();
+    let core = core_for(&format!("http://127.0.0.1:{port}"));
+    let mut provider = Provider::start("127.0.0.1", port, "key-1", &[]);
+    let addr = core.connector("hosted").to_owned();
+
+    let job = provider.id_token("berth-ci", ORG_JOB);
+    let (status, bearer, _) = token(&addr, "ci", &job);
+    assert_eq!(status, 200, "{}", core.log());
+    let pushed = push_blob_as(
+        &addr,
+        "team/app",
+        "",
+        &format!("Bearer {bearer}"),
+        b"from ci",
+    );
+    assert_eq!(pushed.status, 201);
+    skopeo_pushes_with(&addr, &job);
+
+    // Another repository, another audience, a tampered signature: refused, 401.
+    let evil = provider.id_token("berth-ci", EVIL_JOB);
+    let elsewhere = provider.id_token("someone-else", ORG_JOB);
+    let (head, sig) = job.rsplit_once('.').unwrap();
+    let tampered = format!("{head}.{}", sig.chars().rev().collect::<String>());
+    for (what, t) in [
+        ("evil", &evil),
+        ("audience", &elsewhere),
+        ("tampered", &tampered),
+    ] {
+        assert_eq!(token(&addr, "ci", t).0, 401, "{what}");
+    }
+    // An expired token (the short client's live one second).
+    let short = provider.id_token("berth-ci-short", ORG_JOB);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(token(&addr, "ci", &short).0, 401, "expired");
+
+    // The admin API lists the job as an OIDC user with its roles.
+    let listed = berth_tests::edge::wait_for(|| {
+        admin_get(&core, "/api/v1/directory-users")
+            .as_array()?
+            .iter()
+            .find(|u| u["name"] == ORG_JOB)
+            .cloned()
+    })
+    .expect("the job is listed");
+    assert_eq!(listed["source"], "oidc", "{listed}");
+    assert_eq!(listed["roles"], serde_json::json!(["ci-push"]), "{listed}");
+
+    // The issuer rotates its key: a token signed with the new one passes at once (the keys are
+    // fetched again, at most every 10 s), one signed with the withdrawn key no longer does.
+    std::thread::sleep(Duration::from_secs(10));
+    provider.rotate("key-2");
+    let rotated = provider.id_token("berth-ci", ORG_JOB);
+    assert_eq!(token(&addr, "ci", &rotated).0, 200, "{}", core.log());
+    assert_eq!(token(&addr, "ci", &job).0, 401, "the withdrawn key");
+
+    // An issuer that cannot be reached: 503 on a core that never saw it, the admin carries on.
+    provider.stop();
+    let fresh = core_for(&provider.issuer());
+    let fresh_addr = fresh.connector("hosted");
+    let (status, _, code) = token(fresh_addr, "ci", &rotated);
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "UNAVAILABLE"),
+        "{}",
+        fresh.log()
+    );
+    assert_eq!(token(fresh_addr, "root", "root-pw").0, 200);
+    for t in [&job, &rotated] {
+        assert!(!core.log().contains(t.as_str()), "a token in the log");
+    }
+}
+
+/// `skopeo copy` with the job's ID token as the password pushes an image.
+fn skopeo_pushes_with(addr: &str, jwt: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let img = work.path().join("img");
+    write_layout(&img, "v1", &[("linux", "amd64")], &[30_000], 4);
+    let layout = format!("oci:{}:v1", img.display());
+    let creds = format!("ci:{jwt}");
+    let out = skopeo()
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+            &layout,
+        ])
+        .arg(format!("docker://{addr}/team/app:ci"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn people_sign_in_to_the_ui_at_the_provider() {
+    let port = Provider::port();
+    let core = core_for(&format!("http://127.0.0.1:{port}"));
+    let ui = format!("http://{}", core.main);
+    let callback = format!("{ui}/ui/oidc/callback");
+    let _provider = Provider::start("127.0.0.1", port, "key-1", std::slice::from_ref(&callback));
+
+    let login = request(&core.main, "GET", "/ui/login", &[], b"").unwrap();
+    assert!(String::from_utf8_lossy(&login.body).contains("/ui/oidc/login"));
+
+    // alice (group devs) signs in: the provider sends her back, a session opens.
+    let browser = Browser::new();
+    let back = browser.sign_in(&format!("{ui}/ui/oidc/login"), "alice", &callback);
+    let done = browser.get(&back);
+    assert_eq!(done.status, 200, "{}\n{}", done.body, core.log());
+    assert!(done.headers.contains("berth_session="), "{}", done.headers);
+    assert!(
+        done.body.contains("http-equiv=\"refresh\""),
+        "{}",
+        done.body
+    );
+    let home = browser.get(&format!("{ui}/"));
+    let readable = "/ui/repository?name=hosted";
+    assert!(
+        home.body.contains("alice") && home.body.contains(readable),
+        "{}",
+        home.body
+    );
+
+    // Coming back again with the same code, or with a state not begun here: refused.
+    assert_eq!(browser.get(&back).status, 401, "a code is good once");
+    let forged = Browser::new().get(&format!("{ui}/ui/oidc/callback?code=x&state=y"));
+    assert_eq!(forged.status, 401);
+
+    let listed = berth_tests::edge::wait_for(|| {
+        admin_get(&core, "/api/v1/directory-users")
+            .as_array()?
+            .iter()
+            .find(|u| u["name"] == "alice")
+            .cloned()
+    })
+    .expect("alice is listed");
+    assert_eq!(listed["source"], "oidc", "{listed}");
+    assert_eq!(listed["roles"], serde_json::json!(["devs"]), "{listed}");
+
+    // bob (readers: no role here) signs in too, and sees nothing he may not read.
+    let bob = Browser::new();
+    let back = bob.sign_in(&format!("{ui}/ui/oidc/login"), "bob", &callback);
+    assert_eq!(bob.get(&back).status, 200);
+    let page = bob.get(&format!("{ui}/")).body;
+    assert!(page.contains("bob") && !page.contains(readable), "{page}");
+
+    // Logout ends alice's session.
+    browser.post(&format!("{ui}/ui/logout"), "");
+    let after = browser.get(&format!("{ui}/"));
+    assert!(!after.body.contains("alice"), "{}", after.body);
+}
+
+/// The same sign-on in Chromium, the provider on another site (`localhost` against the UI's
+/// `127.0.0.1`): the browser comes back cross-site, and the `SameSite=Strict` session cookie
+/// still reaches the first page (the callback moves on by a same-site navigation).
+#[test]
+fn chromium_signs_in_across_sites() {
+    assert!(
+        webdriver::available(),
+        "chromium and chromedriver are needed (.ci/run installs them)"
+    );
+    let port = Provider::port();
+    let core = core_for(&format!("http://localhost:{port}"));
+    let ui = format!("http://{}", core.main);
+    let callback = format!("{ui}/ui/oidc/callback");
+    let _provider = Provider::start("localhost", port, "key-1", std::slice::from_ref(&callback));
+    let b = webdriver::Browser::start();
+    b.goto(&format!("{ui}/ui/login"));
+    b.click("#sso");
+    let at_provider =
+        berth_tests::edge::wait_for(|| b.url().contains("/interaction/").then_some(()));
+    assert!(at_provider.is_some(), "not at the provider: {}", b.url());
+    b.type_into("input[name=login]", "alice");
+    b.type_into("input[name=password]", "any");
+    b.click("button[type=submit]");
+    let home = berth_tests::edge::wait_for(|| {
+        let text = b.body_text();
+        (b.url() == format!("{ui}/") && text.contains("alice")).then_some(text)
+    });
+    assert!(
+        home.is_some(),
+        "not signed in at {}: {}",
+        b.url(),
+        b.body_text()
+    );
+}
