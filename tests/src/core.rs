@@ -24,6 +24,15 @@ pub struct Core {
     pub https_connectors: BTreeMap<String, String>,
 }
 
+/// `berth-core check-config PATH`: what it printed and how it ended.
+pub fn check_config(path: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    Command::new(crate::bin("berth-core"))
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("berth-core check-config")
+}
+
 /// An argon2 hash of `password` for a config file, from `berth-core hash-password`.
 pub fn hash_password(password: &str) -> String {
     use std::io::Write;

@@ -188,6 +188,10 @@ impl Browser {
     }
 
     fn curl(&self, url: &str, form: Option<&str>) -> Page {
+        self.curl_with(url, form, &[])
+    }
+
+    fn curl_with(&self, url: &str, form: Option<&str>, extra: &[String]) -> Page {
         let jar = self.dir.path().join("jar");
         let head = self.dir.path().join("head");
         let mut cmd = Command::new("curl");
@@ -202,6 +206,7 @@ impl Browser {
         if let Some(f) = form {
             cmd.args(["--data", f]);
         }
+        cmd.args(extra);
         let out = cmd.arg(url).output().expect("curl");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
@@ -223,6 +228,13 @@ impl Browser {
 
     pub fn get(&self, url: &str) -> Page {
         self.curl(url, None)
+    }
+
+    /// A GET of `url` whose connection to `name` (`host:port`) goes to `to` instead: another
+    /// core behind the same name.
+    pub fn get_via(&self, url: &str, name: &str, to: &str) -> Page {
+        let route = format!("{name}:{to}");
+        self.curl_with(url, None, &["--connect-to".into(), route])
     }
 
     pub fn post(&self, url: &str, form: &str) -> Page {

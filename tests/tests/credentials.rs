@@ -354,11 +354,7 @@ fn ns_steers_reads_only_and_mirrors_are_proxies() {
     );
     let file = dir.path().join("core.yaml");
     std::fs::write(&file, config).unwrap();
-    let out = std::process::Command::new(berth_tests::bin("berth-core"))
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = berth_tests::core::check_config(&file);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("mirrors") && err.contains("proxy"), "{err}");

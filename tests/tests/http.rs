@@ -177,11 +177,7 @@ fn check_config_names_file_key_and_reason() {
         "storage: { root: ./d }\nmain: { listen: 127.0.0.1:8081 }\nrepositories:\n  - { name: a, kind: hosted, connector: { http: 127.0.0.1:9 } }\n  - { name: b, kind: hosted, connector: { http: 127.0.0.1:9 } }\n",
     )
     .unwrap();
-    let out = Command::new(berth_tests::bin("berth-core"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = berth_tests::core::check_config(&path);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml"), "{err}");
@@ -193,22 +189,17 @@ fn check_config_names_file_key_and_reason() {
         "storage: { root: ./d }\nmain: { listen: 127.0.0.1:8081, contxt: /x }\n",
     )
     .unwrap();
-    let out = Command::new(berth_tests::bin("berth-core"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = berth_tests::core::check_config(&path);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("main.contxt") && err.contains("unknown field"),
         "{err}"
     );
 
-    let ok = Command::new(berth_tests::bin("berth-core"))
-        .arg("check-config")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/core.yaml"))
-        .output()
-        .unwrap();
+    let ok = berth_tests::core::check_config(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/core.yaml"
+    ));
     assert!(
         ok.status.success(),
         "{}",

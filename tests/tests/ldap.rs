@@ -5,8 +5,6 @@
 //! and pulling with a directory password; two cores on one PostgreSQL honouring each other's
 //! directory tokens and listing the same directory users.
 
-use std::process::Command;
-
 use berth_tests::core::Core;
 use berth_tests::http::{basic, request};
 use berth_tests::image::write_layout;
@@ -251,11 +249,7 @@ fn start_tls_logins_and_a_config_that_names_the_wrong_key() {
             ),
         )
         .unwrap();
-        let out = Command::new(berth_tests::bin("berth-core"))
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = berth_tests::core::check_config(&path);
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && text.contains(key), "{key}: {text}");
     }

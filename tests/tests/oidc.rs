@@ -12,18 +12,25 @@ use berth_tests::core::Core;
 use berth_tests::http::{basic, request};
 use berth_tests::image::write_layout;
 use berth_tests::oidc::{Browser, Provider};
+use berth_tests::postgres::Postgres;
 use berth_tests::registry::push_blob_as;
+use berth_tests::s3::S3Server;
 use berth_tests::tools::skopeo;
 use berth_tests::webdriver;
 
 /// A core whose `auth.oidc` trusts `issuer`: single sign-on for people through client
 /// `berth`, and CI jobs of `org/*` repositories (audience `berth-ci` or `berth-ci-short`).
 fn core_for(issuer: &str) -> Core {
+    core_on(issuer, "")
+}
+
+/// [`core_for`] with `stores` (`metadata:` and `blobs:` lines of `storage`) shared.
+fn core_on(issuer: &str, stores: &str) -> Core {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("client.secret");
     std::fs::write(&secret, "berth-client-secret\n").unwrap();
     let config = format!(
-        "storage:\n  root: {data}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+        "storage:\n  root: {data}\n{stores}main: {{ listen: 127.0.0.1:0 }}\n\
          auth:\n  login_attempts: 20\n\
          \x20 oidc:\n    issuer: {issuer}\n    client_id: berth\n    client_secret_file: {secret}\n\
          \x20   scopes: [openid, profile, groups]\n    username_claim: preferred_username\n\
@@ -259,4 +266,92 @@ fn chromium_signs_in_across_sites() {
         b.url(),
         b.body_text()
     );
+}
+
+/// Two cores on one PostgreSQL and one bucket: a sign-on begun on one is finished by the
+/// other (what it needs travels with the browser), the session is good on both, and a job's
+/// registry token from one realm pushes through the other.
+#[test]
+fn any_core_finishes_a_sign_on_and_honours_a_job() {
+    let (pg, s3) = (Postgres::start(), S3Server::start());
+    let stores = format!(
+        "  metadata: {{ postgres: {{ url: \"{}\" }} }}\n  blobs: {}\n",
+        pg.url,
+        s3.config("registry")
+    );
+    let port = Provider::port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let (a, b) = (core_on(&issuer, &stores), core_on(&issuer, &stores));
+    let callback = format!("http://{}/ui/oidc/callback", a.main);
+    let provider = Provider::start("127.0.0.1", port, "key-1", std::slice::from_ref(&callback));
+
+    // The provider sends the browser back to a's name; b answers it (one name, many cores).
+    let browser = Browser::new();
+    let back = browser.sign_in(
+        &format!("http://{}/ui/oidc/login", a.main),
+        "alice",
+        &callback,
+    );
+    let done = browser.get_via(&back, &a.main, &b.main);
+    assert_eq!(done.status, 200, "{}\n{}", done.body, b.log());
+    let home = browser.get(&format!("http://{}/", a.main));
+    assert!(
+        home.body.contains("alice"),
+        "b's session is not good on a: {}",
+        home.body
+    );
+
+    let job = provider.id_token("berth-ci", ORG_JOB);
+    let (status, bearer, _) = token(b.connector("hosted"), "ci", &job);
+    assert_eq!(status, 200);
+    let pushed = push_blob_as(
+        a.connector("hosted"),
+        "team/app",
+        "",
+        &format!("Bearer {bearer}"),
+        b"via b",
+    );
+    assert_eq!(pushed.status, 201);
+}
+
+/// Mistakes in `auth.oidc` stop the start, naming the key.
+#[test]
+fn oidc_config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = "{ issuer: \"https://token.actions.githubusercontent.com\", audience: berth";
+    for (oidc, key) in [
+        (format!("{{ workload: [{rule}, roles: [ci] }}] }}"), "auth.oidc.workload[0].claims"),
+        (
+            format!("{{ workload: [{rule}, claims: {{ repository: \"org/*\" }}, roles: [ghost] }}] }}"),
+            "auth.oidc.workload[0].roles",
+        ),
+        ("{ issuer: \"https://id.example\" }".to_owned(), "auth.oidc.client_id"),
+        (
+            "{ issuer: \"id.example\", client_id: berth }".to_owned(),
+            "auth.oidc.issuer",
+        ),
+        (
+            "{ issuer: \"https://id.example\", client_id: berth, client_secret_file: /nonexistent/secret }"
+                .to_owned(),
+            "auth.oidc.client_secret_file",
+        ),
+        (
+            "{ issuer: \"https://id.example\", client_id: berth, group_roles: { devs: [ghost] } }"
+                .to_owned(),
+            "auth.oidc.group_roles",
+        ),
+    ] {
+        let path = dir.path().join("core.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nauth:\n  oidc: {oidc}\n  roles: [{{ name: ci }}]\nrepositories: []\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let out = berth_tests::core::check_config(&path);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && text.contains(key), "{key}: {text}");
+    }
 }

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::ToSocketAddrs;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use berth_tests::core::Core;
@@ -23,11 +23,7 @@ fn check(dir: &std::path::Path, endpoints: &str) -> Output {
     );
     let path = dir.join("core.yaml");
     std::fs::write(&path, config).unwrap();
-    Command::new(berth_tests::bin("berth-core"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap()
+    berth_tests::core::check_config(&path)
 }
 
 #[test]
