@@ -93,6 +93,11 @@ fn ci_jobs_log_in_with_their_id_tokens() {
         b"from ci",
     );
     assert_eq!(pushed.status, 201);
+    // It is for clients: the UI's login form does not open a session with it.
+    let form = format!("user=ci&password={job}");
+    let ct = [("Content-Type", "application/x-www-form-urlencoded")];
+    let ui = request(&core.main, "POST", "/ui/login", &ct, form.as_bytes()).unwrap();
+    assert_eq!(ui.status, 401, "{}", String::from_utf8_lossy(&ui.body));
     skopeo_pushes_with(&addr, &job);
 
     // Another repository, another audience, a tampered signature: refused, 401.

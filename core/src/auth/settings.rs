@@ -28,7 +28,7 @@ pub struct OidcConfig {
     pub people: Option<OidcPeople>,
     /// Whose ID tokens `docker login` takes as a password, and with which roles.
     pub workload: Vec<WorkloadRule>,
-    /// PEM certificates trusted for the issuers' HTTPS, instead of the system's.
+    /// PEM certificates trusted for the issuers' HTTPS, beside the system's.
     pub ca_file: Option<std::path::PathBuf>,
     /// The longest a request to an issuer may take.
     pub timeout: Duration,

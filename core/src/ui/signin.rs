@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{cookie, form, Ctx, PageError, PageResult, COOKIE};
 use crate::auth::oidc::OidcError;
-use crate::auth::Identity;
+use crate::auth::{Identity, UserSource};
 use crate::http::Body;
 
 /// The pending sign-on's cookie.
@@ -43,6 +43,15 @@ pub(super) async fn login(ctx: &Ctx<'_>, body: Body) -> PageResult {
     let (user, password) = (get("user"), get("password"));
     // Fresh: a directory user's groups are read again at every sign-in.
     match auth.login_fresh(&user, &password, ctx.client).await {
+        // A CI job's ID token typed into the form: it is for clients, and a session would
+        // outlive it.
+        Ok(Identity::External {
+            source: UserSource::Oidc,
+            ..
+        }) => Err(PageError::new(
+            StatusCode::UNAUTHORIZED,
+            "ID tokens are for clients; people sign in with single sign-on",
+        )),
         Ok(who @ (Identity::User(_) | Identity::External { .. })) => {
             let mut r = ctx.redirect("/");
             start_session(ctx, &who, &mut r).await?;
