@@ -22,6 +22,8 @@ pub fn module() -> PathBuf {
 /// A running provider.
 pub struct Provider {
     child: Option<Child>,
+    /// `provider.mjs`, or `ci-issuer.mjs` for a CI platform's token service.
+    script: &'static str,
     /// The host name in its issuer URL (it listens on 127.0.0.1 whatever the name).
     pub host: String,
     pub port: u16,
@@ -39,9 +41,26 @@ impl Provider {
     /// Starts as `http://host:port`, signing with key `kid`, taking `redirect_uris` for the
     /// `berth` client.
     pub fn start(host: &str, port: u16, kid: &str, redirect_uris: &[String]) -> Provider {
+        Self::launch("provider.mjs", host, port, kid, redirect_uris)
+    }
+
+    /// Starts a CI platform's token service shaped like GitHub Actions' (`ci-issuer.mjs`):
+    /// a discovery document without an authorization endpoint, tokens minted on request.
+    pub fn start_ci_issuer(port: u16, kid: &str) -> Provider {
+        Self::launch("ci-issuer.mjs", "127.0.0.1", port, kid, &[])
+    }
+
+    fn launch(
+        script: &'static str,
+        host: &str,
+        port: u16,
+        kid: &str,
+        redirect_uris: &[String],
+    ) -> Provider {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut p = Provider {
             child: None,
+            script,
             host: host.to_owned(),
             port,
             redirect_uris: redirect_uris.to_vec(),
@@ -59,7 +78,9 @@ impl Provider {
             "{} missing: run `npm install --prefix ~/.cache/berth-tools/oidc-provider oidc-provider@8.8.1` (.ci/run does)",
             module.display()
         );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc/provider.mjs");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("oidc")
+            .join(self.script);
         let log = std::fs::File::create(&self.log).expect("provider log");
         let child = Command::new("node")
             .arg(script)
@@ -152,6 +173,22 @@ impl Provider {
             .expect("curl");
         let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
         body["id_token"].as_str().expect("id_token").to_owned()
+    }
+}
+
+impl Provider {
+    /// A job's token from the CI issuer: for audience `aud`, of `repository`, living `ttl_s`.
+    pub fn ci_token(&self, aud: &str, repository: &str, ttl_s: u64) -> String {
+        let url = format!(
+            "{}/token?aud={aud}&repository={repository}&ttl={ttl_s}",
+            self.issuer()
+        );
+        let out = Command::new("curl")
+            .args(["-sS", "--fail-with-body", &url])
+            .output()
+            .expect("curl");
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+        body["value"].as_str().expect("value").to_owned()
     }
 }
 

@@ -360,3 +360,37 @@ fn oidc_config_errors_name_the_key() {
         assert!(!out.status.success() && text.contains(key), "{key}: {text}");
     }
 }
+
+/// A CI platform shaped like GitHub Actions: its discovery document names no authorization
+/// endpoint (nobody signs in there), and its tokens are still taken; a config with workload
+/// rules alone.
+#[test]
+fn a_github_shaped_token_service_is_enough() {
+    let port = Provider::port();
+    let issuer = Provider::start_ci_issuer(port, "gh-1");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "storage:\n  root: {data}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+         auth:\n  oidc:\n    workload:\n\
+         \x20     - {{ issuer: \"{iss}\", audience: berth, claims: {{ repository: \"org/*\", ref: refs/heads/main }}, roles: [ci-push] }}\n\
+         \x20 roles:\n    - {{ name: ci-push, privileges: [{{ repositories: hosted, actions: [read, write] }}] }}\n\
+         repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n",
+        data = dir.path().join("data").display(),
+        iss = issuer.issuer(),
+    );
+    let core = Core::start_in(dir, &config);
+    let addr = core.connector("hosted");
+    let job = issuer.ci_token("berth", "org/app", 300);
+    let (status, bearer, _) = token(addr, "ci", &job);
+    assert_eq!(status, 200, "{}", core.log());
+    let pushed = push_blob_as(addr, "team/app", "", &format!("Bearer {bearer}"), b"gh");
+    assert_eq!(pushed.status, 201);
+    assert_eq!(
+        token(addr, "ci", &issuer.ci_token("berth", "evil/app", 300)).0,
+        401
+    );
+    assert_eq!(
+        token(addr, "ci", &issuer.ci_token("other", "org/app", 300)).0,
+        401
+    );
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use openidconnect::core::{CoreJsonWebKeySet, CoreProviderMetadata};
-use openidconnect::IssuerUrl;
+use openidconnect::{IssuerUrl, JsonWebKeySetUrl};
 
 /// How long a discovery document and its keys are used before they are fetched again.
 pub const METADATA_TTL: Duration = Duration::from_secs(3600);
@@ -90,9 +90,27 @@ pub type Answer =
     futures_util::future::BoxFuture<'static, Result<http::Response<Vec<u8>>, Unreachable>>;
 
 struct Known {
-    metadata: CoreProviderMetadata,
+    jwks_uri: JsonWebKeySetUrl,
+    keys: CoreJsonWebKeySet,
+    /// The whole provider document, once a sign-on needed it.
+    full: Option<CoreProviderMetadata>,
     fetched: Instant,
     keys_fetched: Instant,
+}
+
+impl Known {
+    fn fresh(&self) -> bool {
+        self.fetched.elapsed() < METADATA_TTL
+    }
+}
+
+/// What a token issuer's discovery document must hold. CI platforms publish little more
+/// (GitHub's and Kubernetes' name no authorization endpoint), so tokens are checked on this
+/// alone; a sign-on needs the whole provider document.
+#[derive(serde::Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
 }
 
 /// An issuer's documents, fetched when needed.
@@ -115,29 +133,80 @@ impl Issuer {
         &self.http
     }
 
-    /// The discovery document with its keys, fetched if not known or older than the TTL.
+    fn unreachable(&self, what: &str, e: impl std::fmt::Display) -> Unreachable {
+        Unreachable(format!("{what} of {}: {e}", self.url.as_str()))
+    }
+
+    /// The provider's whole discovery document with its keys (for a sign-on), fetched if not
+    /// known or older than the TTL.
     pub async fn metadata(&self) -> Result<CoreProviderMetadata, Unreachable> {
         let mut known = self.known.lock().await;
-        if let Some(k) = known
-            .as_ref()
-            .filter(|k| k.fetched.elapsed() < METADATA_TTL)
-        {
-            return Ok(k.metadata.clone());
+        if let Some(k) = known.as_ref().filter(|k| k.fresh()) {
+            if let Some(full) = &k.full {
+                return Ok(full.clone().set_jwks(k.keys.clone()));
+            }
         }
         let client = self.http.as_client();
         let metadata = CoreProviderMetadata::discover_async(self.url.clone(), &client)
             .await
-            .map_err(|e| {
-                Unreachable(format!("discovery at {}: {}", self.url.as_str(), chain(&e)))
-            })?;
+            .map_err(|e| self.unreachable("discovery", chain(&e)))?;
         let now = Instant::now();
         *known = Some(Known {
-            metadata: metadata.clone(),
+            jwks_uri: metadata.jwks_uri().clone(),
+            keys: metadata.jwks().clone(),
+            full: Some(metadata.clone()),
             fetched: now,
             keys_fetched: now,
         });
-        tracing::info!(issuer = self.url.as_str(), "OIDC issuer discovered");
+        tracing::info!(issuer = self.url.as_str(), "OIDC provider discovered");
         Ok(metadata)
+    }
+
+    /// The issuer's signing keys, fetched (with the little discovery they need) if not known
+    /// or older than the TTL.
+    pub async fn keys(&self) -> Result<CoreJsonWebKeySet, Unreachable> {
+        let mut known = self.known.lock().await;
+        if let Some(k) = known.as_ref().filter(|k| k.fresh()) {
+            return Ok(k.keys.clone());
+        }
+        let url = self
+            .url
+            .join(".well-known/openid-configuration")
+            .map_err(|e| self.unreachable("discovery", e))?;
+        let req = http::Request::get(url.as_str())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|e| self.unreachable("discovery", e))?;
+        let resp = self.http.call(req).await?;
+        if !resp.status().is_success() {
+            return Err(self.unreachable("discovery", format!("status {}", resp.status())));
+        }
+        let doc: Discovery =
+            serde_json::from_slice(resp.body()).map_err(|e| self.unreachable("discovery", e))?;
+        if doc.issuer != self.url.as_str() {
+            let e = format!("the document names issuer {}", doc.issuer);
+            return Err(self.unreachable("discovery", e));
+        }
+        let jwks_uri =
+            JsonWebKeySetUrl::new(doc.jwks_uri).map_err(|e| self.unreachable("jwks_uri", e))?;
+        let keys = self.fetch_keys(&jwks_uri).await?;
+        let now = Instant::now();
+        *known = Some(Known {
+            jwks_uri,
+            keys: keys.clone(),
+            full: None,
+            fetched: now,
+            keys_fetched: now,
+        });
+        tracing::info!(issuer = self.url.as_str(), "OIDC token issuer discovered");
+        Ok(keys)
+    }
+
+    async fn fetch_keys(&self, url: &JsonWebKeySetUrl) -> Result<CoreJsonWebKeySet, Unreachable> {
+        let client = self.http.as_client();
+        CoreJsonWebKeySet::fetch_async(url, &client)
+            .await
+            .map_err(|e| self.unreachable("keys", chain(&e)))
     }
 
     /// Fetches the keys again (a token named a key not among them), unless that was done in
@@ -151,16 +220,13 @@ impl Issuer {
             return Ok(false);
         }
         k.keys_fetched = Instant::now();
-        let client = self.http.as_client();
-        let keys = CoreJsonWebKeySet::fetch_async(k.metadata.jwks_uri(), &client)
-            .await
-            .map_err(|e| Unreachable(format!("keys of {}: {}", self.url.as_str(), chain(&e))))?;
+        let keys = self.fetch_keys(&k.jwks_uri).await?;
         tracing::info!(
             issuer = self.url.as_str(),
             keys = keys.keys().len(),
             "OIDC keys fetched again"
         );
-        k.metadata = k.metadata.clone().set_jwks(keys);
+        k.keys = keys;
         Ok(true)
     }
 }

@@ -179,11 +179,11 @@ impl From<Unreachable> for Failed {
 async fn verify(issuer: &Issuer, token: &CoreIdToken, audience: &str) -> Result<(), Failed> {
     let mut refetched = false;
     loop {
-        let metadata = issuer.metadata().await?;
+        let keys = issuer.keys().await?;
         let verifier = CoreIdTokenVerifier::new_public_client(
             ClientId::new(audience.to_owned()),
             issuer.url.clone(),
-            metadata.jwks().clone(),
+            keys,
         )
         .set_allowed_algs(ALGS)
         // A token for several audiences is taken when ours is one of them.
