@@ -224,6 +224,15 @@ fn people_sign_in_to_the_ui_at_the_provider() {
     .expect("alice is listed");
     assert_eq!(listed["source"], "oidc", "{listed}");
     assert_eq!(listed["roles"], serde_json::json!(["devs"]), "{listed}");
+    // The admin page shows her too, with where she comes from and her roles.
+    let admin = Browser::new();
+    admin.post(&format!("{ui}/ui/login"), "user=root&password=root-pw");
+    let page = admin.get(&format!("{ui}/ui/admin")).body;
+    let row = page
+        .lines()
+        .find(|l| l.contains("<td>alice</td>"))
+        .unwrap_or_else(|| panic!("alice not on the admin page: {page}"));
+    assert!(row.contains("<td>oidc</td><td>devs</td>"), "{row}");
 
     // bob (readers: no role here) signs in too, and sees nothing he may not read.
     let bob = Browser::new();
