@@ -15,7 +15,9 @@
 //! - [`auth`]: users, roles, passwords and bearer tokens.
 //! - [`config`]: the YAML file, parsed into types.
 //! - [`events`]: push, pull and delete events to webhooks; [`metrics`]: Prometheus.
-//! - [`net`]: the outbound HTTPS client (proxy remotes, event endpoints).
+//! - [`net`]: the outbound HTTPS client (proxy remotes, event endpoints, OIDC issuers,
+//!   replication remotes).
+//! - [`replicate`]: rules that copy images to and from other V2 registries.
 //! - [`process`]: one core process start to end (stores, service layer, sockets); the
 //!   binary's `main.rs` only parses the command line.
 //!
@@ -34,6 +36,7 @@ pub mod net;
 pub mod oci;
 pub mod process;
 pub mod registry;
+pub mod replicate;
 pub mod repo;
 pub mod server;
 pub mod storage;

@@ -2,6 +2,7 @@
 //! plus an optional extra CA file, rustls over ring, HTTP/1.1 (both talk to one host each, so
 //! pooled HTTP/1.1 connections are all they need).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use hyper_rustls::HttpsConnector;
@@ -51,4 +52,50 @@ where
         .enable_http1()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// The parameters of a `WWW-Authenticate: Bearer ...` challenge (`realm`, `service`,
+/// `scope`), keys lower-cased, values unquoted.
+pub fn challenge_params(v: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = v;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = &rest[eq + 1..];
+        let (value, tail) = if let Some(q) = after.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (&q[..end], &q[end + 1..]),
+                None => (q, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.insert(key, value.to_owned());
+        rest = tail;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let p = challenge_params(
+            r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        );
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/alpine:pull");
+        let p = challenge_params("realm=x,service=y");
+        assert_eq!((p["realm"].as_str(), p["service"].as_str()), ("x", "y"));
+    }
 }

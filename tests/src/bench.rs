@@ -67,6 +67,30 @@ impl Distribution {
     }
 }
 
+impl Distribution {
+    /// Stops it (its data stays).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address and data.
+    pub fn resume(&mut self) {
+        self.child = Command::new("docker-registry")
+            .env_remove("AWS_CA_BUNDLE")
+            .arg("serve")
+            .arg(self._dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        assert!(
+            wait_http(&self.addr, &mut self.child),
+            "Distribution did not come back"
+        );
+    }
+}
+
 fn wait_http(addr: &str, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {

@@ -11,11 +11,13 @@
 //! - this file: routes, JSON bodies.
 //! - `guard.rs`: who may call it, and the CSRF rule for writes; `error.rs`: its answers.
 //! - `repos.rs`: repositories and certificates; `users.rs`: users, roles, tokens;
-//!   `lifecycle.rs`: garbage collection, history, restore, usage.
+//!   `lifecycle.rs`: garbage collection, history, restore, usage; `replication.rs`: rules,
+//!   runs.
 
 pub mod error;
 mod guard;
 mod lifecycle;
+mod replication;
 mod repos;
 mod users;
 
@@ -66,6 +68,8 @@ pub enum AdminRoute {
     Certificates,
     /// Users, roles, tokens.
     Directory(users::DirRoute),
+    /// Replication rules and runs.
+    Replication(replication::ReplRoute),
     Gc,
     /// Which key signs registry tokens (the same on every core of a metadata store).
     SigningKey,
@@ -105,6 +109,14 @@ fn route_under(rest: &str, method: &Method) -> Option<AdminRoute> {
         let ok = allowed.contains(&method.as_str());
         return Some(if ok {
             AdminRoute::Directory(r)
+        } else {
+            AdminRoute::Unknown { allowed }
+        });
+    }
+    if let Some((r, allowed)) = replication::route(rest) {
+        let ok = allowed.contains(&method.as_str());
+        return Some(if ok {
+            AdminRoute::Replication(r)
         } else {
             AdminRoute::Unknown { allowed }
         });
@@ -230,6 +242,7 @@ async fn serve(
             };
             users::serve(reg, r, req, body, actor).await
         }
+        AdminRoute::Replication(r) => replication::serve(reg, r, req, actor).await,
         AdminRoute::Gc if req.method == Method::POST => lifecycle::run_gc(reg, req, actor).await,
         AdminRoute::Gc => lifecycle::gc_status(reg).await,
         AdminRoute::SigningKey => signing_key(reg),

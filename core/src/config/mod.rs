@@ -21,6 +21,7 @@ mod notifications;
 mod oidc;
 mod policy;
 mod raw;
+mod replication;
 mod repos;
 mod storage;
 
@@ -60,6 +61,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Webhooks for push, pull and delete events.
     pub notifications: Vec<crate::events::EndpointSettings>,
+    /// Replication rules.
+    pub replication: Vec<crate::replicate::Rule>,
 }
 
 /// The main port: path routing for every repository, health, and later the admin API and UI.
@@ -173,7 +176,6 @@ impl Config {
             storage: storage::storage(raw.storage, source)?,
             main,
             trusted_proxies: trusted_proxies(raw.trusted_proxies, source)?,
-            repositories,
             limits: Limits::from_raw(raw.limits),
             gc: lifecycle::gc_settings(raw.gc, source)?,
             auth: raw
@@ -187,6 +189,8 @@ impl Config {
             source: source.clone(),
             metrics,
             notifications: notifications::endpoints(raw.notifications, source)?,
+            replication: replication::rules(raw.replication, &repositories, source)?,
+            repositories,
         })
     }
 }

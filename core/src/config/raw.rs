@@ -39,6 +39,50 @@ pub struct RawConfig {
     /// Push, pull and delete events POSTed to webhooks (Distribution's envelope).
     #[serde(default)]
     pub notifications: RawNotifications,
+    /// Rules copying images to and from other V2 registries.
+    #[serde(default)]
+    pub replication: Vec<RawReplication>,
+}
+
+/// One `replication` entry: see `deploy/core.yaml` for every key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplication {
+    pub name: String,
+    pub direction: crate::replicate::Direction,
+    /// Left out only where exactly one hosted repository exists.
+    pub repository: Option<String>,
+    pub remote: RawReplicationRemote,
+    /// Default `*`.
+    pub images: Option<String>,
+    /// Default `*`; `tags_regex` instead where a glob is not enough.
+    pub tags: Option<String>,
+    pub tags_regex: Option<String>,
+    pub destination: Option<String>,
+    #[serde(default)]
+    pub trigger: RawTrigger,
+    #[serde(default)]
+    pub delete: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplicationRemote {
+    pub url: String,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub token_file: Option<String>,
+    pub ca_file: Option<String>,
+    /// Default `30s`.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrigger {
+    #[serde(default)]
+    pub on_push: bool,
+    pub schedule: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -71,8 +71,13 @@ pub struct Metrics {
     pub cleanup_runs: Family<RepoLabels, Counter>,
     pub cleanup_removed: Family<CleanupLabels, Counter>,
     pub failed_logins: Counter,
-    /// Logins the LDAP directory could not decide (unreachable, timed out, refused our bind).
+    /// Logins the LDAP directory or an OIDC issuer could not decide (unreachable, timed out,
+    /// refused our bind).
     pub directory_failures: Counter,
+    /// Tags replication copied, the blob bytes it moved, and the tags (or runs) that failed.
+    pub replicated_images: Counter,
+    pub replicated_bytes: Counter,
+    pub replication_failures: Counter,
     /// Upload sessions the cap dropped to make room, and new ones it refused.
     pub upload_evictions: Family<UploadCapLabels, Counter>,
     pub upload_refusals: Family<UploadCapLabels, Counter>,
@@ -149,9 +154,30 @@ impl Metrics {
         let directory_failures = Counter::default();
         registry.register(
             "directory_failures",
-            "Logins the LDAP directory could not decide (unreachable, timed out, bind refused)",
+            "Logins the LDAP directory or an OIDC issuer could not decide (unreachable, timed out, bind refused)",
             directory_failures.clone(),
         );
+        let [replicated_images, replicated_bytes, replication_failures] =
+            [(); 3].map(|_| Counter::default());
+        for (name, help, c) in [
+            (
+                "replicated_images",
+                "Tags replication copied to their destination",
+                &replicated_images,
+            ),
+            (
+                "replicated_bytes",
+                "Blob bytes replication copied",
+                &replicated_bytes,
+            ),
+            (
+                "replication_failures",
+                "Tags replication could not copy, and runs that failed whole",
+                &replication_failures,
+            ),
+        ] {
+            registry.register(name, help, c.clone());
+        }
         let upload_evictions = Family::<UploadCapLabels, Counter>::default();
         registry.register(
             "upload_sessions_evicted",
@@ -186,6 +212,9 @@ impl Metrics {
             cleanup_removed,
             failed_logins,
             directory_failures,
+            replicated_images,
+            replicated_bytes,
+            replication_failures,
             upload_evictions,
             upload_refusals,
         }

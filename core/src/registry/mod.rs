@@ -68,6 +68,25 @@ pub struct Registry {
     pub control: Arc<Control>,
     /// Push, pull and delete events for the configured webhooks.
     pub events: Arc<crate::events::Notifier>,
+    /// Replication rules and their runs.
+    pub replication: Arc<crate::replicate::Replicator>,
+}
+
+/// Replication reads and writes the repositories served now.
+impl crate::replicate::Repos for Registry {
+    fn repository(&self, name: &RepoName) -> Option<Arc<dyn crate::repo::Repository>> {
+        self.repos().get(name).map(|e| e.repo.clone())
+    }
+}
+
+/// The repositories served at one moment, for work that outlives the request that started it
+/// (a replication run begun through the admin API).
+pub struct Served(pub Arc<RepoMap>);
+
+impl crate::replicate::Repos for Served {
+    fn repository(&self, name: &RepoName) -> Option<Arc<dyn crate::repo::Repository>> {
+        self.0.get(name).map(|e| e.repo.clone())
+    }
 }
 
 impl Registry {

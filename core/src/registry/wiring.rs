@@ -51,6 +51,11 @@ pub async fn registry(
         )),
         control: Arc::new(control),
         events,
+        replication: Arc::new(crate::replicate::Replicator::new(
+            config.replication.clone(),
+            stores.meta.clone(),
+            crate::storage::metadata::cluster::process_name().to_owned(),
+        )),
     })
 }
 

@@ -143,6 +143,11 @@ pub async fn run(
     let lifecycle = registry.lifecycle.clone();
     let stop = stop_rx.clone();
     tasks.push(tokio::spawn(async move { lifecycle.schedule(stop).await }));
+    let (replication, repos) = (registry.replication.clone(), registry.clone());
+    let stop = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        replication.schedule(repos, stop).await
+    }));
     tasks.push(tokio::spawn(tasks::watch_certificates(
         connectors.clone(),
         stop_rx.clone(),

@@ -97,33 +97,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `key="value"` pairs of a `WWW-Authenticate` challenge.
-fn challenge_params(v: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = v;
-    while let Some(eq) = rest.find('=') {
-        let key = rest[..eq]
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
-        let after = &rest[eq + 1..];
-        let (value, tail) = if let Some(q) = after.strip_prefix('"') {
-            match q.find('"') {
-                Some(end) => (&q[..end], &q[end + 1..]),
-                None => (q, ""),
-            }
-        } else {
-            match after.find(',') {
-                Some(end) => (&after[..end], &after[end..]),
-                None => (after, ""),
-            }
-        };
-        out.insert(key, value.to_owned());
-        rest = tail;
-    }
-    out
-}
-
 impl Remote {
     pub fn new(settings: &ProxySettings) -> std::io::Result<Remote> {
         let client =
@@ -410,7 +383,9 @@ impl Remote {
                     .or_else(|| challenge.strip_prefix("bearer "))
                 {
                     self.tokens.remove(&scope.to_owned());
-                    let token = self.token(&challenge_params(rest), scope).await?;
+                    let token = self
+                        .token(&crate::net::challenge_params(rest), scope)
+                        .await?;
                     auth = Some(format!("Bearer {token}"));
                     continue;
                 }
@@ -450,17 +425,5 @@ mod tests {
         assert_eq!(hub.remote_name(&two), "bitnami/redis");
         let other = Remote::new(&settings("https://ghcr.io")).unwrap();
         assert_eq!(other.remote_name(&one), "alpine");
-    }
-
-    #[test]
-    fn parses_bearer_challenges() {
-        let p = challenge_params(
-            r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
-        );
-        assert_eq!(p["realm"], "https://auth.docker.io/token");
-        assert_eq!(p["service"], "registry.docker.io");
-        assert_eq!(p["scope"], "repository:library/alpine:pull");
-        let p = challenge_params("realm=x,service=y");
-        assert_eq!((p["realm"].as_str(), p["service"].as_str()), ("x", "y"));
     }
 }

@@ -26,6 +26,7 @@
 
 pub mod cluster;
 pub mod lifecycle;
+pub mod replication;
 pub mod sessions;
 pub mod settings;
 pub mod sql;
@@ -202,6 +203,7 @@ pub trait MetadataStore:
     + settings::SettingsStore
     + sessions::SessionStore
     + cluster::ClusterStore
+    + replication::ReplicationStore
     + summary::SummaryStore
     + Send
     + Sync

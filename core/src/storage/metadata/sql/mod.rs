@@ -15,6 +15,7 @@ mod gc;
 mod lifecycle;
 mod open;
 mod policy;
+mod replication;
 mod sessions;
 mod settings;
 mod summary;

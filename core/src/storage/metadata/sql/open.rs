@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../../../migrations/0008_directory_logins.sql"),
     ),
+    (
+        9,
+        include_str!("../../../../migrations/0009_replication_runs.sql"),
+    ),
 ];
 
 /// Read connections to an SQLite file (WAL: they never wait for the writer).
