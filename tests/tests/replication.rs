@@ -27,7 +27,8 @@ fn distribution(work: &std::path::Path) -> Distribution {
     ))
 }
 
-/// A core with access control, one hosted repository and `rules` (YAML list items).
+/// A core with access control, one hosted repository and `rules` (YAML list items); user
+/// `robot` (password [`REMOTE_PW`]) may push to it.
 fn core_with(rules: &str) -> Core {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("remote.pw");
@@ -35,12 +36,18 @@ fn core_with(rules: &str) -> Core {
     let config = format!(
         "storage:\n  root: {data}\nmain: {{ listen: 127.0.0.1:0 }}\n\
          auth:\n  users:\n    - {{ name: root, password_hash: \"{root}\", roles: [admins] }}\n\
+         \x20   - {{ name: robot, password_hash: \"{robot}\", roles: [pushers] }}\n\
          \x20 roles:\n    - {{ name: admins, privileges: [{{ repositories: \"*\", actions: [admin] }}] }}\n\
+         \x20   - {{ name: pushers, privileges: [{{ repositories: hosted, actions: [read, write] }}] }}\n\
          repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\n\
-         replication:\n{rules}",
+         replication:{rules}",
         data = dir.path().join("data").display(),
         root = berth_tests::core::hash_password(ROOT),
-        rules = rules.replace("PASSWORD_FILE", &pw.display().to_string()),
+        robot = berth_tests::core::hash_password(REMOTE_PW),
+        rules = match rules {
+            "" => " []\n".to_owned(),
+            r => format!("\n{}", r.replace("PASSWORD_FILE", &pw.display().to_string())),
+        },
     );
     Core::start_in(dir, &config)
 }
@@ -345,4 +352,86 @@ fn replication_config_errors_name_the_key() {
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && text.contains(key), "{key}: {text}");
     }
+}
+
+/// A push rule following pushes, to a second Berth with access control (the bearer-token
+/// dance, and a remote with the referrers API): a tag pushed is there within seconds, its
+/// referrer listed by the remote's referrers API.
+#[test]
+fn an_on_push_rule_copies_to_a_second_berth_within_seconds() {
+    let b = core_with("");
+    let b_hosted = b.connector("hosted").to_owned();
+    let a = core_with(&format!(
+        "  - name: to-b\n    direction: push\n    repository: hosted\n\
+         \x20   remote: {{ url: \"http://{b_hosted}\", username: robot, password_file: PASSWORD_FILE }}\n\
+         \x20   images: \"team/*\"\n    trigger: {{ on_push: true }}\n"
+    ));
+    let a_hosted = a.connector("hosted").to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("img");
+    write_layout(
+        &layout,
+        "v1",
+        &[("linux", "amd64"), ("linux", "arm64")],
+        &[80_000],
+        11,
+    );
+    let oci = format!("oci:{}:v1", layout.display());
+    let root = format!("root:{ROOT}");
+    let to = format!("docker://{a_hosted}/team/app:v1");
+    skopeo_ok(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &root,
+        &oci,
+        &to,
+    ]);
+    let a_auth = basic("root", ROOT);
+    let (_, index) = raw_manifest(&a_hosted, "team/app", "v1", &a_auth);
+    let b_auth = basic("robot", REMOTE_PW);
+    let arrived = berth_tests::edge::wait_for(|| {
+        let (status, there) = raw_manifest(&b_hosted, "team/app", "v1", &b_auth);
+        (status == 200).then_some(there)
+    })
+    .unwrap_or_else(|| panic!("not replicated: {}", a.log()));
+    assert_eq!(digest(&arrived), digest(&index));
+
+    // A signature pushed next, by digest as signing tools do, follows it.
+    let signature = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","artifactType":"application/vnd.example.sig","manifests":[],"subject":{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{}","size":{}}}}}"#,
+        digest(&index),
+        index.len()
+    );
+    let sig_digest = digest(signature.as_bytes());
+    let put = request(
+        &a_hosted,
+        "PUT",
+        &format!("/v2/team/app/manifests/{sig_digest}"),
+        &[
+            ("Content-Type", "application/vnd.oci.image.index.v1+json"),
+            ("Authorization", &a_auth),
+        ],
+        signature.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(put.status, 201);
+    let listed = berth_tests::edge::wait_for(|| {
+        let r = request(
+            &b_hosted,
+            "GET",
+            &format!("/v2/team/app/referrers/{}", digest(&index)),
+            &[("Authorization", &b_auth)],
+            b"",
+        )
+        .unwrap();
+        r.json()["manifests"][0]["digest"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    assert_eq!(listed.as_deref(), Some(sig_digest.as_str()), "{}", a.log());
+    let runs = admin(&a, "GET", "/api/v1/replication/to-b/runs").json();
+    assert_eq!(runs[0]["trigger"], "push", "{runs}");
+    assert!(!a.log().contains(REMOTE_PW));
 }

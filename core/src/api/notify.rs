@@ -40,6 +40,7 @@ impl Registry {
         subject: Subject<'_>,
         r: &ApiResult,
     ) {
+        self.replicate_push(req, t, &subject, r);
         if !self.events.enabled() {
             return;
         }
@@ -60,6 +61,31 @@ impl Registry {
         };
         self.events
             .emit(Event::new(action, target, request, &t.actor));
+    }
+}
+
+impl Registry {
+    /// A tag pushed (manifest `PUT` by tag, 201), or a referrer: the push rules that follow
+    /// it copy it soon.
+    fn replicate_push(&self, req: &Parts, t: &Target, subject: &Subject<'_>, r: &ApiResult) {
+        let (Subject::Manifest(reference), Ok(resp)) = (subject, r) else {
+            return;
+        };
+        if req.method != Method::PUT || resp.status() != StatusCode::CREATED {
+            return;
+        }
+        let Some(repo) = &t.entry.write_repo else {
+            return;
+        };
+        if !reference.contains(':') {
+            self.replication.pushed(repo, t.image.as_str(), reference);
+        } else if let Some(subject) = resp.headers().get("oci-subject") {
+            // A referrer (a signature, an SBOM) pushed by digest: its subject's referrers go.
+            if let Ok(subject) = subject.to_str() {
+                self.replication
+                    .referrer_pushed(repo, t.image.as_str(), subject);
+            }
+        }
     }
 }
 

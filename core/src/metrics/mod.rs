@@ -78,6 +78,9 @@ pub struct Metrics {
     pub replicated_images: Counter,
     pub replicated_bytes: Counter,
     pub replication_failures: Counter,
+    /// Seconds from a push to its on-push copy, the latest batch's oldest push.
+    pub replication_push_lag:
+        prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Upload sessions the cap dropped to make room, and new ones it refused.
     pub upload_evictions: Family<UploadCapLabels, Counter>,
     pub upload_refusals: Family<UploadCapLabels, Counter>,
@@ -178,6 +181,14 @@ impl Metrics {
         ] {
             registry.register(name, help, c.clone());
         }
+        let replication_push_lag =
+            prometheus_client::metrics::gauge::Gauge::<f64, std::sync::atomic::AtomicU64>::default(
+            );
+        registry.register(
+            "replication_push_lag_seconds",
+            "Seconds from a push to its on-push replication (the latest batch's oldest push)",
+            replication_push_lag.clone(),
+        );
         let upload_evictions = Family::<UploadCapLabels, Counter>::default();
         registry.register(
             "upload_sessions_evicted",
@@ -215,6 +226,7 @@ impl Metrics {
             replicated_images,
             replicated_bytes,
             replication_failures,
+            replication_push_lag,
             upload_evictions,
             upload_refusals,
         }

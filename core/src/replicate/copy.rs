@@ -52,12 +52,17 @@ impl<'a> Copier<'a> {
     }
 
     /// Copies `tag` of `from` (source) to `to` (destination). A tag gone from the source in
-    /// the meantime is no error: nothing to copy.
+    /// the meantime is no error: nothing to copy. `tag` may be a digest: a manifest already
+    /// at the destination whose referrers are brought up to date.
     pub async fn tag(&mut self, from: &str, to: &str, tag: &str) -> Result<(), ReplicateError> {
         let Some(m) = self.src.manifest(from, tag).await? else {
             return Ok(());
         };
         let current = self.dst.manifest_digest(to, tag).await?;
+        if current.is_none() && tag.parse::<Digest>().is_ok() {
+            // A subject whose referrers changed, not replicated itself: not ours to copy.
+            return Ok(());
+        }
         if current.as_ref() == Some(&m.digest) {
             self.tally.images_skipped += 1;
             self.present.insert((to.to_owned(), m.digest.clone()));

@@ -13,6 +13,7 @@
 //! - `remote.rs`: the other registry's client; `remote_side.rs`: its end of a copy.
 
 pub mod copy;
+mod on_push;
 pub mod remote;
 mod remote_side;
 pub mod rule;
@@ -104,6 +105,9 @@ pub struct Replicator {
     core: String,
     /// When this core started (Unix ms): a schedule with no run yet counts from here.
     started: i64,
+    /// Pushed tags waiting for their on-push rules: (rule, image, tag) to when it was pushed.
+    pending: Mutex<std::collections::BTreeMap<(String, String, String), std::time::Instant>>,
+    wake: tokio::sync::Notify,
 }
 
 impl Replicator {
@@ -113,6 +117,8 @@ impl Replicator {
             store,
             core,
             started: now_ms(),
+            pending: Mutex::new(std::collections::BTreeMap::new()),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -190,19 +196,23 @@ impl Replicator {
         }
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.run(repos.as_ref(), &rule, trigger).await {
+            if let Err(e) = me
+                .run(repos.as_ref(), &rule, trigger, run::Selection::All)
+                .await
+            {
                 tracing::warn!(rule = %rule.name, error = %e, "replication run did not start");
             }
         });
         Ok(())
     }
 
-    /// Runs `rule` now under its lease and records the report.
+    /// Runs `rule` (what `selection` names) now under its lease and records the report.
     pub async fn run(
         &self,
         repos: &dyn Repos,
         rule: &Rule,
         trigger: &str,
+        selection: run::Selection,
     ) -> Result<Option<RunReport>, StartError> {
         let work = async {
             if trigger == "schedule" && !self.due(rule).await? {
@@ -215,7 +225,7 @@ impl Replicator {
                 failures,
                 failed,
                 error,
-            } = run::run(rule, repo).await;
+            } = run::run(rule, repo, selection).await;
             let outcome = match (&error, failed, tally.images_copied + tally.images_skipped) {
                 (Some(_), _, _) => Outcome::Failed,
                 (None, 0, _) => Outcome::Succeeded,
@@ -307,7 +317,7 @@ impl Replicator {
                     }
                 }
                 let outcome = tokio::select! {
-                    r = self.run(repos.as_ref(), rule, "schedule") => r,
+                    r = self.run(repos.as_ref(), rule, "schedule", run::Selection::All) => r,
                     _ = stop.changed() => return,
                 };
                 if let Err(e @ StartError::Store(_)) = outcome {

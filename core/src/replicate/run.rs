@@ -4,6 +4,7 @@
 //! has, and report it all. A tag that fails is reported and the run goes on; a source that
 //! cannot be listed fails the run.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -78,8 +79,16 @@ impl Ran {
     }
 }
 
+/// What a run copies.
+pub enum Selection {
+    /// Everything the source has that the filters want.
+    All,
+    /// These tags (image, tag) only: pushes an on-push rule follows.
+    Tags(Vec<(String, String)>),
+}
+
 /// Runs `rule` against `repo` (its Berth repository), whatever happens.
-pub async fn run(rule: &Rule, repo: Option<std::sync::Arc<dyn Repository>>) -> Ran {
+pub async fn run(rule: &Rule, repo: Option<Arc<dyn Repository>>, selection: Selection) -> Ran {
     let started = Instant::now();
     let remote = match RemoteRegistry::open(&rule.remote) {
         Ok(r) => r,
@@ -97,44 +106,77 @@ pub async fn run(rule: &Rule, repo: Option<std::sync::Arc<dyn Repository>>) -> R
         Direction::Push => (&local, &remote),
         Direction::Pull => (&remote, &local),
     };
-    let mut copier = Copier::new(src, dst);
-    let mut failures = Vec::new();
-    let mut failed = 0u64;
-    let images = match src.images().await {
-        Ok(all) => all,
-        Err(e) => return Ran::fatal(copier.tally, format!("listing images: {e}")),
+    let mut pass = Pass {
+        rule,
+        copier: Copier::new(src, dst),
+        failures: Vec::new(),
+        failed: 0,
     };
-    for image in images.iter().filter(|i| rule.wants_image(i)) {
-        let to = rule.destination_of(image);
-        let tags = match src.tags(image).await {
-            Ok(t) => t,
-            Err(e) => {
-                failed += 1;
-                note(&mut failures, image, None, &e);
-                continue;
-            }
-        };
-        let wanted: Vec<&String> = tags.iter().filter(|t| rule.tags.matches(t)).collect();
-        for tag in &wanted {
-            if let Err(e) = with_retries(&mut copier, image, &to, tag).await {
-                failed += 1;
-                tracing::warn!(rule = %rule.name, %image, %tag, error = %e, "replicating a tag failed");
-                note(&mut failures, image, Some(tag), &e);
+    match selection {
+        Selection::All => {
+            let images = match src.images().await {
+                Ok(all) => all,
+                Err(e) => return Ran::fatal(pass.copier.tally, format!("listing images: {e}")),
+            };
+            for image in images.iter().filter(|i| rule.wants_image(i)) {
+                pass.image(image).await;
             }
         }
-        if rule.delete {
-            if let Err(e) = delete_gone(&mut copier, rule, &to, &wanted).await {
-                failed += 1;
-                note(&mut failures, image, None, &e);
+        Selection::Tags(tags) => {
+            for (image, tag) in &tags {
+                pass.tag(image, tag).await;
             }
         }
     }
-    tracing::info!(rule = %rule.name, seconds = started.elapsed().as_secs_f64(), copied = copier.tally.images_copied, failed, "replication run done");
+    let failed = pass.failed;
+    tracing::info!(rule = %rule.name, seconds = started.elapsed().as_secs_f64(),
+        copied = pass.copier.tally.images_copied, failed, "replication run done");
     Ran {
-        tally: copier.tally,
-        failures,
+        tally: pass.copier.tally,
+        failures: pass.failures,
         failed,
         error: None,
+    }
+}
+
+/// One run going through its images, counting what fails.
+struct Pass<'a> {
+    rule: &'a Rule,
+    copier: Copier<'a>,
+    failures: Vec<Failure>,
+    failed: u64,
+}
+
+impl Pass<'_> {
+    fn failed(&mut self, image: &str, tag: Option<&str>, e: &ReplicateError) {
+        self.failed += 1;
+        note(&mut self.failures, image, tag, e);
+    }
+
+    /// Every wanted tag of `image`, then (with `delete`) what the source no longer has.
+    async fn image(&mut self, image: &str) {
+        let tags = match self.copier.src.tags(image).await {
+            Ok(t) => t,
+            Err(e) => return self.failed(image, None, &e),
+        };
+        let wanted: Vec<&String> = tags.iter().filter(|t| self.rule.tags.matches(t)).collect();
+        for tag in &wanted {
+            self.tag(image, tag).await;
+        }
+        if self.rule.delete {
+            let to = self.rule.destination_of(image);
+            if let Err(e) = delete_gone(&mut self.copier, self.rule, &to, &wanted).await {
+                self.failed(image, None, &e);
+            }
+        }
+    }
+
+    async fn tag(&mut self, image: &str, tag: &str) {
+        let to = self.rule.destination_of(image);
+        if let Err(e) = with_retries(&mut self.copier, image, &to, tag).await {
+            tracing::warn!(rule = %self.rule.name, %image, %tag, error = %e, "replicating a tag failed");
+            self.failed(image, Some(tag), &e);
+        }
     }
 }
 

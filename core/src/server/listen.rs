@@ -145,8 +145,12 @@ pub async fn run(
     tasks.push(tokio::spawn(async move { lifecycle.schedule(stop).await }));
     let (replication, repos) = (registry.replication.clone(), registry.clone());
     let stop = stop_rx.clone();
+    let (follower, pushes, stop2) = (replication.clone(), repos.clone(), stop_rx.clone());
     tasks.push(tokio::spawn(async move {
         replication.schedule(repos, stop).await
+    }));
+    tasks.push(tokio::spawn(async move {
+        follower.follow_pushes(pushes, stop2).await
     }));
     tasks.push(tokio::spawn(tasks::watch_certificates(
         connectors.clone(),
