@@ -18,6 +18,9 @@ use crate::oci::RepoName;
 
 /// Pushed tags queued at most; more are left to the schedule (and logged).
 pub const MAX_PENDING: usize = 10_000;
+/// A pushed (image, tag) and when it was pushed.
+type Pushed = ((String, String), Instant);
+
 /// How long a batch waits when its rule's lease is held (a scan running elsewhere).
 const HELD_WAIT: Duration = Duration::from_secs(1);
 
@@ -101,7 +104,7 @@ impl Replicator {
         repos: &dyn Repos,
         batch: BTreeMap<(String, String, String), Instant>,
     ) -> bool {
-        let mut by_rule: BTreeMap<String, Vec<((String, String), Instant)>> = BTreeMap::new();
+        let mut by_rule: BTreeMap<String, Vec<Pushed>> = BTreeMap::new();
         for ((rule, image, tag), at) in batch {
             by_rule.entry(rule).or_default().push(((image, tag), at));
         }
