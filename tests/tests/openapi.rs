@@ -270,6 +270,13 @@ fn every_documented_operation_answers_as_documented() {
         204
     );
 
+    // No replication rules in this config: an empty list, and no such rule.
+    c.call("GET", "/api/v1/replication", None, true);
+    let run = c.call("POST", "/api/v1/replication/nope/run", None, true);
+    assert_eq!(run.status, 404);
+    let runs = c.call("GET", "/api/v1/replication/nope/runs", None, true);
+    assert_eq!(runs.status, 404);
+
     let missing: Vec<_> = c.operations().difference(&c.seen).cloned().collect();
     assert!(
         missing.is_empty(),
