@@ -11,6 +11,8 @@ use berth_tests::bench::Distribution;
 use berth_tests::core::Core;
 use berth_tests::http::{basic, digest, request};
 use berth_tests::image::write_layout;
+use berth_tests::postgres::Postgres;
+use berth_tests::s3::S3Server;
 use berth_tests::tools::{run, skopeo};
 
 const ROOT: &str = "root-pw";
@@ -30,11 +32,16 @@ fn distribution(work: &std::path::Path) -> Distribution {
 /// A core with access control, one hosted repository and `rules` (YAML list items); user
 /// `robot` (password [`REMOTE_PW`]) may push to it.
 fn core_with(rules: &str) -> Core {
+    core_on(rules, "")
+}
+
+/// [`core_with`] with `stores` (`metadata:` and `blobs:` lines of `storage`) shared.
+fn core_on(rules: &str, stores: &str) -> Core {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("remote.pw");
     std::fs::write(&pw, format!("{REMOTE_PW}\n")).unwrap();
     let config = format!(
-        "storage:\n  root: {data}\nmain: {{ listen: 127.0.0.1:0 }}\n\
+        "storage:\n  root: {data}\n{stores}main: {{ listen: 127.0.0.1:0 }}\n\
          auth:\n  users:\n    - {{ name: root, password_hash: \"{root}\", roles: [admins] }}\n\
          \x20   - {{ name: robot, password_hash: \"{robot}\", roles: [pushers] }}\n\
          \x20 roles:\n    - {{ name: admins, privileges: [{{ repositories: \"*\", actions: [admin] }}] }}\n\
@@ -434,4 +441,55 @@ fn an_on_push_rule_copies_to_a_second_berth_within_seconds() {
     let runs = admin(&a, "GET", "/api/v1/replication/to-b/runs").json();
     assert_eq!(runs[0]["trigger"], "push", "{runs}");
     assert!(!a.log().contains(REMOTE_PW));
+}
+
+/// Two cores on one PostgreSQL and one bucket hold the same rule: a run on one is in the
+/// other's history, and the other's run finds everything already there.
+#[test]
+fn cores_share_a_rules_runs() {
+    let work = tempfile::tempdir().unwrap();
+    let dist = distribution(work.path());
+    let (pg, s3) = (Postgres::start(), S3Server::start());
+    let stores = format!(
+        "  metadata: {{ postgres: {{ url: \"{}\" }} }}\n  blobs: {}\n",
+        pg.url,
+        s3.config("registry")
+    );
+    let rule = format!(
+        "  - name: to-dist\n    direction: push\n    repository: hosted\n\
+         \x20   remote: {{ url: \"http://{}\", username: robot, password_file: PASSWORD_FILE }}\n",
+        dist.addr
+    );
+    let (a, b) = (core_on(&rule, &stores), core_on(&rule, &stores));
+    let layout = work.path().join("img");
+    write_layout(&layout, "v1", &[("linux", "amd64")], &[60_000], 5);
+    let oci = format!("oci:{}:v1", layout.display());
+    let to = format!("docker://{}/team/app:v1", a.connector("hosted"));
+    let root = format!("root:{ROOT}");
+    skopeo_ok(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &root,
+        &oci,
+        &to,
+    ]);
+    let on_a = run_rule(&a, "to-dist");
+    assert_eq!(
+        (on_a["outcome"].as_str(), on_a["images_copied"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{on_a}"
+    );
+    let seen_by_b = admin(&b, "GET", "/api/v1/replication/to-dist/runs").json();
+    assert_eq!(seen_by_b[0]["id"], on_a["id"], "{seen_by_b}");
+    let on_b = run_rule(&b, "to-dist");
+    assert_ne!(on_b["core"], on_a["core"]);
+    assert_eq!(
+        (
+            on_b["images_copied"].as_u64(),
+            on_b["images_skipped"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{on_b}"
+    );
 }
