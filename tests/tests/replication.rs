@@ -309,6 +309,7 @@ fn a_pull_rule_brings_a_filtered_tag_set_and_survives_a_remote_outage() {
         admin(&core, "GET", "/api/v1/replication/nope/runs").status,
         404
     );
+    ui_shows_and_runs(&core, "from-dist");
     assert!(
         !core.log().contains(REMOTE_PW),
         "the remote's password in the log"
@@ -491,5 +492,42 @@ fn cores_share_a_rules_runs() {
         ),
         (Some(0), Some(1)),
         "{on_b}"
+    );
+}
+
+/// The admin page lists `rule` with its last run, and its button starts another.
+fn ui_shows_and_runs(core: &Core, rule: &str) {
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let login = format!("user=root&password={ROOT}");
+    let r = request(&core.main, "POST", "/ui/login", &form, login.as_bytes()).unwrap();
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = request(&core.main, "GET", "/ui/admin", &[("Cookie", &cookie)], b"").unwrap();
+    let text = String::from_utf8_lossy(&page.body);
+    let at = text
+        .find(&format!("<td>{rule}</td>"))
+        .unwrap_or_else(|| panic!("{rule} not on the admin page: {text}"));
+    let row = &text[at..at + text[at..].find("</tr>").unwrap_or(0)];
+    assert!(row.contains("succeeded"), "{row}");
+    let headers = [form[0], ("Cookie", &cookie)];
+    let body = format!("name={rule}");
+    let started = request(
+        &core.main,
+        "POST",
+        "/ui/admin/replication/run",
+        &headers,
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        started.status,
+        303,
+        "{}",
+        String::from_utf8_lossy(&started.body)
     );
 }

@@ -72,6 +72,7 @@ pub async fn admin(ctx: &Ctx<'_>) -> PageResult {
         json!({
             "repos": repos, "users": users, "directory_users": directory_users,
             "gc_running": gc.running, "gc_running_on": gc.running_on, "gc_reports": gc.reports,
+            "replication": super::replication::rules(ctx).await,
         }),
     )
 }

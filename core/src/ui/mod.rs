@@ -16,7 +16,8 @@
 //! - `common.rs`: sizes, times, the browser's host, finding a readable repository.
 //! - `content.rs`: deleting tags and manifests, restoring tags, for users with the privilege.
 //! - `account.rs`: a user's own password and API tokens; an admin's password reset.
-//! - `manage.rs`: the admin pages and their forms; `signin.rs`: login and logout.
+//! - `manage.rs`: the admin pages and their forms; `replication.rs`: its replication part;
+//!   `signin.rs`: login, single sign-on and logout.
 
 mod account;
 mod browse;
@@ -24,6 +25,7 @@ mod common;
 mod content;
 mod manage;
 mod overview;
+mod replication;
 mod signin;
 
 use std::sync::OnceLock;
@@ -62,6 +64,7 @@ pub enum Page {
     AdminGc,
     AdminCleanup,
     AdminPassword,
+    AdminReplicate,
     Account,
     AccountPassword,
     AccountTokens,
@@ -89,6 +92,7 @@ pub fn route(reg: &Registry, path: &str) -> Option<Page> {
         "/ui/admin/gc" => Page::AdminGc,
         "/ui/admin/cleanup" => Page::AdminCleanup,
         "/ui/admin/password" => Page::AdminPassword,
+        "/ui/admin/replication/run" => Page::AdminReplicate,
         "/ui/account" => Page::Account,
         "/ui/account/password" => Page::AccountPassword,
         "/ui/account/tokens" => Page::AccountTokens,
@@ -418,6 +422,7 @@ pub async fn serve(
         (Page::AdminGc, true) => manage::gc(&ctx).await,
         (Page::AdminCleanup, true) => manage::cleanup(&ctx, body).await,
         (Page::AdminPassword, true) => account::reset(&ctx, body).await,
+        (Page::AdminReplicate, true) => replication::run(&ctx, body).await,
         (Page::Account, _) => account::page(&ctx).await,
         (Page::AccountPassword, true) => account::password(&ctx, body).await,
         (Page::AccountTokens, true) => account::create_token(&ctx, body).await,
