@@ -54,6 +54,8 @@ struct Figures {
 fn berth_run(core: &Core, dist: &Distribution) -> Figures {
     let (core_pid, dist_pid) = (core.pid().expect("core"), dist.child.id());
     let (c0, d0) = (proc::cpu_seconds(core_pid), proc::cpu_seconds(dist_pid));
+    proc::reset_peak(core_pid);
+    let rss0 = proc::rss_mib(core_pid);
     let t = Instant::now();
     let r = request(
         &core.main,
@@ -82,6 +84,11 @@ fn berth_run(core: &Core, dist: &Distribution) -> Figures {
     };
     let seconds = t.elapsed().as_secs_f64();
     assert_eq!(report["outcome"], "succeeded", "{report}");
+    // Streamed: the core's memory does not grow with the bytes copied.
+    println!(
+        "berth push rule: core peak RSS growth {:.1} MiB",
+        proc::peak_rss_mib(core_pid) - rss0
+    );
     Figures {
         seconds,
         cpu: vec![

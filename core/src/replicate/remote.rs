@@ -251,12 +251,17 @@ impl RemoteRegistry {
         Box::pin(stream)
     }
 
-    /// An absolute URL for a `Location` the remote gave.
+    /// An absolute URL for a `Location` the remote gave (a path is on the remote's origin,
+    /// whatever path the configured URL has).
     pub fn absolute(&self, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_owned()
-        } else {
-            format!("{}{location}", self.base)
+            return location.to_owned();
         }
+        let origin_end = self
+            .base
+            .find("://")
+            .and_then(|i| self.base[i + 3..].find('/').map(|j| i + 3 + j))
+            .unwrap_or(self.base.len());
+        format!("{}{location}", &self.base[..origin_end])
     }
 }
