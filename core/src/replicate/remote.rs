@@ -19,8 +19,23 @@ use hyper_util::client::legacy::Client;
 
 use super::rule::RemoteSettings;
 use super::ReplicateError;
-use crate::http::Body;
 use crate::storage::ByteStream;
+
+/// A request body: whole or streamed (the registry's front-ends have their own; this layer
+/// sits below them).
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A body of these bytes.
+pub fn full(bytes: Bytes) -> Body {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// No body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
 
 /// The largest manifest, token or listing read.
 const MAX_SMALL: usize = 4 * 1024 * 1024;
@@ -133,7 +148,7 @@ impl RemoteRegistry {
         };
         let mut auth = self.cached(scope);
         for attempt in 0..2 {
-            let body = crate::http::response::full(body.clone());
+            let body = full(body.clone());
             let resp = self
                 .send_once(&method, &url, headers, auth.as_deref(), body)
                 .await?;
@@ -198,13 +213,7 @@ impl RemoteRegistry {
             format!("{realm}?{}", q.finish())
         };
         let resp = self
-            .send_once(
-                &Method::GET,
-                &url,
-                &[],
-                self.basic.as_deref(),
-                crate::http::response::empty(),
-            )
+            .send_once(&Method::GET, &url, &[], self.basic.as_deref(), empty())
             .await?;
         let answer = self.read(resp).await?;
         if answer.status != StatusCode::OK {

@@ -312,7 +312,7 @@ impl Side for RemoteRegistry {
                     ReplicateError::Remote(format!("{path}: a redirect without Location"))
                 })?;
             resp = self
-                .stream(Method::GET, &to, &[], crate::http::response::empty(), "")
+                .stream(Method::GET, &to, &[], super::remote::empty(), "")
                 .await?;
         }
         if resp.status() != StatusCode::OK {
