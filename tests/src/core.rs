@@ -33,6 +33,21 @@ pub fn check_config(path: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
         .expect("berth-core check-config")
 }
 
+/// Asserts `check-config` refuses a config of `rest` (the YAML after `storage` and `main`),
+/// naming `key` in its error.
+pub fn assert_refused(rest: &str, key: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("core.yaml");
+    let text = format!(
+        "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\n{rest}",
+        dir.path().join("data").display()
+    );
+    fs::write(&path, text).expect("config");
+    let out = check_config(&path);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains(key), "{key}: {said}");
+}
+
 /// An argon2 hash of `password` for a config file, from `berth-core hash-password`.
 pub fn hash_password(password: &str) -> String {
     use std::io::Write;

@@ -319,7 +319,6 @@ fn a_pull_rule_brings_a_filtered_tag_set_and_survives_a_remote_outage() {
 /// Mistakes in `replication` stop the start, naming the key.
 #[test]
 fn replication_config_errors_name_the_key() {
-    let dir = tempfile::tempdir().unwrap();
     let remote = "remote: { url: \"https://dr.example\" }";
     for (rule, key) in [
         (
@@ -347,18 +346,7 @@ fn replication_config_errors_name_the_key() {
             "replication[0].remote.password_file",
         ),
     ] {
-        let path = dir.path().join("core.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "storage: {{ root: {} }}\nmain: {{ listen: 127.0.0.1:0 }}\nrepositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\nreplication:\n  - {rule}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let out = berth_tests::core::check_config(&path);
-        let text = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && text.contains(key), "{key}: {text}");
+        berth_tests::core::assert_refused(&format!("repositories:\n  - {{ name: hosted, kind: hosted, connector: {{ http: 127.0.0.1:0 }} }}\nreplication:\n  - {rule}\n"), key);
     }
 }
 
