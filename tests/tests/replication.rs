@@ -519,3 +519,49 @@ fn ui_shows_and_runs(core: &Core, rule: &str) {
         String::from_utf8_lossy(&started.body)
     );
 }
+
+/// With `delete: true`, a tag deleted here goes at the remote at the next run; the others stay.
+#[test]
+fn a_delete_rule_takes_tags_gone_here_away_there() {
+    let work = tempfile::tempdir().unwrap();
+    let dist = distribution(work.path());
+    let core = core_with(&format!(
+        "  - name: mirror\n    direction: push\n    repository: hosted\n\
+         \x20   remote: {{ url: \"http://{}\", username: robot, password_file: PASSWORD_FILE }}\n\
+         \x20   delete: true\n",
+        dist.addr
+    ));
+    let hosted = core.connector("hosted").to_owned();
+    let root = format!("root:{ROOT}");
+    for (tag, seed) in [("v1", 21), ("v2", 22)] {
+        let layout = work.path().join(tag);
+        write_layout(&layout, tag, &[("linux", "amd64")], &[20_000], seed);
+        let from = format!("oci:{}:{tag}", layout.display());
+        let to = format!("docker://{hosted}/app:{tag}");
+        skopeo_ok(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &root,
+            &from,
+            &to,
+        ]);
+    }
+    let first = run_rule(&core, "mirror");
+    assert_eq!(first["images_copied"], 2, "{first}");
+    let berth = basic("root", ROOT);
+    let gone = request(
+        &hosted,
+        "DELETE",
+        "/v2/app/manifests/v2",
+        &[("Authorization", &berth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(gone.status, 202, "{}", String::from_utf8_lossy(&gone.body));
+    let second = run_rule(&core, "mirror");
+    assert_eq!(second["tags_deleted"], 1, "{second}");
+    let dist_auth = basic("robot", REMOTE_PW);
+    assert_eq!(raw_manifest(&dist.addr, "app", "v2", &dist_auth).0, 404);
+    assert_eq!(raw_manifest(&dist.addr, "app", "v1", &dist_auth).0, 200);
+}
