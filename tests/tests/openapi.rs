@@ -270,8 +270,40 @@ fn every_documented_operation_answers_as_documented() {
         204
     );
 
-    // No replication rules in this config: an empty list, and no such rule.
+    // No replication rules in this config: an empty list, and no such rule; one made,
+    // replaced, read and deleted at run time.
     c.call("GET", "/api/v1/replication", None, true);
+    let rule = json!({ "name": "dr", "direction": "push", "repository": "hosted",
+        "remote": { "url": "https://dr.example" }, "images": "team/*" });
+    assert_eq!(
+        c.call("POST", "/api/v1/replication", Some(rule.clone()), true)
+            .status,
+        201
+    );
+    let bad = json!({ "name": "dr", "direction": "pull", "repository": "nope", "remote": { "url": "https://x" } });
+    assert_eq!(
+        c.call("PUT", "/api/v1/replication/dr", Some(bad), true)
+            .status,
+        400
+    );
+    assert_eq!(
+        c.call("PUT", "/api/v1/replication/dr", Some(rule), true)
+            .status,
+        200
+    );
+    assert_eq!(
+        c.call("GET", "/api/v1/replication/dr", None, true).status,
+        200
+    );
+    assert_eq!(
+        c.call("DELETE", "/api/v1/replication/dr", None, true)
+            .status,
+        204
+    );
+    assert_eq!(
+        c.call("GET", "/api/v1/replication/dr", None, true).status,
+        404
+    );
     let run = c.call("POST", "/api/v1/replication/nope/run", None, true);
     assert_eq!(run.status, 404);
     let runs = c.call("GET", "/api/v1/replication/nope/runs", None, true);

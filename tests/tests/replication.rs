@@ -473,6 +473,7 @@ fn cores_share_a_rules_runs() {
     assert_eq!(seen_by_b[0]["id"], on_a["id"], "{seen_by_b}");
     let on_b = run_rule(&b, "to-dist");
     assert_ne!(on_b["core"], on_a["core"]);
+    rules_made_at_run_time_reach_every_core(&a, &b, &dist.addr);
     assert_eq!(
         (
             on_b["images_copied"].as_u64(),
@@ -564,4 +565,50 @@ fn a_delete_rule_takes_tags_gone_here_away_there() {
     let dist_auth = basic("robot", REMOTE_PW);
     assert_eq!(raw_manifest(&dist.addr, "app", "v2", &dist_auth).0, 404);
     assert_eq!(raw_manifest(&dist.addr, "app", "v1", &dist_auth).0, 200);
+}
+
+/// A rule created through a's admin API is run by b; deleted through b, a no longer has it.
+fn rules_made_at_run_time_reach_every_core(a: &Core, b: &Core, remote: &str) {
+    let pw = a.dir.path().join("remote.pw");
+    let rule = serde_json::json!({
+        "name": "copies", "direction": "push", "repository": "hosted",
+        "remote": { "url": format!("http://{remote}"), "username": "robot", "password_file": pw },
+        "destination": "copy/{image}",
+    });
+    let auth = basic("root", ROOT);
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let body = rule.to_string();
+    let made = request(
+        &a.main,
+        "POST",
+        "/api/v1/replication",
+        &headers,
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let listed = |core: &Core| {
+        let all = admin(core, "GET", "/api/v1/replication").json();
+        all.as_array()
+            .is_some_and(|r| r.iter().any(|x| x["name"] == "copies"))
+    };
+    assert!(
+        berth_tests::edge::wait_for(|| listed(b).then_some(())).is_some(),
+        "b never saw it"
+    );
+    let on_b = run_rule(b, "copies");
+    assert_eq!(on_b["images_copied"], 1, "{on_b}");
+    let dist_auth = basic("robot", REMOTE_PW);
+    assert_eq!(
+        raw_manifest(remote, "copy/team/app", "v1", &dist_auth).0,
+        200
+    );
+    assert_eq!(admin(b, "DELETE", "/api/v1/replication/copies").status, 204);
+    assert!(
+        berth_tests::edge::wait_for(|| (!listed(a)).then_some(())).is_some(),
+        "a kept it"
+    );
 }

@@ -242,7 +242,18 @@ async fn serve(
             };
             users::serve(reg, r, req, body, actor).await
         }
-        AdminRoute::Replication(r) => replication::serve(reg, r, req, actor).await,
+        AdminRoute::Replication(r) => {
+            let takes_body = matches!(
+                (&r, &req.method),
+                (replication::ReplRoute::Rules, &Method::POST)
+                    | (replication::ReplRoute::Rule(_), &Method::PUT)
+            );
+            let body = match takes_body {
+                true => Some(json_body(body).await?),
+                false => None,
+            };
+            replication::serve(reg, r, req, body, actor).await
+        }
         AdminRoute::Gc if req.method == Method::POST => lifecycle::run_gc(reg, req, actor).await,
         AdminRoute::Gc => lifecycle::gc_status(reg).await,
         AdminRoute::SigningKey => signing_key(reg),

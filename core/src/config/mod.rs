@@ -195,6 +195,19 @@ impl Config {
     }
 }
 
+/// One replication rule in the config file's shape (a `replication` entry as JSON, as the
+/// admin API takes it), checked against `repos` like the file's own.
+pub fn replication_rule(
+    entry: &serde_json::Value,
+    repos: &[RepoConfig],
+    source: &Source,
+) -> Result<crate::replicate::Rule, ConfigError> {
+    let raw: raw::RawReplication = serde_path_to_error::deserialize(entry.clone())
+        .map_err(|e| source.err(format!("replication.{}", e.path()), e.inner().to_string()))?;
+    let mut rules = replication::rules(vec![raw], repos, source)?;
+    Ok(rules.remove(0))
+}
+
 /// The metrics listener, which may not share the main port.
 fn metrics_listen(
     raw: Option<raw::RawMetrics>,

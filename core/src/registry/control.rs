@@ -158,9 +158,11 @@ impl Control {
             origins: std::sync::RwLock::new(origins(&repos, &merged)),
             version: AtomicI64::new(version),
         };
+        let replication = control.replication_rules(&repos).await?;
         Ok((
             Config {
                 repositories: repos,
+                replication,
                 ..config
             },
             control,
@@ -342,8 +344,10 @@ impl Control {
                     "cannot open the ports another core configured");
             }
         }
-        self.install(reg, repos, &merged)?;
+        self.install(reg, repos.clone(), &merged)?;
         self.apply_directory(reg).await?;
+        reg.replication
+            .replace_rules(self.replication_rules(&repos).await?);
         if let Some(auth) = &reg.auth {
             // A key that cannot be followed (a key file not yet replaced here) is logged; the
             // old key keeps signing, and the other cores accept it as their previous one.

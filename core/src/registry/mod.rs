@@ -23,6 +23,7 @@ pub mod content;
 pub mod control;
 pub mod directory;
 mod ports;
+mod replication;
 mod wiring;
 
 use std::collections::BTreeMap;

@@ -122,6 +122,11 @@ impl Replicator {
         }
     }
 
+    /// Runs these rules from now on (a run in progress finishes with the rule it started with).
+    pub fn replace_rules(&self, rules: Vec<Rule>) {
+        *self.rules.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+
     pub fn rules(&self) -> Arc<Vec<Rule>> {
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -19,6 +19,8 @@ pub enum SettingKind {
     User,
     Role,
     Token,
+    /// A replication rule.
+    Replication,
 }
 
 impl SettingKind {
@@ -28,6 +30,7 @@ impl SettingKind {
             SettingKind::User => "user",
             SettingKind::Role => "role",
             SettingKind::Token => "token",
+            SettingKind::Replication => "replication",
         }
     }
 }
