@@ -54,6 +54,15 @@ where
     Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 
+/// The parameters of a response's `WWW-Authenticate: Bearer ...` challenge, if it has one.
+pub fn bearer_challenge(headers: &http::HeaderMap) -> Option<HashMap<String, String>> {
+    let v = headers.get(http::header::WWW_AUTHENTICATE)?.to_str().ok()?;
+    let rest = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
+    Some(challenge_params(rest))
+}
+
 /// The parameters of a `WWW-Authenticate: Bearer ...` challenge (`realm`, `service`,
 /// `scope`), keys lower-cased, values unquoted.
 pub fn challenge_params(v: &str) -> HashMap<String, String> {

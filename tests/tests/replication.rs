@@ -94,6 +94,15 @@ fn run_rule(core: &Core, rule: &str) -> serde_json::Value {
     }
 }
 
+/// An OCI artifact (a signature) whose subject is the index `index`.
+fn signature_of(index: &[u8]) -> String {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","artifactType":"application/vnd.example.sig","manifests":[],"subject":{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{}","size":{}}}}}"#,
+        digest(index),
+        index.len()
+    )
+}
+
 /// skopeo with `args`, asserting it worked; its stdout.
 fn skopeo_ok(args: &[&str]) -> String {
     let out = skopeo().args(args).output().unwrap();
@@ -156,11 +165,7 @@ fn a_push_rule_copies_images_with_referrers_and_skips_what_is_there() {
     // A signature of the index, pushed to Berth.
     let berth_auth = basic("root", ROOT);
     let (_, index) = raw_manifest(&hosted, "team/app", "v1", &berth_auth);
-    let signature = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","artifactType":"application/vnd.example.sig","manifests":[],"subject":{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{}","size":{}}}}}"#,
-        digest(&index),
-        index.len()
-    );
+    let signature = signature_of(&index);
     let sig_digest = digest(signature.as_bytes());
     let put = request(
         &hosted,
@@ -395,11 +400,7 @@ fn an_on_push_rule_copies_to_a_second_berth_within_seconds() {
     assert_eq!(digest(&arrived), digest(&index));
 
     // A signature pushed next, by digest as signing tools do, follows it.
-    let signature = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","artifactType":"application/vnd.example.sig","manifests":[],"subject":{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{}","size":{}}}}}"#,
-        digest(&index),
-        index.len()
-    );
+    let signature = signature_of(&index);
     let sig_digest = digest(signature.as_bytes());
     let put = request(
         &a_hosted,

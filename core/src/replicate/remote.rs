@@ -155,20 +155,9 @@ impl RemoteRegistry {
             if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 || self.bearer.is_some() {
                 return Ok(resp);
             }
-            let challenge = resp
-                .headers()
-                .get(header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
-            match challenge
-                .strip_prefix("Bearer ")
-                .or_else(|| challenge.strip_prefix("bearer "))
-            {
-                Some(rest) => {
-                    let token = self
-                        .token(&crate::net::challenge_params(rest), scope)
-                        .await?;
+            match crate::net::bearer_challenge(resp.headers()) {
+                Some(params) => {
+                    let token = self.token(&params, scope).await?;
                     auth = Some(format!("Bearer {token}"));
                 }
                 None if self.basic.is_some() && auth != self.basic => auth = self.basic.clone(),

@@ -372,20 +372,9 @@ impl Remote {
             };
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
-                let challenge = resp
-                    .headers()
-                    .get(header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                if let Some(rest) = challenge
-                    .strip_prefix("Bearer ")
-                    .or_else(|| challenge.strip_prefix("bearer "))
-                {
+                if let Some(params) = crate::net::bearer_challenge(resp.headers()) {
                     self.tokens.remove(&scope.to_owned());
-                    let token = self
-                        .token(&crate::net::challenge_params(rest), scope)
-                        .await?;
+                    let token = self.token(&params, scope).await?;
                     auth = Some(format!("Bearer {token}"));
                     continue;
                 }
